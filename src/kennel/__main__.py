@@ -1,0 +1,3 @@
+from kennel.cli import main
+
+main()

@@ -1,0 +1,32 @@
+"""The ``kennel`` command line. Each sub-module adds its commands; heavy imports stay inside commands."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+app = typer.Typer(
+    name="kennel",
+    help="Train, tune, debug, profile and serve image classifiers on your own hardware.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="log details to stderr")) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+
+
+def _register() -> None:
+    # Each module registers its own commands on ``app`` when imported.
+    from kennel.cli import models  # noqa: F401
+
+
+def main() -> None:
+    _register()
+    app()

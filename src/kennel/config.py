@@ -1,0 +1,167 @@
+"""The training job's configuration: typed, validated once at the edge, saved with the job.
+
+Precedence: defaults, then a YAML file, then command-line flags. Unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    root: Path | None = Field(None, description="dataset folder holding train/ valid/ test/")
+    train: Path | None = Field(None, description="train split folder (default ROOT/train)")
+    valid: Path | None = Field(None, description="validation split folder (default ROOT/valid)")
+    test: Path | None = Field(None, description="test split folder (default ROOT/test)")
+    batch_size: int = Field(32, ge=1, le=8192)
+    workers: int | None = Field(None, ge=0, description="DataLoader workers; default: sized to the machine")
+    augment: Literal["none", "light", "strong"] = "light"
+    image_size: int | None = Field(None, ge=16, le=1024, description="input size; default: the backbone's")
+
+    def split_dir(self, split: str) -> Path:
+        explicit = getattr(self, split)
+        if explicit is not None:
+            return Path(explicit)
+        if self.root is None:
+            raise ValueError(f"no dataset: set data.root (--data DIR) or data.{split}")
+        return Path(self.root) / split
+
+
+class ModelConfig(_Strict):
+    backbone: str = "tf_efficientnet_lite0"
+    pretrained: bool = True
+    weights: Path | None = Field(None, description="weights file instead of the normal sources")
+    freeze: int | Literal["all"] = Field("all", description="backbone stages to freeze: 0, N or all")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, name: str) -> str:
+        from kennel.models import BACKBONES
+
+        if name not in BACKBONES:
+            raise ValueError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES.names())}")
+        return name
+
+    @field_validator("freeze", mode="before")
+    @classmethod
+    def _freeze_from_text(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().isdigit():
+            return int(value)
+        return value
+
+
+class OptimConfig(_Strict):
+    name: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(3e-3, gt=0.0, le=10.0)
+    backbone_lr_scale: float = Field(0.1, ge=0.0, le=1.0, description="backbone lr = lr x this")
+    weight_decay: float = Field(1e-4, ge=0.0, lt=1.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_epochs: float = Field(1.0, ge=0.0)
+    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class TrainConfig(_Strict):
+    """Everything one training job needs. ``kennel train --help`` lists the common flags."""
+
+    name: str | None = Field(None, description="job name; default: a generated one")
+    seed: int = 0
+    epochs: int = Field(20, ge=1, le=10000)
+    early_stopping: int = Field(0, ge=0, description="stop after N epochs without a better valid loss; 0 = off")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = Field(True, description="mixed precision on CUDA (bf16 autocast for CPU feature extraction)")
+    channels_last: bool = True
+    feature_cache: bool = Field(True, description="frozen backbone: compute features once, train the head")
+    feature_views: int = Field(1, ge=1, le=32, description="augmented views cached per train image (1 = none)")
+    log_every: int = Field(10, ge=1, description="steps between metric lines")
+    export_onnx: bool = True
+    evaluate_test: bool = True
+    tracking: bool = Field(True, description="record the job in MLflow")
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    optim: OptimConfig = OptimConfig()
+
+    @model_validator(mode="after")
+    def _views_need_cache(self) -> TrainConfig:
+        if self.feature_views > 1 and self.data.augment == "none":
+            raise ValueError("feature_views > 1 needs data.augment light or strong (views would be identical)")
+        return self
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the key and the problem."""
+
+
+def _format_validation(error: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
+        lines.append(f"  {key}: {message}" + (f" (got {item['input']!r})" if "input" in item else ""))
+    return "\n".join(lines)
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def dotted_to_nested(overrides: dict[str, Any]) -> dict[str, Any]:
+    """``{"optim.lr": 0.1}`` -> ``{"optim": {"lr": 0.1}}``."""
+    nested: dict[str, Any] = {}
+    for dotted, value in overrides.items():
+        node = nested
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return nested
+
+
+def read_config_file(path: Path | str) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def load_config(
+    file: Path | str | None = None, overrides: dict[str, Any] | None = None, base: dict[str, Any] | None = None
+) -> TrainConfig:
+    """Defaults <- ``base`` <- ``file`` <- ``overrides`` (dotted keys); raise :class:`ConfigError` if invalid."""
+    raw: dict[str, Any] = dict(base or {})
+    sources = ["defaults"]
+    if file is not None:
+        raw = deep_merge(raw, read_config_file(file))
+        sources.append(str(file))
+    if overrides:
+        raw = deep_merge(raw, dotted_to_nested({k: v for k, v in overrides.items() if v is not None}))
+        sources.append("flags")
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc, " <- ".join(sources))) from None
+
+
+def config_to_yaml(config: BaseModel) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,58 @@
+"""Datasets and loaders over a dataset layout."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from kennel.data.images import open_rgb
+from kennel.data.layout import Split
+
+
+class ImageDataset(Dataset):
+    """``(transform(image), label)`` for each file of a split."""
+
+    def __init__(self, files: list[tuple[Path, int]] | Split, transform: Callable, draft_size: int | None = None):
+        self.files = list(files.files if isinstance(files, Split) else files)
+        self.transform = transform
+        self.draft_size = draft_size
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        path, label = self.files[index]
+        return self.transform(open_rgb(path, self.draft_size)), label
+
+
+def default_workers() -> int:
+    """One loader worker per spare core, at most 8; none on a 1-core machine."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(8, cores - 1)) if cores > 1 else 0
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    workers: int | None = None,
+    pin_memory: bool = False,
+    seed: int = 0,
+    drop_last: bool = False,
+) -> DataLoader:
+    workers = default_workers() if workers is None else workers
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+        generator=generator,
+        drop_last=drop_last and len(dataset) > batch_size,
+    )

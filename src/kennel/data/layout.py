@@ -1,0 +1,100 @@
+"""The dataset layout kennel reads: ``ROOT/{train,valid,test}/CLASS/*.jpg``, as in dogImages."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SPLITS = ("train", "valid", "test")
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
+_NUMBERED = re.compile(r"^\d+\.(.+)$")
+
+
+class LayoutError(ValueError):
+    """The folder does not have the layout kennel expects."""
+
+
+def readable_name(folder: str) -> str:
+    """``001.Affenpinscher`` -> ``Affenpinscher``; ``042.Cavalier_king_charles_spaniel`` -> spaces."""
+    match = _NUMBERED.match(folder)
+    name = match.group(1) if match else folder
+    return name.replace("_", " ")
+
+
+def is_image_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+@dataclass(frozen=True)
+class Split:
+    name: str
+    root: Path
+    classes: tuple[str, ...]
+    files: tuple[tuple[Path, int], ...] = field(repr=False)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+@dataclass(frozen=True)
+class DatasetLayout:
+    """The splits of a dataset, with one class list (folder names, sorted) shared by every split."""
+
+    root: Path
+    classes: tuple[str, ...]
+    splits: dict[str, Split]
+
+    @property
+    def class_names(self) -> list[str]:
+        return [readable_name(c) for c in self.classes]
+
+    def __getitem__(self, split: str) -> Split:
+        return self.splits[split]
+
+
+def class_folders(split_dir: Path) -> list[str]:
+    return sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def scan_split(name: str, split_dir: Path, classes: tuple[str, ...]) -> Split:
+    index = {c: i for i, c in enumerate(classes)}
+    files = []
+    for folder in classes:
+        class_dir = split_dir / folder
+        if not class_dir.is_dir():
+            continue
+        files.extend((p, index[folder]) for p in sorted(class_dir.iterdir()) if is_image_file(p))
+    return Split(name, split_dir, classes, tuple(files))
+
+
+def load_layout(root: Path | str, splits: tuple[str, ...] = SPLITS, strict: bool = True) -> DatasetLayout:
+    """Read the layout of ``root``; raise :class:`LayoutError` naming what is missing or inconsistent."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise LayoutError(f"dataset folder {root} does not exist")
+    missing = [s for s in splits if not (root / s).is_dir()]
+    if missing:
+        found = sorted(p.name for p in root.iterdir() if p.is_dir())
+        raise LayoutError(
+            f"dataset folder {root} has no {', '.join(missing)} split folder(s); expected "
+            f"{'/ '.join(splits)}/ each holding one folder per class (found: {', '.join(found) or 'nothing'})"
+        )
+    per_split = {s: class_folders(root / s) for s in splits}
+    classes = tuple(per_split[splits[0]])
+    if not classes:
+        raise LayoutError(f"{root / splits[0]} has no class folders; expected one folder per class")
+    if strict:
+        for s in splits[1:]:
+            if tuple(per_split[s]) != classes:
+                only_first = sorted(set(classes) - set(per_split[s]))
+                only_here = sorted(set(per_split[s]) - set(classes))
+                raise LayoutError(
+                    f"split {s!r} of {root} has other classes than {splits[0]!r}: "
+                    f"missing {only_first[:5] or 'none'}, extra {only_here[:5] or 'none'}"
+                )
+    layout = DatasetLayout(root, classes, {s: scan_split(s, root / s, classes) for s in splits})
+    empty = [s for s in splits if len(layout.splits[s]) == 0]
+    if empty:
+        raise LayoutError(f"split(s) {', '.join(empty)} of {root} hold no image files")
+    return layout

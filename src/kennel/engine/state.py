@@ -1,0 +1,42 @@
+"""The small state the loop shares with observers. Observers read it; only ``request_stop`` writes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass
+class LoopState:
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    device: torch.device
+    epochs: int
+    steps_per_epoch: int
+    epoch: int = 0  # the epoch running now, counted from 0
+    step: int = 0  # step within the epoch
+    global_step: int = 0  # optimizer steps since the job began
+    mode: str = "TRAIN"  # TRAIN while fitting, EVAL during validation
+    batch_size: int = 0
+    loss: float | None = None  # the last training batch's loss
+    batch: Any = field(default=None, repr=False)  # the last batch, on device: (inputs, targets)
+    outputs: torch.Tensor | None = field(default=None, repr=False)
+    lr: float = 0.0
+    step_metrics: dict[str, float] = field(default_factory=dict)  # of the last logged step
+    epoch_metrics: dict[str, float] = field(default_factory=dict)  # of the last finished epoch
+    history: list[dict[str, float]] = field(default_factory=list)  # every finished epoch's metrics
+    stop_reason: str | None = None
+    status: str = "running"  # running, completed, stopped, failed
+    snapshot: Any = field(default=None, repr=False)  # () -> dict: everything a checkpoint needs
+
+    def request_stop(self, reason: str) -> None:
+        """Ask the loop to stop after the current step (early stopping, a debugger rule, a pruner)."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+
+    @property
+    def should_stop(self) -> bool:
+        return self.stop_reason is not None

