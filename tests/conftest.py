@@ -1,0 +1,28 @@
+"""Shared fixtures: an isolated kennel home, and tiny generated datasets (never the real photos)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def kennel_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own $KENNEL_HOME and cache, so nothing leaks between tests or into ~/.kennel."""
+    home = tmp_path_factory.mktemp("kennel-home")
+    monkeypatch.setenv("KENNEL_HOME", str(home))
+    monkeypatch.setenv("KENNEL_CACHE", str(home / "cache"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("KENNEL_TRACKING_URI", raising=False)
+    return home
+
+
+def shared_data(name: str) -> Path:
+    """A folder of real photos from ../shared/data, or skip the test saying why."""
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        pytest.skip(f"real-photo set {path} is absent (it lives in ../shared/data beside the repository)")
+    return path
