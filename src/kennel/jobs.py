@@ -52,6 +52,7 @@ class JobRecord:
     error: str | None = None
     study: str | None = None  # the tuning study this job is a trial of
     mlflow_run_id: str | None = None
+    pid: int | None = None  # the process running the job, while it runs
     job_dir: str = ""
 
     @property

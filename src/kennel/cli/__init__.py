@@ -25,7 +25,7 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="log detai
 def _register() -> None:
     # Each module registers its own commands on ``app`` when imported.
     from kennel.cli import data  # noqa: F401
-    from kennel.cli import models  # noqa: F401
+    from kennel.cli import models, train  # noqa: F401
 
 
 def main() -> None:

@@ -1,0 +1,269 @@
+"""A training job from start to finish: data, model, the loop with its observers, evaluation, artifact, record.
+
+``train(config)`` starts a new job; ``resume(job)`` continues a killed one from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+import torch
+
+from kennel.config import ConfigError, TrainConfig, config_to_yaml, load_config
+from kennel.data.layout import LayoutError, load_layout
+from kennel.engine import LoopConfig, Observer, Trainer
+from kennel.jobs import JobRecord, create_job, load_job, now
+from kennel.models import create_model, get_backbone
+from kennel.models.weights import available_offline
+from kennel.observers.checkpoint import Checkpointer, load_checkpoint
+from kennel.observers.early_stopping import EarlyStopping
+from kennel.observers.metrics_log import MetricsLogger
+from kennel.observers.progress import ProgressBar
+from kennel.optim import build_optimizer, build_schedule, param_groups
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: cuda was asked for but no CUDA GPU is visible")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def key_params(config: TrainConfig) -> dict[str, object]:
+    """The hyperparameters a person scans for in the console."""
+    return {
+        "lr": config.optim.lr,
+        "batch_size": config.data.batch_size,
+        "epochs": config.epochs,
+        "optimizer": config.optim.name,
+        "freeze": config.model.freeze,
+        "augment": config.data.augment,
+        "label_smoothing": config.optim.label_smoothing,
+    }
+
+
+def weights_identity(config: TrainConfig) -> str:
+    """What the backbone's weights are, for the feature cache key."""
+    if config.model.weights is not None:
+        path = Path(config.model.weights)
+        return f"file:{path.resolve()}:{path.stat().st_size}:{path.stat().st_mtime_ns}"
+    if not config.model.pretrained:
+        return f"random:seed{config.seed}"
+    source = available_offline(get_backbone(config.model.backbone))
+    return f"{source.kind}:{source.where}" if source else "download"
+
+
+def _load_data(config: TrainConfig):
+    root = config.data.root
+    try:
+        if config.data.train or config.data.valid or config.data.test:
+            # Splits given one by one (SageMaker channels): lay them out as one dataset.
+            from kennel.data.layout import DatasetLayout, class_folders, scan_split
+
+            dirs = {s: config.data.split_dir(s) for s in ("train", "valid", "test")}
+            for split, folder in dirs.items():
+                if not folder.is_dir():
+                    raise LayoutError(f"{split} split folder {folder} does not exist")
+            classes = tuple(class_folders(dirs["train"]))
+            splits = {s: scan_split(s, d, classes) for s, d in dirs.items()}
+            return DatasetLayout(dirs["train"].parent, classes, splits)
+        if root is None:
+            raise ConfigError("no dataset: pass --data DIR (a folder with train/ valid/ test/)")
+        return load_layout(root)
+    except LayoutError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _observers(record: JobRecord, config: TrainConfig, stream: TextIO | None, progress: bool | None) -> list[Observer]:
+    observers: list[Observer] = [
+        MetricsLogger(record.path / "metrics.jsonl", every=config.log_every, stream=stream),
+        Checkpointer(record.path / "checkpoints"),
+        ProgressBar(progress),
+    ]
+    if config.early_stopping:
+        observers.append(EarlyStopping(config.early_stopping))
+    return observers
+
+
+def _tracker(record: JobRecord, config: TrainConfig, experiment: str):
+    if not config.tracking:
+        return None
+    from kennel.observers.tracking import MLflowTracker
+
+    return MLflowTracker(record, config.model_dump(mode="json"), experiment=experiment)
+
+
+def train(
+    config: TrainConfig,
+    observers: Sequence[Observer] = (),
+    study: str | None = None,
+    stream: TextIO | None = sys.stdout,
+    progress: bool | None = None,
+) -> JobRecord:
+    """Run a new training job; returns its record (status, metrics, artifact path)."""
+    layout = _load_data(config)
+    record = create_job(
+        config.name or f"{config.model.backbone}",
+        backbone=config.model.backbone,
+        params=key_params(config),
+        config=config.model_dump(mode="json"),
+        study=study,
+    )
+    (record.path / "config.yaml").write_text(config_to_yaml(config))
+    return _run(record, config, layout, observers, stream, progress, resume=False)
+
+
+def resume(
+    ref: str | Path,
+    observers: Sequence[Observer] = (),
+    stream: TextIO | None = sys.stdout,
+    progress: bool | None = None,
+) -> JobRecord:
+    """Continue job ``ref`` from its last checkpoint (a finished job is returned as it is)."""
+    record = load_job(ref)
+    if record.status == "completed":
+        return record
+    config = load_config(record.path / "config.yaml")
+    return _run(record, config, _load_data(config), observers, stream, progress, resume=True)
+
+
+def _run(
+    record: JobRecord,
+    config: TrainConfig,
+    layout,
+    extra: Sequence[Observer],
+    stream: TextIO | None,
+    progress: bool | None,
+    resume: bool,
+) -> JobRecord:
+    from kennel.inputs import prepare_inputs
+
+    started = time.perf_counter()
+    earlier_seconds = (record.duration_s or 0.0) if resume else 0.0
+    device = resolve_device(config.device)
+    seed_everything(config.seed)
+    record.status, record.started, record.error, record.stop_reason = "running", record.started or now(), None, None
+    record.pid = os.getpid()
+    record.save()
+    tracker = None
+    try:
+        spec = get_backbone(config.model.backbone)
+        preprocessing = spec.preprocessing
+        if config.data.image_size:
+            preprocessing = preprocessing.scaled(config.data.image_size)
+        model = create_model(
+            spec.name,
+            num_classes=len(layout.classes),
+            pretrained=config.model.pretrained,
+            weights=config.model.weights,
+            dropout=config.model.dropout,
+            freeze=config.model.freeze,
+        )
+        inputs = prepare_inputs(model, layout, config, preprocessing, device, weights_identity(config))
+        trainable = inputs.module
+        head = list(model.head_parameters())
+        backbone = [] if inputs.cached else list(model.backbone_parameters())
+        optimizer = build_optimizer(param_groups(head, backbone, config.optim), config.optim)
+        schedule = build_schedule(optimizer, config.optim, len(inputs.train), config.epochs)
+        observers = _observers(record, config, stream, progress)
+        tracker = _tracker(record, config, experiment=record.study or "kennel")
+        if tracker is not None:
+            observers.append(tracker)
+        trainer = Trainer(
+            trainable,
+            optimizer,
+            LoopConfig(
+                epochs=config.epochs,
+                device=device,
+                amp=config.amp,
+                channels_last=config.channels_last and not inputs.cached,
+                log_every=config.log_every,
+            ),
+            [*observers, *extra],
+            scheduler=schedule,
+            loss_fn=torch.nn.CrossEntropyLoss(label_smoothing=config.optim.label_smoothing),
+        )
+        checkpoints = record.path / "checkpoints"
+        if resume and (checkpoints / "last.pt").is_file():
+            trainer.load_state_dict(load_checkpoint(checkpoints / "last.pt"))
+            log.info("resuming %s at epoch %d", record.id, trainer._start_epoch + 1)
+        state = trainer.fit(inputs.train, inputs.valid)
+        if (checkpoints / "best.pt").is_file():
+            trainable.load_state_dict(load_checkpoint(checkpoints / "best.pt")["model"])
+        record.status, record.stop_reason = state.status, state.stop_reason
+        record.metrics.update(_fit_metrics(state.history))
+        if inputs.feature_seconds:
+            record.metrics["feature_seconds"] = round(inputs.feature_seconds, 2)
+        _finish(record, config, model.cpu() if device.type != "cuda" else model, layout, preprocessing, inputs)
+    except BaseException as error:
+        record.status = "stopped" if isinstance(error, KeyboardInterrupt) else "failed"
+        record.error = f"{type(error).__name__}: {error}"
+        raise
+    finally:
+        record.ended = now()
+        record.duration_s = round(earlier_seconds + time.perf_counter() - started, 2)
+        record.save()
+        if tracker is not None:
+            tracker.finish(record)
+    return record
+
+
+def _fit_metrics(history: list[dict[str, float]]) -> dict[str, float]:
+    if not history:
+        return {}
+    last = history[-1]
+    metrics = {k: last[k] for k in ("train_loss", "train_accuracy", "valid_loss", "valid_accuracy") if k in last}
+    if any("valid_accuracy" in h for h in history):
+        best = max(history, key=lambda h: h.get("valid_accuracy", -1.0))
+        metrics["best_valid_accuracy"] = best["valid_accuracy"]
+        metrics["best_epoch"] = best["epoch"]
+    metrics["epochs_run"] = last["epoch"]
+    return metrics
+
+
+def _finish(record: JobRecord, config: TrainConfig, model, layout, preprocessing, inputs) -> None:
+    """Evaluate the best weights on the test split, export the artifact, write the report."""
+    from kennel.artifact import save_artifact
+    from kennel.evaluation import summarize
+
+    if config.evaluate_test:
+        logits, targets = inputs.test_logits()
+        files = [str(p) for p, _ in layout["test"].files]
+        result = summarize(logits, targets, layout.class_names, files)
+        result.save(record.path / "evaluation")
+        record.metrics["test_accuracy"] = result.top1
+        record.metrics["test_top5"] = result.top5
+    artifact = save_artifact(
+        model.eval(),
+        layout.class_names,
+        preprocessing,
+        record.path / "model",
+        metrics=dict(record.metrics),
+        class_folders=list(layout.classes),
+        export_onnx=config.export_onnx,
+    )
+    record.artifact = str(artifact)
+    record.save()
+    try:
+        from kennel.report import write_report
+
+        write_report(record.path)
+    except Exception as exc:  # the report is a convenience; the job's results are already saved
+        log.warning("could not write the report for %s: %s", record.id, exc)

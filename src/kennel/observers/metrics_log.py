@@ -1,0 +1,62 @@
+"""Metrics to the job's ``metrics.jsonl`` and to stdout as lines a regex can read (SageMaker metric definitions)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from kennel.engine import LoopState, Observer
+
+
+def metric_line(prefix: str, values: dict[str, Any]) -> str:
+    """``[epoch 3] train_loss=0.4123 valid_accuracy=0.9130;`` - each value matchable with ``name=([0-9.eE+-]+)``."""
+    parts = " ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+    return f"[{prefix}] {parts};"
+
+
+class MetricsLogger(Observer):
+    """Appends step and epoch metrics to ``metrics.jsonl`` and echoes them to a stream."""
+
+    def __init__(self, path: Path, every: int = 10, stream: TextIO | None = sys.stdout, echo_steps: bool = False):
+        self.path = Path(path)
+        self.every = every
+        self.stream = stream
+        self.echo_steps = echo_steps
+
+    def _append(self, record: dict[str, Any]) -> None:
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def _echo(self, line: str) -> None:
+        if self.stream is not None:
+            print(line, file=self.stream, flush=True)
+
+    def on_batch_end(self, state: LoopState) -> None:
+        if state.global_step % self.every and state.step != state.steps_per_epoch:
+            return
+        record = {"kind": "step", "epoch": state.epoch + 1, "global_step": state.global_step, **state.step_metrics}
+        self._append(record)
+        if self.echo_steps:
+            self._echo(metric_line(f"step {state.global_step}", state.step_metrics))
+
+    def on_epoch_end(self, state: LoopState) -> None:
+        self._append({"kind": "epoch", "global_step": state.global_step, **state.epoch_metrics})
+        shown = {k: v for k, v in state.epoch_metrics.items() if k != "epoch"}
+        self._echo(metric_line(f"epoch {state.epoch + 1}/{state.epochs}", shown))
+
+
+def read_metrics(path: Path, kind: str | None = None) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl``; a last line cut short by a kill is ignored."""
+    if not Path(path).is_file():
+        return []
+    records = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if kind is None or record.get("kind") == kind:
+            records.append(record)
+    return records
