@@ -1,0 +1,120 @@
+"""Training jobs end to end on a generated dataset and the tiny backbone: records, files, resume after a kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kennel.config import load_config
+from kennel.data.sample import write_sample_dataset
+from kennel.job import resume, train
+from kennel.jobs import list_jobs, load_job
+from kennel.observers.metrics_log import read_metrics
+
+TINY = {"model.backbone": "tiny", "model.pretrained": False, "tracking": False, "export_onnx": False}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_sample_dataset(tmp_path_factory.mktemp("data") / "sample", num_classes=3, per_split=(12, 6, 6))
+
+
+def _config(dataset: Path, **overrides):
+    return load_config(overrides={**TINY, "data.root": str(dataset), **overrides})
+
+
+def test_frozen_backbone_job_trains_on_cached_features(dataset: Path):
+    record = train(_config(dataset, epochs=3, **{"optim.lr": 0.1}), stream=None)
+    assert record.status == "completed"
+    assert record.metrics["epochs_run"] == 3
+    assert {"test_accuracy", "test_top5", "best_valid_accuracy", "feature_seconds"} <= set(record.metrics)
+    folder = record.path
+    assert (folder / "config.yaml").is_file() and (folder / "checkpoints" / "last.pt").is_file()
+    assert [e["epoch"] for e in read_metrics(folder / "metrics.jsonl", "epoch")] == [1, 2, 3]
+    assert load_config(folder / "config.yaml").epochs == 3  # the resolved config is saved and re-readable
+
+    again = train(_config(dataset, epochs=1), stream=None)
+    assert again.metrics.get("feature_seconds", 0) < record.metrics["feature_seconds"]  # the cache was hit
+    assert [j.id for j in list_jobs()] == [again.id, record.id]
+
+
+def test_fine_tuning_job_learns_the_sample(dataset: Path):
+    record = train(_config(dataset, epochs=6, **{"model.freeze": 0, "optim.lr": 0.03}), stream=None)
+    assert record.status == "completed"
+    assert record.metrics["best_valid_accuracy"] >= 0.8
+
+
+def test_metric_lines_on_stdout_are_regex_readable(dataset: Path, capsys: pytest.CaptureFixture):
+    import re
+
+    train(_config(dataset, epochs=2), stream=sys.stdout)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[epoch")]
+    assert len(lines) == 2
+    assert all(re.search(r"valid_accuracy=([0-9.eE+-]+);?", line) for line in lines)
+
+
+def test_early_stopping_ends_the_job_with_its_reason(dataset: Path):
+    # A learning rate of zero never improves the validation loss, so patience 1 stops after epoch 2.
+    record = train(_config(dataset, epochs=10, early_stopping=1, **{"optim.lr": 1e-12}), stream=None)
+    assert record.status == "stopped"
+    assert "early stopping" in record.stop_reason
+    assert record.metrics["epochs_run"] == 2
+
+
+def _kill_when(path: Path, predicate, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"job ended before it could be killed: {process.stderr.read()}")
+        if predicate(path):
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting to kill the job")
+
+
+def test_job_killed_mid_epoch_resumes_to_the_full_epoch_count(dataset: Path, kennel_home: Path):
+    """SIGKILL a real `kennel train` process mid-epoch, then `kennel train --resume` it."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # Fine-tuning on photos, one image per step with a slow-enough loop so the kill lands mid-epoch.
+    args = [
+        sys.executable, "-m", "kennel", "train", "--data", str(dataset), "--model", "tiny",
+        "--set", "model.pretrained=false", "--freeze", "0", "--epochs", "4", "--batch-size", "1",
+        "--no-tracking", "--set", "export_onnx=false", "--set", "log_every=1", "--name", "killme",
+        "--set", "data.workers=0",
+    ]  # fmt: skip
+    process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def mid_second_epoch(home: Path) -> bool:
+        jobs = list(home.glob("jobs/*/metrics.jsonl"))
+        steps = read_metrics(jobs[0], "step") if jobs else []
+        return any(s["epoch"] == 2 and s["global_step"] >= 40 for s in steps)
+
+    _kill_when(kennel_home, mid_second_epoch, process)
+    killed = load_job("killme")
+    assert killed.status == "running"  # the record still says so: the process died without a word
+    assert len(read_metrics(killed.path / "metrics.jsonl", "epoch")) == 1
+
+    done = subprocess.run(
+        [sys.executable, "-m", "kennel", "train", "--resume", "killme", "--json"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout.strip().splitlines()[-1])
+    assert record["status"] == "completed"
+    assert record["metrics"]["epochs_run"] == 4
+    epochs = [e["epoch"] for e in read_metrics(killed.path / "metrics.jsonl", "epoch")]
+    assert epochs == [1, 2, 3, 4]  # epoch 2 ran again from the checkpoint of epoch 1; nothing twice
+
+
+def test_resume_of_a_completed_job_changes_nothing(dataset: Path):
+    record = train(_config(dataset, epochs=1), stream=None)
+    assert resume(record.id, stream=None).to_dict() == load_job(record.id).to_dict()
