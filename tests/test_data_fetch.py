@@ -89,7 +89,7 @@ def assert_dataset(root: Path) -> None:
 
 
 def test_full_download(server: Server, tmp_path: Path) -> None:
-    root = fetch_dogimages(dest=tmp_path / "out", url=server.url, progress=False)
+    root = fetch_dogimages(dest=tmp_path / "out", url=server.url, progress=True)
     assert root == tmp_path / "out" / "dogImages"
     assert_dataset(root)
     assert server.ranges == [None]

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from kennel.cli import app
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from kennel.data.check import CheckReport, Finding
 
 data_app = typer.Typer(help="Fetch, check and generate datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -57,10 +63,103 @@ def fetch_command(
         typer.echo(f"{name} is already unpacked at {target}")
         return
     if from_file is None:
-        typer.echo(f"downloading {name} ({DATASETS[name].size}) from {url or DATASETS[name].url}", err=True)
+        size = "" if url else f" ({DATASETS[name].size})"
+        typer.echo(f"downloading {name}{size} from {url or DATASETS[name].url}", err=True)
     try:
         root = fetch_dataset(name, dest, from_file, url, progress=not quiet)
     except FetchError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"{name} is ready at {root}\nuse it with: --data {root}")
+
+
+SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+SHOWN_PER_CODE = 5
+SHOWN_FILES = 4
+
+
+def _print_report(report: CheckReport, console: Console) -> None:
+    """Class table, then findings by severity, a few per code (the JSON has them all), then the verdict."""
+    from rich.table import Table
+
+    from kennel.data.check import SEVERITIES
+    from kennel.data.layout import readable_name
+
+    splits = list(report.counts)
+    table = Table(title=f"{report.root}: {len(report.classes)} classes, {report.files_checked} images")
+    table.add_column("#", justify="right")
+    table.add_column("class")
+    for split in splits:
+        table.add_column(split, justify="right")
+    for i, folder in enumerate(report.classes, 1):
+        table.add_row(str(i), readable_name(folder), *(str(report.counts[s].get(folder, "-")) for s in splits))
+    if report.classes:
+        table.add_section()
+        table.add_row("", "total", *(str(n) for n in report.split_totals().values()))
+        console.print(table)
+    for severity in SEVERITIES:
+        findings = report.by_severity(severity)
+        if findings:
+            style = SEVERITY_STYLE[severity]
+            console.print(f"\n[{style}]{severity.upper()}S ({len(findings)})[/{style}]", highlight=False)
+            by_code: dict[str, list[Finding]] = {}
+            for finding in findings:
+                by_code.setdefault(finding.code, []).append(finding)
+            for code, group in by_code.items():
+                _print_findings(console, code, group, style)
+    verdict = "[bold red]FAILED[/bold red]" if report.errors else "[bold green]OK[/bold green]"
+    console.print(
+        f"\n{verdict}: {len(report.errors)} error(s), {len(report.warnings)} warning(s) "
+        f"in {report.files_checked} images, {report.seconds:.1f} s",
+        highlight=False,
+    )
+
+
+def _print_findings(console: Console, code: str, group: list[Finding], style: str) -> None:
+    for finding in group[:SHOWN_PER_CODE]:
+        console.print(f"  [{style}]{code}[/{style}] {finding.message}", highlight=False)
+        for path in finding.files[:SHOWN_FILES]:
+            console.print(f"      {path}", highlight=False, soft_wrap=True)
+        if len(finding.files) > SHOWN_FILES:
+            console.print(f"      … and {len(finding.files) - SHOWN_FILES} more", highlight=False)
+    if len(group) > SHOWN_PER_CODE:
+        more = len(group) - SHOWN_PER_CODE
+        console.print(f"  [{style}]{code}[/{style}]: {more} more like these (see --json)", highlight=False)
+
+
+@data_app.command("check")
+def check_command(
+    directory: Path = typer.Argument(..., help="dataset folder holding train/ valid/ test/"),
+    as_json: bool = typer.Option(False, "--json", help="print a JSON document instead of the report"),
+    tiny_px: int = typer.Option(64, "--tiny-px", min=1, help="warn about images whose short side is below this"),
+    imbalance: float = typer.Option(10.0, "--imbalance", min=1.0, help="warn when largest/smallest class exceeds"),
+    workers: int = typer.Option(0, "--workers", min=0, help="decoding processes (0: one per core)"),
+) -> None:
+    """Validate a dataset: layout, unreadable or odd images, duplicates and leakage, class balance.
+
+    Exits 1 when there are errors; warnings alone exit 0.
+    """
+    import json
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from kennel.data.check import check_dataset
+
+    if as_json:
+        report = check_dataset(directory, tiny_px, imbalance, workers or None)
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        columns = (TextColumn("checking images"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+            task = progress.add_task("check", total=None)
+            report = check_dataset(
+                directory,
+                tiny_px,
+                imbalance,
+                workers or None,
+                lambda done, total: progress.update(task, completed=done, total=total),
+            )
+        _print_report(report, Console())
+    if report.errors:
+        raise typer.Exit(1)

@@ -223,6 +223,10 @@ def unpack(archive_path: Path, prefix: PurePosixPath, target: Path) -> Path:
             members = [n for n in archive.namelist() if PurePosixPath(n).parts[:1] != ("__MACOSX",)]
             archive.extractall(tmp, members=members)
             tmp.joinpath(*prefix.parts).replace(target)
+        except OSError as exc:
+            if is_unpacked(target):  # another kennel process finished the same unpacking first
+                return target
+            raise FetchError(f"unpacking {archive_path} into {target.parent} failed ({exc})") from exc
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return target
