@@ -26,6 +26,7 @@ def _register() -> None:
     # Each module registers its own commands on ``app`` when imported.
     from kennel.cli import data  # noqa: F401
     from kennel.cli import models, train  # noqa: F401
+    from kennel.cli import predict, report  # noqa: F401
 
 
 def main() -> None:

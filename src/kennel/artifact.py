@@ -1,0 +1,303 @@
+"""The model artifact: one folder with everything needed to predict, and nothing that needs unpickling.
+
+::
+
+    artifact.json       format version, backbone, classes, preprocessing, metrics, ONNX details
+    model.safetensors   the whole Classifier state dict (features, head, the frozen ImageNet head)
+    model.onnx          optional: fp32, dynamic batch; input ``image``, outputs ``logits`` (+ ``imagenet_logits``)
+
+Training writes it, evaluation and serving read it; the preprocessing is stored once, here.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import secrets
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from kennel.atomic import atomic_write_json
+from kennel.jobs import now
+from kennel.models import Classifier
+from kennel.preprocessing import Preprocessing
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+INFO_FILE = "artifact.json"
+WEIGHTS_FILE = "model.safetensors"
+ONNX_FILE = "model.onnx"
+ONNX_OPSET = 18
+ONNX_TOLERANCE = 1e-3  # max abs difference of logits between ONNX Runtime and PyTorch on a random batch
+
+
+class ArtifactError(ValueError):
+    """A folder that is not a usable model artifact; the message names the folder and what is wrong."""
+
+
+class OnnxExportError(RuntimeError):
+    """The ONNX export failed or disagrees with PyTorch; ``save_artifact(..., export_onnx=False)`` skips it."""
+
+
+@dataclass
+class ArtifactInfo:
+    """The contents of ``artifact.json``."""
+
+    backbone: str
+    num_classes: int
+    class_names: list[str]
+    preprocessing: dict[str, Any]
+    feature_dim: int
+    has_imagenet_head: bool
+    class_folders: list[str] | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    created: str = field(default_factory=now)
+    onnx: dict[str, Any] | None = None  # file, opset, inputs, outputs, export_s, max_abs_diff, verified_batch
+    format_version: int = FORMAT_VERSION
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ArtifactInfo:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+@dataclass
+class Artifact:
+    """A loaded artifact: the model in eval mode on the CPU, its description and its preprocessing."""
+
+    path: Path
+    info: ArtifactInfo
+    preprocessing: Preprocessing
+    model: Classifier | None = None  # None when loaded with ``with_model=False``
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.info.class_names
+
+    @property
+    def onnx_path(self) -> Path | None:
+        path = self.path / ONNX_FILE
+        return path if self.info.onnx and path.is_file() else None
+
+
+def is_artifact(folder: Path | str) -> bool:
+    return (Path(folder) / INFO_FILE).is_file()
+
+
+# --- saving ------------------------------------------------------------------------------------------------------
+
+
+def save_artifact(
+    model: Classifier,
+    class_names: list[str],
+    preprocessing: Preprocessing,
+    out_dir: Path | str,
+    metrics: dict[str, Any] | None = None,
+    class_folders: list[str] | None = None,
+    export_onnx: bool = True,
+) -> Path:
+    """Write the artifact of ``model`` to ``out_dir`` and return that path.
+
+    The folder is built beside ``out_dir`` and renamed into place, so a reader (a server, a concurrent
+    ``kennel predict``) sees the old artifact or the new one, never a half-written one. With ``export_onnx``
+    the ONNX file is verified against PyTorch; a mismatch raises :class:`OnnxExportError` and leaves
+    ``out_dir`` untouched.
+    """
+    if len(class_names) != model.num_classes:
+        raise ValueError(f"{len(class_names)} class names for a model with {model.num_classes} classes")
+    out_dir = Path(out_dir).expanduser()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_hex(4)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{token}"
+    tmp.mkdir()
+    try:
+        cpu_model = copy.deepcopy(model).cpu().eval()
+        _save_weights(cpu_model, tmp / WEIGHTS_FILE)
+        info = ArtifactInfo(
+            backbone=model.backbone,
+            num_classes=model.num_classes,
+            class_names=list(class_names),
+            preprocessing=preprocessing.to_dict(),
+            feature_dim=model.feature_dim,
+            has_imagenet_head=model.imagenet_head is not None,
+            class_folders=list(class_folders) if class_folders is not None else None,
+            metrics=dict(metrics or {}),
+        )
+        if export_onnx:
+            info.onnx = export_onnx_file(cpu_model, preprocessing.input_size, tmp / ONNX_FILE)
+        atomic_write_json(tmp / INFO_FILE, asdict(info))
+        _make_readable(tmp)
+        _swap_into_place(tmp, out_dir, token)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    log.info("saved model artifact %s", out_dir)
+    return out_dir
+
+
+def _save_weights(model: nn.Module, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path), metadata={"format": "pt", "kennel_backbone": str(model.backbone)})
+
+
+def _make_readable(folder: Path) -> None:
+    """Temporary files are private (0600); an artifact is read by servers, perhaps as another user."""
+    for path in folder.iterdir():
+        path.chmod(0o644)
+
+
+def _swap_into_place(tmp: Path, out_dir: Path, token: str) -> None:
+    """Rename ``tmp`` to ``out_dir``; an existing artifact is moved aside first and removed after."""
+    old = out_dir.parent / f".{out_dir.name}.old-{token}"
+    if out_dir.exists():
+        os.replace(out_dir, old)
+    try:
+        os.replace(tmp, out_dir)
+    except OSError:
+        if old.exists():
+            os.replace(old, out_dir)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+class _OnnxOutputs(nn.Module):
+    """The forward the ONNX file holds: the breed logits and, when the backbone has one, the ImageNet logits."""
+
+    def __init__(self, model: Classifier) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor):
+        features = self.model.features(image)
+        if self.model.imagenet_head is None:
+            return self.model.head(features)
+        return self.model.head(features), self.model.imagenet_head(features)
+
+
+def export_onnx_file(model: Classifier, input_size: int, path: Path, batch: int = 2) -> dict[str, Any]:
+    """Export ``model`` (CPU, eval) to ``path`` as one self-contained file, check it with ONNX Runtime on
+    another batch size than the export's, and return what ``artifact.json`` records about it."""
+    wrapper = _OnnxOutputs(model).eval()
+    outputs = ["logits", "imagenet_logits"] if model.imagenet_head is not None else ["logits"]
+    example = torch.randn(batch, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
+    started = time.perf_counter()
+    try:
+        torch.onnx.export(
+            wrapper,
+            (example,),
+            str(path),
+            input_names=["image"],
+            output_names=outputs,
+            opset_version=ONNX_OPSET,
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+            dynamic_shapes={"image": {0: torch.export.Dim("batch", min=1, max=4096)}},
+        )
+    except Exception as exc:
+        raise OnnxExportError(f"ONNX export of {model.backbone} failed: {type(exc).__name__}: {exc}") from exc
+    export_s = time.perf_counter() - started
+    verified_batch = batch + 1
+    diff = verify_onnx(wrapper, path, input_size, verified_batch)
+    worst = max(diff.values())
+    if worst > ONNX_TOLERANCE:
+        raise OnnxExportError(
+            f"ONNX export of {model.backbone} disagrees with PyTorch: max abs difference {diff} "
+            f"exceeds {ONNX_TOLERANCE}"
+        )
+    log.info("exported %s to ONNX in %.1f s (max abs diff %.2e)", model.backbone, export_s, worst)
+    return {
+        "file": ONNX_FILE,
+        "opset": ONNX_OPSET,
+        "inputs": {"image": ["batch", 3, input_size, input_size]},
+        "outputs": outputs,
+        "dtype": "float32",
+        "export_s": round(export_s, 3),
+        "max_abs_diff": diff,
+        "tolerance": ONNX_TOLERANCE,
+        "verified_batch": verified_batch,
+        "torch_version": torch.__version__,
+    }
+
+
+@torch.no_grad()
+def verify_onnx(wrapper: nn.Module, path: Path, input_size: int, batch: int) -> dict[str, float]:
+    """Max abs difference per output between ONNX Runtime and PyTorch on a random batch."""
+    import onnxruntime as ort
+
+    images = torch.randn(batch, 3, input_size, input_size, generator=torch.Generator().manual_seed(1))
+    expected = wrapper(images)
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    got = session.run(names, {"image": images.numpy()})
+    return {name: float((torch.from_numpy(g) - e).abs().max()) for name, g, e in zip(names, got, expected, strict=True)}
+
+
+# --- loading -----------------------------------------------------------------------------------------------------
+
+
+def read_info(folder: Path | str) -> ArtifactInfo:
+    """``artifact.json`` of ``folder``, checked; raises :class:`ArtifactError` naming what is missing."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise ArtifactError(f"model folder {folder} does not exist")
+    path = folder / INFO_FILE
+    if not path.is_file():
+        raise ArtifactError(f"{folder} is not a kennel model artifact: {INFO_FILE} is missing")
+    try:
+        data = json.loads(path.read_text())
+        info = ArtifactInfo.from_dict(data)
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise ArtifactError(f"{path} is not a valid artifact description: {exc}") from exc
+    if info.format_version > FORMAT_VERSION:
+        raise ArtifactError(
+            f"{folder} has artifact format {info.format_version}; this kennel reads up to {FORMAT_VERSION} "
+            "(upgrade kennel)"
+        )
+    return info
+
+
+def load_artifact(folder: Path | str, with_model: bool = True) -> Artifact:
+    """Read an artifact. The model is rebuilt from its backbone name (no pretrained download) and the
+    safetensors weights load with ``strict=True``; nothing is unpickled. ``with_model=False`` skips the
+    model (an ONNX-only consumer needs just the description)."""
+    folder = Path(folder).expanduser()
+    info = read_info(folder)
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise ArtifactError(f"{folder} is not a complete kennel model artifact: {WEIGHTS_FILE} is missing")
+    preprocessing = Preprocessing.from_dict(info.preprocessing)
+    model = _load_model(info, weights) if with_model else None
+    return Artifact(path=folder, info=info, preprocessing=preprocessing, model=model)
+
+
+def _load_model(info: ArtifactInfo, weights: Path) -> Classifier:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from kennel.models import create_model
+
+    model = create_model(info.backbone, info.num_classes, pretrained=False)
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError) as exc:
+        raise ArtifactError(f"cannot read {weights}: {exc}") from exc
+    if (model.imagenet_head is not None) and not info.has_imagenet_head:
+        model.imagenet_head = None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ArtifactError(f"{weights} does not fit backbone {info.backbone}: {str(exc)[:500]}") from exc
+    return model.eval()

@@ -1,0 +1,74 @@
+"""``kennel report``: one self-contained HTML page per job (figures embedded, no external assets).
+
+The page is a list of sections (:data:`SECTIONS`); each renders from the job folder or, when its input is
+missing, leaves a note, so a job that failed early still gets a useful report. Later features (debugger,
+profiler) add theirs with :func:`add_section`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from kennel.atomic import atomic_write_text
+from kennel.report.data import MissingInput, ReportData
+from kennel.report.section import Section, render_template
+from kennel.report.sections import SECTIONS, add_section
+
+log = logging.getLogger(__name__)
+
+REPORT_FILE = "report.html"
+
+
+@dataclass(frozen=True)
+class RenderedSection:
+    id: str
+    title: str
+    status: str  # ok, missing (input absent: a note), error (the renderer failed: a note)
+    html: str = ""
+    note: str = ""
+
+
+def render_section(section: Section, data: ReportData) -> RenderedSection:
+    try:
+        return RenderedSection(section.id, section.title, "ok", html=section.render(data))
+    except MissingInput as exc:
+        return RenderedSection(section.id, section.title, "missing", note=str(exc))
+    except Exception as exc:  # one broken section must not cost the whole report
+        log.warning("report section %s failed", section.id, exc_info=True)
+        return RenderedSection(section.id, section.title, "error", note=f"{type(exc).__name__}: {exc}")
+
+
+def render_report(job_dir: Path | str, sections: list[Section] | None = None) -> str:
+    """The report page of ``job_dir`` as an HTML string."""
+    data = ReportData.load(job_dir)
+    rendered = [render_section(s, data) for s in (SECTIONS if sections is None else sections)]
+    job = data.job or {}
+    title = f"kennel report: {job.get('name') or job.get('id') or Path(job_dir).name}"
+    return render_template("report.html", title=title, job=job, sections=rendered)
+
+
+def write_report(job_dir: Path | str) -> Path:
+    """Write ``job_dir/report.html`` (atomically) and return its path."""
+    job_dir = Path(job_dir)
+    if not job_dir.is_dir():
+        raise FileNotFoundError(f"job folder {job_dir} does not exist")
+    path = job_dir / REPORT_FILE
+    atomic_write_text(path, render_report(job_dir))
+    path.chmod(0o644)
+    return path
+
+
+__all__ = [
+    "SECTIONS",
+    "MissingInput",
+    "RenderedSection",
+    "ReportData",
+    "Section",
+    "add_section",
+    "render_report",
+    "render_section",
+    "render_template",
+    "write_report",
+]

@@ -1,0 +1,65 @@
+"""A report section: an id (the HTML anchor tests and links use), a title, and a renderer of HTML."""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kennel.report.data import ReportData
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+@dataclass(frozen=True)
+class Section:
+    """``render`` returns an HTML fragment; it raises :class:`~kennel.report.data.MissingInput` when its input
+    is absent, and the page then shows the message as a note in place of the section."""
+
+    id: str
+    title: str
+    render: Callable[[ReportData], str]
+
+
+@functools.lru_cache(maxsize=1)
+def environment():
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=jinja2.select_autoescape(["html"]),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(pct=pct, num=num, duration=duration)
+    return env
+
+
+def render_template(name: str, **context: Any) -> str:
+    """Render ``templates/<name>`` (autoescaped); sections added later may ship their own templates elsewhere."""
+    return environment().get_template(name).render(**context)
+
+
+def pct(value: Any, digits: int = 1) -> str:
+    return f"{100 * value:.{digits}f}%" if isinstance(value, (int, float)) and math.isfinite(value) else "–"
+
+
+def num(value: Any, digits: int = 4) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "–" if value is None else str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.{digits}g}" if math.isfinite(value) else str(value)
+
+
+def duration(seconds: Any) -> str:
+    if not isinstance(seconds, (int, float)):
+        return "–"
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"

@@ -1,0 +1,181 @@
+"""The predictor on a tiny artifact: top-k, ONNX Runtime vs PyTorch, inputs, and the ``kennel predict`` command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from kennel.artifact import ArtifactError, load_artifact, save_artifact
+from kennel.data.images import ImageError
+from kennel.models import create_model, get_backbone
+from kennel.predictor import Prediction, Predictor
+
+CLASSES = ["Akita", "Beagle", "Boxer", "Collie", "Dachshund", "Pug"]
+
+
+def same(top: list[tuple[str, float]], other: list[tuple[str, float]], tolerance: float = 1e-5) -> bool:
+    """The same classes in the same order with probabilities equal within ``tolerance``."""
+    return [n for n, _ in top] == [n for n, _ in other] and all(
+        abs(p - q) <= tolerance for (_, p), (_, q) in zip(top, other, strict=True)
+    )
+
+
+@pytest.fixture(scope="module")
+def artifact_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    model = create_model("tiny", len(CLASSES), pretrained=False)
+    with torch.no_grad():  # a head with larger weights, so probabilities differ clearly between classes
+        model.head[-1].weight.mul_(20)
+    return save_artifact(model, CLASSES, get_backbone("tiny").preprocessing, tmp_path_factory.mktemp("a") / "model")
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("photos")
+    files = []
+    for i in range(5):
+        path = folder / f"dog{i}.jpg"
+        image = Image.new("RGB", (60 + 7 * i, 45), (50 * i, 255 - 40 * i, (90 * i) % 256))
+        image.paste((255, 255, 255), (5, 5, 20 + 3 * i, 30))
+        image.save(path, quality=95)
+        files.append(path)
+    return files
+
+
+def test_auto_uses_onnx_on_cpu(artifact_dir: Path) -> None:
+    predictor = Predictor.load(artifact_dir)
+    assert predictor.runtime == "onnx" and predictor.device.type == "cpu"
+    assert predictor.artifact.model is None  # ONNX-only use does not build the PyTorch model
+
+
+def test_top_k_is_sorted_and_probabilities_sum_to_one(artifact_dir: Path, photos: list[Path]) -> None:
+    predictor = Predictor.load(artifact_dir)
+    full = predictor.predict(photos, top_k=len(CLASSES))
+    top3 = predictor.predict(photos, top_k=3)
+    for every, three in zip(full, top3, strict=True):
+        probabilities = [p for _, p in every.top]
+        assert probabilities == sorted(probabilities, reverse=True)
+        assert sum(probabilities) == pytest.approx(1.0, abs=1e-5)
+        assert {name for name, _ in every.top} == set(CLASSES)
+        assert same(three.top, every.top[:3])
+        assert three.label == CLASSES[three.index] and three.probability == every.top[0][1]
+    assert len(predictor.predict(photos[:1], top_k=50)[0].top) == len(CLASSES)  # clipped to the classes
+
+
+def test_onnx_and_torch_runtimes_agree(artifact_dir: Path, photos: list[Path]) -> None:
+    onnx = Predictor.load(artifact_dir, runtime="onnx")
+    torch_ = Predictor.load(artifact_dir, runtime="torch")
+    assert torch_.runtime == "torch"
+    batch = onnx.preprocess(photos)
+    a, b = onnx.predict_batch(batch), torch_.predict_batch(batch)
+    torch.testing.assert_close(a.logits, b.logits, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(a.imagenet_logits, b.imagenet_logits, atol=1e-4, rtol=1e-4)
+    assert a.imagenet_logits.shape == (len(photos), 1000)
+    for x, y in zip(onnx.predict(photos), torch_.predict(photos), strict=True):
+        assert same(x.top, y.top)
+
+
+def test_predictions_use_the_artifacts_preprocessing(artifact_dir: Path, photos: list[Path]) -> None:
+    artifact = load_artifact(artifact_dir)
+    transform = artifact.preprocessing.eval_transform()
+    with torch.no_grad():
+        logits = artifact.model(torch.stack([transform(Image.open(p).convert("RGB")) for p in photos]))
+    expected = logits.softmax(dim=1).max(dim=1)
+    got = Predictor(artifact, runtime="torch").predict(photos, top_k=1)
+    assert [p.index for p in got] == expected.indices.tolist()
+    assert [p.probability for p in got] == pytest.approx(expected.values.tolist(), abs=1e-6)
+
+
+def test_pil_images_paths_and_batching_agree(artifact_dir: Path, photos: list[Path]) -> None:
+    predictor = Predictor.load(artifact_dir)
+    from_paths = predictor.predict(photos, batch_size=32)
+    from_images = predictor.predict([Image.open(p) for p in photos], batch_size=2)
+    assert all(same(a.top, b.top) for a, b in zip(from_paths, from_images, strict=True))
+    grey = predictor.predict([Image.open(photos[0]).convert("L"), Image.open(photos[0]).convert("RGBA")])
+    assert len(grey) == 2 and all(isinstance(p, Prediction) for p in grey)
+    assert predictor.predict([]) == []
+
+
+def test_bad_inputs_fail_clearly(artifact_dir: Path, tmp_path: Path) -> None:
+    predictor = Predictor.load(artifact_dir)
+    text = tmp_path / "notes.jpg"
+    text.write_text("not a photo")
+    with pytest.raises(ImageError, match=r"notes\.jpg"):
+        predictor.predict([text])
+    with pytest.raises(ImageError, match="no such file"):
+        predictor.predict([tmp_path / "missing.jpg"])
+    with pytest.raises(ValueError, match="expected a batch"):
+        predictor.predict_batch(torch.zeros(1, 3, 64, 64))
+    with pytest.raises(ValueError, match="unknown runtime"):
+        Predictor.load(artifact_dir, runtime="tensorrt")
+
+
+def test_without_onnx_auto_falls_back_to_torch(tmp_path: Path) -> None:
+    model = create_model("tiny", 2, pretrained=False)
+    path = save_artifact(model, ["a", "b"], get_backbone("tiny").preprocessing, tmp_path / "m", export_onnx=False)
+    assert Predictor.load(path).runtime == "torch"
+    with pytest.raises(ArtifactError, match="no ONNX model"):
+        Predictor.load(path, runtime="onnx")
+
+
+def test_prediction_to_dict() -> None:
+    prediction = Prediction(1, [("Beagle", 0.75), ("Pug", 0.25)])
+    assert prediction.to_dict() == {
+        "index": 1,
+        "label": "Beagle",
+        "probability": 0.75,
+        "top": [{"label": "Beagle", "probability": 0.75}, {"label": "Pug", "probability": 0.25}],
+    }
+
+
+# --- kennel predict ---------------------------------------------------------------------------------------------
+
+
+def run_cli(*args: str):
+    import kennel.cli.predict  # noqa: F401  (registers the command)
+    from kennel.cli import app
+
+    return CliRunner().invoke(app, ["predict", *args])
+
+
+def test_cli_prints_a_table_per_photo(artifact_dir: Path, photos: list[Path]) -> None:
+    result = run_cli("--model", str(artifact_dir), str(photos[0]), str(photos[1]), "--top-k", "3")
+    assert result.exit_code == 0, result.output
+    assert result.output.count("dog") >= 2 and "%" in result.output and "█" in result.output
+
+
+def test_cli_json_and_folders(artifact_dir: Path, photos: list[Path]) -> None:
+    result = run_cli("--model", str(artifact_dir), str(photos[0].parent), "--json", "-k", "2")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [Path(r["file"]).name for r in rows] == [p.name for p in photos]
+    assert all(len(r["top"]) == 2 and r["label"] in CLASSES for r in rows)
+
+
+def test_cli_accepts_a_job_folder(artifact_dir: Path, photos: list[Path], tmp_path: Path) -> None:
+    import shutil
+
+    from kennel.jobs import create_job
+
+    job = create_job("predict-test", root=tmp_path / "jobs", status="completed")
+    shutil.copytree(artifact_dir, job.path / "model")
+    result = run_cli("--model", str(job.path), str(photos[0]), "--json")
+    assert result.exit_code == 0, result.output
+
+
+def test_cli_errors_are_clear(artifact_dir: Path, photos: list[Path], tmp_path: Path) -> None:
+    missing = run_cli("--model", str(tmp_path / "no-such-model"), str(photos[0]))
+    assert missing.exit_code == 1 and "no model folder" in missing.output
+    assert "Traceback" not in missing.output and isinstance(missing.exception, SystemExit)
+    not_artifact = run_cli("--model", str(tmp_path), str(photos[0]))
+    assert not_artifact.exit_code == 1 and "artifact.json is missing" in not_artifact.output
+    text = tmp_path / "readme.jpg"
+    text.write_text("hello")
+    bad = run_cli("--model", str(artifact_dir), str(text), str(photos[0]), "--json")
+    assert bad.exit_code == 1 and "cannot decode image" in bad.output
+    assert isinstance(bad.exception, SystemExit)
