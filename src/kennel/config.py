@@ -40,7 +40,7 @@ class ModelConfig(_Strict):
     pretrained: bool = True
     weights: Path | None = Field(None, description="weights file instead of the normal sources")
     freeze: int | Literal["all"] = Field("all", description="backbone stages to freeze: 0, N or all")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    dropout: float = Field(0.3, ge=0.0, lt=1.0, description="dropout before the new head")
 
     @field_validator("backbone")
     @classmethod
@@ -61,9 +61,9 @@ class ModelConfig(_Strict):
 
 class OptimConfig(_Strict):
     name: Literal["adamw", "sgd"] = "adamw"
-    lr: float = Field(3e-3, gt=0.0, le=10.0)
+    lr: float = Field(1e-3, gt=0.0, le=10.0)
     backbone_lr_scale: float = Field(0.1, ge=0.0, le=1.0, description="backbone lr = lr x this")
-    weight_decay: float = Field(1e-4, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.01, ge=0.0, lt=1.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     schedule: Literal["cosine", "constant"] = "cosine"
     warmup_epochs: float = Field(1.0, ge=0.0)
@@ -75,7 +75,7 @@ class TrainConfig(_Strict):
 
     name: str | None = Field(None, description="job name; default: a generated one")
     seed: int = 0
-    epochs: int = Field(20, ge=1, le=10000)
+    epochs: int = Field(15, ge=1, le=10000)
     early_stopping: int = Field(0, ge=0, description="stop after N epochs without a better valid loss; 0 = off")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = Field(True, description="mixed precision on CUDA (bf16 autocast for CPU feature extraction)")

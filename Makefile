@@ -1,0 +1,45 @@
+# kennel: `make demo` runs the main job end to end; `make test` runs the whole test suite.
+# Both create the virtual environment first when it is missing.
+
+VENV   ?= .venv
+PYTHON ?= python3
+PY      = $(VENV)/bin/python
+DATA   ?=
+STAMP   = $(VENV)/.installed
+
+.PHONY: help demo test lint format bench-train screenshot clean
+
+help:
+	@echo "make demo [DATA=DIR]   set up, then fetch/check/train/report/predict end to end"
+	@echo "make test              set up, then lint and run the whole test suite"
+	@echo "make bench-train       benchmarks/train.py on ../shared/data/dogs10"
+	@echo "make screenshot        refresh docs/console.png (needs Debian's chromium)"
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev,lite]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/kennel demo $(if $(DATA),--data $(DATA))
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts
+
+test: lint
+	$(VENV)/bin/pytest -q
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format src tests benchmarks scripts
+	$(VENV)/bin/ruff check --fix src tests benchmarks scripts
+
+bench-train: $(STAMP)
+	$(PY) benchmarks/train.py
+
+screenshot: $(STAMP)
+	$(PY) scripts/screenshot_console.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,89 @@
+"""Configuration: precedence, validation and error messages that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from kennel.cli import _register, app
+from kennel.config import ConfigError, TrainConfig, config_to_yaml, load_config
+
+
+def test_defaults_then_file_then_flags(tmp_path: Path):
+    file = tmp_path / "job.yaml"
+    file.write_text("epochs: 7\noptim:\n  lr: 0.05\n  name: sgd\n")
+    config = load_config(file, {"optim.lr": 0.2})
+    assert (config.epochs, config.optim.name, config.optim.lr) == (7, "sgd", 0.2)
+    assert config.data.batch_size == TrainConfig().data.batch_size
+
+
+def test_resolved_config_round_trips_through_yaml(tmp_path: Path):
+    config = load_config(overrides={"model.freeze": "2", "data.augment": "strong"})
+    file = tmp_path / "saved.yaml"
+    file.write_text(config_to_yaml(config))
+    assert load_config(file) == config
+    assert config.model.freeze == 2
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"optim.lrr": 1.0}, "optim.lrr: unknown key"),
+        ({"epochs": 0}, "epochs"),
+        ({"optim.lr": -1}, "optim.lr"),
+        ({"model.backbone": "resnet9000"}, "unknown backbone 'resnet9000'"),
+        ({"model.freeze": "some"}, "model.freeze"),
+        ({"data.augment": "extreme"}, "data.augment"),
+        ({"feature_views": 4, "data.augment": "none"}, "feature_views"),
+    ],
+)
+def test_bad_values_name_the_key(overrides: dict, message: str):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        load_config(overrides=overrides)
+
+
+def test_bad_files_are_clear(tmp_path: Path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("epochs: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(broken)
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(listed)
+
+
+def test_cli_reports_config_errors_without_a_traceback(tmp_path: Path):
+    _register()
+    result = CliRunner().invoke(app, ["train", "--data", str(tmp_path), "--set", "optim.nope=1", "--print-config"])
+    assert result.exit_code == 2
+    assert "optim.nope: unknown key" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_cli_print_config_applies_flags():
+    _register()
+    result = CliRunner().invoke(app, ["train", "--lr", "0.5", "--model", "tiny", "--print-config"])
+    assert result.exit_code == 0, result.output
+    assert "lr: 0.5" in result.output and "backbone: tiny" in result.output
+
+
+def test_cli_missing_dataset_is_a_clear_error(tmp_path: Path):
+    _register()
+    result = CliRunner().invoke(app, ["train", "--data", str(tmp_path / "nowhere"), "--model", "tiny"])
+    assert result.exit_code == 2
+    assert "does not exist" in result.output
+
+
+def test_sagemaker_channels_become_split_folders(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    from kennel.cli.train import sagemaker_env
+
+    monkeypatch.setenv("SM_CHANNEL_TRAIN", str(tmp_path / "t"))
+    monkeypatch.setenv("SM_CHANNEL_TEST", str(tmp_path / "x"))
+    config = load_config(overrides=sagemaker_env())
+    assert config.data.split_dir("train") == tmp_path / "t"
+    assert config.data.split_dir("test") == tmp_path / "x"
