@@ -157,3 +157,27 @@ def test_a_model_without_imagenet_head_exports_only_logits(tmp_path: Path) -> No
 def test_class_names_must_match_the_head(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="class names"):
         save_artifact(tiny_model(), ["only one"], get_backbone("tiny").preprocessing, tmp_path / "m")
+
+
+def test_wrapped_and_hooked_models_save_their_classifier(tmp_path: Path) -> None:
+    import threading
+
+    model = tiny_model()
+
+    class Recorder:  # a hook holding a lock, as an observer's might: copy.deepcopy would fail on it
+        def __init__(self) -> None:
+            self.lock = threading.Lock()
+
+        def __call__(self, module, inputs, output) -> None:
+            with self.lock:
+                pass
+
+    model.features.register_forward_hook(Recorder())
+    path = save_artifact(
+        torch.compile(model), CLASSES, get_backbone("tiny").preprocessing, tmp_path / "m", export_onnx=False
+    )
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(load_artifact(path).model(images), model(images))
+    with pytest.raises(TypeError, match="Classifier"):
+        save_artifact(torch.nn.Linear(2, 3), CLASSES, get_backbone("tiny").preprocessing, tmp_path / "x")

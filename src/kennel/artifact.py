@@ -11,7 +11,6 @@ Training writes it, evaluation and serving read it; the preprocessing is stored 
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -112,6 +111,7 @@ def save_artifact(
     the ONNX file is verified against PyTorch; a mismatch raises :class:`OnnxExportError` and leaves
     ``out_dir`` untouched.
     """
+    model = unwrap(model)
     if len(class_names) != model.num_classes:
         raise ValueError(f"{len(class_names)} class names for a model with {model.num_classes} classes")
     out_dir = Path(out_dir).expanduser()
@@ -120,7 +120,7 @@ def save_artifact(
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{token}"
     tmp.mkdir()
     try:
-        cpu_model = copy.deepcopy(model).cpu().eval()
+        cpu_model = _clean_copy(model)
         _save_weights(cpu_model, tmp / WEIGHTS_FILE)
         info = ArtifactInfo(
             backbone=model.backbone,
@@ -142,6 +142,28 @@ def save_artifact(
             shutil.rmtree(tmp, ignore_errors=True)
     log.info("saved model artifact %s", out_dir)
     return out_dir
+
+
+def unwrap(model: nn.Module) -> Classifier:
+    """The Classifier inside a ``torch.compile`` or DDP wrapper."""
+    while not isinstance(model, Classifier):
+        inner = next((m for m in (getattr(model, a, None) for a in ("_orig_mod", "module")) if m is not None), None)
+        if not isinstance(inner, nn.Module):
+            raise TypeError(f"expected a kennel Classifier, got {type(model).__name__}")
+        model = inner
+    return model
+
+
+def _clean_copy(model: Classifier) -> Classifier:
+    """The same weights in a freshly built CPU model in eval mode: no hooks (a debugger's), no wrappers, and
+    proof that :func:`load_artifact` can rebuild it. Cheaper and safer than ``copy.deepcopy``."""
+    from kennel.models import create_model
+
+    clean = create_model(model.backbone, model.num_classes, pretrained=False)
+    if model.imagenet_head is None:
+        clean.imagenet_head = None
+    clean.load_state_dict({k: v.detach().cpu() for k, v in model.state_dict().items()}, strict=True)
+    return clean.eval()
 
 
 def _save_weights(model: nn.Module, path: Path) -> None:
