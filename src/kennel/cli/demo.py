@@ -1,0 +1,119 @@
+"""``kennel demo``: the whole path end to end on one machine - data, check, train, report, predict."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import typer
+
+from kennel.cli import app
+
+
+@dataclass
+class DemoRun:
+    """What the steps hand to each other."""
+
+    data: Path | None
+    seed: int
+    overrides: dict[str, object]
+    record: object = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+def step_data(run: DemoRun) -> None:
+    from kennel.data.fetch import FetchError, fetch_dogimages
+
+    if run.data is None:
+        try:
+            run.data = fetch_dogimages()
+        except FetchError as exc:
+            typer.secho(str(exc), err=True, fg="red")
+            raise typer.Exit(1) from None
+    _console().print(f"dataset: {run.data}")
+
+
+def step_check(run: DemoRun) -> None:
+    from kennel.data.check import check_dataset
+
+    report = check_dataset(run.data)
+    totals = report.split_totals()
+    console = _console()
+    console.print(f"{len(report.classes)} classes; " + ", ".join(f"{s} {n:,}" for s, n in totals.items()))
+    console.print(f"{len(report.errors)} errors, {len(report.warnings)} warnings (`kennel data check` shows them)")
+    for finding in report.errors[:5]:
+        console.print(f"  [red]error[/red] {finding.code}: {finding.message}")
+
+
+def step_train(run: DemoRun) -> None:
+    from kennel.config import load_config
+    from kennel.job import train
+
+    config = load_config(overrides={"data.root": str(run.data), "name": "demo", **run.overrides})
+    run.record = train(config)
+    metrics = run.record.metrics
+    _console().print(
+        f"job {run.record.id}: test accuracy {metrics['test_accuracy']:.2%}, top-5 {metrics['test_top5']:.2%}"
+    )
+
+
+def step_report(run: DemoRun) -> None:
+    from kennel.report import write_report
+
+    _console().print(f"report: {write_report(run.record.path)}")
+
+
+def step_predict(run: DemoRun) -> None:
+    from kennel.cli.predict import _print_table
+    from kennel.data.layout import load_layout
+    from kennel.predictor import Predictor
+
+    test = load_layout(run.data)["test"]
+    photo, label = random.Random(run.seed).choice(test.files)
+    prediction = Predictor.load(run.record.artifact).predict([photo])[0]
+    console = _console()
+    _print_table(console, photo, prediction)
+    truth = test.classes[label]
+    verdict = "[green]right[/green]" if prediction.index == label else "[red]wrong[/red]"
+    console.print(f"true breed: {truth.split('.', 1)[-1].replace('_', ' ')} ({verdict})")
+
+
+# The steps in order; later capabilities (tuning, serving) add theirs here.
+STEPS: list[tuple[str, Callable[[DemoRun], None]]] = [
+    ("data", step_data),
+    ("check", step_check),
+    ("train", step_train),
+    ("report", step_report),
+    ("predict", step_predict),
+]
+
+
+@app.command("demo")
+def demo_command(
+    data: Path = typer.Option(None, "--data", "-d", help="local dataset folder instead of downloading dogImages"),
+    model: str = typer.Option(None, "--model", "-m", help="backbone (default: the default recipe's)"),
+    epochs: int = typer.Option(None, "--epochs", help="training epochs"),
+    seed: int = typer.Option(0, "--seed", help="seed for training and the random test photo"),
+) -> None:
+    """Run the whole path: fetch (or --data), check, train the default recipe, report, predict a test photo."""
+    overrides = {k: v for k, v in {"model.backbone": model, "epochs": epochs, "seed": seed}.items() if v is not None}
+    run = DemoRun(data, seed, overrides)
+    console = _console()
+    started = time.perf_counter()
+    for index, (name, step) in enumerate(STEPS, 1):
+        console.rule(f"[bold]{index}/{len(STEPS)} {name}")
+        step_started = time.perf_counter()
+        step(run)
+        run.timings[name] = time.perf_counter() - step_started
+    console.rule("[bold]done")
+    console.print("  ".join(f"{name} {seconds:.0f}s" for name, seconds in run.timings.items()))
+    console.print(f"total {time.perf_counter() - started:.0f}s; `kennel jobs` lists the job, `kennel ui` opens MLflow")
