@@ -240,7 +240,7 @@ def _fit_metrics(history: list[dict[str, float]]) -> dict[str, float]:
 
 def _finish(record: JobRecord, config: TrainConfig, model, layout, preprocessing, inputs) -> None:
     """Evaluate the best weights on the test split, export the artifact, write the report."""
-    from kennel.artifact import save_artifact
+    from kennel.artifact import OnnxExportError, save_artifact
     from kennel.evaluation import summarize
 
     if config.evaluate_test:
@@ -250,15 +250,24 @@ def _finish(record: JobRecord, config: TrainConfig, model, layout, preprocessing
         result.save(record.path / "evaluation")
         record.metrics["test_accuracy"] = result.top1
         record.metrics["test_top5"] = result.top5
-    artifact = save_artifact(
-        model.eval(),
-        layout.class_names,
-        preprocessing,
-        record.path / "model",
-        metrics=dict(record.metrics),
-        class_folders=list(layout.classes),
-        export_onnx=config.export_onnx,
-    )
+    def save(export_onnx: bool) -> Path:
+        return save_artifact(
+            model.eval(),
+            layout.class_names,
+            preprocessing,
+            record.path / "model",
+            metrics=dict(record.metrics),
+            class_folders=list(layout.classes),
+            export_onnx=export_onnx,
+        )
+
+    try:
+        artifact = save(config.export_onnx)
+    except OnnxExportError as exc:
+        # Never lose a trained model to an export problem: keep the PyTorch weights, say why ONNX is missing.
+        log.warning("ONNX export failed for %s (%s); the artifact has PyTorch weights only", record.id, exc)
+        record.metrics["onnx_export_failed"] = 1.0
+        artifact = save(False)
     record.artifact = str(artifact)
     record.save()
     try:
