@@ -1,0 +1,122 @@
+"""``kennel ui``: the MLflow tracking UI over kennel's store, so jobs show in a browser like a SageMaker console."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import typer
+
+from kennel.cli import app
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def server_command(
+    host: str = "127.0.0.1",
+    port: int = 5000,
+    tracking_uri: str | None = None,
+    workers: int = 1,
+    allowed_hosts: str | None = None,
+) -> list[str]:
+    """The ``mlflow server`` command line for kennel's store.
+
+    Runs are logged with their own artifact locations (beside the SQLite store, see
+    ``kennel.observers.tracking.artifact_location``), which the server reads directly; experiments created from
+    the UI keep theirs under ``$KENNEL_HOME/mlartifacts`` too instead of ``./mlartifacts`` of the current folder.
+    One worker is plenty for one person and spares a small machine's cores.
+    """
+    from kennel.home import kennel_home
+    from kennel.home import tracking_uri as default_uri
+
+    artifacts = kennel_home() / "mlartifacts"
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        tracking_uri or default_uri(),
+        "--artifacts-destination",
+        str(artifacts),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
+    if allowed_hosts:
+        command += ["--allowed-hosts", allowed_hosts]
+    return command
+
+
+def server_env() -> dict[str, str]:
+    """The server's environment. MLflow 3 also starts a job runner with about eight Huey worker processes for
+    its GenAI features; kennel uses none of them, and they would take a small machine's cores."""
+    env = dict(os.environ)
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    return env
+
+
+@app.command("ui")
+def ui_command(
+    host: str = typer.Option("127.0.0.1", "--host", help="interface to bind; 0.0.0.0 exposes it to the network"),
+    port: int = typer.Option(5000, "--port", "-p", help="port to listen on"),
+    allowed_hosts: str | None = typer.Option(
+        None,
+        "--allowed-hosts",
+        help="Host headers to accept when reached by a name other than localhost or a private IP, e.g. 'box.lan:5000'",
+    ),
+    workers: int = typer.Option(1, "--workers", help="server worker processes"),
+) -> None:
+    """Serve the MLflow UI over kennel's tracking store (every job and tuning study); Ctrl-C stops it."""
+    from kennel.home import kennel_home, tracking_uri
+
+    if not _has_mlflow():
+        typer.secho("error: mlflow is not installed (pip install mlflow)", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
+    (kennel_home() / "mlartifacts").mkdir(parents=True, exist_ok=True)
+    command = server_command(host, port, workers=workers, allowed_hosts=allowed_hosts)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    shown = f"[{shown}]" if ":" in shown else shown
+    typer.echo(f"kennel UI: http://{shown}:{port}  (store {tracking_uri()}; Ctrl-C stops it)")
+    if host not in LOCAL_HOSTS:
+        typer.echo(f"listening on {host}: anyone who can reach this machine can read and change the runs")
+    # Its own process group: mlflow starts uvicorn workers, and stopping kennel must stop all of them.
+    process = subprocess.Popen(command, env=server_env(), start_new_session=True)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        code = process.wait()
+    except KeyboardInterrupt:
+        stop_server(process)
+        code = 0
+    if code:
+        typer.secho(f"error: mlflow server exited with status {code}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def stop_server(process: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Stop the server's whole process group: politely, then for good."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=timeout)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _has_mlflow() -> bool:
+    from importlib.util import find_spec
+
+    return find_spec("mlflow") is not None
