@@ -23,10 +23,8 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="log detai
 
 
 def _register() -> None:
-    # Each module registers its own commands on ``app`` when imported.
-    from kennel.cli import data  # noqa: F401
-    from kennel.cli import models, train  # noqa: F401
-    from kennel.cli import predict, report  # noqa: F401
+    # Each module registers its own commands on ``app`` when imported; the order is the order in --help.
+    from kennel.cli import data, demo, jobs, models, predict, report, train, ui  # noqa: F401
 
 
 def main() -> None:
