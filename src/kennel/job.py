@@ -162,7 +162,8 @@ def _run(
     record.status, record.started, record.error, record.stop_reason = "running", record.started or now(), None, None
     record.pid = os.getpid()
     record.save()
-    tracker = None
+    # Tracking starts first, so a job that fails while loading weights or data still shows in MLflow.
+    tracker = _tracker(record, config, experiment=record.study or "kennel")
     try:
         spec = get_backbone(config.model.backbone)
         preprocessing = spec.preprocessing
@@ -183,7 +184,6 @@ def _run(
         optimizer = build_optimizer(param_groups(head, backbone, config.optim), config.optim)
         schedule = build_schedule(optimizer, config.optim, len(inputs.train), config.epochs)
         observers = _observers(record, config, stream, progress)
-        tracker = _tracker(record, config, experiment=record.study or "kennel")
         if tracker is not None:
             observers.append(tracker)
         trainer = Trainer(

@@ -106,6 +106,9 @@ def get_client(uri: str | None = None) -> MlflowClient:
     _check_reachable(uri)
     from mlflow.tracking import MlflowClient
 
+    # MLflow's own INFO lines (creating tables, migrations) would interleave with the job's metric lines.
+    for noisy in ("mlflow.store.db.utils", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     with _store_lock(uri):
         client = MlflowClient(tracking_uri=uri)
         client.search_experiments(max_results=1)  # opens the store (and migrates it) inside the lock
