@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from kennel.allocator import keep_buffers_in_heap
 from kennel.atomic import atomic_write
 from kennel.data.dataset import ImageDataset, make_loader
 from kennel.data.layout import Split
@@ -104,6 +105,7 @@ def extract(
     """Run the frozen ``features`` module over ``dataset`` (channels-last, reduced precision where it is fast)."""
     from rich.progress import Progress
 
+    keep_buffers_in_heap()
     features = features.eval().to(device).to(memory_format=torch.channels_last)
     loader = make_loader(
         dataset, batch_size, shuffle=False, workers=workers, pin_memory=device.type == "cuda", seed=seed

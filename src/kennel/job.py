@@ -17,6 +17,7 @@ from typing import TextIO
 import numpy as np
 import torch
 
+from kennel.allocator import keep_buffers_in_heap
 from kennel.config import ConfigError, TrainConfig, config_to_yaml, load_config
 from kennel.data.layout import LayoutError, load_layout
 from kennel.engine import LoopConfig, Observer, Trainer
@@ -155,6 +156,7 @@ def _run(
 ) -> JobRecord:
     from kennel.inputs import prepare_inputs
 
+    keep_buffers_in_heap()
     started = time.perf_counter()
     earlier_seconds = (record.duration_s or 0.0) if resume else 0.0
     device = resolve_device(config.device)
@@ -250,6 +252,7 @@ def _finish(record: JobRecord, config: TrainConfig, model, layout, preprocessing
         result.save(record.path / "evaluation")
         record.metrics["test_accuracy"] = result.top1
         record.metrics["test_top5"] = result.top5
+
     def save(export_onnx: bool) -> Path:
         return save_artifact(
             model.eval(),
