@@ -30,9 +30,13 @@ class ImageDataset(Dataset):
 
 
 def default_workers() -> int:
-    """One loader worker per spare core, at most 8; none on a 1-core machine."""
+    """Loader workers for this machine: the cores left after two for compute, at most 8.
+
+    On a 2-core CPU a worker process only competes with the forward pass's threads (measured: 101 photos/s
+    with one worker, 120 with none, for lite0 feature extraction); from 3 cores up, decoding in parallel pays.
+    """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, min(8, cores - 1)) if cores > 1 else 0
+    return max(0, min(8, cores - 2))
 
 
 def make_loader(
