@@ -59,7 +59,7 @@ def train_command(
     """Fine-tune a pretrained backbone on a dataset: log metrics, checkpoint, evaluate on test, export the model.
 
     Precedence: defaults, then --config FILE, then flags. Metric lines on stdout look like
-    `[epoch 3/20] train_loss=0.41 valid_accuracy=0.913;` for a regex to read.
+    `\\[epoch 3/20] train_loss=0.41 valid_accuracy=0.913;` for a regex to read.
     """
     import yaml
 
