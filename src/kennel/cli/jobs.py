@@ -122,7 +122,7 @@ def jobs_table(records: list[JobRecord], caption: str = ""):
     if studies:
         table.add_column("study", overflow="fold")
     for column in ("status", "started", "duration", "backbone"):
-        table.add_column(column, no_wrap=column != "backbone", overflow="fold")
+        table.add_column(column, no_wrap=True)
     for key in params:
         table.add_column(PARAM_COLUMNS[key], justify="right")
     table.add_column("best valid", justify="right")
