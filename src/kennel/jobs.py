@@ -30,7 +30,7 @@ STATUSES = ("created", "running", "completed", "stopped", "failed")
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 @dataclass
