@@ -103,6 +103,7 @@ def extract(
     seed: int = 0,
 ) -> torch.Tensor:
     """Run the frozen ``features`` module over ``dataset`` (channels-last, reduced precision where it is fast)."""
+    from rich.console import Console
     from rich.progress import Progress
 
     keep_buffers_in_heap()
@@ -112,7 +113,8 @@ def extract(
     )
     chunks = []
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
-    with Progress(transient=True) as progress:
+    console = Console(stderr=True)  # stdout stays for metric lines; no bar when stderr is not a terminal
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
         task = progress.add_task(description, total=len(dataset))
         for images, _ in loader:
             images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
