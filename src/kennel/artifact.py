@@ -212,33 +212,18 @@ def _export(wrapper: nn.Module, example: torch.Tensor, path: Path, outputs: list
     it while this torch has it, and the dynamo exporter otherwise (or when it fails)."""
     import warnings
 
+    common = {"input_names": ["image"], "output_names": outputs, "opset_version": ONNX_OPSET}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(
-                wrapper,
-                (example,),
-                str(path),
-                input_names=["image"],
-                output_names=outputs,
-                opset_version=ONNX_OPSET,
-                dynamo=False,
-                dynamic_axes={name: {0: "batch"} for name in ["image", *outputs]},
-            )
+            dynamic_axes = {name: {0: "batch"} for name in ["image", *outputs]}
+            torch.onnx.export(wrapper, (example,), str(path), dynamo=False, dynamic_axes=dynamic_axes, **common)
         return
     except Exception as exc:  # removed in a future torch, or an operator it cannot trace
         log.info("TorchScript ONNX export failed (%s); using the dynamo exporter", exc)
+    batch = torch.export.Dim("batch", min=1, max=4096)
     torch.onnx.export(
-        wrapper,
-        (example,),
-        str(path),
-        input_names=["image"],
-        output_names=outputs,
-        opset_version=ONNX_OPSET,
-        dynamo=True,
-        external_data=False,
-        verbose=False,
-        dynamic_shapes={"image": {0: torch.export.Dim("batch", min=1, max=4096)}},
+        wrapper, (example,), str(path), dynamo=True, external_data=False, dynamic_shapes={"image": {0: batch}}, **common
     )
 
 
