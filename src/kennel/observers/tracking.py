@@ -157,6 +157,16 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _started_ms(record: JobRecord) -> int:
+    """When the job began (the run opens at fit start, after data and features are ready)."""
+    from datetime import datetime
+
+    try:
+        return int(datetime.fromisoformat(record.started).timestamp() * 1000) if record.started else _now_ms()
+    except ValueError:
+        return _now_ms()
+
+
 class MLflowTracker(Observer):
     """One MLflow run per job: params and tags at fit start, step metrics every ``log_every`` steps (as
     ``step/<name>`` at the global step), epoch metrics at the epoch's number, and at :meth:`finish` the final
@@ -224,7 +234,9 @@ class MLflowTracker(Observer):
                 self.run_id = None
         if not self.run_id:
             experiment_id = ensure_experiment(self.client, self.experiment, self.tracking_uri)
-            run = self.client.create_run(experiment_id, tags=self._tags(), run_name=self.record.name)
+            run = self.client.create_run(
+                experiment_id, start_time=_started_ms(self.record), tags=self._tags(), run_name=self.record.name
+            )
             self.run_id = run.info.run_id
         # Params are immutable in MLflow: on resume, log only the ones the run lacks.
         params = [Param(k, v) for k, v in self.params.items() if k not in existing]
