@@ -101,6 +101,10 @@ def train_command(
     except ConfigError as exc:
         typer.secho(str(exc), err=True, fg="red")
         raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        # The record says "stopped" and the last epoch's checkpoint is on disk.
+        typer.secho("stopped; `kennel train --resume latest` continues from the last finished epoch", err=True)
+        raise typer.Exit(130) from None
     _export_sagemaker_outputs(record)
     metrics = record.metrics
     summary = f"job {record.id} {record.status}"
