@@ -14,7 +14,9 @@ from conftest import shared_data
 from PIL import Image
 from typer.testing import CliRunner
 
-from kennel.data.check import check_dataset, inspect_file, near_duplicate_clusters
+from kennel.data.check import check_dataset
+from kennel.data.inspection import inspect_file
+from kennel.data.near_duplicates import near_duplicate_clusters
 from kennel.data.sample import write_sample_dataset
 
 A, B = "001.Synthetic_a", "002.Synthetic_b"

@@ -9,30 +9,18 @@ images, imbalance). Each file is fully decoded and hashed once, in a process poo
 
 from __future__ import annotations
 
-import hashlib
-import io
-import os
 import statistics
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-from PIL import Image, ImageFile
-
-from kennel.data import images  # importing it sets the decompression-bomb limit, in workers too
+from kennel.data.inspection import FileInfo, inspect_all
 from kennel.data.layout import IMAGE_SUFFIXES, SPLITS, readable_name
+from kennel.data.near_duplicates import near_duplicate_clusters
 
 SEVERITIES = ("error", "warning", "info")
-DRAFT_SIZE = 256
-HASH_SIDE = 16  # a 16 x 16 difference hash: 256 bits
-# Hashes this close (of 256 bits) are the same photo resized, re-encoded or recoloured. On dogs10, true pairs reach
-# about 20 bits and the closest unrelated photos 25; 16 keeps a margin for larger sets, where more pairs mean closer
-# chance neighbours.
-NEAR_DUPLICATE_BITS = 16
 
 # The suffixes each decoded format may carry without surprising a tool that trusts the name.
 FORMAT_SUFFIXES = {
@@ -117,83 +105,6 @@ class CheckReport:
             ],
             "findings": [f.to_dict() for f in self.findings],
         }
-
-
-@dataclass(frozen=True)
-class FileInfo:
-    """One file decoded and hashed (in a worker process); ``error`` is set when it cannot be decoded."""
-
-    path: str
-    sha256: str
-    format: str | None = None
-    mode: str | None = None
-    size: tuple[int, int] | None = None
-    dhash: bytes | None = None
-    colourless: bool = False
-    error: str | None = None
-
-
-def difference_hash(image: Image.Image, side: int = HASH_SIDE) -> bytes:
-    """Which of each two neighbouring pixels is brighter, on a tiny grey copy: survives resizing, re-encoding and
-    colour edits, so near-duplicates differ in few bits while unrelated photos differ in about half."""
-    small = image.convert("L").resize((side + 1, side), Image.Resampling.BILINEAR)
-    pixels = np.asarray(small, dtype=np.int16)
-    return np.packbits(pixels[:, 1:] > pixels[:, :-1]).tobytes()
-
-
-def colourless(image: Image.Image, tolerance: int = 8) -> bool:
-    """An RGB file whose pixels are all grey: a black-and-white photo saved in colour."""
-    pixels = np.asarray(image.resize((32, 32)), dtype=np.int16)
-    return bool(np.abs(pixels - pixels.mean(axis=-1, keepdims=True)).max() < tolerance)
-
-
-def inspect_file(path: str) -> FileInfo:
-    """Hash and fully decode one file; truncation is an error here even though training may tolerate it."""
-    ImageFile.LOAD_TRUNCATED_IMAGES = False
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        return FileInfo(path, "", error=f"cannot read the file ({exc.strerror or exc})")
-    digest = hashlib.sha256(data).hexdigest()
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            fmt, mode, size = image.format, image.mode, image.size
-            if fmt == "JPEG":
-                image.draft("RGB", (DRAFT_SIZE, DRAFT_SIZE))
-            image.load()
-            rgb = images.to_rgb(image)
-            return FileInfo(path, digest, fmt, mode, size, difference_hash(rgb), mode == "RGB" and colourless(rgb))
-    except Image.DecompressionBombError:
-        return FileInfo(path, digest, error=f"too large (over {images.MAX_PIXELS:,} pixels)")
-    except Exception as exc:  # any decoder failure is a finding about this file, never a crash of the check
-        return FileInfo(path, digest, error=str(exc) or type(exc).__name__)
-
-
-def default_workers() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def inspect_all(
-    paths: list[str], workers: int | None, on_progress: Callable[[int, int], None] | None
-) -> list[FileInfo]:
-    workers = workers or default_workers()
-    if workers <= 1 or len(paths) < 64:
-        results: Iterable[FileInfo] = map(inspect_file, paths)
-        return _with_progress(results, len(paths), on_progress)
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        chunk = max(1, min(64, len(paths) // (workers * 8)))
-        return _with_progress(pool.map(inspect_file, paths, chunksize=chunk), len(paths), on_progress)
-
-
-def _with_progress(
-    results: Iterable[FileInfo], total: int, on_progress: Callable[[int, int], None] | None
-) -> list[FileInfo]:
-    done = []
-    for info in results:
-        done.append(info)
-        if on_progress:
-            on_progress(len(done), total)
-    return done
 
 
 @dataclass
@@ -371,38 +282,6 @@ def duplicate_findings(infos: dict[str, FileInfo]) -> list[Finding]:
         msg = f"{len(files)} near-identical images (the same photo resized or re-encoded): {meaning}"
         findings.append(Finding(severity, code, msg, files))
     return findings
-
-
-def near_duplicate_clusters(hashes: list[bytes], max_bits: int = NEAR_DUPLICATE_BITS) -> list[list[int]]:
-    """Groups of indices whose equal-length hashes differ in at most ``max_bits`` bits (pairs joined transitively).
-
-    All pairs are compared, a block of rows at a time: 8,351 photos take under a second.
-    """
-    if not hashes:
-        return []
-    width = -(-max(len(h) for h in hashes) // 8) * 8  # whole 64-bit words, for a fast popcount
-    values = np.frombuffer(b"".join(h.ljust(width, b"\0") for h in hashes), dtype=np.uint64).reshape(len(hashes), -1)
-    parent = list(range(len(values)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for start in range(0, len(values), 256):
-        block = values[start : start + 256]
-        bits = np.zeros((len(block), len(values)), dtype=np.int32)
-        for column in range(values.shape[1]):
-            bits += np.bitwise_count(block[:, column, None] ^ values[None, :, column])
-        close = bits <= max_bits
-        for i, j in zip(*np.nonzero(close), strict=True):
-            if start + i < j:
-                parent[find(start + i)] = find(int(j))
-    clusters = defaultdict(list)
-    for i in range(len(values)):
-        clusters[find(i)].append(i)
-    return [c for c in clusters.values() if len(c) > 1]
 
 
 def balance_findings(counts: dict[str, dict[str, int]], imbalance: float) -> list[Finding]:
