@@ -7,7 +7,7 @@ PY      = $(VENV)/bin/python
 DATA   ?=
 STAMP   = $(VENV)/.installed
 
-.PHONY: help demo test lint format bench-train screenshot clean
+.PHONY: help demo test lint format bench-train screenshot browser clean
 
 help:
 	@echo "make demo [DATA=DIR]   set up, then fetch/check/train/report/predict end to end"
@@ -28,8 +28,15 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks scripts
 	$(VENV)/bin/ruff format --check src tests benchmarks scripts
 
-test: lint
+test: lint browser
 	$(VENV)/bin/pytest -q
+
+# Debian's Chromium for the browser tests and the console screenshot; where it cannot be installed (no root,
+# no apt), those tests skip and say why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; } || \
+		echo "chromium is not installed and could not be; browser tests will be skipped"
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format src tests benchmarks scripts
