@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import json
 import socket
 import threading
 import time
@@ -188,6 +189,10 @@ def test_cli_predict_endpoint_one_photo(endpoint: str, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "Bulldog" in result.output and "80.0%" in result.output
     assert "dog: yes" in result.output and "human face found: 1" in result.output
+    as_json = run_cli("predict", "--endpoint", endpoint, str(path), "--json", "-k", "2")
+    assert as_json.exit_code == 0, as_json.output
+    [row] = json.loads(as_json.stdout)
+    assert row["label"] == "Bulldog" and len(row["top"]) == 2 and row["human_face"]["found"] and "dog" in row
 
 
 def test_cli_random_from_prints_the_true_breed(endpoint: str, dataset: Path) -> None:

@@ -149,6 +149,19 @@ class _Remote:
         return self.client.predict_many(files, top_k=top_k, concurrency=self.concurrency)
 
 
+def _json_row(answer: dict[str, Any]) -> dict[str, Any]:
+    """The ``--json`` shape: top-1 ``index``/``label``/``probability``, ``top``, and the endpoint's verdicts."""
+    top = answer["predictions"]
+    extra = {key: answer[key] for key in ("dog", "human_face", "latency_ms") if key in answer}
+    return {
+        "index": top[0]["index"],
+        "label": top[0]["label"],
+        "probability": top[0]["probability"],
+        "top": [{"label": p["label"], "probability": p["probability"]} for p in top],
+        **extra,
+    }
+
+
 CSV_COLUMNS = ["path", "label", "probability", "top_labels", "top_probabilities", "true_label", "correct", "error"]
 
 
@@ -252,7 +265,7 @@ def predict_command(
                 results.append({"file": str(file), "error": message})
                 continue
             truth = true_label(file) if random_from is not None else None
-            results.append({"file": str(file), **answer, **({"true_label": truth} if truth else {})})
+            results.append({"file": str(file), **_json_row(answer), **({"true_label": truth} if truth else {})})
             if as_json:
                 continue
             _print_table(console, file, answer["predictions"])
