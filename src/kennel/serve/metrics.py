@@ -1,0 +1,42 @@
+"""Prometheus metrics of one app, in a registry of its own (several apps in one process do not collide)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+class ServeMetrics:
+    """Requests by route and status, errors by code, request latency, batch sizes, model time and queue depth."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self, queue_depth: Callable[[], float] = lambda: 0) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("kennel_requests", "HTTP requests answered", ["route", "status"], registry=r)
+        self.errors = Counter("kennel_errors", "requests refused or failed, by error code", ["code"], registry=r)
+        self.latency = Histogram(
+            "kennel_request_seconds", "request latency", ["route"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.batch_size = Histogram("kennel_batch_size", "images per model call", buckets=BATCH_BUCKETS, registry=r)
+        self.model_seconds = Histogram(
+            "kennel_model_seconds", "time of one model call", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.queue_depth = Gauge("kennel_queue_depth", "requests waiting for a batch", registry=r)
+        self.queue_depth.set_function(queue_depth)
+
+    def observe_batch(self, size: int, seconds: float) -> None:
+        self.batch_size.observe(size)
+        self.model_seconds.observe(seconds)
+
+    def observe_request(self, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(route, str(status)).inc()
+        self.latency.labels(route).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,60 @@
+"""Is there a dog, is there a human face: two answers beside the breed, from the ImageNet head and OpenCV."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+DOG_CLASSES = slice(151, 269)  # ImageNet classes 151 (Chihuahua) to 268 (Mexican hairless) are dogs
+FACE_SIDE = 480  # faces are looked for on a grayscale copy whose longer side is at most this
+
+
+def dog_verdict(imagenet_logits: torch.Tensor | None, threshold: float = 0.5) -> dict[str, Any]:
+    """The softmax mass of ImageNet's dog classes for one photo; unavailable without an ImageNet head."""
+    if imagenet_logits is None:
+        return {"is_dog": False, "score": 0.0, "available": False}
+    score = float(imagenet_logits.float().softmax(dim=-1)[..., DOG_CLASSES].sum())
+    return {"is_dog": score >= threshold, "score": score}
+
+
+class FaceDetector:
+    """OpenCV's frontal-face Haar cascade, loaded on first use; reports ``available: false`` without OpenCV."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self._cascade: Any = None
+        self._loaded = False
+        self._lock = threading.Lock()  # a cascade is not safe to share between threads
+
+    def _load(self) -> Any:
+        if not self._loaded:
+            self._loaded = True
+            try:
+                import cv2
+
+                cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+                self._cascade = None if cascade.empty() else cascade
+            except (ImportError, AttributeError):  # no OpenCV, or OpenCV 5 (its Haar cascades moved out)
+                log.warning("no OpenCV 4 with Haar cascades (opencv-python-headless<5): faces are not looked for")
+        return self._cascade
+
+    def __call__(self, image: Image.Image) -> dict[str, Any]:
+        with self._lock:
+            cascade = self._load() if self.enabled else None
+            if cascade is None:
+                return {"found": False, "count": 0, "available": False}
+            gray = image.convert("L")
+            scale = FACE_SIDE / max(gray.size)
+            if scale < 1:
+                gray = gray.resize((max(1, round(gray.width * scale)), max(1, round(gray.height * scale))))
+            if min(gray.size) < 24:  # smaller than the cascade's window
+                return {"found": False, "count": 0}
+            faces = cascade.detectMultiScale(np.asarray(gray), scaleFactor=1.1, minNeighbors=5, minSize=(24, 24))
+        return {"found": len(faces) > 0, "count": len(faces)}

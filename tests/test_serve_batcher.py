@@ -1,0 +1,125 @@
+"""The dynamic batcher: concurrent submissions share model calls, each caller gets its own row, stop drains."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+import torch
+
+from kennel.predictor import Outputs
+from kennel.serve.batcher import BatcherStopped, DynamicBatcher
+
+
+def fake_model(delay: float = 0.02):
+    """Logits that echo each input's first pixel, so a mixed-up row is visible; records the thread it ran on."""
+    threads: list[int] = []
+
+    def run(batch: torch.Tensor) -> Outputs:
+        threads.append(threading.get_ident())
+        time.sleep(delay)
+        first = batch[:, 0, 0, 0]
+        return Outputs(torch.stack([first, -first], dim=1), first[:, None].repeat(1, 1000))
+
+    return run, threads
+
+
+def image(value: float) -> torch.Tensor:
+    return torch.full((3, 4, 4), value)
+
+
+def test_concurrent_submissions_are_batched_and_keep_their_rows() -> None:
+    run, threads = fake_model()
+    sizes: list[int] = []
+
+    async def main() -> list[Outputs]:
+        async with DynamicBatcher(run, max_batch_size=8, max_wait_ms=20, on_batch=lambda n, s: sizes.append(n)) as b:
+            return await asyncio.gather(*(b.submit(image(float(i))) for i in range(20)))
+
+    results = asyncio.run(main())
+    for i, out in enumerate(results):
+        assert out.logits.tolist() == [float(i), -float(i)]
+        assert out.imagenet_logits is not None and out.imagenet_logits.shape == (1000,)
+        assert float(out.imagenet_logits[0]) == float(i)
+    assert sum(sizes) == 20 and max(sizes) > 1 and max(sizes) <= 8
+    assert threading.get_ident() not in threads  # the model ran off the event loop's thread
+
+
+def test_event_loop_stays_free_while_the_model_runs() -> None:
+    run, _ = fake_model(delay=0.3)
+
+    async def main() -> int:
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        async with DynamicBatcher(run, max_wait_ms=0) as batcher:
+            ticker = asyncio.create_task(tick())
+            await batcher.submit(image(1))
+            ticker.cancel()
+        return ticks
+
+    assert asyncio.run(main()) >= 10
+
+
+def test_stop_drains_queued_requests_and_refuses_new_ones() -> None:
+    run, _ = fake_model(delay=0.05)
+
+    async def main():
+        batcher = DynamicBatcher(run, max_batch_size=2, max_wait_ms=1)
+        batcher.start()
+        pending = [asyncio.create_task(batcher.submit(image(float(i)))) for i in range(7)]
+        await asyncio.sleep(0.01)
+        await batcher.stop()
+        with pytest.raises(BatcherStopped):
+            await batcher.submit(image(0))
+        return [t.result() for t in pending], list(batcher.batch_sizes)
+
+    results, sizes = asyncio.run(main())
+    assert [float(r.logits[0]) for r in results] == [float(i) for i in range(7)]
+    assert sum(sizes) == 7 and max(sizes) == 2
+
+
+def test_a_failing_batch_fails_its_callers_only() -> None:
+    calls = 0
+
+    def run(batch: torch.Tensor) -> Outputs:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("boom")
+        return Outputs(batch[:, 0, 0, :1], None)
+
+    async def main():
+        async with DynamicBatcher(run, max_wait_ms=0) as batcher:
+            with pytest.raises(RuntimeError, match="boom"):
+                await batcher.submit(image(1))
+            return await batcher.submit(image(2))
+
+    out = asyncio.run(main())
+    assert out.logits.tolist() == [2.0] and out.imagenet_logits is None
+
+
+def test_depth_counts_waiting_requests() -> None:
+    run, _ = fake_model(delay=0.2)
+
+    async def main() -> int:
+        async with DynamicBatcher(run, max_batch_size=1, max_wait_ms=0) as batcher:
+            tasks = [asyncio.create_task(batcher.submit(image(1))) for _ in range(4)]
+            await asyncio.sleep(0.05)
+            depth = batcher.depth
+            await asyncio.gather(*tasks)
+        return depth
+
+    assert asyncio.run(main()) >= 2
+
+
+def test_bad_settings_are_refused() -> None:
+    with pytest.raises(ValueError):
+        DynamicBatcher(lambda b: Outputs(b, None), max_batch_size=0)
