@@ -1,0 +1,68 @@
+"""``kennel serve JOB_OR_MODEL_DIR``: an HTTP endpoint for a model (see :mod:`kennel.serve.app`)."""
+
+from __future__ import annotations
+
+import typer
+
+from kennel.cli import app
+
+
+@app.command("serve")
+def serve_command(
+    model: str = typer.Argument(..., help="model artifact folder, job folder, or job id/name"),
+    host: str = typer.Option("127.0.0.1", help="address to bind; 0.0.0.0 to accept other machines"),
+    port: int = typer.Option(8080, help="port (SageMaker uses 8080)"),
+    workers: int = typer.Option(1, min=1, help="server processes, each with its own copy of the model"),
+    max_batch_size: int = typer.Option(32, min=1, help="most photos per model call"),
+    max_wait_ms: float = typer.Option(5.0, min=0, help="how long a request waits for others to share a batch"),
+    max_body_mb: float = typer.Option(6.0, min=0.001, help="largest request body, in MB (413 beyond)"),
+    max_pixels: int = typer.Option(50_000_000, min=1, help="largest image in pixels (422 beyond)"),
+    runtime: str = typer.Option("auto", help="auto (ONNX Runtime on CPU when available), onnx or torch"),
+    dog_threshold: float = typer.Option(0.5, min=0, max=1, help="dog score from which a photo counts as a dog"),
+    graceful_s: int = typer.Option(10, help="seconds to finish in-flight requests on shutdown"),
+) -> None:
+    """Serve a model over HTTP: POST /invocations or /predict, GET /ping, /model, /metrics, /docs."""
+    import os
+
+    import uvicorn
+
+    from kennel.artifact import ArtifactError
+    from kennel.cli.predict import resolve_model
+    from kennel.serve.app import ServeSettings
+
+    try:
+        folder = resolve_model(model)
+    except ArtifactError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    settings = ServeSettings(
+        max_body_bytes=int(max_body_mb * 1_000_000),
+        max_pixels=max_pixels,
+        max_batch_size=max_batch_size,
+        max_wait_ms=max_wait_ms,
+        runtime=runtime,
+        dog_threshold=dog_threshold,
+    )
+    # Workers are separate processes: they rebuild the app from the environment (see serve_factory).
+    os.environ["KENNEL_SERVE_ARTIFACT"] = str(folder)
+    for name, value in settings.model_dump().items():
+        os.environ[f"KENNEL_SERVE_{name.upper()}"] = str(value)
+    typer.echo(f"serving {folder} on http://{host}:{port} (docs at /docs)", err=True)
+    uvicorn.run(
+        "kennel.cli.serve:serve_factory",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        timeout_graceful_shutdown=graceful_s,
+        log_level="info",
+    )
+
+
+def serve_factory():
+    """The app uvicorn builds in each worker, from ``KENNEL_SERVE_*`` variables."""
+    import os
+
+    from kennel.serve.app import ServeSettings, create_app
+
+    return create_app(os.environ["KENNEL_SERVE_ARTIFACT"], ServeSettings())
