@@ -1,0 +1,359 @@
+"""Serving benchmark: the model's own throughput versus a naive endpoint versus ``kennel serve``.
+
+    python benchmarks/serve.py                      # trains a lite0 model on breeds4 first (about 30 s)
+    python benchmarks/serve.py --model JOB_OR_DIR   # or an existing artifact / job
+
+Three measurements on the same real JPEGs (a few hundred from ``../shared/data/dogs10``):
+  (a) the ceiling: :class:`~kennel.predictor.Predictor` on the photo files, at its best batch size, and the
+      median latency of one photo (decode, preprocess, forward, top-k);
+  (b) a naive endpoint: a minimal FastAPI app, as tutorials write it, that runs one forward pass per request;
+  (c) ``kennel serve`` (dynamic batching), started as a subprocess.
+Each endpoint gets concurrency 1, 8 and 32 from an asyncio load generator in this process (keep-alive
+connections, raw HTTP/1.1, so the client costs little of the CPU the servers need). The last lines compare
+kennel at c=32 with the ceiling (target >= 70%) and with naive (target >= 2x), and kennel's p50 at c=1 with the
+one-photo latency (target <= 1.5x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+CONCURRENCY = (1, 8, 32)
+
+
+@dataclass
+class Cell:
+    """One load level against one server."""
+
+    server: str
+    concurrency: int
+    requests: int
+    errors: int
+    seconds: float
+    latencies_ms: list[float]
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
+
+
+# --- the model and the photos -------------------------------------------------------------------------------
+
+
+def train_model(data: Path) -> Path:
+    """Train the default lite0 recipe on ``data`` (no tracking) and return its artifact folder."""
+    print(f"no --model: training tf_efficientnet_lite0 on {data} ...", file=sys.stderr)
+    command = [sys.executable, "-m", "kennel", "train", "--data", str(data), "--no-tracking", "--json"]
+    command += ["--model", "tf_efficientnet_lite0", "--name", "serve-benchmark"]
+    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    record = json.loads(done.stdout[done.stdout.index("{") :])
+    return Path(record["artifact"]) if record.get("artifact") else Path(record["path"]) / "model"
+
+
+def pick_photos(data: Path, count: int, seed: int) -> list[Path]:
+    """``count`` JPEG files under ``data`` (real JPEG bytes, not PNGs under a .jpg name), in a seeded order."""
+    from kennel.data.layout import is_image_file
+
+    files = sorted(p for p in data.rglob("*") if is_image_file(p))
+    jpegs = [p for p in files if p.read_bytes()[:3] == b"\xff\xd8\xff"]
+    random.Random(seed).shuffle(jpegs)
+    return jpegs[:count]
+
+
+def measure_ceiling(
+    model: Path, photos: list[Path], batch_sizes: list[int], repeats: int = 2
+) -> tuple[dict[int, float], float]:
+    """Photos per second of :class:`Predictor` at each batch size, and one photo's median latency in ms."""
+    from kennel.predictor import Predictor
+
+    predictor = Predictor.load(model)
+    predictor.predict(photos[:8], batch_size=8)  # warm up
+    throughput = dict.fromkeys(batch_sizes, 0.0)
+    for _ in range(repeats):  # best of a few rounds, interleaved, so a burst of other load does not pick the winner
+        for batch_size in batch_sizes:
+            started = time.perf_counter()
+            predictor.predict(photos, batch_size=batch_size)
+            throughput[batch_size] = max(throughput[batch_size], len(photos) / (time.perf_counter() - started))
+    singles = []
+    for photo in photos[:100]:
+        started = time.perf_counter()
+        predictor.predict([photo], batch_size=1)
+        singles.append(1000 * (time.perf_counter() - started))
+    return throughput, statistics.median(singles)
+
+
+# --- the naive endpoint -------------------------------------------------------------------------------------
+
+
+def naive_app(model: Path):
+    """The endpoint a tutorial writes: load the model, one forward pass per request in FastAPI's thread pool."""
+    import io
+
+    from fastapi import Depends, FastAPI, Request
+    from PIL import Image
+
+    from kennel.predictor import Predictor
+
+    predictor = Predictor.load(model)
+    app = FastAPI()
+
+    async def body(request: Request) -> bytes:
+        return await request.body()
+
+    body.__annotations__ = {"request": Request, "return": bytes}  # resolved here, not from module globals
+
+    @app.get("/ping")
+    def ping() -> dict:
+        return {"status": "ok"}
+
+    @app.post("/invocations")
+    def invocations(data=Depends(body)):
+        prediction = predictor.predict([Image.open(io.BytesIO(data))], top_k=5)[0]
+        return {"predictions": [{"label": n, "probability": p} for n, p in prediction.top]}
+
+    return app
+
+
+def run_naive_server(model: Path, port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(naive_app(model), host="127.0.0.1", port=port, log_level="warning")
+
+
+# --- servers as subprocesses --------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(command: list[str], port: int, name: str, timeout: float = 120) -> subprocess.Popen:
+    """Start a server and wait until ``GET /ping`` answers 200."""
+    import requests
+
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode}: {process.stderr.read()[-2000:]}")
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/ping", timeout=1).status_code == 200:
+                return process
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.25)
+    stop(process)
+    raise RuntimeError(f"{name} did not answer /ping within {timeout:.0f} s")
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+# --- the load generator -------------------------------------------------------------------------------------
+
+
+async def _exchange(reader, writer, request: bytes) -> int:
+    """Send one keep-alive request; read the response (Content-Length framed); return the status code."""
+    writer.write(request)
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    length = next(int(line.split(":", 1)[1]) for line in lines if line.lower().startswith("content-length:"))
+    await reader.readexactly(length)
+    return status
+
+
+async def _load(port: int, bodies: list[bytes], concurrency: int, seconds: float, warmup: int) -> Cell:
+    requests_ = [
+        (
+            f"POST /invocations?top_k=5 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: image/jpeg\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        + body
+        for body in bodies
+    ]
+    latencies: list[float] = []
+    errors = 0
+    counter = iter(range(10**9))
+
+    async def worker(deadline_holder: list[float]) -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for _ in range(warmup):
+                await _exchange(reader, writer, requests_[next(counter) % len(requests_)])
+            ready.append(True)
+            await start_gate.wait()
+            while time.perf_counter() < deadline_holder[0]:
+                request = requests_[next(counter) % len(requests_)]
+                started = time.perf_counter()
+                status = await _exchange(reader, writer, request)
+                if status == 200:
+                    latencies.append(1000 * (time.perf_counter() - started))
+                else:
+                    errors += 1
+        finally:
+            writer.close()
+
+    start_gate = asyncio.Event()
+    ready: list[bool] = []
+    deadline = [float("inf")]
+    tasks = [asyncio.create_task(worker(deadline)) for _ in range(concurrency)]
+    # Every connection finishes its warm-up before the clock starts.
+    while len(ready) < concurrency and not any(t.done() for t in tasks):
+        await asyncio.sleep(0.05)
+    began = time.perf_counter()
+    deadline[0] = began + seconds
+    start_gate.set()
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - began
+    return Cell("", concurrency, len(latencies), errors, elapsed, latencies)
+
+
+def load(port: int, bodies: list[bytes], concurrency: int, seconds: float, warmup: int = 2) -> Cell:
+    return asyncio.run(_load(port, bodies, concurrency, seconds, warmup))
+
+
+# --- report -------------------------------------------------------------------------------------------------
+
+
+def print_report(ceiling: dict[int, float], single_ms: float, cells: list[Cell], kennel_note: str | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=110)
+    best = max(ceiling, key=ceiling.get)
+    table = Table(title="model alone (Predictor, decode + preprocess + forward)", title_justify="left")
+    table.add_column("batch size", justify="right")
+    table.add_column("photos/s", justify="right")
+    for batch_size, rate in ceiling.items():
+        table.add_row(str(batch_size), f"{rate:.1f}", style="bold" if batch_size == best else None)
+    console.print(table)
+    console.print(f"one photo: {single_ms:.1f} ms (median)")
+
+    table = Table(title="endpoints (POST /invocations, JPEG bodies)", title_justify="left")
+    for column in ("server", "concurrency", "requests/s", "p50 ms", "p99 ms", "requests", "errors"):
+        table.add_column(column, justify="left" if column == "server" else "right")
+    for cell in cells:
+        table.add_row(
+            cell.server,
+            str(cell.concurrency),
+            f"{cell.rps:.1f}",
+            f"{cell.percentile(0.5):.1f}",
+            f"{cell.percentile(0.99):.1f}",
+            str(cell.requests),
+            str(cell.errors),
+        )
+    console.print(table)
+    if kennel_note:
+        console.print(kennel_note)
+        return
+    by = {(c.server, c.concurrency): c for c in cells}
+    kennel32, naive32, kennel1 = by[("kennel serve", 32)], by[("naive", 32)], by[("kennel serve", 1)]
+    share, speedup = kennel32.rps / ceiling[best], kennel32.rps / naive32.rps
+    slowdown = kennel1.percentile(0.5) / single_ms
+    ratios = [
+        ("kennel c=32 / model's best throughput", share, ">= 0.70", share >= 0.7),
+        ("kennel c=32 / naive c=32", speedup, ">= 2.0", speedup >= 2),
+        ("kennel p50 c=1 / one-photo latency", slowdown, "<= 1.5", slowdown <= 1.5),
+    ]
+    table = Table(title="targets", title_justify="left")
+    for column in ("ratio", "value", "target", "met"):
+        table.add_column(column, justify="left" if column == "ratio" else "right")
+    for name, value, target, met in ratios:
+        table.add_row(name, f"{value:.2f}", target, "[green]yes[/green]" if met else "[red]no[/red]")
+    console.print(table)
+
+
+def kennel_serve_available() -> str | None:
+    """None when ``kennel serve`` and ``kennel.serve.app`` are importable; else why not."""
+    import importlib.util
+
+    for module in ("kennel.serve.app", "kennel.cli.serve"):
+        try:
+            if importlib.util.find_spec(module) is None:
+                return f"{module} is missing"
+        except ModuleNotFoundError:
+            return f"{module} is missing"
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="artifact folder, job folder or job id (default: train lite0 on breeds4)")
+    parser.add_argument("--train-data", type=Path, default=SHARED / "breeds4", help="data to train on without --model")
+    parser.add_argument("--photos", type=Path, default=SHARED / "dogs10", help="folder of real photos to send")
+    parser.add_argument("--count", type=int, default=300, help="how many photos")
+    parser.add_argument("--seconds", type=float, default=8.0, help="load duration per cell")
+    parser.add_argument("--batch-sizes", default="1,8,16,32,64", help="batch sizes for the model-alone ceiling")
+    parser.add_argument("--repeats", type=int, default=2, help="rounds of the ceiling measurement (best counts)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--naive-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.naive_server:  # the naive endpoint runs in its own process, like kennel serve
+        run_naive_server(Path(args.model), args.naive_server)
+        return
+
+    from kennel.cli.predict import resolve_model
+
+    model = resolve_model(args.model) if args.model else train_model(args.train_data)
+    photos = pick_photos(args.photos, args.count, args.seed)
+    if not photos:
+        sys.exit(f"no JPEG photos under {args.photos}")
+    bodies = [p.read_bytes() for p in photos]
+    print(f"model {model}; {len(photos)} JPEGs from {args.photos}; {os.cpu_count()} CPUs", file=sys.stderr)
+
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    ceiling, single_ms = measure_ceiling(model, photos, batch_sizes, args.repeats)
+
+    servers = [("naive", [sys.executable, __file__, "--model", str(model), "--naive-server", "{port}"])]
+    note = kennel_serve_available()
+    if note is None:
+        servers.append(("kennel serve", [sys.executable, "-m", "kennel", "serve", str(model), "--port", "{port}"]))
+    else:
+        note = f"kennel serve not measured: {note} (the serving code has not landed yet)"
+    cells = []
+    for name, template in servers:
+        port = free_port()
+        print(f"starting {name} on port {port} ...", file=sys.stderr)
+        process = start([part.replace("{port}", str(port)) for part in template], port, name)
+        try:
+            for concurrency in CONCURRENCY:
+                cell = load(port, bodies, concurrency, args.seconds)
+                cell.server = name
+                cells.append(cell)
+                print(f"  c={concurrency}: {cell.rps:.1f} req/s", file=sys.stderr)
+        finally:
+            stop(process)
+    print_report(ceiling, single_ms, cells, note)
+
+
+if __name__ == "__main__":
+    main()
