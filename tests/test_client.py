@@ -229,3 +229,48 @@ def test_cli_needs_a_model_or_an_endpoint(tmp_path: Path) -> None:
     result = run_cli("predict", str(tmp_path))
     assert result.exit_code != 0
     assert "--model" in result.output and "--endpoint" in result.output
+
+
+# --- against the real endpoint (kennel.serve.app) on a tiny artifact ---------------------------------------------
+
+
+def tiny_artifact(folder: Path, classes: list[str]) -> Path:
+    import torch
+
+    from kennel.artifact import save_artifact
+    from kennel.models import create_model, get_backbone
+
+    torch.manual_seed(0)
+    model = create_model("tiny", len(classes), pretrained=False)
+    return save_artifact(model, classes, get_backbone("tiny").preprocessing, folder / "model")
+
+
+@pytest.fixture(scope="module")
+def real_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    serving = pytest.importorskip("kennel.serve.app", reason="the serving code (kennel.serve.app) is absent")
+    artifact = tiny_artifact(tmp_path_factory.mktemp("artifact"), CLASSES)
+    with running(serving.create_app(artifact, serving.ServeSettings(max_wait_ms=5))) as url:
+        yield url
+
+
+def test_client_against_the_real_endpoint(real_endpoint: str) -> None:
+    client = EndpointClient(real_endpoint)
+    assert client.ping()
+    assert client.model_info()["backbone"] == "tiny"
+    answer = client.predict(photo_bytes((200, 120, 40)), top_k=2)
+    assert {"predictions", "dog", "human_face", "model", "latency_ms"} <= set(answer)
+    assert len(answer["predictions"]) == 2 and {p["label"] for p in answer["predictions"]} <= set(CLASSES)
+    with pytest.raises(EndpointError) as caught:
+        client.predict(b"this is not a photo")
+    assert 400 <= caught.value.status < 500 and caught.value.code and caught.value.message
+    answers = list(client.predict_many([photo_bytes((i, 0, 0)) for i in range(0, 250, 25)], concurrency=8))
+    assert all(isinstance(a, dict) and len(a["predictions"]) == 3 for a in answers)
+
+
+def test_cli_batch_transform_against_the_real_endpoint(real_endpoint: str, dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "predictions.csv"
+    result = run_cli("predict", "--endpoint", real_endpoint, str(dataset), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 6 and all(r["label"] in CLASSES and r["true_label"] in CLASSES for r in rows)
+    assert "6 of 6 photos" in result.output and "accuracy" in result.output
