@@ -274,3 +274,22 @@ def test_cli_batch_transform_against_the_real_endpoint(real_endpoint: str, datas
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 6 and all(r["label"] in CLASSES and r["true_label"] in CLASSES for r in rows)
     assert "6 of 6 photos" in result.output and "accuracy" in result.output
+
+
+def test_demo_serve_step_starts_queries_and_stops_the_endpoint(
+    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import shutil
+    from types import SimpleNamespace
+
+    pytest.importorskip("kennel.cli.serve", reason="the serving code (kennel serve) is absent")
+    from kennel.cli.demo import DemoRun, step_serve
+
+    root = dataset.parent
+    for split in ("train", "valid"):
+        shutil.copytree(dataset, root / split)
+    run = DemoRun(root, seed=0, overrides={})
+    run.record = SimpleNamespace(artifact=tiny_artifact(tmp_path / "artifact", CLASSES))
+    step_serve(run)
+    out = capsys.readouterr().out
+    assert "kennel serve" in out and "true breed:" in out and "dog:" in out and "endpoint stopped" in out

@@ -1,4 +1,4 @@
-"""``kennel demo``: the whole path end to end on one machine - data, check, train, report, predict."""
+"""``kennel demo``: the whole path end to end on one machine - data, check, train, report, predict, serve."""
 
 from __future__ import annotations
 
@@ -87,13 +87,70 @@ def step_predict(run: DemoRun) -> None:
     console.print(f"true breed: {truth.split('.', 1)[-1].replace('_', ' ')} ({verdict})")
 
 
-# The steps in order; later capabilities (tuning, serving) add theirs here.
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def step_serve(run: DemoRun, startup_s: float = 120) -> None:
+    """Start ``kennel serve`` on a free port, ask it about a random test photo, print the answer, stop it."""
+    import subprocess
+    import sys
+
+    from kennel.cli.predict import _print_table, _print_verdicts
+    from kennel.client import EndpointClient, EndpointError
+    from kennel.data.layout import load_layout, readable_name
+
+    port = _free_port()
+    command = [sys.executable, "-m", "kennel", "serve", str(run.record.artifact), "--port", str(port)]
+    console = _console()
+    console.print(f"$ kennel serve {run.record.artifact} --port {port}", highlight=False)
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    client = EndpointClient(f"http://127.0.0.1:{port}", timeout=30)
+    try:
+        deadline = time.monotonic() + startup_s
+        while True:
+            if server.poll() is not None:
+                typer.secho(f"kennel serve exited ({server.returncode}): {server.stderr.read()[-1500:]}", err=True)
+                raise typer.Exit(1)
+            try:
+                client.ping()
+                break
+            except EndpointError:
+                if time.monotonic() > deadline:
+                    typer.secho(f"kennel serve did not answer within {startup_s:.0f} s", err=True, fg="red")
+                    raise typer.Exit(1) from None
+                time.sleep(0.25)
+        test = load_layout(run.data)["test"]
+        photo, label = random.Random(run.seed + 1).choice(test.files)
+        console.print(f"$ kennel predict --endpoint {client.url} {photo}", highlight=False)
+        answer = client.predict(photo)
+        _print_table(console, photo, answer["predictions"])
+        _print_verdicts(console, answer)
+        truth = readable_name(test.classes[label])
+        verdict = "[green]right[/green]" if answer["predictions"][0]["index"] == label else "[red]wrong[/red]"
+        console.print(f"true breed: {truth} ({verdict}); answered in {answer['latency_ms']:.0f} ms")
+    finally:
+        server.terminate()
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    console.print("endpoint stopped")
+
+
+# The steps in order; later capabilities (tuning) add theirs here.
 STEPS: list[tuple[str, Callable[[DemoRun], None]]] = [
     ("data", step_data),
     ("check", step_check),
     ("train", step_train),
     ("report", step_report),
     ("predict", step_predict),
+    ("serve", step_serve),
 ]
 
 
@@ -104,7 +161,7 @@ def demo_command(
     epochs: int = typer.Option(None, "--epochs", help="training epochs"),
     seed: int = typer.Option(0, "--seed", help="seed for training and the random test photo"),
 ) -> None:
-    """Run the whole path: fetch (or --data), check, train the default recipe, report, predict a test photo."""
+    """Run the whole path: fetch (or --data), check, train, report, predict a test photo, serve and query it."""
     overrides = {k: v for k, v in {"model.backbone": model, "epochs": epochs, "seed": seed}.items() if v is not None}
     run = DemoRun(data, seed, overrides)
     console = _console()
