@@ -141,6 +141,7 @@ def bad_requests(client: TestClient) -> dict[str, tuple]:
             "body_too_large",
         ),
         "bomb": (post(client, encode(Image.new("L", (1500, 1000)), "PNG"), "image/png"), 422, "image_too_large"),
+        "strip": (post(client, encode(Image.new("L", (3000, 2)), "PNG"), "image/png"), 422, "bad_aspect_ratio"),
         "animated": (post(client, animated.getvalue(), "image/gif"), 422, "animated_image"),
         "bad base64": (post(client, b'{"image": "not base64!!"}', "application/json"), 400, "bad_base64"),
         "bad json": (post(client, b'{"image": ', "application/json"), 400, "bad_json"),
@@ -282,3 +283,17 @@ def test_sagemaker_functions_round_trip(artifact_dir: Path, tmp_path: Path) -> N
         sagemaker.output_fn(result, "text/csv")
     (tmp_path / "model").symlink_to(artifact_dir, target_is_directory=True)
     assert sagemaker.model_fn(str(tmp_path)).predictor.class_names == CLASSES
+
+
+def test_a_failing_model_answers_json_500_and_recovers(artifact_dir: Path) -> None:
+    with TestClient(create_app(artifact_dir, ServeSettings(max_wait_ms=0)), raise_server_exceptions=False) as client:
+        batcher = client.app.state.batcher
+        working = batcher.run_batch
+
+        def broken(batch):
+            raise RuntimeError("out of memory")
+
+        batcher.run_batch = broken
+        assert_error(post(client, encode(photo())), 500, "internal")
+        batcher.run_batch = working
+        assert_answer(post(client, encode(photo())))

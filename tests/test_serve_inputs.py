@@ -39,6 +39,7 @@ def test_refusals_have_their_codes() -> None:
     assert code(lambda: decode_image(jpeg()[:300], 10_000)) == (400, "corrupt_image")
     assert code(lambda: decode_image(b"plain text", 100)) == (415, "not_an_image")
     assert code(lambda: decode_image(jpeg((200, 100)), 10_000)) == (422, "image_too_large")
+    assert code(lambda: decode_image(jpeg((2000, 10)), 100_000)) == (422, "bad_aspect_ratio")
     assert code(lambda: read_body(jpeg(), "video/mp4", 10_000)) == (415, "unsupported_media_type")
     assert code(lambda: read_body(b"[1]", "application/json", 10_000)) == (400, "bad_json")
     assert code(lambda: read_body(b'{"image": "@@"}', "application/json", 10_000)) == (400, "bad_base64")

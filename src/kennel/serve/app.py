@@ -165,6 +165,12 @@ def create_app(artifact_dir: Path | str, settings: ServeSettings | None = None, 
     async def stopped(request: Request, exc: BatcherStopped) -> JSONResponse:
         return error(503, "unavailable", str(exc))
 
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s", request.url.path)
+        metrics.errors.labels("internal").inc()
+        return error(500, "internal", f"{type(exc).__name__}: the server failed on this request")
+
     async def answer(request: Request, prepare, *args: Any) -> dict[str, Any]:
         started = time.perf_counter()
         ep: Endpoint = request.app.state.endpoint

@@ -6,7 +6,8 @@ Status codes (the error body is always ``{"error": {"code", "message"}}``):
 - 413 ``body_too_large`` (checked by the app while the body streams in)
 - 415 ``unsupported_media_type`` (content type not accepted) and ``not_an_image`` (the type says image, the bytes
   are not one of the accepted image formats)
-- 422 ``image_too_large`` (more pixels than allowed: a decompression bomb) and ``animated_image``
+- 422 ``image_too_large`` (more pixels than allowed: a decompression bomb), ``bad_aspect_ratio`` (one side more
+  than 50 times the other) and ``animated_image``
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ IMAGE_TYPES = frozenset(
 JSON_TYPE = "application/json"
 FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF"})  # what the bytes may be, whatever the type
 MAX_TOP_K = 1000
+MAX_ASPECT = 50  # longer side over shorter side: a 1 x 10,000 strip would be resized to 256 x 2,560,000
 
 
 class InputError(ValueError):
@@ -84,6 +86,12 @@ def decode_image(data: bytes, max_pixels: int, draft_size: int | None = None) ->
             if width * height > max_pixels:
                 raise InputError(
                     422, "image_too_large", f"the image is {width}x{height}, over the limit of {max_pixels:,} pixels"
+                )
+            if max(width, height) > MAX_ASPECT * min(width, height):
+                raise InputError(
+                    422,
+                    "bad_aspect_ratio",
+                    f"the image is {width}x{height}; sides may differ {MAX_ASPECT} times at most",
                 )
             if getattr(image, "n_frames", 1) > 1 and image.format in ("GIF", "WEBP", "PNG"):
                 raise InputError(422, "animated_image", "animated images are not accepted; send a single frame")
