@@ -19,7 +19,7 @@ from PIL import Image
 from kennel.artifact import save_artifact
 from kennel.models import create_model, get_backbone
 from kennel.serve import sagemaker
-from kennel.serve.app import ServeSettings, create_app
+from kennel.serve.app import Answer, ServeSettings, create_app
 from kennel.serve.inputs import InputError
 
 CLASSES = ["Akita", "Beagle", "Boxer", "Collie", "Dachshund", "Pug"]
@@ -61,6 +61,7 @@ def assert_answer(response, top_k: int = 5) -> dict:
     assert response.status_code == 200, response.text
     data = response.json()
     assert set(data) == KEYS
+    Answer.model_validate(data)  # the schema /docs shows
     assert len(data["predictions"]) == top_k
     for p in data["predictions"]:
         assert set(p) == {"label", "probability", "index"} and CLASSES[p["index"]] == p["label"]

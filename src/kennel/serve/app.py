@@ -18,6 +18,7 @@ from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -49,6 +50,58 @@ class ServeSettings(BaseSettings):
 
     def endpoint_options(self) -> EndpointOptions:
         return EndpointOptions(self.max_pixels, self.top_k, self.dog_threshold, self.detect_faces)
+
+
+class Label(BaseModel):
+    label: str
+    probability: float
+    index: int
+
+
+class Answer(BaseModel):
+    """What ``/invocations`` and ``/predict`` answer (``available: false`` marks a verdict that could not be made)."""
+
+    predictions: list[Label]
+    dog: dict[str, float | bool] = Field(examples=[{"is_dog": True, "score": 0.97}])
+    human_face: dict[str, int | bool] = Field(examples=[{"found": False, "count": 0}])
+    model: dict[str, str | int] = Field(examples=[{"backbone": "tf_efficientnet_lite0", "classes": 133}])
+    latency_ms: float
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class Error(BaseModel):
+    error: ErrorBody
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": Error, "description": text}
+    for status, text in {
+        400: "empty body, corrupt image, bad base64 or JSON, bad top_k",
+        413: "body over the size limit",
+        415: "content type not accepted, or the bytes are not an image",
+        422: "too many pixels, extreme aspect ratio, or an animated image",
+    }.items()
+}
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+INVOCATIONS_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            **{kind: _BINARY for kind in ("image/jpeg", "image/png", "image/webp", "image/gif", "application/x-image")},
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image"],
+                    "properties": {"image": {"type": "string", "format": "base64"}, "top_k": {"type": "integer"}},
+                }
+            },
+        },
+    }
+}
 
 
 def error(status: int, code: str, message: str) -> JSONResponse:
@@ -178,13 +231,22 @@ def create_app(artifact_dir: Path | str, settings: ServeSettings | None = None, 
         outputs = await request.app.state.batcher.submit(prepared.tensor)
         return ep.respond(outputs, prepared, (time.perf_counter() - started) * 1000)
 
-    @app.post("/invocations", summary="Predict from the photo's bytes, or JSON {image: base64, top_k}")
+    @app.post(
+        "/invocations",
+        summary="Predict from the photo's bytes, or JSON {image: base64, top_k}",
+        responses={200: {"model": Answer}, **ERRORS},
+        openapi_extra=INVOCATIONS_BODY,
+    )
     async def invocations(request: Request, top_k: str | None = None) -> dict[str, Any]:
         body = b"".join([chunk async for chunk in request.stream()])
         ep: Endpoint = request.app.state.endpoint
         return await answer(request, ep.prepare, body, request.headers.get("content-type"), top_k)
 
-    @app.post("/predict", summary="Predict from an uploaded file (multipart field 'file')")
+    @app.post(
+        "/predict",
+        summary="Predict from an uploaded file (multipart field 'file')",
+        responses={200: {"model": Answer}, **ERRORS},
+    )
     async def predict(request: Request, file: UploadFile = File(...), top_k: str | None = Form(None)) -> dict[str, Any]:
         body = await file.read()
         ep: Endpoint = request.app.state.endpoint
