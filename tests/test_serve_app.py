@@ -298,3 +298,17 @@ def test_a_failing_model_answers_json_500_and_recovers(artifact_dir: Path) -> No
         assert_error(post(client, encode(photo())), 500, "internal")
         batcher.run_batch = working
         assert_answer(post(client, encode(photo())))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    body=st.one_of(st.binary(max_size=1000), st.builds(lambda cut: encode(photo(4))[:cut], st.integers(0, 3000))),
+    content_type=st.sampled_from(["image/jpeg", "image/png", "application/octet-stream", "text/plain", "video/mp4"]),
+    top_k=st.one_of(st.none(), st.text(max_size=4)),
+)
+def test_fuzzed_uploads_never_get_a_5xx(client: TestClient, body: bytes, content_type: str, top_k) -> None:
+    data = {} if top_k is None else {"top_k": top_k}
+    response = client.post("/predict", files={"file": ("x", body, content_type)}, data=data)
+    assert response.status_code < 500, response.text
+    if response.status_code != 200:
+        assert set(response.json()["error"]) == {"code", "message"}
