@@ -336,6 +336,7 @@ def main() -> None:
 
     from kennel.cli.predict import resolve_model
 
+    load_before = os.getloadavg()[0]
     model = resolve_model(args.model) if args.model else train_model(args.train_data)
     photos = pick_photos(args.photos, args.count, args.seed)
     if not photos:
@@ -369,6 +370,10 @@ def main() -> None:
         finally:
             stop(process)
     print_report(ceiling, single_ms, cells, note)
+    before, after = load_before, os.getloadavg()[0]
+    print(f"load average (1 min): {before:.2f} before, {after:.2f} after, on {os.cpu_count()} CPUs", file=sys.stderr)
+    if before > 0.5 * (os.cpu_count() or 1):
+        print("warning: other work was running on this machine; the figures above are not reliable", file=sys.stderr)
 
 
 if __name__ == "__main__":
