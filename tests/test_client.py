@@ -229,6 +229,8 @@ def test_cli_needs_a_model_or_an_endpoint(tmp_path: Path) -> None:
     result = run_cli("predict", str(tmp_path))
     assert result.exit_code != 0
     assert "--model" in result.output and "--endpoint" in result.output
+    both = run_cli("predict", "--endpoint", "http://127.0.0.1:1", "--random-from", str(tmp_path), str(tmp_path))
+    assert both.exit_code == 2 and "not both" in both.output
 
 
 # --- against the real endpoint (kennel.serve.app) on a tiny artifact ---------------------------------------------

@@ -242,6 +242,8 @@ def predict_command(
 
     if (model is None) == (endpoint is None):
         fail("give either --model DIR (predict here) or --endpoint URL (ask a running endpoint)", 2)
+    if random_from is not None and photos:
+        fail("give photos or --random-from DIR, not both", 2)
     try:
         files = [random_photo(random_from, seed)] if random_from is not None else expand_photos(photos or [])
     except ValueError as exc:
