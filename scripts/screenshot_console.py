@@ -25,16 +25,9 @@ import urllib.request
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from kennel.browser import CHROMIUM_ARGS, find_chromium
+
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 def free_port() -> int:
@@ -157,7 +150,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0, help="port for 'kennel ui' (default: a free one)")
     parser.add_argument("--width", type=int, default=1600)
     parser.add_argument("--height", type=int, default=900)
-    parser.add_argument("--chromium", default="/usr/bin/chromium", help="Chromium executable")
+    parser.add_argument("--chromium", default=str(find_chromium() or "/usr/bin/chromium"), help="Chromium executable")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the server")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds to let the page settle")
     parser.add_argument("--metrics", default="best_valid_accuracy,test_accuracy,test_top5", help="metric columns")
