@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from collections.abc import Iterable
@@ -198,8 +197,6 @@ class Trainer:
             with _autocast(self.loop.device, self.loop.amp):
                 outputs = self.model(inputs)
                 loss = self.loss_fn(outputs.float(), targets)
-            if not math.isfinite(loss.item()):
-                state.loss = loss.item()
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             state.batch, state.outputs, state.loss = (inputs, targets), outputs.detach(), loss.item()
