@@ -72,23 +72,14 @@ def weights_identity(config: TrainConfig) -> str:
 
 
 def _load_data(config: TrainConfig):
-    root = config.data.root
+    data = config.data
     try:
-        if config.data.train or config.data.valid or config.data.test:
-            # Splits given one by one (SageMaker channels): lay them out as one dataset.
-            from kennel.data.layout import DatasetLayout, class_folders, scan_split
-
-            dirs = {s: config.data.split_dir(s) for s in ("train", "valid", "test")}
-            for split, folder in dirs.items():
-                if not folder.is_dir():
-                    raise LayoutError(f"{split} split folder {folder} does not exist")
-            classes = tuple(class_folders(dirs["train"]))
-            splits = {s: scan_split(s, d, classes) for s, d in dirs.items()}
-            return DatasetLayout(dirs["train"].parent, classes, splits)
-        if root is None:
+        if data.train or data.valid or data.test:  # splits given one by one (SageMaker channels)
+            return load_layout(data.root, dirs={s: data.split_dir(s) for s in ("train", "valid", "test")})
+        if data.root is None:
             raise ConfigError("no dataset: pass --data DIR (a folder with train/ valid/ test/)")
-        return load_layout(root)
-    except LayoutError as exc:
+        return load_layout(data.root)
+    except (LayoutError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
 
 

@@ -68,32 +68,45 @@ def scan_split(name: str, split_dir: Path, classes: tuple[str, ...]) -> Split:
     return Split(name, split_dir, classes, tuple(files))
 
 
-def load_layout(root: Path | str, splits: tuple[str, ...] = SPLITS, strict: bool = True) -> DatasetLayout:
-    """Read the layout of ``root``; raise :class:`LayoutError` naming what is missing or inconsistent."""
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise LayoutError(f"dataset folder {root} does not exist")
-    missing = [s for s in splits if not (root / s).is_dir()]
+def load_layout(
+    root: Path | str | None,
+    splits: tuple[str, ...] = SPLITS,
+    strict: bool = True,
+    dirs: dict[str, Path] | None = None,
+) -> DatasetLayout:
+    """Read the layout of ``root`` (or of split folders given one by one in ``dirs``, as SageMaker's channels
+    give them); raise :class:`LayoutError` naming what is missing or inconsistent."""
+    if dirs is None:
+        if root is None:
+            raise LayoutError("no dataset folder given")
+        root = Path(root).expanduser()
+        if not root.is_dir():
+            raise LayoutError(f"dataset folder {root} does not exist")
+        dirs = {s: root / s for s in splits}
+    missing = [s for s in splits if not Path(dirs[s]).is_dir()]
     if missing:
-        found = sorted(p.name for p in root.iterdir() if p.is_dir())
+        where = root if root is not None else ", ".join(str(dirs[s]) for s in missing)
+        found = sorted(p.name for p in Path(root).iterdir() if p.is_dir()) if root is not None else []
         raise LayoutError(
-            f"dataset folder {root} has no {', '.join(missing)} split folder(s); expected "
+            f"dataset folder {where} has no {', '.join(missing)} split folder(s); expected "
             f"{'/ '.join(splits)}/ each holding one folder per class (found: {', '.join(found) or 'nothing'})"
         )
-    per_split = {s: class_folders(root / s) for s in splits}
+    dirs = {s: Path(dirs[s]) for s in splits}
+    root = Path(root) if root is not None else dirs[splits[0]].parent
+    per_split = {s: class_folders(dirs[s]) for s in splits}
     classes = tuple(per_split[splits[0]])
     if not classes:
-        raise LayoutError(f"{root / splits[0]} has no class folders; expected one folder per class")
+        raise LayoutError(f"{dirs[splits[0]]} has no class folders; expected one folder per class")
     if strict:
         for s in splits[1:]:
             if tuple(per_split[s]) != classes:
                 only_first = sorted(set(classes) - set(per_split[s]))
                 only_here = sorted(set(per_split[s]) - set(classes))
                 raise LayoutError(
-                    f"split {s!r} of {root} has other classes than {splits[0]!r}: "
+                    f"split {s!r} ({dirs[s]}) has other classes than {splits[0]!r}: "
                     f"missing {only_first[:5] or 'none'}, extra {only_here[:5] or 'none'}"
                 )
-    layout = DatasetLayout(root, classes, {s: scan_split(s, root / s, classes) for s in splits})
+    layout = DatasetLayout(root, classes, {s: scan_split(s, dirs[s], classes) for s in splits})
     empty = [s for s in splits if len(layout.splits[s]) == 0]
     if empty:
         raise LayoutError(f"split(s) {', '.join(empty)} of {root} hold no image files")
