@@ -22,13 +22,14 @@ import asyncio
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from kennel.localhost import free_port, stop_process
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -141,12 +142,6 @@ def run_naive_server(model: Path, port: int) -> None:
 # --- servers as subprocesses --------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start(command: list[str], port: int, name: str, env: dict[str, str], timeout: float = 120) -> subprocess.Popen:
     """Start a server (``env`` added to this environment) and wait until ``GET /ping`` answers 200."""
     import requests
@@ -164,17 +159,8 @@ def start(command: list[str], port: int, name: str, env: dict[str, str], timeout
         except requests.ConnectionError:
             pass
         time.sleep(0.25)
-    stop(process)
+    stop_process(process)
     raise RuntimeError(f"{name} did not answer /ping within {timeout:.0f} s")
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 # --- the load generator -------------------------------------------------------------------------------------
@@ -368,7 +354,7 @@ def main() -> None:
                 cells.append(cell)
                 print(f"  c={concurrency}: {cell.rps:.1f} req/s", file=sys.stderr)
         finally:
-            stop(process)
+            stop_process(process)
     print_report(ceiling, single_ms, cells, note)
     before, after = load_before, os.getloadavg()[0]
     print(f"load average (1 min): {before:.2f} before, {after:.2f} after, on {os.cpu_count()} CPUs", file=sys.stderr)

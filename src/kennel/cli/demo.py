@@ -87,14 +87,6 @@ def step_predict(run: DemoRun) -> None:
     console.print(f"true breed: {truth.split('.', 1)[-1].replace('_', ' ')} ({verdict})")
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def step_serve(run: DemoRun, startup_s: float = 120) -> None:
     """Start ``kennel serve`` on a free port, ask it about a random test photo, print the answer, stop it."""
     import subprocess
@@ -103,8 +95,9 @@ def step_serve(run: DemoRun, startup_s: float = 120) -> None:
     from kennel.cli.predict import _print_table, _print_verdicts
     from kennel.client import EndpointClient, EndpointError
     from kennel.data.layout import load_layout, readable_name
+    from kennel.localhost import free_port, stop_process
 
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "kennel", "serve", str(run.record.artifact), "--port", str(port)]
     console = _console()
     console.print(f"$ kennel serve {run.record.artifact} --port {port}", highlight=False)
@@ -134,12 +127,7 @@ def step_serve(run: DemoRun, startup_s: float = 120) -> None:
         verdict = "[green]right[/green]" if answer["predictions"][0]["index"] == label else "[red]wrong[/red]"
         console.print(f"true breed: {truth} ({verdict}); answered in {answer['latency_ms']:.0f} ms")
     finally:
-        server.terminate()
-        try:
-            server.wait(15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_process(server)
     console.print("endpoint stopped")
 
 
