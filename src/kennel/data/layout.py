@@ -87,9 +87,10 @@ def load_layout(
     if missing:
         where = root if root is not None else ", ".join(str(dirs[s]) for s in missing)
         found = sorted(p.name for p in Path(root).iterdir() if p.is_dir()) if root is not None else []
+        shown = ", ".join(found[:8]) + (f" and {len(found) - 8} more" if len(found) > 8 else "")
         raise LayoutError(
             f"dataset folder {where} has no {', '.join(missing)} split folder(s); expected "
-            f"{'/ '.join(splits)}/ each holding one folder per class (found: {', '.join(found) or 'nothing'})"
+            f"{'/ '.join(splits)}/ each holding one folder per class (found: {shown or 'nothing'})"
         )
     dirs = {s: Path(dirs[s]) for s in splits}
     root = Path(root) if root is not None else dirs[splits[0]].parent
