@@ -312,3 +312,26 @@ def test_fuzzed_uploads_never_get_a_5xx(client: TestClient, body: bytes, content
     assert response.status_code < 500, response.text
     if response.status_code != 200:
         assert set(response.json()["error"]) == {"code", "message"}
+
+
+@pytest.mark.parametrize(
+    ("faces", "dog_logit", "searched"),
+    [("not-dog", 0.0, True), ("not-dog", 20.0, False), ("always", 20.0, True), ("off", 0.0, False)],
+)
+def test_faces_are_looked_for_where_the_setting_says(
+    artifact_dir: Path, faces: str, dog_logit: float, searched: bool
+) -> None:
+    from kennel.predictor import Outputs
+    from kennel.serve import Endpoint, EndpointOptions
+
+    endpoint = Endpoint.load(artifact_dir, options=EndpointOptions(faces=faces))
+    looked_at: list[Image.Image] = []
+    endpoint.faces = lambda image: looked_at.append(image) or {"found": True, "count": 1}
+    prepared = endpoint.prepare(encode(photo()), "image/jpeg")
+    imagenet = torch.zeros(1000)
+    imagenet[200] = dog_logit  # a Tibetan terrier when large
+    answer = endpoint.respond(Outputs(torch.zeros(len(CLASSES)), imagenet), prepared)
+    assert answer["dog"]["is_dog"] == (dog_logit > 0)
+    assert len(looked_at) == int(searched)
+    not_searched = {"found": False, "count": 0, "searched": False}
+    assert answer["human_face"] == ({"found": True, "count": 1} if searched else not_searched)

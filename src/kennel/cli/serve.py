@@ -19,12 +19,16 @@ def serve_command(
     max_pixels: int = typer.Option(50_000_000, min=1, help="largest image in pixels (422 beyond)"),
     runtime: str = typer.Option("auto", help="auto (ONNX Runtime on CPU when available), onnx or torch"),
     dog_threshold: float = typer.Option(0.5, min=0, max=1, help="dog score from which a photo counts as a dog"),
+    faces: str = typer.Option(
+        "not-dog", help="look for human faces: not-dog (only where no dog is seen), always, or off"
+    ),
     graceful_s: int = typer.Option(10, help="seconds to finish in-flight requests on shutdown"),
 ) -> None:
     """Serve a model over HTTP: POST /invocations or /predict, GET /ping, /model, /metrics, /docs."""
     import os
 
     import uvicorn
+    from pydantic import ValidationError
 
     from kennel.artifact import ArtifactError
     from kennel.cli.predict import resolve_model
@@ -35,14 +39,20 @@ def serve_command(
     except ArtifactError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    settings = ServeSettings(
-        max_body_bytes=int(max_body_mb * 1_000_000),
-        max_pixels=max_pixels,
-        max_batch_size=max_batch_size,
-        max_wait_ms=max_wait_ms,
-        runtime=runtime,
-        dog_threshold=dog_threshold,
-    )
+    try:
+        settings = ServeSettings(
+            max_body_bytes=int(max_body_mb * 1_000_000),
+            max_pixels=max_pixels,
+            max_batch_size=max_batch_size,
+            max_wait_ms=max_wait_ms,
+            runtime=runtime,
+            dog_threshold=dog_threshold,
+            faces=faces,
+        )
+    except ValidationError as exc:
+        for problem in exc.errors():
+            typer.echo(f"error: --{'-'.join(map(str, problem['loc'])).replace('_', '-')}: {problem['msg']}", err=True)
+        raise typer.Exit(2) from None
     # Workers are separate processes: they rebuild the app from the environment (see serve_factory).
     os.environ["KENNEL_SERVE_ARTIFACT"] = str(folder)
     for name, value in settings.model_dump().items():

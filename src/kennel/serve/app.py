@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -23,7 +23,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kennel.serve import Endpoint, EndpointOptions, Prepared
+from kennel.serve import Endpoint, EndpointOptions, FaceSearch, Prepared
 from kennel.serve.batcher import BatcherStopped, DynamicBatcher
 from kennel.serve.inputs import InputError
 from kennel.serve.metrics import ServeMetrics
@@ -44,12 +44,12 @@ class ServeSettings(BaseSettings):
     max_batch_size: int = 32
     max_wait_ms: float = 5.0
     top_k: int = 5
-    runtime: str = "auto"
+    runtime: Literal["auto", "onnx", "torch"] = "auto"
     dog_threshold: float = 0.5
-    detect_faces: bool = True
+    faces: FaceSearch = "not-dog"
 
     def endpoint_options(self) -> EndpointOptions:
-        return EndpointOptions(self.max_pixels, self.top_k, self.dog_threshold, self.detect_faces)
+        return EndpointOptions(self.max_pixels, self.top_k, self.dog_threshold, self.faces)
 
 
 class Label(BaseModel):
@@ -63,7 +63,7 @@ class Answer(BaseModel):
 
     predictions: list[Label]
     dog: dict[str, float | bool] = Field(examples=[{"is_dog": True, "score": 0.97}])
-    human_face: dict[str, int | bool] = Field(examples=[{"found": False, "count": 0}])
+    human_face: dict[str, int | bool] = Field(examples=[{"found": False, "count": 0, "searched": False}])
     model: dict[str, str | int] = Field(examples=[{"backbone": "tf_efficientnet_lite0", "classes": 133}])
     latency_ms: float
 
@@ -229,7 +229,7 @@ def create_app(artifact_dir: Path | str, settings: ServeSettings | None = None, 
         ep: Endpoint = request.app.state.endpoint
         prepared: Prepared = await asyncio.to_thread(prepare, *args)
         outputs = await request.app.state.batcher.submit(prepared.tensor)
-        return ep.respond(outputs, prepared, (time.perf_counter() - started) * 1000)
+        return await asyncio.to_thread(ep.respond, outputs, prepared, started)
 
     @app.post(
         "/invocations",

@@ -40,7 +40,7 @@ def input_fn(request_body: bytes | str, request_content_type: str) -> Prepared:
 def predict_fn(data: Prepared, model: Endpoint) -> dict[str, Any]:
     """The response dict for one prepared image: predictions, dog, human_face, model, latency_ms."""
     started = time.perf_counter()
-    return model.respond(model.predict_one(data), data, (time.perf_counter() - started) * 1000)
+    return model.respond(model.predict_one(data), data, started)
 
 
 def output_fn(prediction: dict[str, Any], accept: str = JSON_ACCEPT) -> tuple[str, str]:
