@@ -43,10 +43,40 @@ def test_event_order_is_exact():
     recorder = Recorder()
     state = _trainer([recorder], epochs=2).fit(_data(), _data())
     per_step = ["on_after_backward", "on_before_optimizer_step", "on_batch_end"]
-    per_epoch = ["on_epoch_start", *per_step * 3, "on_validation_end", "on_epoch_end"]
+    per_eval_step = ["on_eval_batch_end"]
+    per_epoch = ["on_epoch_start", *per_step * 3, *per_eval_step * 3, "on_validation_end", "on_epoch_end"]
     assert recorder.events == ["on_fit_start", *per_epoch * 2, "on_fit_end"]
     assert state.status == "completed"
     assert state.global_step == 6
+
+
+def test_eval_batches_are_seen_in_eval_mode_and_steps_are_timed_by_phase():
+    from kennel.engine.clock import PHASES
+
+    class Watcher(Observer):
+        def __init__(self) -> None:
+            self.eval_batches: list[tuple[str, int, float]] = []
+            self.step_times: list[dict[str, float]] = []
+
+        def on_eval_batch_end(self, state):
+            inputs, targets = state.batch
+            assert state.outputs.shape == (len(targets), 3) and inputs.shape == (len(targets), 4)
+            self.eval_batches.append((state.mode, len(targets), state.loss))
+
+        def on_batch_end(self, state):
+            self.step_times.append(dict(state.step_times))
+
+    watcher = Watcher()
+    state = _trainer([watcher], epochs=1).fit(_data(), _data(n=20))
+    assert [(mode, size) for mode, size, _ in watcher.eval_batches] == [("EVAL", 8), ("EVAL", 8), ("EVAL", 4)]
+    losses = [loss for *_, loss in watcher.eval_batches]
+    assert sum(loss * n for loss, n in zip(losses, (8, 8, 4), strict=True)) / 20 == pytest.approx(
+        state.history[0]["valid_loss"]
+    )
+    assert len(watcher.step_times) == 3
+    for times in watcher.step_times:
+        assert list(times) == list(PHASES) and all(seconds >= 0 for seconds in times.values())
+    assert state.mode == "TRAIN" and state.batch is None
 
 
 def test_loop_learns_and_reports_epoch_metrics():

@@ -14,6 +14,7 @@ EVENTS = (
     "on_after_backward",
     "on_before_optimizer_step",
     "on_batch_end",
+    "on_eval_batch_end",
     "on_validation_end",
     "on_epoch_end",
     "on_fit_end",
@@ -36,7 +37,11 @@ class Observer:
 
     def on_before_optimizer_step(self, state: LoopState) -> None: ...
 
-    def on_batch_end(self, state: LoopState) -> None: ...
+    def on_batch_end(self, state: LoopState) -> None:
+        """After a training step; ``state.step_times`` holds its phases (see :mod:`kennel.engine.clock`)."""
+
+    def on_eval_batch_end(self, state: LoopState) -> None:
+        """After each validation batch, with ``state.mode == "EVAL"`` and the batch's inputs, outputs and loss."""
 
     def on_validation_end(self, state: LoopState, metrics: dict[str, float]) -> None: ...
 

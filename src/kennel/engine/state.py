@@ -21,11 +21,12 @@ class LoopState:
     global_step: int = 0  # optimizer steps since the job began
     mode: str = "TRAIN"  # TRAIN while fitting, EVAL during validation
     batch_size: int = 0
-    loss: float | None = None  # the last training batch's loss
+    loss: float | None = None  # the last batch's loss (a training batch, or a validation batch in EVAL)
     batch: Any = field(default=None, repr=False)  # the last batch, on device: (inputs, targets)
     outputs: torch.Tensor | None = field(default=None, repr=False)
     lr: float = 0.0
     step_metrics: dict[str, float] = field(default_factory=dict)  # of the last logged step
+    step_times: dict[str, float] = field(default_factory=dict)  # seconds per phase of the last step
     epoch_metrics: dict[str, float] = field(default_factory=dict)  # of the last finished epoch
     history: list[dict[str, float]] = field(default_factory=list)  # every finished epoch's metrics
     stop_reason: str | None = None

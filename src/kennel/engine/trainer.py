@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from kennel.engine.clock import StepClock
 from kennel.engine.observer import Observer, ObserverList, StopTraining
 from kennel.engine.state import LoopState
 
@@ -50,8 +51,10 @@ def evaluate(
     loss_fn: nn.Module | None = None,
     amp: bool = True,
     channels_last: bool = False,
+    on_batch: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
 ) -> dict[str, Any]:
-    """Loss, top-1 and top-5 accuracy over ``loader``; also returns the logits and targets it saw."""
+    """Loss, top-1 and top-5 accuracy over ``loader``; also returns the logits and targets it saw.
+    ``on_batch(inputs, targets, outputs, loss)`` is called after every batch (the loop's EVAL-mode event)."""
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     was_training = model.training
     model.eval()
@@ -61,7 +64,10 @@ def evaluate(
         with _autocast(device, amp):
             output = model(inputs)
         output = output.float()
-        total_loss += loss_fn(output, target).item() * len(target)
+        loss = loss_fn(output, target)
+        if on_batch is not None:
+            on_batch(inputs, target, output, loss)
+        total_loss += loss.item() * len(target)
         logits.append(output.cpu())
         targets.append(target.cpu())
     model.train(was_training)
@@ -192,11 +198,16 @@ class Trainer:
         seen = correct = 0
         loss_sum = 0.0
         started = time.perf_counter()
+        clock = StepClock(self.loop.device)
+        clock.start()
         for batch in train_loader:
+            clock.mark()  # data: waiting for the loader
             inputs, targets = _to_device(batch, self.loop.device, self.loop.channels_last)
+            clock.mark()  # transfer
             with _autocast(self.loop.device, self.loop.amp):
                 outputs = self.model(inputs)
                 loss = self.loss_fn(outputs.float(), targets)
+            clock.mark()  # forward
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             state.batch, state.outputs, state.loss = (inputs, targets), outputs.detach(), loss.item()
@@ -205,12 +216,15 @@ class Trainer:
             self.scaler.unscale_(self.optimizer)
             if self.loop.grad_clip:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.loop.grad_clip)
+            clock.mark()  # backward (with the observers of on_after_backward)
             emit("on_before_optimizer_step", state)
             state.lr = self.optimizer.param_groups[0]["lr"]
             self.scaler.step(self.optimizer)
             self.scaler.update()
             if self.scheduler is not None:
                 self.scheduler.step()
+            clock.mark()  # optimizer
+            state.step_times = clock.finish()
             seen += len(targets)
             correct += (outputs.detach().argmax(1) == targets).sum().item()
             loss_sum += state.loss * len(targets)
@@ -225,6 +239,8 @@ class Trainer:
             emit("on_batch_end", state)
             if state.should_stop:
                 return
+            clock.start()
+        clock.reset()
         state.batch = state.outputs = None
         metrics = {
             "epoch": state.epoch + 1,
@@ -236,9 +252,21 @@ class Trainer:
         }
         if valid_loader is not None:
             state.mode = "EVAL"
+
+            def on_eval_batch(inputs: torch.Tensor, targets: torch.Tensor, outputs: torch.Tensor, loss) -> None:
+                state.batch, state.outputs, state.loss = (inputs, targets), outputs, loss.item()
+                emit("on_eval_batch_end", state)
+
             result = evaluate(
-                self.model, valid_loader, self.loop.device, self.loss_fn, self.loop.amp, self.loop.channels_last
+                self.model,
+                valid_loader,
+                self.loop.device,
+                self.loss_fn,
+                self.loop.amp,
+                self.loop.channels_last,
+                on_batch=on_eval_batch,
             )
+            state.batch = state.outputs = None
             valid = {"valid_loss": result["loss"], "valid_accuracy": result["accuracy"], "valid_top5": result["top5"]}
             metrics.update(valid)
             emit("on_validation_end", state, valid)
