@@ -102,6 +102,15 @@ def _tracker(record: JobRecord, config: TrainConfig, experiment: str):
     return MLflowTracker(record, config.model_dump(mode="json"), experiment=experiment)
 
 
+def _profiler(record: JobRecord, config: TrainConfig, device: torch.device):
+    """The job's profiler session (system sampling starts now, so initialization is measured), or None."""
+    if not config.profiler.enabled:
+        return None
+    from kennel.profiler import ProfilerSession
+
+    return ProfilerSession(record.path, config.profiler, device)
+
+
 def train(
     config: TrainConfig,
     observers: Sequence[Observer] = (),
@@ -157,6 +166,7 @@ def _run(
     record.save()
     # Tracking starts first, so a job that fails while loading weights or data still shows in MLflow.
     tracker = _tracker(record, config, experiment=record.study or "kennel")
+    profiler = _profiler(record, config, device)
     try:
         spec = get_backbone(config.model.backbone)
         preprocessing = spec.preprocessing
@@ -179,6 +189,8 @@ def _run(
         observers = _observers(record, config, stream, progress)
         if tracker is not None:
             observers.append(tracker)
+        if profiler is not None:
+            observers.append(profiler.observer(inputs.train))
         trainer = Trainer(
             trainable,
             optimizer,
@@ -213,6 +225,8 @@ def _run(
         record.ended = now()
         record.duration_s = round(earlier_seconds + time.perf_counter() - started, 2)
         record.save()
+        if profiler is not None:
+            profiler.finish()  # before the tracker's finish, which copies profile.html into MLflow
         if tracker is not None:
             tracker.finish(record)
     return record
