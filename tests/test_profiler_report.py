@@ -18,8 +18,9 @@ from kennel.data.sample import write_sample_dataset
 from kennel.findings import ISSUES_FOUND, Finding
 from kennel.job import train
 from kennel.jobs import JobRecord
-from kennel.profiler import PROFILER_RULES
+from kennel.profiler import PROFILER_RULES, Profile
 from kennel.profiler.report import SECTIONS
+from kennel.profiler.summary import configured_rule
 
 PROFILE_SECTIONS = ["profile-summary", "system", "framework", "rules", "steps", "rule-plots"]
 CHROMIUM = find_chromium()
@@ -95,6 +96,8 @@ def test_the_findings_are_saved_in_the_shared_shape(job: JobRecord) -> None:
     assert [f.rule for f in fired] == ["MaxInitializationTime"]
     assert fired[0].mode == "TRAIN" and fired[0].tensors == () and fired[0].numbers["initialization_s"] > 0
     assert "feature" in fired[0].advice
+    # The report draws each rule with the thresholds the job set, not the defaults.
+    assert configured_rule(Profile.load(job.path), "MaxInitializationTime").threshold_minutes == 1e-4
 
 
 def test_the_job_report_shows_the_profiler_and_links_its_page(job: JobRecord) -> None:

@@ -55,6 +55,13 @@ def stats(values: np.ndarray) -> dict[str, float]:
     }
 
 
+def _matrix(rows: list[list[float]]) -> np.ndarray:
+    """Rows of unequal length as a ``[rows, widest]`` float array, padded with NaN."""
+    width = max((len(r) for r in rows), default=0)
+    padded = [list(r) + [np.nan] * (width - len(r)) for r in rows]
+    return np.array(padded, dtype=np.float64).reshape(len(rows), width)
+
+
 @dataclass
 class Profile:
     context: dict[str, Any] = field(default_factory=dict)
@@ -63,6 +70,7 @@ class Profile:
     samples: list[dict[str, Any]] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     problems: dict[str, str] = field(default_factory=dict)  # file -> why part of it could not be read
+    _series: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False)
 
     @classmethod
     def load(cls, job_dir: Path | str) -> Profile:
@@ -143,16 +151,26 @@ class Profile:
     def series(self, name: str) -> np.ndarray:
         """A system metric per sample: ``cpu`` (mean of the cores), ``cpu_max`` (busiest core), or any scalar
         key of a sample (``iowait``, ``mem``, ``proc_cpu``, ``proc_rss_mb``, ``disk_read_mb_s``, ...)."""
-        if name in ("cpu", "cpu_max"):
-            reduce = np.mean if name == "cpu" else np.max
-            return np.array([reduce(s["cpu"]) if s.get("cpu") else np.nan for s in self.samples], dtype=np.float64)
-        return np.array([s.get(name, np.nan) for s in self.samples], dtype=np.float64)
+        if name not in self._series:
+            if name in ("cpu", "cpu_max"):
+                cores = self.cores_table
+                reduce = np.nanmean if name == "cpu" else np.nanmax
+                self._series[name] = reduce(cores, axis=1) if cores.shape[1] else np.full(len(cores), np.nan)
+            else:
+                self._series[name] = np.array([s.get(name, np.nan) for s in self.samples], dtype=np.float64)
+        return self._series[name]
+
+    @cached_property
+    def cores_table(self) -> np.ndarray:
+        """``[samples, cores]`` of each core's busy percentage."""
+        return _matrix([s.get("cpu") or [] for s in self.samples])
 
     def gpu_series(self, name: str) -> np.ndarray:
         """``[samples, gpus]`` of a GPU metric (``util``, ``mem``, ``mem_used_mb``, ``power_w``)."""
-        rows = [[g.get(name, np.nan) for g in s.get("gpus") or []] for s in self.samples]
-        width = max((len(r) for r in rows), default=0)
-        return np.array([r + [np.nan] * (width - len(r)) for r in rows], dtype=np.float64).reshape(len(rows), width)
+        key = f"gpu:{name}"
+        if key not in self._series:
+            self._series[key] = _matrix([[g.get(name, np.nan) for g in s.get("gpus") or []] for s in self.samples])
+        return self._series[key]
 
     @cached_property
     def sample_times(self) -> np.ndarray:
@@ -160,6 +178,10 @@ class Profile:
 
     def training_samples(self) -> np.ndarray:
         """A mask of the samples taken while the loop trained (all of them when no loop ran yet)."""
+        return self._training_mask
+
+    @cached_property
+    def _training_mask(self) -> np.ndarray:
         spans = [(start, end) for phase, start, end in self.job_phases() if phase == "training"]
         if not spans:
             return np.ones(len(self.samples), dtype=bool)

@@ -13,7 +13,7 @@ from kennel.atomic import atomic_write_text
 from kennel.profiler import plots
 from kennel.profiler.profile import OPERATORS, TRACE, Profile
 from kennel.profiler.rules import PROFILER_RULES
-from kennel.profiler.summary import Summary, format_numbers, summarize
+from kennel.profiler.summary import Summary, configured_rule, format_numbers, summarize
 from kennel.report import MissingInput, Section, render_section, render_template
 
 PROFILE_FILE = "profile.html"
@@ -84,7 +84,9 @@ def _rules(data: ProfileData) -> str:
 def _steps(data: ProfileData) -> str:
     data.need_steps()
     outlier = data.profile.rule_results().get("StepOutlier")
-    marked = PROFILER_RULES.get("StepOutlier")().outliers(data.profile)[0] if outlier and outlier.fired else None
+    marked = (
+        configured_rule(data.profile, "StepOutlier").outliers(data.profile)[0] if outlier and outlier.fired else None
+    )
     steps = data.profile.step_table["step"][marked] if marked is not None else []
     return render_template(
         "profile_steps.html", png=plots.steps_png(data.profile, list(steps)), steps=data.summary.steps
@@ -94,7 +96,7 @@ def _steps(data: ProfileData) -> str:
 def _rule_plots(data: ProfileData) -> str:
     figures = []
     for row in data.summary.fired:
-        rule = PROFILER_RULES.get(row.name)() if row.name in PROFILER_RULES else None
+        rule = configured_rule(data.profile, row.name) if row.name in PROFILER_RULES else None
         png = plots.rule_png(rule, data.profile, row.finding) if rule is not None else None
         figures.append({"row": row, "png": png})
     return render_template("profile_rule_plots.html", figures=figures)

@@ -49,6 +49,7 @@ class ProfilerSession:
             "cores": available_cores(),
             "gpus": gpus.names if gpus else [],
             "interval_s": self.config.interval_s,
+            "rules": self.config.rules,  # the thresholds set for this job, for the report's plots
             "pid": os.getpid(),
             "torch": torch.__version__,
         }

@@ -11,7 +11,7 @@ import numpy as np
 from kennel.engine.clock import PHASES
 from kennel.findings import ERROR, ISSUES_FOUND, NO_ISSUES, NOT_APPLICABLE, Finding
 from kennel.profiler.profile import Profile, stats
-from kennel.profiler.rules import PROFILER_RULES
+from kennel.profiler.rules import PROFILER_RULES, Rule, build_rule
 
 # (key of Profile.series, label, unit): the system usage table, in this order.
 SYSTEM_METRICS = (
@@ -66,10 +66,15 @@ def _clock(stamp: float | None) -> str | None:
     return datetime.fromtimestamp(stamp, timezone.utc).astimezone().isoformat(timespec="seconds") if stamp else None
 
 
+def configured_rule(profile: Profile, name: str) -> Rule:
+    """Rule ``name`` with the thresholds the job ran it with."""
+    return build_rule(name, (profile.context.get("rules") or {}).get(name))
+
+
 def usage_rows(profile: Profile) -> list[tuple[str, str, dict[str, float]]]:
     rows = [(label, unit, stats(profile.series(key))) for key, label, unit in SYSTEM_METRICS]
-    per_core = np.array([s.get("cpu") or [] for s in profile.samples if s.get("cpu")], dtype=np.float64)
-    if per_core.ndim == 2 and per_core.shape[1] <= MAX_CORE_ROWS:
+    per_core = profile.cores_table
+    if per_core.shape[1] <= MAX_CORE_ROWS:
         rows[2:2] = [(f"CPU core {i}", "%", stats(per_core[:, i])) for i in range(per_core.shape[1])]
     for key, label, unit in GPU_METRICS:
         matrix = profile.gpu_series(key)

@@ -40,8 +40,8 @@ class Rule:
 
     @classmethod
     def describe(cls) -> str:
-        """The first line of the docstring: what the rule watches."""
-        return (cls.__doc__ or cls.__name__).strip().splitlines()[0]
+        """The docstring's first paragraph, on one line: what the rule watches."""
+        return " ".join((cls.__doc__ or cls.__name__).strip().split("\n\n")[0].split())
 
     def not_applicable(self, profile: Profile) -> str | None:
         """Why the rule does not apply to this job, or None when it does."""

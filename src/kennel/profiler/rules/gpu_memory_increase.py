@@ -11,7 +11,7 @@ from kennel.profiler.rules.base import Rule, growth, register_rule
 @register_rule
 @dataclass(frozen=True)
 class GPUMemoryIncrease(Rule):
-    """A GPU's memory use grows by more than ``increase`` percentage points from the start of training to now."""
+    """A GPU's memory use grows by more than increase percentage points from the start of training to now."""
 
     increase: float = 5.0  # percentage points of the GPU's memory
     window: int = 10  # samples averaged at each end
