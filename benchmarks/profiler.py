@@ -40,7 +40,7 @@ WORKLOADS = {
         "model.freeze": 0,
         "feature_cache": False,
         "data.workers": 0,
-        "epochs": 2,
+        "epochs": 1,
     },
 }
 

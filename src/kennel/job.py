@@ -108,7 +108,11 @@ def _profiler(record: JobRecord, config: TrainConfig, device: torch.device):
         return None
     from kennel.profiler import ProfilerSession
 
-    return ProfilerSession(record.path, config.profiler, device)
+    try:
+        return ProfilerSession(record.path, config.profiler, device)
+    except Exception:  # profiling must never keep a job from training
+        log.warning("the profiler could not start for %s; the job runs without it", record.id, exc_info=True)
+        return None
 
 
 def train(
