@@ -45,13 +45,23 @@ WORKLOADS = {
 }
 
 
-def own_costs() -> dict[str, float]:
-    """The profiler's own work, timed in isolation (steadier than a difference of two busy runs): one step
-    record, one system sample, one rule check over as many records as a running job's check reads."""
+def own_costs(repeats: int = 7) -> dict[str, float]:
+    """The profiler's own work, timed in isolation (steadier than a difference of two busy runs), each the median
+    of ``repeats``: one step record, one system sample, one rule check over as many records as a running job's
+    check reads."""
     import types
 
     from kennel.config import ProfilerConfig
     from kennel.profiler.session import LIVE_RECORDS, ProfilerSession
+
+    def median_time(work, count: int = 1) -> float:
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            for _ in range(count):
+                work()
+            times.append((time.perf_counter() - started) / count)
+        return statistics.median(times)
 
     with tempfile.TemporaryDirectory() as folder:
         session = ProfilerSession(folder, ProfilerConfig(report=False, check_every_s=1e9))
@@ -59,21 +69,16 @@ def own_costs() -> dict[str, float]:
         phases = dict.fromkeys(("data", "transfer", "forward", "backward", "optimizer"), 1e-4)
         state = types.SimpleNamespace(global_step=0, epoch=0, step_times=phases, device=torch.device("cpu"))
         observer.on_fit_start(state)
-        count = 20_000
-        started = time.perf_counter()
-        for step in range(count):
-            state.global_step = step
+
+        def record() -> None:
+            state.global_step += 1
             observer.on_batch_end(state)
-        record_s = (time.perf_counter() - started) / count
-        started = time.perf_counter()
-        for _ in range(50):
-            session.sampler.sample()
-        sample_s = (time.perf_counter() - started) / 50
+
+        record_s = median_time(record, 5_000)
+        sample_s = median_time(session.sampler.sample, 20)
         for _ in range(LIVE_RECORDS):
             session.sampler.samples.append(session.sampler.sample())
-        started = time.perf_counter()
-        session.check()
-        check_s = time.perf_counter() - started
+        check_s = median_time(session.check)
         session.finish()
     return {"record_s": record_s, "sample_s": sample_s, "check_s": check_s, "check_every_s": 10.0, "interval_s": 0.5}
 
@@ -105,7 +110,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/dogs10")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--threads", type=int, help="torch compute threads (default: torch's); 1 steadies a machine others share"
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if not args.data.is_dir():
         sys.exit(f"dataset {args.data} not found (pass --data DIR)")
     load_before = os.getloadavg()
