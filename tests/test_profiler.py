@@ -141,6 +141,8 @@ def test_an_injected_slow_step_fires_step_outlier(tmp_path: Path) -> None:
     assert finding.status == ISSUES_FOUND
     assert finding.step == 13 and finding.numbers["slowest_step"] == 13
     assert finding.numbers["slowest_ms"] > 250 and "data" in finding.advice
+    marked = PROFILER_RULES.get("StepOutlier")().marked(profile, finding)  # what its plot and the report flag
+    assert profile.step_table["step"][marked].tolist() == [13.0]
 
 
 def test_a_rule_in_stop_on_stops_the_loop(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ PHASE_COLORS = {
     "backward": "tab:green",
     "optimizer": "tab:red",
     "other": "tab:gray",
+    "between steps": "tab:olive",
 }
 SHADES = {"initialization": "#f2e6ff", "finalization": "#e6f2ff"}
 
@@ -142,7 +143,7 @@ def framework_png(totals: dict[str, float]) -> str:
         ax.barh([0], [share], left=left, color=PHASE_COLORS.get(name, "tab:gray"), label=f"{name} {share:.0%}")
         left += share
     ax.set(xlim=(0, 1), yticks=[], xlabel="share of the training loop's step time")
-    ax.legend(ncol=6, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.45), frameon=False)
+    ax.legend(ncol=7, fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     figure.tight_layout()
     return _png(figure)
 

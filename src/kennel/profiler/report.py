@@ -84,10 +84,10 @@ def _rules(data: ProfileData) -> str:
 def _steps(data: ProfileData) -> str:
     data.need_steps()
     outlier = data.profile.rule_results().get("StepOutlier")
-    marked = (
-        configured_rule(data.profile, "StepOutlier").outliers(data.profile)[0] if outlier and outlier.fired else None
-    )
-    steps = data.profile.step_table["step"][marked] if marked is not None else []
+    steps = []
+    if outlier is not None and outlier.fired:  # mark the steps beyond the limit the rule fired with
+        marked = configured_rule(data.profile, "StepOutlier").marked(data.profile, outlier)
+        steps = data.profile.step_table["step"][marked]
     return render_template(
         "profile_steps.html", png=plots.steps_png(data.profile, list(steps)), steps=data.summary.steps
     )

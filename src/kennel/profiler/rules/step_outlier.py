@@ -63,6 +63,11 @@ class StepOutlier(Rule):
             step=int(table["step"][np.argmax(marked)]),
         )
 
+    def marked(self, profile, finding) -> np.ndarray:
+        """The steps beyond the limit ``finding`` was given (the rule may have fired before the last steps)."""
+        table = profile.step_table
+        return self._eligible(table) & (table["busy"] > finding.numbers.get("limit_ms", np.inf) / 1e3)
+
     def plot(self, profile, finding, ax):
-        marked, numbers = self.outliers(profile)
-        plots.step_points(ax, profile, "busy", marked, {"limit": numbers.get("limit_ms", np.nan) / 1e3})
+        limit = {"limit": finding.numbers.get("limit_ms", np.nan) / 1e3}
+        plots.step_points(ax, profile, "busy", self.marked(profile, finding), limit)
