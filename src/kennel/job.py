@@ -102,6 +102,19 @@ def _tracker(record: JobRecord, config: TrainConfig, experiment: str):
     return MLflowTracker(record, config.model_dump(mode="json"), experiment=experiment)
 
 
+def _profiler(record: JobRecord, config: TrainConfig, device: torch.device):
+    """The job's profiler session (system sampling starts now, so initialization is measured), or None."""
+    if not config.profiler.enabled:
+        return None
+    from kennel.profiler import ProfilerSession
+
+    try:
+        return ProfilerSession(record.path, config.profiler, device)
+    except Exception:  # profiling must never keep a job from training
+        log.warning("the profiler could not start for %s; the job runs without it", record.id, exc_info=True)
+        return None
+
+
 def train(
     config: TrainConfig,
     observers: Sequence[Observer] = (),
@@ -157,6 +170,7 @@ def _run(
     record.save()
     # Tracking starts first, so a job that fails while loading weights or data still shows in MLflow.
     tracker = _tracker(record, config, experiment=record.study or "kennel")
+    profiler = _profiler(record, config, device)
     try:
         spec = get_backbone(config.model.backbone)
         preprocessing = spec.preprocessing
@@ -179,6 +193,8 @@ def _run(
         observers = _observers(record, config, stream, progress)
         if tracker is not None:
             observers.append(tracker)
+        if profiler is not None:
+            observers.append(profiler.observer(inputs.train))
         trainer = Trainer(
             trainable,
             optimizer,
@@ -213,6 +229,8 @@ def _run(
         record.ended = now()
         record.duration_s = round(earlier_seconds + time.perf_counter() - started, 2)
         record.save()
+        if profiler is not None:
+            profiler.finish()  # before the tracker's finish, which copies profile.html into MLflow
         if tracker is not None:
             tracker.finish(record)
     return record

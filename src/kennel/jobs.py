@@ -11,6 +11,8 @@ Layout of a job folder::
     model/            the model artifact (kennel.artifact)
     evaluation/       test-split results (kennel.evaluation)
     report.html       kennel report JOB
+    profiler/         system samples, step records, findings, the torch.profiler trace (kennel.profiler)
+    profile.html      kennel profile JOB
 """
 
 from __future__ import annotations

@@ -70,6 +70,9 @@ def step_report(run: DemoRun) -> None:
     from kennel.report import write_report
 
     _console().print(f"report: {write_report(run.record.path)}")
+    profile = run.record.path / "profile.html"  # written by the job's profiler when it ended
+    if profile.is_file():
+        _console().print(f"profile: {profile} (`kennel profile {run.record.id}` prints its summary)")
 
 
 def step_predict(run: DemoRun) -> None:

@@ -39,7 +39,15 @@ EPOCH_COLUMNS = (
     "images_per_s",
     "epoch_seconds",
 )
-FILES = ("config.yaml", "metrics.jsonl", "checkpoints/last.pt", "checkpoints/best.pt", "evaluation", "report.html")
+FILES = (
+    "config.yaml",
+    "metrics.jsonl",
+    "checkpoints/last.pt",
+    "checkpoints/best.pt",
+    "evaluation",
+    "report.html",
+    "profile.html",
+)
 
 
 # --- formatting -----------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ def report_command(
     job: str = typer.Argument(..., help="job id, id prefix, name, folder, or 'latest'"),
     open_browser: bool = typer.Option(False, "--open", help="open the report in the default browser"),
 ) -> None:
-    """Write JOB's report.html (summary, curves, test metrics, per-class scores, confusions, mistakes)."""
+    """Write JOB's report.html (summary, curves, test metrics, per-class scores, confusions, mistakes, and the
+    profiler's summary) and, for a profiled job, its profile.html (the page report.html links to)."""
     from kennel.jobs import JobNotFound, load_job
     from kennel.report import write_report
 
@@ -27,7 +28,23 @@ def report_command(
         typer.echo(f"error: cannot write the report of {record.id}: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(str(path))
+    profile = _profile_report(record.path)
+    if profile is not None:
+        typer.echo(str(profile))
     if open_browser:
         import webbrowser
 
         webbrowser.open(path.resolve().as_uri())
+
+
+def _profile_report(job_dir):
+    """Write profile.html when the job has profiler records; a problem only warns (report.html is written)."""
+    if not (job_dir / "profiler").is_dir():
+        return None
+    from kennel.profiler.report import write_profile_report
+
+    try:
+        return write_profile_report(job_dir)
+    except (OSError, ValueError) as exc:
+        typer.echo(f"warning: no profile.html for {job_dir.name}: {exc}", err=True)
+        return None

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 # Job status -> MLflow run status. "stopped" (early stopping, a rule, a pruner, Ctrl-C) reads KILLED in the UI;
 # the reason is in the ``kennel.stop_reason`` tag.
 RUN_STATUS = {"completed": "FINISHED", "failed": "FAILED", "stopped": "KILLED"}
-ARTIFACTS = ("config.yaml", "metrics.jsonl", "report.html", "evaluation")
+ARTIFACTS = ("config.yaml", "metrics.jsonl", "report.html", "evaluation", "profile.html", "profiler")
 MAX_PARAM_CHARS = 500
 # MLflow 3's UI shows GenAI pages (traces, prompts) unless told that an experiment trains models.
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}

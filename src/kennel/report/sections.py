@@ -91,6 +91,12 @@ def mistakes(data: ReportData) -> str:
     return render_template("mistakes.html", cards=cards, total=len(result.mistakes))
 
 
+def profiler(data: ReportData) -> str:
+    from kennel.profiler.report import job_report_section
+
+    return job_report_section(data.job_dir, data.job)
+
+
 SECTIONS: list[Section] = [
     Section("summary", "Job summary", summary),
     Section("curves", "Training curves", curves),
@@ -99,6 +105,7 @@ SECTIONS: list[Section] = [
     Section("confusion", "Confusion matrix", confusion),
     Section("confused-pairs", "Most-confused pairs", confused_pairs),
     Section("mistakes", "Most confident mistakes", mistakes),
+    Section("profiler", "Profiler", profiler),
 ]
 
 
