@@ -26,7 +26,14 @@ STATUS = typer.Option(None, "--status", help=f"only jobs with this status: {', '
 LIMIT = typer.Option(30, "--limit", "-n", help="show at most this many, newest first (0: all)")
 AS_JSON = typer.Option(False, "--json", help="print JSON records instead of a table")
 
-STATUS_STYLE = {"created": "dim", "running": "cyan", "completed": "green", "stopped": "yellow", "failed": "red"}
+STATUS_STYLE = {
+    "created": "dim",
+    "running": "cyan",
+    "completed": "green",
+    "stopped": "yellow",
+    "pruned": "magenta",
+    "failed": "red",
+}
 PARAM_COLUMNS = {"lr": "lr", "batch_size": "batch", "epochs": "epochs", "freeze": "freeze"}
 EPOCH_COLUMNS = (
     "epoch",
