@@ -61,9 +61,7 @@ def train_command(
     Precedence: defaults, then --config FILE, then flags. Metric lines on stdout look like
     `\\[epoch 3/20] train_loss=0.41 valid_accuracy=0.913;` for a regex to read.
     """
-    import yaml
-
-    from kennel.config import ConfigError, config_to_yaml, load_config
+    from kennel.config import ConfigError, config_to_yaml, load_config, parse_assignments
     from kennel.job import resume, train
 
     try:
@@ -88,11 +86,7 @@ def train_command(
             }
             if no_tracking:
                 flags["tracking"] = False
-            for item in overrides:
-                key, sep, value = item.partition("=")
-                if not sep:
-                    raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
-                flags[key.strip()] = yaml.safe_load(value)
+            flags.update(parse_assignments(overrides))
             config = load_config(config_file, flags)
             if print_config:
                 typer.echo(config_to_yaml(config), nl=False)
