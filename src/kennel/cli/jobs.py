@@ -184,6 +184,14 @@ def _epochs_table(epochs: list[dict[str, Any]]):
     return table
 
 
+def _dotted_value(config: dict[str, Any], key: str) -> Any:
+    """``config["optim"]["lr"]`` for ``"optim.lr"``; None when absent."""
+    node: Any = config
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
 def _flatten(config: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     pairs: list[tuple[str, Any]] = []
     for key, value in config.items():
@@ -331,11 +339,21 @@ def jobs_show(
 @jobs_app.command("best")
 def jobs_best(
     study: str = typer.Argument(..., help="the tuning study"),
-    metric: str = typer.Option("best_valid_accuracy", "--metric", help="record metric to rank by"),
-    minimize: bool = typer.Option(False, "--minimize", help="lower is better (e.g. a loss)"),
+    metric: str = typer.Option(None, "--metric", help="rank jobs by this record metric instead of the objective"),
+    minimize: bool = typer.Option(False, "--minimize", help="with --metric: lower is better (e.g. a loss)"),
     as_json: bool = AS_JSON,
 ) -> None:
-    """The best job of a tuning study by a metric in its record (default: best validation accuracy)."""
+    """The best of a tuning study: its hyperparameters, job and metrics, written as a config to retrain.
+
+    With --metric, or for jobs tagged with a study outside `kennel tune`: the best job by that record metric."""
+    from kennel.tune.study import study_exists
+
+    if metric is None and study_exists(study):
+        from kennel.cli.tune import show_best
+
+        show_best(study, as_json)
+        return
+    metric = metric or "best_valid_accuracy"
     scored = [r for r in list_jobs(study=study) if isinstance(r.metrics.get(metric), (int, float))]
     if not scored:
         raise _fail(f"no job of study {study!r} has metric {metric!r} (kennel jobs --study {study} lists them)")
