@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kennel.config import ConfigError, deep_merge
-from kennel.tune.results import ERROR, INTERRUPTED, JOB, JOB_ID, trial_config
+from kennel.tune.results import ERROR, JOB, JOB_ID, trial_config
 from kennel.tune.settings import StudySettings
 from kennel.tune.study import StudyRecord
 
@@ -39,8 +39,7 @@ def trial_name(study: str, number: int) -> str:
 
 
 def run_trial(study: optuna.Study, trial: optuna.Trial, record: StudyRecord, settings: StudySettings) -> TrialResult:
-    """Train the trial's job and tell the study how it went. Ctrl-C marks the trial interrupted (the study runs
-    its values again on resume) and propagates."""
+    """Train the trial's job and tell the study how it went (Ctrl-C propagates; the worker marks the trial)."""
     from optuna.trial import TrialState
 
     from kennel.job import train
@@ -66,10 +65,6 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, record: StudyRecord, set
     pruner = TrialPruner(trial, settings.objective, settings.maximize, settings.pruner)
     try:
         job = train(config, observers=[pruner], study=record.name, stream=None, progress=False)
-    except KeyboardInterrupt:
-        trial.set_user_attr(INTERRUPTED, True)
-        study.tell(trial, state=TrialState.FAIL)
-        raise
     except Exception as exc:
         return fail(f"{type(exc).__name__}: {exc}")
     trial.set_user_attr(JOB_ID, job.id)

@@ -57,7 +57,13 @@ def _random(ctx: StrategyContext) -> BaseSampler:
 def _grid(ctx: StrategyContext) -> BaseSampler:
     from optuna.samplers import GridSampler
 
-    return GridSampler(ctx.space.grid(), seed=ctx.seed)
+    class Grid(GridSampler):
+        # Optuna's grid calls study.stop() once every point ran, which only works inside study.optimize; kennel's
+        # workers ask and tell, and stop on their budget, which is capped at the grid's size.
+        def after_trial(self, study, trial, state, values) -> None:
+            return None
+
+    return Grid(ctx.space.grid(), seed=ctx.seed)
 
 
 def _cmaes(ctx: StrategyContext) -> BaseSampler:

@@ -60,8 +60,7 @@ def recover(study: optuna.Study) -> list[int]:
     for trial in trials:
         mine = trial.state == TrialState.RUNNING and trial.user_attrs.get(HOST) == this_host()
         if mine and not process_alive(trial.user_attrs.get(PID), this_host()):
-            study._storage.set_trial_user_attr(trial._trial_id, INTERRUPTED, True)
-            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            interrupt(study, trial._trial_id)
             _close_job(trial.user_attrs.get(JOB), trial.number)
     retried = {t.user_attrs.get(RETRY_OF) for t in trials}
     queued = []
@@ -70,6 +69,16 @@ def recover(study: optuna.Study) -> list[int]:
             study.enqueue_trial(dict(trial.params), user_attrs={RETRY_OF: trial.number})
             queued.append(trial.number)
     return queued
+
+
+def interrupt(study: optuna.Study, trial_id: int) -> None:
+    """Mark a running trial interrupted and failed; the next claim queues its values again."""
+    from optuna.trial import TrialState
+
+    storage = study._storage
+    if storage.get_trial(trial_id).state == TrialState.RUNNING:
+        storage.set_trial_user_attr(trial_id, INTERRUPTED, True)
+        storage.set_trial_state_values(trial_id, TrialState.FAIL)
 
 
 def _close_job(name: str | None, number: int) -> None:
@@ -127,18 +136,24 @@ def work(folder: Path, worker: int = 0, stream: TextIO | None = sys.stdout) -> s
     study = build_study(record, worker)
     claim = FileLock(str(Path(folder) / "claim.lock"))
     while True:
-        # Claiming is atomic across workers: count, then ask, under one lock, so the study ends with exactly
-        # the requested number of trials however many workers race for the last one.
-        with claim:
-            recover(study)
-            trials = study.get_trials(deepcopy=False)
-            reason = stop_reason(trials, record)
-            if reason is not None:
-                return reason
-            trial = study.ask()
-            for key, value in ((HOST, this_host()), (PID, os.getpid()), (WORKER, worker)):
-                trial.set_user_attr(key, value)
-        result = run_trial(study, trial, record, settings)
+        trial = None
+        try:
+            # Claiming is atomic across workers: count, then ask, under one lock, so the study ends with exactly
+            # the requested number of trials however many workers race for the last one.
+            with claim:
+                recover(study)
+                trials = study.get_trials(deepcopy=False)
+                reason = stop_reason(trials, record)
+                if reason is not None:
+                    return reason
+                trial = study.ask()
+                for key, value in ((HOST, this_host()), (PID, os.getpid()), (WORKER, worker)):
+                    trial.set_user_attr(key, value)
+            result = run_trial(study, trial, record, settings)
+        except KeyboardInterrupt:
+            if trial is not None:
+                interrupt(study, trial._trial_id)
+            raise
         with claim:
             trials = study.get_trials(deepcopy=False)
             _update_record(record, trials)
