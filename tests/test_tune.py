@@ -168,9 +168,7 @@ def test_a_resumed_study_keeps_its_settings_and_continues_to_the_new_budget(data
 
 def test_a_warm_start_seeds_the_search_with_an_earlier_studys_trials(dataset: Path, space: Path) -> None:
     run(dataset, space, study="first", trials=3, pruner="none")
-    request = TuneRequest(
-        "second", space, base(dataset), {"pruner": "none"}, session={"trials": 2}, warm_start="first"
-    )
+    request = TuneRequest("second", space, base(dataset), {"pruner": "none"}, session={"trials": 2}, warm_start="first")
     record = tune(request, stream=None)
     trials = trials_of("second")
     warm = [t for t in trials if t.user_attrs.get(WARM_START)]

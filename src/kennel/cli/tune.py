@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,7 @@ def tune_command(
             storage=storage,
             warm_start=warm_start,
         )
-        record = tune(request)
+        record = tune(request, stream=sys.stdout)
     except (ConfigError, TuneError) as exc:
         typer.secho(f"error: {exc}", err=True, fg="red")
         raise typer.Exit(2) from None

@@ -31,7 +31,7 @@ from kennel.tune.results import (
 )
 from kennel.tune.settings import SessionSettings, StudySettings, valid_study_name
 from kennel.tune.space import SearchSpace, SpaceError, load_space
-from kennel.tune.strategies import STRATEGIES
+from kennel.tune.strategies import STRATEGIES, StrategyContext
 from kennel.tune.study import (
     StudyRecord,
     load_study_record,
@@ -111,6 +111,8 @@ def _create(name: str, folder: Path, request: TuneRequest, stream: TextIO | None
     except SpaceError as exc:
         raise TuneError(str(exc)) from None
     settings = _validated(StudySettings, {**request.settings, "space": space.model_dump()}, "study settings")
+    _check_strategy(settings)
+    resolved = _check_base(request.base, space)
     record = StudyRecord(
         name, settings.model_dump(mode="json"), base=request.base, storage=request.storage, study_dir=str(folder)
     )
@@ -120,8 +122,8 @@ def _create(name: str, folder: Path, request: TuneRequest, stream: TextIO | None
         record.settings = stored
         _check_unchanged(record, request)
         settings, space = record.study_settings, record.study_settings.space
+        resolved = _check_base(request.base, space)
         _say(stream, f"joining study {name} in {request.storage}")
-    resolved = _check_base(request.base, space)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "space.yaml").write_text(record.study_settings.space.to_yaml())
     if stored is None:
@@ -136,6 +138,15 @@ def _create(name: str, folder: Path, request: TuneRequest, stream: TextIO | None
                 study.enqueue_trial(values, user_attrs={BASELINE: True})
     record.save()
     return record
+
+
+def _check_strategy(settings: StudySettings) -> None:
+    """Build the strategy's sampler once, so a space it cannot search fails before the study exists."""
+    strategy = STRATEGIES.get(settings.strategy)
+    try:
+        strategy.build(StrategyContext(settings.space, settings.seed, 1))
+    except (SpaceError, ImportError) as exc:
+        raise TuneError(f"strategy {settings.strategy}: {exc}") from None
 
 
 def _check_unchanged(record: StudyRecord, request: TuneRequest) -> None:

@@ -26,6 +26,14 @@ def default_direction(objective: str) -> Literal["maximize", "minimize"]:
     return "minimize" if "loss" in objective else "maximize"
 
 
+def _known(registry, name: str) -> str:
+    try:
+        registry.get(name)
+    except KeyError as exc:
+        raise ValueError(exc.args[0]) from None
+    return name
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -44,14 +52,12 @@ class StudySettings(_Strict):
     @field_validator("strategy")
     @classmethod
     def _known_strategy(cls, name: str) -> str:
-        STRATEGIES.get(name)
-        return name
+        return _known(STRATEGIES, name)
 
     @field_validator("pruner")
     @classmethod
     def _known_pruner(cls, name: str) -> str:
-        PRUNERS.get(name)
-        return name
+        return _known(PRUNERS, name)
 
     @model_validator(mode="after")
     def _direction(self) -> StudySettings:
