@@ -169,3 +169,19 @@ def test_a_killed_tuning_process_restarts_without_losing_a_finished_trial(datase
     for trial in interrupted:  # ... ran again with the same values
         assert retries[trial.number].params == trial.params and outcome(retries[trial.number]) == "complete"
         assert load_job(trial.user_attrs["kennel.job"]).status == "stopped"
+
+
+def test_the_demo_tune_step_runs_a_short_study_and_the_report_step_writes_its_page(
+    dataset: Path, monkeypatch: pytest.MonkeyPatch, kennel_home: Path
+) -> None:
+    from kennel.cli import demo
+
+    monkeypatch.setattr(demo, "DEMO_TRIALS", 2)
+    overrides = {"model.backbone": "tiny", "model.pretrained": False, "tracking": False, "export_onnx": False}
+    run = demo.DemoRun(dataset, 0, overrides)
+    demo.step_train(run)
+    demo.step_tune(run)
+    record = load_study_record(run.study)
+    assert record.status == "completed" and sum(record.counts.values()) == 2
+    demo.step_report(run)
+    assert (kennel_home / "studies" / run.study / "report.html").is_file()
