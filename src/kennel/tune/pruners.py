@@ -36,9 +36,11 @@ def _none(ctx: PrunerContext) -> BasePruner:
 def _median(ctx: PrunerContext) -> BasePruner:
     from optuna.pruners import MedianPruner
 
-    # Compare only once a few trials have finished, and never in the first epochs, when warmup makes every
-    # curve look alike.
-    return MedianPruner(n_startup_trials=max(2, min(5, ctx.trials // 4)), n_warmup_steps=2)
+    # Compare only once a few trials have finished, and not in the first fifth of the longest schedule: early on,
+    # a long cosine schedule still learns fast while a short one has already settled, and judging them there
+    # would prune every long trial.
+    warmup = max(2, ctx.max_epochs // 5)
+    return MedianPruner(n_startup_trials=max(2, min(5, ctx.trials // 4)), n_warmup_steps=warmup)
 
 
 def _hyperband(ctx: PrunerContext) -> BasePruner:
