@@ -213,7 +213,7 @@ def test_the_study_report_has_every_section(dataset: Path, space: Path) -> None:
     for section in ("study", "trials", "history", "intermediate", "importances", "parallel"):
         assert f'<section id="{section}" data-status="ok">' in html
     assert html.count('<img class="figure"') == 4
-    assert all(f"s-t00{n}" in html for n in range(4))
+    assert all(f">s-t00{n}</a>" in html for n in range(4))  # each trial links to its job's report
 
 
 class CountingFeatures(torch.nn.Module):
@@ -253,3 +253,16 @@ def test_concurrent_trials_compute_a_feature_cache_entry_once(dataset: Path, tmp
     assert sorted(was_cached for _, was_cached in results) == [False, True]
     assert features.photos == len(split.files)  # one pass over the photos, not two
     assert torch.equal(results[0][0].features, results[1][0].features)
+
+
+def test_machines_share_a_study_through_a_database(dataset: Path, space: Path, tmp_path: Path, monkeypatch) -> None:
+    """Two kennel homes (two machines) on one database: the second joins with the study's stored settings."""
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    request = TuneRequest("shared", space, base(dataset), {"pruner": "none"}, {"trials": 2}, storage=url)
+    first = tune(request, stream=None)
+    assert not (Path(first.study_dir) / "journal.log").exists()
+    monkeypatch.setenv("KENNEL_HOME", str(tmp_path / "second-machine"))
+    joined = tune(TuneRequest("shared", base=base(dataset), session={"trials": 4}, storage=url), stream=None)
+    assert joined.settings == first.settings  # the space and pruner came from the database, not the defaults
+    assert joined.counts == {"complete": 4}
+    assert len(list_jobs(study="shared")) == 2  # this machine ran the other two

@@ -114,6 +114,7 @@ def trials(data: StudyData) -> str:
                 "epochs": job.metrics.get("epochs_run") if job else None,
                 "seconds": seconds,
                 "job": job.id if job else trial.user_attrs.get(JOB),
+                "name": job.name if job else None,
                 "link": data.link(job),
                 "note": note,
             }
