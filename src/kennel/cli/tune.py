@@ -116,7 +116,7 @@ def jobs_studies(as_json: bool = typer.Option(False, "--json", help="print JSON 
     from rich.table import Table
 
     from kennel.tune.results import finished
-    from kennel.tune.study import list_studies, studies_dir
+    from kennel.tune.study import list_studies, process_alive, studies_dir
 
     records = list_studies()
     if as_json:
@@ -134,9 +134,10 @@ def jobs_studies(as_json: bool = typer.Option(False, "--json", help="print JSON 
         done = finished(counts)
         best = r.best or {}
         value = f"{best['value']:.4f} (trial {best['number']})" if best.get("value") is not None else "-"
+        gone = r.status == "running" and not process_alive(r.pid, r.host)
         table.add_row(
             r.name,
-            r.status,
+            "running? process gone" if gone else r.status,
             f"{settings.get('strategy')}/{settings.get('pruner')}",
             f"{settings.get('objective')} ({str(settings.get('direction'))[:3]})",
             f"{done}/{r.session.get('trials', '-')}",
