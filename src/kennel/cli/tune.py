@@ -101,6 +101,9 @@ def tune_command(
     except (ConfigError, TuneError) as exc:
         typer.secho(f"error: {exc}", err=True, fg="red")
         raise typer.Exit(2) from None
+    except KeyboardInterrupt:  # before the trials began (while the features were computed)
+        typer.secho("stopped; run the same command again to start over", err=True, fg="yellow")
+        raise typer.Exit(130) from None
     if as_json:
         typer.echo(json.dumps(record.to_dict(), default=str))
     if record.status == "stopped":
@@ -157,7 +160,6 @@ def show_best(name: str, as_json: bool) -> None:
 
     from kennel.cli.jobs import _dotted_value, _fail, _print_json, job_panel
     from kennel.jobs import JobNotFound, load_job
-    from kennel.tune.objective import TRIAL_DEFAULTS
     from kennel.tune.results import JOB_ID, best_trial, count, trial_config, write_best_config
     from kennel.tune.study import load_study_record, open_study
 
@@ -187,7 +189,7 @@ def show_best(name: str, as_json: bool) -> None:
             }
         )
         return
-    base = trial_config({**TRIAL_DEFAULTS, **record.base}, {}, "base").model_dump(mode="json")
+    base = trial_config(record.base, {}, "base").model_dump(mode="json")
     table = Table(title=f"study {record.name}: best of {len(trials)} trials, trial {best.number}", title_justify="left")
     for column in ("parameter", "best", "base config"):
         table.add_column(column, justify="left" if column == "parameter" else "right")
