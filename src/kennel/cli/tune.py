@@ -102,7 +102,7 @@ def tune_command(
         typer.secho(f"error: {exc}", err=True, fg="red")
         raise typer.Exit(2) from None
     except KeyboardInterrupt:  # before the trials began (while the features were computed)
-        typer.secho("stopped; run the same command again to start over", err=True, fg="yellow")
+        typer.secho("stopped before any trial ran", err=True, fg="yellow")
         raise typer.Exit(130) from None
     if as_json:
         typer.echo(json.dumps(record.to_dict(), default=str))
