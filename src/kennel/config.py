@@ -132,6 +132,14 @@ def dotted_to_nested(overrides: dict[str, Any]) -> dict[str, Any]:
     return nested
 
 
+def dotted_value(nested: dict[str, Any], dotted: str) -> Any:
+    """``({"optim": {"lr": 0.1}}, "optim.lr")`` -> ``0.1``; None where a key is absent."""
+    node: Any = nested
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
 def parse_assignments(items: list[str]) -> dict[str, Any]:
     """``["optim.lr=0.01", "model.freeze=all"]`` (``--set`` flags) -> dotted overrides, values read as YAML."""
     overrides: dict[str, Any] = {}

@@ -184,14 +184,6 @@ def _epochs_table(epochs: list[dict[str, Any]]):
     return table
 
 
-def _dotted_value(config: dict[str, Any], key: str) -> Any:
-    """``config["optim"]["lr"]`` for ``"optim.lr"``; None when absent."""
-    node: Any = config
-    for part in key.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
-
-
 def _flatten(config: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     pairs: list[tuple[str, Any]] = []
     for key, value in config.items():

@@ -158,7 +158,8 @@ def show_best(name: str, as_json: bool) -> None:
     ``best.yaml`` written for a retrain."""
     from rich.table import Table
 
-    from kennel.cli.jobs import _dotted_value, _fail, _print_json, job_panel
+    from kennel.cli.jobs import _fail, _print_json, job_panel
+    from kennel.config import dotted_value
     from kennel.jobs import JobNotFound, load_job
     from kennel.tune.results import JOB_ID, best_trial, count, trial_config, write_best_config
     from kennel.tune.study import load_study_record, open_study
@@ -194,7 +195,7 @@ def show_best(name: str, as_json: bool) -> None:
     for column in ("parameter", "best", "base config"):
         table.add_column(column, justify="left" if column == "parameter" else "right")
     for key, value in best.params.items():
-        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value), str(_dotted_value(base, key)))
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value), str(dotted_value(base, key)))
     console = _console()
     console.print(f"{settings.objective} = {best.value:.4f} ({settings.direction})", highlight=False)
     console.print(table)

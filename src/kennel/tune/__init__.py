@@ -6,7 +6,8 @@ pruners (:data:`PRUNERS`) are registries; each trial is an ordinary kennel job w
 """
 
 from kennel.tune.pruners import PRUNERS
-from kennel.tune.runner import TuneError, TuneRequest, tune
+from kennel.tune.request import TuneError, TuneRequest
+from kennel.tune.runner import tune
 from kennel.tune.space import SearchSpace, SpaceError, load_space, shipped_spaces
 from kennel.tune.strategies import STRATEGIES
 from kennel.tune.study import StudyNotFound, StudyRecord, list_studies, load_study_record

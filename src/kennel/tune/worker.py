@@ -30,6 +30,7 @@ from kennel.tune.results import (
     count,
     reached_target,
     spent,
+    trial_config,
 )
 from kennel.tune.settings import SessionSettings
 from kennel.tune.strategies import STRATEGIES, StrategyContext
@@ -46,7 +47,7 @@ def build_study(record: StudyRecord, worker: int) -> optuna.Study:
     seed = settings.seed + 1000 * worker + 7919 * sum(record.counts.values())
     strategy = STRATEGIES.get(settings.strategy)
     sampler = strategy.build(StrategyContext(settings.space, seed, session.trials))
-    max_epochs = int(settings.space.upper("epochs", record.base.get("epochs", 15)))
+    max_epochs = int(settings.space.upper("epochs", trial_config(record.base, {}, record.name).epochs))
     pruner = PRUNERS.get(settings.pruner).build(PrunerContext(max_epochs, session.trials))
     return open_study(record, sampler, pruner)
 
