@@ -7,22 +7,13 @@ import typer
 from kennel.cli import app
 
 
-@app.command("report")
-def report_command(
-    job: str = typer.Argument(..., help="job id, id prefix, name, folder, 'latest', or a tuning study's name"),
-    open_browser: bool = typer.Option(False, "--open", help="open the report in the default browser"),
-) -> None:
-    """Write JOB's report.html (summary, curves, test metrics, per-class scores, confusions, mistakes), or a
-    tuning study's (trials, optimization history, parameter importances, parallel coordinates)."""
-    from kennel.jobs import JobNotFound
+def _study_report(name: str, open_browser: bool) -> None:
+    from kennel.tune.report import write_study_report
 
     try:
-        path = _write(job)
-    except JobNotFound as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        path = write_study_report(name)
     except OSError as exc:
-        typer.echo(f"error: cannot write the report of {job}: {exc}", err=True)
+        typer.echo(f"error: cannot write the report of study {name}: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(str(path))
     if open_browser:
@@ -31,14 +22,31 @@ def report_command(
         webbrowser.open(path.resolve().as_uri())
 
 
-def _write(ref: str):
-    """The report of the tuning study named ``ref`` when there is one, else of job ``ref``."""
-    from kennel.jobs import load_job
+@app.command("report")
+def report_command(
+    job: str = typer.Argument(..., help="job id, id prefix, name, folder, or 'latest'; or a tuning study's name"),
+    open_browser: bool = typer.Option(False, "--open", help="open the report in the default browser"),
+) -> None:
+    """Write JOB's report.html (summary, curves, test metrics, per-class scores, confusions, mistakes)."""
+    from kennel.jobs import JobNotFound, load_job
     from kennel.report import write_report
     from kennel.tune.study import study_exists
 
-    if study_exists(ref):
-        from kennel.tune.report import write_study_report
+    if study_exists(job):  # a tuning study's page: trials, history, importances, parallel coordinates
+        _study_report(job, open_browser)
+        return
+    try:
+        record = load_job(job)
+    except JobNotFound as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    try:
+        path = write_report(record.path)
+    except OSError as exc:
+        typer.echo(f"error: cannot write the report of {record.id}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(str(path))
+    if open_browser:
+        import webbrowser
 
-        return write_study_report(ref)
-    return write_report(load_job(ref).path)
+        webbrowser.open(path.resolve().as_uri())

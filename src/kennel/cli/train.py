@@ -61,7 +61,9 @@ def train_command(
     Precedence: defaults, then --config FILE, then flags. Metric lines on stdout look like
     `\\[epoch 3/20] train_loss=0.41 valid_accuracy=0.913;` for a regex to read.
     """
-    from kennel.config import ConfigError, config_to_yaml, load_config, parse_assignments
+    import yaml
+
+    from kennel.config import ConfigError, config_to_yaml, load_config
     from kennel.job import resume, train
 
     try:
@@ -86,7 +88,11 @@ def train_command(
             }
             if no_tracking:
                 flags["tracking"] = False
-            flags.update(parse_assignments(overrides))
+            for item in overrides:
+                key, sep, value = item.partition("=")
+                if not sep:
+                    raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+                flags[key.strip()] = yaml.safe_load(value)
             config = load_config(config_file, flags)
             if print_config:
                 typer.echo(config_to_yaml(config), nl=False)
