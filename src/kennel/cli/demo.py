@@ -77,22 +77,20 @@ def step_tune(run: DemoRun) -> None:
 
     from kennel.config import dotted_to_nested
     from kennel.tune import TuneRequest, tune
+    from kennel.tune.report import write_study_report
 
     run.study = f"demo-{datetime.now():%Y%m%d-%H%M%S}"
     base = dotted_to_nested({"data.root": str(run.data), **run.overrides})
     request = TuneRequest(run.study, "default", base, {"seed": run.seed}, {"trials": DEMO_TRIALS})
     _console().print(f"$ kennel tune --data {run.data} --study {run.study} --trials {DEMO_TRIALS}", highlight=False)
     tune(request, stream=sys.stdout)
+    _console().print(f"study report: {write_study_report(run.study)}")
 
 
 def step_report(run: DemoRun) -> None:
     from kennel.report import write_report
 
     _console().print(f"report: {write_report(run.record.path)}")
-    if run.study:
-        from kennel.tune.report import write_study_report
-
-        _console().print(f"study report: {write_study_report(run.study)}")
 
 
 def step_predict(run: DemoRun) -> None:
