@@ -175,6 +175,25 @@ def dotted_to_nested(overrides: dict[str, Any]) -> dict[str, Any]:
     return nested
 
 
+def dotted_value(nested: dict[str, Any], dotted: str) -> Any:
+    """``({"optim": {"lr": 0.1}}, "optim.lr")`` -> ``0.1``; None where a key is absent."""
+    node: Any = nested
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def parse_assignments(items: list[str]) -> dict[str, Any]:
+    """``["optim.lr=0.01", "model.freeze=all"]`` (``--set`` flags) -> dotted overrides, values read as YAML."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
 def read_config_file(path: Path | str) -> dict[str, Any]:
     path = Path(path)
     try:

@@ -172,18 +172,7 @@ def _run(
     tracker = _tracker(record, config, experiment=record.study or "kennel")
     profiler = _profiler(record, config, device)
     try:
-        spec = get_backbone(config.model.backbone)
-        preprocessing = spec.preprocessing
-        if config.data.image_size:
-            preprocessing = preprocessing.scaled(config.data.image_size)
-        model = create_model(
-            spec.name,
-            num_classes=len(layout.classes),
-            pretrained=config.model.pretrained,
-            weights=config.model.weights,
-            dropout=config.model.dropout,
-            freeze=config.model.freeze,
-        )
+        model, preprocessing = _build_model(config, layout)
         inputs = prepare_inputs(model, layout, config, preprocessing, device, weights_identity(config))
         trainable = inputs.module
         head = list(model.head_parameters())
@@ -234,6 +223,33 @@ def _run(
         if tracker is not None:
             tracker.finish(record)
     return record
+
+
+def _build_model(config: TrainConfig, layout):
+    spec = get_backbone(config.model.backbone)
+    preprocessing = spec.preprocessing
+    if config.data.image_size:
+        preprocessing = preprocessing.scaled(config.data.image_size)
+    model = create_model(
+        spec.name,
+        num_classes=len(layout.classes),
+        pretrained=config.model.pretrained,
+        weights=config.model.weights,
+        dropout=config.model.dropout,
+        freeze=config.model.freeze,
+    )
+    return model, preprocessing
+
+
+def warm_feature_cache(config: TrainConfig) -> bool:
+    """Compute the frozen backbone's cached features for ``config`` without training (a tuner does this once
+    with every core before its workers start). Returns whether ``config`` trains on cached features."""
+    from kennel.inputs import prepare_inputs
+
+    layout = _load_data(config)
+    model, preprocessing = _build_model(config, layout)
+    device = resolve_device(config.device)
+    return prepare_inputs(model, layout, config, preprocessing, device, weights_identity(config)).cached
 
 
 def _fit_metrics(history: list[dict[str, float]]) -> dict[str, float]:

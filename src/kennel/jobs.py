@@ -28,7 +28,7 @@ from typing import Any
 from kennel.atomic import atomic_write_json
 from kennel.home import jobs_dir
 
-STATUSES = ("created", "running", "completed", "stopped", "failed")
+STATUSES = ("created", "running", "completed", "stopped", "pruned", "failed")
 
 
 def now() -> str:

@@ -29,9 +29,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Job status -> MLflow run status. "stopped" (early stopping, a rule, a pruner, Ctrl-C) reads KILLED in the UI;
-# the reason is in the ``kennel.stop_reason`` tag.
-RUN_STATUS = {"completed": "FINISHED", "failed": "FAILED", "stopped": "KILLED"}
+# Job status -> MLflow run status. "stopped" (early stopping, a rule, Ctrl-C) and "pruned" (a tuning trial a
+# pruner ended early) read KILLED in the UI; the reason is in the ``kennel.stop_reason`` tag.
+RUN_STATUS = {"completed": "FINISHED", "failed": "FAILED", "stopped": "KILLED", "pruned": "KILLED"}
 ARTIFACTS = ("config.yaml", "metrics.jsonl", "report.html", "evaluation", "profile.html", "profiler")
 MAX_PARAM_CHARS = 500
 # MLflow 3's UI shows GenAI pages (traces, prompts) unless told that an experiment trains models.
