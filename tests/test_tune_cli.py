@@ -15,7 +15,6 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-import kennel.job  # before any CliRunner: train() binds its default stream, sys.stdout, at import
 from kennel.config import load_config
 from kennel.data.sample import write_sample_dataset
 from kennel.jobs import list_jobs, load_job

@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Literal, TextIO
 
 import numpy as np
 import torch
@@ -119,10 +119,11 @@ def train(
     config: TrainConfig,
     observers: Sequence[Observer] = (),
     study: str | None = None,
-    stream: TextIO | None = sys.stdout,
+    stream: TextIO | Literal["stdout"] | None = "stdout",
     progress: bool | None = None,
 ) -> JobRecord:
-    """Run a new training job; returns its record (status, metrics, artifact path)."""
+    """Run a new training job; returns its record (status, metrics, artifact path). Metric lines go to
+    ``stream``: the ``sys.stdout`` of the moment the job runs by default, none for ``None``."""
     layout = _load_data(config)
     record = create_job(
         config.name or f"{config.model.backbone}",
@@ -138,7 +139,7 @@ def train(
 def resume(
     ref: str | Path,
     observers: Sequence[Observer] = (),
-    stream: TextIO | None = sys.stdout,
+    stream: TextIO | Literal["stdout"] | None = "stdout",
     progress: bool | None = None,
 ) -> JobRecord:
     """Continue job ``ref`` from its last checkpoint (a finished job is returned as it is)."""
@@ -154,11 +155,14 @@ def _run(
     config: TrainConfig,
     layout,
     extra: Sequence[Observer],
-    stream: TextIO | None,
+    stream: TextIO | Literal["stdout"] | None,
     progress: bool | None,
     resume: bool,
 ) -> JobRecord:
     from kennel.inputs import prepare_inputs
+
+    # Looked up now, not at import: a caller (a test runner, a notebook) may have swapped sys.stdout since.
+    stream = sys.stdout if stream == "stdout" else stream
 
     keep_buffers_in_heap()
     started = time.perf_counter()
