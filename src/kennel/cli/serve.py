@@ -73,8 +73,11 @@ def serve_factory():
     """The app uvicorn builds in each worker, from ``KENNEL_SERVE_*`` variables."""
     import os
 
-    from kennel.allocator import limit_arenas
+    from kennel.allocator import keep_buffers_in_heap, limit_arenas
     from kennel.serve.app import ServeSettings, create_app
 
-    limit_arenas()  # memory stays flat under load (benchmarks/serve_soak.py)
+    # Two arenas keep memory flat under load (benchmarks/serve_soak.py); buffers kept in the heap keep each
+    # batch's activations from being mapped afresh, now that ONNX Runtime's own arena is off.
+    limit_arenas()
+    keep_buffers_in_heap()
     return create_app(os.environ["KENNEL_SERVE_ARTIFACT"], ServeSettings())
