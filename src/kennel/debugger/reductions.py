@@ -1,0 +1,128 @@
+"""Reductions of many tensors at once: a few kernels per tensor, everything stacked and copied to the host in
+one transfer, so a saved step costs one device synchronisation however many tensors it reduces."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from kennel.debugger.window import COLUMN, COLUMNS
+
+_STATS = [COLUMN[c] for c in ("mean", "std", "min", "max", "zeros", "norm", "nan", "inf")]
+_ZEROS, _NORM, _NAN, _INF = COLUMN["zeros"], COLUMN["norm"], COLUMN["nan"], COLUMN["inf"]
+
+
+class Reducer:
+    """Collects tensors to reduce at one saved step; :meth:`collect` returns the rows and clears it.
+
+    NaN and infinity are counted at collect time, and only in tensors whose norm is not finite (any NaN or
+    infinity makes it so), which spares two passes over every healthy tensor; a tensor that will not live that
+    long (an activation) is counted at once (``keep=False``)."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.collections: list[str] = []
+        self.layers: list[str] = []
+        self._stats: list[torch.Tensor] = []  # one [8] tensor per row, on the tensor's device
+        self._kept: list[torch.Tensor | None] = []
+        self._numel: list[int] = []
+        self._scalars: list[tuple[str, str, float]] = []
+        self._extras: list[tuple[int, str, torch.Tensor | float]] = []
+
+    def __len__(self) -> int:
+        return len(self.names) + len(self._scalars)
+
+    def add_scalar(self, name: str, collection: str, value: float) -> None:
+        """A number the host already has (the loss): its row needs no kernel at all."""
+        self._scalars.append((name, collection, float(value)))
+
+    @torch.no_grad()
+    def add_many(self, names: Sequence[str], collection: str, layers: Sequence[str], tensors, keep=True) -> None:
+        flat = [t.detach().reshape(-1) for t in tensors]
+        flat = [f if f.is_floating_point() else f.float() for f in flat]
+        norms = torch._foreach_norm(flat) if flat else []
+        for name, layer, f, norm in zip(names, layers, flat, norms, strict=True):
+            if f.numel() == 0:
+                stats = [norm.new_zeros(())] * 4 + [norm.new_ones(()), norm] + [norm.new_zeros(())] * 2
+            else:
+                std, mean = torch.std_mean(f, correction=0)
+                low, high = torch.aminmax(f)
+                zeros = 1.0 - torch.count_nonzero(f) / f.numel()
+                nan = inf = norm.new_zeros(())
+                if not keep:
+                    nan, inf = torch.isnan(f).sum(), torch.isinf(f).sum()
+                stats = [mean, std, low, high, zeros, norm, nan, inf]
+            self._stats.append(torch.stack([s.float() for s in stats]))
+            self._kept.append(f if keep else None)
+            self._numel.append(f.numel())
+            self.names.append(name)
+            self.collections.append(collection)
+            self.layers.append(layer)
+
+    def add(self, name: str, collection: str, layer: str, tensor: torch.Tensor, keep: bool = True) -> int:
+        self.add_many([name], collection, [layer], [tensor], keep)
+        return len(self.names) - 1
+
+    def extra(self, row: int, column: str, value: torch.Tensor | float) -> None:
+        """Set ``column`` (``update``, ``dead``, ``saturated``) of ``row``."""
+        self._extras.append((row, column, value))
+
+    def collect(self) -> np.ndarray:
+        """``[rows, len(COLUMNS)]``, one host transfer for everything added since the last collect."""
+        out = np.full((len(self.names), len(COLUMNS)), np.nan)
+        scalars = self._scalars
+        if self.names:
+            # Everything lives on the model's device: one stack, one copy to the host.
+            extras = [v if isinstance(v, torch.Tensor) else torch.tensor(v) for _, _, v in self._extras]
+            flat = torch.cat([torch.stack(self._stats).flatten(), *(e.reshape(1).to(self._stats[0]) for e in extras)])
+            host = flat.cpu().double().numpy()
+            rows = len(self.names)
+            out[:, _STATS] = host[: rows * len(_STATS)].reshape(rows, len(_STATS))
+            out[:, COLUMN["numel"]] = self._numel
+            for (row, column, _), value in zip(self._extras, host[rows * len(_STATS) :], strict=True):
+                out[row, COLUMN[column]] = value
+            for i in np.flatnonzero(~np.isfinite(out[:, _NORM])):
+                kept = self._kept[i]
+                if kept is not None:
+                    out[i, _NAN], out[i, _INF] = torch.isnan(kept).sum().item(), torch.isinf(kept).sum().item()
+        if scalars:
+            values = np.array([v for *_, v in scalars])
+            rows = np.full((len(scalars), len(COLUMNS)), np.nan)
+            for column in ("mean", "min", "max"):
+                rows[:, COLUMN[column]] = values
+            rows[:, COLUMN["std"]] = 0.0
+            rows[:, _NORM] = np.abs(values)
+            rows[:, _ZEROS] = values == 0
+            rows[:, _NAN], rows[:, _INF] = np.isnan(values), np.isinf(values)
+            rows[:, COLUMN["numel"]] = 1
+            out = np.vstack([out, rows])
+            self.names += [n for n, _, _ in scalars]
+            self.collections += [c for _, c, _ in scalars]
+            self.layers += [""] * len(scalars)
+        self.__init__()
+        return out
+
+
+def reduce_tensors(tensors: Sequence[torch.Tensor], collection: str = "tensors") -> np.ndarray:
+    """The rows of :data:`~kennel.debugger.window.COLUMNS` for ``tensors``, e.g. for one's own analysis."""
+    reducer = Reducer()
+    reducer.add_many([str(i) for i in range(len(tensors))], collection, [""] * len(tensors), tensors)
+    return reducer.collect()
+
+
+@torch.no_grad()
+def dead_share(output: torch.Tensor, inactivity: float) -> torch.Tensor:
+    """The share of units (channels, dimension 1) active (> 0) in less than ``inactivity`` of a batch."""
+    if output.dim() < 2:
+        return (output > 0).float().mean().lt(inactivity).float()
+    dims = [d for d in range(output.dim()) if d != 1]
+    active = (output > 0).float().mean(dim=dims)
+    return (active < inactivity).float().mean()
+
+
+@torch.no_grad()
+def saturated_share(inputs: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """The share of ``inputs`` outside ``[low, high]``."""
+    return ((inputs < low) | (inputs > high)).float().mean()

@@ -1,0 +1,60 @@
+"""WeightUpdateRatio: an optimizer step changes a weight by far too much, or by almost nothing, relative to
+the weight itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from kennel.debugger.rules.base import NotApplicable, Rule, register_rule, short_list
+from kennel.debugger.window import Window
+from kennel.findings import Finding
+
+
+@register_rule("WeightUpdateRatio")
+@dataclass
+class WeightUpdateRatio(Rule):
+    large_threshold: float = 10.0
+    small_threshold: float = 1e-8
+    epsilon: float = 1e-9
+
+    def check(self, window: Window) -> Finding | None:
+        if window.mode != "TRAIN":
+            return None
+        save = window.latest
+        rows = save.rows("weights", "biases")
+        update = save.column("update", rows)
+        known = np.isfinite(update)
+        if not known.any():
+            raise NotApplicable("no weights captured (debug.modes.TRAIN.collections lacks weights and biases)")
+        rows, update = rows[known], update[known]
+        ratio = update / (save.column("norm", rows) + self.epsilon)
+        large = ratio > self.large_threshold
+        # A schedule that winds the learning rate down to nothing means tiny updates on purpose.
+        small = ratio < self.small_threshold if not window.winding_down(save.lr) else np.zeros_like(large)
+        if large.any():
+            names = [save.names[i] for i in rows[large]]
+            return self.finding(
+                window,
+                f"One step changed {short_list(names)} by up to {ratio.max():.3g}x its own size "
+                f"(more than {self.large_threshold:g}x)",
+                f"The steps are far too large: lower optim.lr (it was {save.lr:.3g}), keep optim.warmup_epochs "
+                "at 1 or more.",
+                names,
+                largest_ratio=float(ratio.max()),
+                lr=save.lr,
+            )
+        if small.any():
+            names = [save.names[i] for i in rows[small]]
+            return self.finding(
+                window,
+                f"One step changed {short_list(names)} by less than {self.small_threshold:g} of its size "
+                f"(smallest ratio {ratio[small].min():.3g})",
+                "Those parameters are not learning: check that they get a gradient (not detached, not frozen by "
+                f"mistake), raise optim.lr (it was {save.lr:.3g}) or optim.backbone_lr_scale.",
+                names,
+                smallest_ratio=float(ratio[small].min()),
+                lr=save.lr,
+            )
+        return None
