@@ -108,7 +108,7 @@ def layer_plot(
         ylabel=ylabel,
     )
     if log:
-        ax.set_yscale("symlog", linthresh=1e-8)
+        ax.set_yscale("log")
     return _png(figure)
 
 

@@ -40,7 +40,7 @@ class ExplodingTensor(Rule):
         return self.finding(
             window,
             sentence("; ".join(what)),
-            f"Training diverged. Lower optim.lr (it was {save.lr:.3g} here), e.g. --lr {save.lr / 10:.3g}; keep "
+            f"Training diverged. Lower optim.lr, e.g. by 10x (the learning rate had reached {save.lr:.3g} here); keep "
             "optim.warmup_epochs at 1 or more; look for broken photos with `kennel data check`.",
             (["loss"] if bad_loss is not None else []) + tensors,
             **numbers,

@@ -53,7 +53,8 @@ class LossNotDecreasing(Rule):
         rising = b > a * (1 + self.increase_threshold_percent / 100)
         what = "rose" if rising else "did not decrease"
         advice = (
-            f"Lower optim.lr (it was {window.lr:.3g}), e.g. by 10x; keep optim.warmup_epochs at 1 or more."
+            f"Lower optim.lr, e.g. by 10x (the learning rate had reached {window.lr:.3g} here); keep "
+            "optim.warmup_epochs at 1 or more."
             if rising
             else "Raise optim.lr if the loss is high; if it is already low, training has converged: fewer epochs "
             "or early_stopping saves the rest of the time."

@@ -1,4 +1,4 @@
-"""PoorWeightInitialization: in the first steps, the layers' activation inputs differ wildly in variance,
+"""PoorWeightInitialization: in the first steps, the ReLU layers' inputs differ wildly in variance,
 the gradients are all nearly equal, or the loss does not move at all."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kennel.debugger.rules.base import Rule, register_rule, short_list
+from kennel.debugger.rules.dead_relu import RELU_LAYERS
 from kennel.debugger.window import Window
 from kennel.findings import Finding
 
@@ -34,7 +35,12 @@ class PoorWeightInitialization(Rule):
         return self._variance(window, save) or self._spread(window, save) or self._loss(window)
 
     def _variance(self, window: Window, save) -> Finding | None:
-        rows = np.array([i for i in save.rows("activations") if save.names[i].endswith("/input")], dtype=int)
+        # ReLU inputs only, as SageMaker's rule (``.*relu_input``): a tanh or a pooled head legitimately sees a
+        # different scale, while the inputs of ReLU layers in a well-initialised network stay comparable.
+        rows = np.array(
+            [i for i in save.rows("activations") if save.layers[i] in RELU_LAYERS and save.names[i].endswith("/input")],
+            dtype=int,
+        )
         if len(rows) < 2:
             return None
         variance = save.column("std", rows) ** 2

@@ -18,9 +18,11 @@ class VanishingGradient(Rule):
 
     def check(self, window: Window) -> Finding | None:
         save = window.latest
-        rows = save.rows("gradients")
+        # Weights only: a bias before a BatchNorm gets no gradient at all (the normalisation cancels it), which
+        # says nothing about whether the layer learns.
+        rows = np.array([i for i in save.rows("gradients") if not save.names[i].endswith("bias/grad")], dtype=int)
         if not len(rows):
-            raise NotApplicable("no gradients captured (debug.modes.TRAIN.collections lacks gradients)")
+            raise NotApplicable("no weight gradients captured (debug.modes.TRAIN.collections lacks gradients)")
         # The root mean square bounds the mean absolute value from above, so RMS < threshold means the mean
         # absolute gradient is below it too: the rule never fires on a gradient that is not that small.
         rms = save.column("norm", rows) / np.sqrt(np.maximum(save.column("numel", rows), 1))
@@ -30,7 +32,7 @@ class VanishingGradient(Rule):
         names = [save.names[i] for i in small]
         return self.finding(
             window,
-            f"The gradients of {len(small)} of {len(rows)} parameter tensors are below {self.threshold:g} in "
+            f"The gradients of {len(small)} of {len(rows)} weight tensors are below {self.threshold:g} in "
             f"mean absolute value: {short_list(names)}",
             "Those layers barely learn. Look for saturated activations (SaturatedActivation) or dead ReLUs "
             "before them; raise optim.lr or optim.backbone_lr_scale for a fine-tuned backbone; freeze layers "

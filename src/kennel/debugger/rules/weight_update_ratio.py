@@ -25,7 +25,8 @@ class WeightUpdateRatio(Rule):
         save = window.latest
         rows = save.rows("weights", "biases")
         update = save.column("update", rows)
-        known = np.isfinite(update)
+        # A tensor of zeros (a fresh bias) has no size to compare its update with.
+        known = np.isfinite(update) & (save.column("norm", rows) > self.epsilon)
         if not known.any():
             raise NotApplicable("no weights captured (debug.modes.TRAIN.collections lacks weights and biases)")
         rows, update = rows[known], update[known]
@@ -39,8 +40,8 @@ class WeightUpdateRatio(Rule):
                 window,
                 f"One step changed {short_list(names)} by up to {ratio.max():.3g}x its own size "
                 f"(more than {self.large_threshold:g}x)",
-                f"The steps are far too large: lower optim.lr (it was {save.lr:.3g}), keep optim.warmup_epochs "
-                "at 1 or more.",
+                f"The steps are far too large: lower optim.lr (the learning rate was {save.lr:.3g} here); keep "
+                "optim.warmup_epochs at 1 or more.",
                 names,
                 largest_ratio=float(ratio.max()),
                 lr=save.lr,
@@ -52,7 +53,7 @@ class WeightUpdateRatio(Rule):
                 f"One step changed {short_list(names)} by less than {self.small_threshold:g} of its size "
                 f"(smallest ratio {ratio[small].min():.3g})",
                 "Those parameters are not learning: check that they get a gradient (not detached, not frozen by "
-                f"mistake), raise optim.lr (it was {save.lr:.3g}) or optim.backbone_lr_scale.",
+                f"mistake), raise optim.lr (the learning rate was {save.lr:.3g} here) or optim.backbone_lr_scale.",
                 names,
                 smallest_ratio=float(ratio[small].min()),
                 lr=save.lr,
