@@ -222,7 +222,7 @@ def test_rules_default_to_sagemakers_documented_thresholds():
 
 
 def test_config_names_the_rule_and_parameter_that_are_wrong():
-    with pytest.raises(ValueError, match="debug.rules.Overfit: unknown parameter"):
+    with pytest.raises(ValueError, match=r"debug\.rules\.Overfit: unknown parameter"):
         DebugConfig(rules={"Overfit": {"ratio": 0.2}})
     with pytest.raises(ValueError, match="unknown debugger rule 'Overfitt'"):
         DebugConfig(rules={"Overfitt": {}})

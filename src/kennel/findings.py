@@ -108,3 +108,17 @@ def summarize(statuses: Mapping[str, str], findings: Iterable[Finding]) -> list[
         first = min(found, key=lambda f: (f.step is None, f.step or 0))
         rows.append(RuleSummary(rule, first.status, first.step, first.mode, first.message, first.advice, len(found)))
     return rows
+
+
+def rule_tags(job_dir: Path | str) -> dict[str, str]:
+    """``{"kennel.<folder>.<rule>": status}`` for every ``<folder>/rules.json`` of a job folder (the debugger's
+    ``debug/``, the profiler's), for a tracking store to show beside the job."""
+    tags = {}
+    for path in sorted(Path(job_dir).glob("*/rules.json")):
+        try:
+            rules = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        for rule, entry in rules.items():
+            tags[f"kennel.{path.parent.name}.{rule}"] = str(entry.get("status", ""))
+    return tags

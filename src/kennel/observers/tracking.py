@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 
 from kennel.engine.observer import Observer
 from kennel.engine.state import LoopState
+from kennel.findings import rule_tags
 from kennel.home import tracking_uri as default_tracking_uri
 from kennel.jobs import JobRecord
 
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 # Job status -> MLflow run status. "stopped" (early stopping, a rule, a pruner, Ctrl-C) reads KILLED in the UI;
 # the reason is in the ``kennel.stop_reason`` tag.
 RUN_STATUS = {"completed": "FINISHED", "failed": "FAILED", "stopped": "KILLED"}
-ARTIFACTS = ("config.yaml", "metrics.jsonl", "report.html", "evaluation")
+ARTIFACTS = ("config.yaml", "metrics.jsonl", "report.html", "evaluation", "debug")
 MAX_PARAM_CHARS = 500
 # MLflow 3's UI shows GenAI pages (traces, prompts) unless told that an experiment trains models.
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
@@ -329,6 +330,8 @@ class MLflowTracker(Observer):
             self._set_tags(
                 {"kennel.status": record.status, "kennel.stop_reason": record.stop_reason, "kennel.error": record.error}
             )
+            if record.job_dir:  # each debugger (and profiler) rule's status
+                self._set_tags(rule_tags(record.path))
             self._log_files(record)
         finally:
             status = RUN_STATUS.get(record.status, "FINISHED")
