@@ -31,7 +31,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_records_hold_each_collection_per_mode_and_read_back_through_the_api(tmp_path: Path):
-    _, debugger = fit(tmp_path / "job" / "debug", mlp(), vectors(n=200), vectors(n=64, seed=1), epochs=2)
+    fit(tmp_path / "job" / "debug", mlp(), vectors(n=200), vectors(n=64, seed=1), epochs=2)
     records = load_records(tmp_path / "job")
     assert records.modes == ["EVAL", "TRAIN"]
     assert set(records.frame["collection"]) == {"losses", "weights", "biases", "gradients", "activations", "inputs"}
@@ -43,7 +43,7 @@ def test_records_hold_each_collection_per_mode_and_read_back_through_the_api(tmp
     # The stored reduction is the tensor's: the last saved norm of 4.weight is its norm before that step.
     steps, updates = records.values("4.weight", "update")
     assert np.all(np.isfinite(updates)) and np.all(updates > 0)
-    eval_steps, eval_loss = records.values("loss", "mean", mode="EVAL")
+    _, eval_loss = records.values("loss", "mean", mode="EVAL")
     assert len(eval_loss) == 2 * 1  # 2 validation batches per pass, every other one saved, 2 passes
     assert records.rules["ExplodingTensor"]["status"] == "no issues"
     with pytest.raises(KeyError, match="unknown reduction"):
@@ -116,7 +116,7 @@ def test_debug_off_writes_nothing_and_bad_settings_are_config_errors(dataset: Pa
     _register()
     result = CliRunner().invoke(app, ["debug", record.id])
     assert result.exit_code == 1 and "--debug off" in result.output
-    with pytest.raises(ConfigError, match="debug.preset"):
+    with pytest.raises(ConfigError, match=r"debug\.preset"):
         load_config(overrides={"debug.preset": "heavy"})
     with pytest.raises(ConfigError, match=r"debug.rules.Overfit: unknown parameter"):
         load_config(overrides={"debug.rules": {"Overfit": {"ratio": 1}}})
