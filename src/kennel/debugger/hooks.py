@@ -57,8 +57,9 @@ class Debugger(Observer):
         self._before: list[torch.Tensor] | None = None
         self._hooks: list[Any] = []
         self._model: nn.Module | None = None
-        self._train_counts: torch.Tensor | None = None
-        self._valid_counts: torch.Tensor | None = None
+        self._classes = 0
+        self._train_targets: list[torch.Tensor] = []
+        self._valid_targets: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._state: LoopState | None = None
         self._last_step_at = time.monotonic()
         self._watchdog: threading.Thread | None = None
@@ -116,7 +117,7 @@ class Debugger(Observer):
 
     def on_epoch_start(self, state: LoopState) -> None:
         self._saving["TRAIN"] = self._saves("TRAIN", state.global_step)
-        self._valid_counts = None
+        self._valid_targets = []
 
     def on_after_backward(self, state: LoopState) -> None:
         step = state.global_step
@@ -189,13 +190,10 @@ class Debugger(Observer):
     def on_epoch_end(self, state: LoopState) -> None:
         metrics = {**state.epoch_metrics, "global_step": state.global_step}
         self.history.epochs.append(metrics)
-        counts = self.history.classes
-        if self._train_counts is not None:
-            counts.train = self._train_counts.cpu().numpy()
-        if self._valid_counts is not None:
-            counts.valid, counts.valid_wrong = self._valid_counts.cpu().numpy()
+        self._counted()
         mode = "EVAL" if "valid_loss" in metrics else "TRAIN"
         self._run(state, self.history.window("epoch", mode, state.global_step - 1))
+        self.writer.flush()
         write_rule_statuses(self.folder, self.runner.statuses())
 
     # --- shared ---------------------------------------------------------------------------------------
@@ -206,18 +204,28 @@ class Debugger(Observer):
         self.reducer.add("inputs", "inputs", "", inputs)
 
     def _count_classes(self, state: LoopState, targets: torch.Tensor) -> None:
-        if state.outputs is None or state.outputs.dim() != 2 or targets.dim() != 1:
-            return
-        counts = torch.bincount(targets, minlength=state.outputs.shape[1])
-        self._train_counts = counts if self._train_counts is None else self._train_counts.to(counts.device) + counts
+        # Kept as they come and counted once per epoch: a bincount per step would cost more than the step.
+        if state.outputs is not None and state.outputs.dim() == 2 and targets.dim() == 1:
+            self._classes = state.outputs.shape[1]
+            self._train_targets.append(targets)
 
     def _count_valid(self, outputs: torch.Tensor | None, targets: torch.Tensor) -> None:
-        if outputs is None or outputs.dim() != 2 or targets.dim() != 1:
-            return
-        classes = outputs.shape[1]
-        wrong = targets[outputs.argmax(1) != targets]
-        counts = torch.stack([torch.bincount(targets, minlength=classes), torch.bincount(wrong, minlength=classes)])
-        self._valid_counts = counts if self._valid_counts is None else self._valid_counts + counts
+        if outputs is not None and outputs.dim() == 2 and targets.dim() == 1:
+            self._classes = outputs.shape[1]
+            self._valid_targets.append((targets, outputs.argmax(1)))
+
+    def _counted(self) -> None:
+        """Fold the epoch's labels into the class counts the rules see."""
+        counts, classes = self.history.classes, self._classes
+        if self._train_targets:
+            epoch = torch.bincount(torch.cat(self._train_targets), minlength=classes).cpu().numpy()
+            counts.train = epoch if len(counts.train) != len(epoch) else counts.train + epoch
+        if self._valid_targets:
+            targets = torch.cat([t for t, _ in self._valid_targets])
+            wrong = targets[torch.cat([p for _, p in self._valid_targets]) != targets]
+            counts.valid = torch.bincount(targets, minlength=classes).cpu().numpy()
+            counts.valid_wrong = torch.bincount(wrong, minlength=classes).cpu().numpy()
+        self._train_targets, self._valid_targets = [], []
 
     def _save(self, state: LoopState, mode: str, step: int, mode_step: int) -> None:
         reducer = self.reducer
@@ -269,7 +277,7 @@ class Debugger(Observer):
             "epochs": list(history.epochs),
             "losses": {mode: [list(x) for x in losses] for mode, losses in history.losses.items()},
             "peak_lr": history.peak_lr,
-            "train_counts": None if self._train_counts is None else self._train_counts.cpu().tolist(),
+            "train_counts": [int(c) for c in self.history.classes.train],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -280,6 +288,4 @@ class Debugger(Observer):
             for step, loss in losses:
                 self.history.add_loss(mode, int(step), float(loss))
         self.history.peak_lr = float(state.get("peak_lr", 0.0))
-        if state.get("train_counts") is not None:
-            self._train_counts = torch.tensor(state["train_counts"])
-        self.history.classes.train = np.asarray(state.get("train_counts") or [])
+        self.history.classes.train = np.asarray(state.get("train_counts") or [], dtype=np.int64)

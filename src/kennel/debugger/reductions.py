@@ -10,7 +10,7 @@ import torch
 
 from kennel.debugger.window import COLUMN, COLUMNS
 
-_STATS = [COLUMN[c] for c in ("mean", "std", "min", "max", "zeros", "norm", "nan", "inf")]
+_FIVE = [COLUMN[c] for c in ("mean", "std", "min", "max", "norm")]
 _ZEROS, _NORM, _NAN, _INF = COLUMN["zeros"], COLUMN["norm"], COLUMN["nan"], COLUMN["inf"]
 
 
@@ -25,7 +25,8 @@ class Reducer:
         self.names: list[str] = []
         self.collections: list[str] = []
         self.layers: list[str] = []
-        self._stats: list[torch.Tensor] = []  # one [8] tensor per row, on the tensor's device
+        self._floats: list[torch.Tensor] = []  # mean, std, min, max, norm per row, on the tensor's device
+        self._counts: list[torch.Tensor] = []  # non-zero elements per row
         self._kept: list[torch.Tensor | None] = []
         self._numel: list[int] = []
         self._scalars: list[tuple[str, str, float]] = []
@@ -45,16 +46,17 @@ class Reducer:
         norms = torch._foreach_norm(flat) if flat else []
         for name, layer, f, norm in zip(names, layers, flat, norms, strict=True):
             if f.numel() == 0:
-                stats = [norm.new_zeros(())] * 4 + [norm.new_ones(()), norm] + [norm.new_zeros(())] * 2
+                zero = norm.new_zeros(())
+                self._floats += [zero, zero, zero, zero, norm]
+                self._counts.append(zero.long())
             else:
                 std, mean = torch.std_mean(f, correction=0)
                 low, high = torch.aminmax(f)
-                zeros = 1.0 - torch.count_nonzero(f) / f.numel()
-                nan = inf = norm.new_zeros(())
-                if not keep:
-                    nan, inf = torch.isnan(f).sum(), torch.isinf(f).sum()
-                stats = [mean, std, low, high, zeros, norm, nan, inf]
-            self._stats.append(torch.stack([s.float() for s in stats]))
+                self._floats += [mean, std, low, high, norm]
+                self._counts.append(torch.count_nonzero(f))
+            if not keep:  # counted now: the tensor is gone by collect time
+                self._extras.append((len(self.names), "nan", torch.isnan(f).sum()))
+                self._extras.append((len(self.names), "inf", torch.isinf(f).sum()))
             self._kept.append(f if keep else None)
             self._numel.append(f.numel())
             self.names.append(name)
@@ -71,17 +73,20 @@ class Reducer:
 
     def collect(self) -> np.ndarray:
         """``[rows, len(COLUMNS)]``, one host transfer for everything added since the last collect."""
-        out = np.full((len(self.names), len(COLUMNS)), np.nan)
+        rows = len(self.names)
+        out = np.full((rows, len(COLUMNS)), np.nan)
         scalars = self._scalars
-        if self.names:
-            # Everything lives on the model's device: one stack, one copy to the host.
+        if rows:
+            # Everything lives on the model's device: one stack per dtype, one copy to the host.
             extras = [v if isinstance(v, torch.Tensor) else torch.tensor(v) for _, _, v in self._extras]
-            flat = torch.cat([torch.stack(self._stats).flatten(), *(e.reshape(1).to(self._stats[0]) for e in extras)])
-            host = flat.cpu().double().numpy()
-            rows = len(self.names)
-            out[:, _STATS] = host[: rows * len(_STATS)].reshape(rows, len(_STATS))
-            out[:, COLUMN["numel"]] = self._numel
-            for (row, column, _), value in zip(self._extras, host[rows * len(_STATS) :], strict=True):
+            floats = torch.stack(self._floats + [e.to(self._floats[0]) for e in extras]).cpu().double().numpy()
+            counts = torch.stack(self._counts).cpu().double().numpy()
+            numel = np.asarray(self._numel, dtype=np.float64)
+            out[:, _FIVE] = floats[: rows * 5].reshape(rows, 5)
+            out[:, _ZEROS] = np.where(numel > 0, 1.0 - counts / np.maximum(numel, 1), 0.0)
+            out[:, COLUMN["numel"]] = numel
+            out[:, _NAN] = out[:, _INF] = 0.0
+            for (row, column, _), value in zip(self._extras, floats[rows * 5 :], strict=True):
                 out[row, COLUMN[column]] = value
             for i in np.flatnonzero(~np.isfinite(out[:, _NORM])):
                 kept = self._kept[i]

@@ -1,7 +1,7 @@
 """The debugger's files in a job folder, and the Python API that reads them back.
 
     debug/records-001.arrow   reductions per tensor per saved step: an Arrow IPC stream, one record batch per
-                              saved step, readable while the job appends to it; a resumed job starts the next
+                              few saved steps, readable while the job appends to it; a resumed job starts the next
                               segment (records-002.arrow), and readers keep the newer rows of any step run twice
     debug/findings.jsonl      one finding per line (kennel.findings)
     debug/rules.json          each rule's status, rewritten atomically after every epoch and at the end
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,17 +58,37 @@ def _schema() -> pa.Schema:
 
 
 class RecordWriter:
-    """Appends one record batch per saved step to a new segment of ``folder`` (opened on the first write)."""
+    """Appends the saved steps to a new segment of ``folder`` (opened on the first write), one record batch per
+    ``flush_seconds`` at most: building a batch costs more than a short step, so saves wait in memory that long
+    (and until :meth:`flush`, which the debugger calls at every epoch's end)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, flush_seconds: float = 2.0) -> None:
         self.folder = Path(folder)
+        self.flush_seconds = flush_seconds
         self._sink = self._writer = None
+        self._pending: list[Save] = []
+        self._flushed = time.monotonic()
 
     def write(self, save: Save) -> None:
+        self._pending.append(save)
+        if time.monotonic() - self._flushed >= self.flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
         import pyarrow as pa
 
+        self._flushed = time.monotonic()
+        if not self._pending:
+            return
         if self._writer is None:
             self._open()
+        batches = [pa.record_batch(self._columns(save), schema=self._schema) for save in self._pending]
+        self._writer.write_table(pa.Table.from_batches(batches).combine_chunks().unify_dictionaries())
+        self._pending = []
+
+    def _columns(self, save: Save) -> list:
+        import pyarrow as pa
+
         n = len(save.names)
         columns = [
             pa.array([save.mode] * n).dictionary_encode(),
@@ -80,7 +101,7 @@ class RecordWriter:
             pa.array(save.layers).dictionary_encode(),
             *[pa.array(save.values[:, i].astype(np.float32)) for i in range(len(COLUMNS))],
         ]
-        self._writer.write_batch(pa.record_batch(columns, schema=self._schema))
+        return columns
 
     def _open(self) -> None:
         import pyarrow as pa
@@ -94,6 +115,7 @@ class RecordWriter:
         self._writer = ipc.new_stream(self._sink, self._schema)
 
     def close(self) -> None:
+        self.flush()
         if self._writer is not None:
             self._writer.close()
             self._sink.close()
