@@ -20,6 +20,7 @@ from torch import nn
 
 from kennel.debugger.config import Capture, DebugConfig
 from kennel.debugger.reductions import Reducer, dead_share, saturated_share
+from kennel.debugger.rules.dead_relu import RELU_LAYERS
 from kennel.debugger.runner import RuleRunner
 from kennel.debugger.store import FINDINGS, RecordWriter, write_rule_statuses
 from kennel.debugger.window import CaptureOptions, History, Save
@@ -31,7 +32,6 @@ ACTIVATIONS = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish, nn.Hardsigmoid,
     nn.Sigmoid, nn.Tanh, nn.Softplus,
 )  # fmt: skip
-DEAD_LAYERS = ("ReLU", "ReLU6")
 
 
 class Debugger(Observer):
@@ -108,7 +108,7 @@ class Debugger(Observer):
             if layer in self.options.saturation:
                 self.reducer.extra(row, "saturated", saturated_share(x, *self.options.saturation[layer]))
             row = self.reducer.add(f"{name}/output", "activations", layer, output, keep=False)
-            if layer in DEAD_LAYERS:
+            if layer in RELU_LAYERS:
                 self.reducer.extra(row, "dead", dead_share(output, self.options.inactivity))
 
         return hook

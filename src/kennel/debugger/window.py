@@ -53,6 +53,12 @@ class Save:
         parts = [self._index[c] for c in collections if c in self._index]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=int)
 
+    def activations(self, layers: tuple[str, ...], end: str) -> np.ndarray:
+        """Row indices of the activation tensors of ``layers`` (module class names) whose name ends with ``end``
+        ("/input" or "/output")."""
+        rows = [i for i in self.rows("activations") if self.layers[i] in layers and self.names[i].endswith(end)]
+        return np.asarray(rows, dtype=int)
+
     def column(self, name: str, rows: np.ndarray | None = None) -> np.ndarray:
         values = self.values[:, COLUMN[name]]
         return values if rows is None else values[rows]

@@ -90,3 +90,13 @@ def sentence(text: str) -> str:
     """Capitalise the first letter only (tensor names keep their case) and end with a full stop."""
     text = text.strip()
     return (text[:1].upper() + text[1:]).rstrip(".") + "." if text else text
+
+
+def layers_above(save, rows, column: str, percent: float, missing: str) -> tuple[list[str], float] | None:
+    """The names of the tensors of ``rows`` whose ``column`` (a share) is above ``percent``, and the largest share
+    in percent; None when none is; :class:`NotApplicable` (``missing``) when there are no rows at all."""
+    if not len(rows):
+        raise NotApplicable(missing)
+    shares = save.column(column, rows) * 100
+    above = rows[shares > percent]
+    return ([save.names[i] for i in above], float(shares.max())) if len(above) else None

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
-from kennel.debugger.rules.base import NotApplicable, Rule, register_rule, short_list
+from kennel.debugger.rules.base import Rule, layers_above, register_rule, short_list
 from kennel.debugger.window import CaptureOptions, Window
 from kennel.findings import Finding
 
@@ -24,31 +22,21 @@ class DeadRelu(Rule):
 
     def check(self, window: Window) -> Finding | None:
         save = window.latest
-        rows = np.array(
-            [
-                i
-                for i in save.rows("activations")
-                if save.layers[i] in RELU_LAYERS and save.names[i].endswith("/output")
-            ],
-            dtype=int,
+        missing = (
+            "no ReLU outputs captured: the model trains on cached features or has no ReLU layers, or the "
+            "activations collection is off (--debug full turns it on)"
         )
-        if not len(rows):
-            raise NotApplicable(
-                "no ReLU outputs captured: the model trains on cached features or has no ReLU layers, or the "
-                "activations collection is off (--debug full turns it on)"
-            )
-        dead = save.column("dead", rows) * 100
-        fired = rows[dead > self.threshold_layer]
-        if not len(fired):
+        hit = layers_above(save, save.activations(RELU_LAYERS, "/output"), "dead", self.threshold_layer, missing)
+        if hit is None:
             return None
-        names = [save.names[i] for i in fired]
+        names, top = hit
         return self.finding(
             window,
-            f"{len(fired)} ReLU layer(s) have more than {self.threshold_layer:g}% dead units (active for under "
-            f"{self.threshold_inactivity:g}% of the batch): {short_list(names)}, up to {dead.max():.0f}%",
+            f"{len(names)} ReLU layer(s) have more than {self.threshold_layer:g}% dead units (active for under "
+            f"{self.threshold_inactivity:g}% of the batch): {short_list(names)}, up to {top:.0f}%",
             "Units that never activate never learn again. Lower optim.lr (large steps push biases negative), "
             "keep optim.warmup_epochs at 1 or more, and check the layer's initialisation (no large negative bias).",
             names,
-            dead_percent=float(dead.max()),
+            dead_percent=top,
             threshold_layer=self.threshold_layer,
         )

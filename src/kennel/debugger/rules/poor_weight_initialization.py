@@ -37,10 +37,7 @@ class PoorWeightInitialization(Rule):
     def _variance(self, window: Window, save) -> Finding | None:
         # ReLU inputs only, as SageMaker's rule (``.*relu_input``): a tanh or a pooled head legitimately sees a
         # different scale, while the inputs of ReLU layers in a well-initialised network stay comparable.
-        rows = np.array(
-            [i for i in save.rows("activations") if save.layers[i] in RELU_LAYERS and save.names[i].endswith("/input")],
-            dtype=int,
-        )
+        rows = save.activations(RELU_LAYERS, "/input")
         if len(rows) < 2:
             return None
         variance = save.column("std", rows) ** 2

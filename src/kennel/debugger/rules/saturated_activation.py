@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
-from kennel.debugger.rules.base import NotApplicable, Rule, register_rule, short_list
+from kennel.debugger.rules.base import Rule, layers_above, register_rule, short_list
 from kennel.debugger.window import CaptureOptions, Window
 from kennel.findings import Finding
 
@@ -26,31 +24,22 @@ class SaturatedActivation(Rule):
 
     def check(self, window: Window) -> Finding | None:
         save = window.latest
-        rows = np.array(
-            [
-                i
-                for i in save.rows("activations")
-                if save.layers[i] in ("Tanh", "Sigmoid") and save.names[i].endswith("/input")
-            ],
-            dtype=int,
+        missing = (
+            "no tanh or sigmoid inputs captured: the model has no such layers, or the activations collection is "
+            "off (--debug full turns it on)"
         )
-        if not len(rows):
-            raise NotApplicable(
-                "no tanh or sigmoid inputs captured: the model has no such layers, or the activations "
-                "collection is off (--debug full turns it on)"
-            )
-        saturated = save.column("saturated", rows) * 100
-        fired = rows[saturated > self.threshold_layer]
-        if not len(fired):
+        rows = save.activations(("Tanh", "Sigmoid"), "/input")
+        hit = layers_above(save, rows, "saturated", self.threshold_layer, missing)
+        if hit is None:
             return None
-        names = [save.names[i] for i in fired]
+        names, top = hit
         return self.finding(
             window,
-            f"{len(fired)} tanh/sigmoid layer(s) have more than {self.threshold_layer:g}% of their inputs in the "
-            f"saturated range: {short_list(names)}, up to {saturated.max():.0f}%",
+            f"{len(names)} tanh/sigmoid layer(s) have more than {self.threshold_layer:g}% of their inputs in the "
+            f"saturated range: {short_list(names)}, up to {top:.0f}%",
             "Saturated units pass no gradient. Normalise the layer's inputs (a BatchNorm before it), lower "
             "optim.lr, or check the initialisation of the layer feeding it (no large bias).",
             names,
-            saturated_percent=float(saturated.max()),
+            saturated_percent=top,
             threshold_layer=self.threshold_layer,
         )

@@ -35,27 +35,26 @@ class WeightUpdateRatio(Rule):
         # A schedule that winds the learning rate down to nothing means tiny updates on purpose.
         small = ratio < self.small_threshold if not window.winding_down(save.lr) else np.zeros_like(large)
         if large.any():
-            names = [save.names[i] for i in rows[large]]
-            return self.finding(
+            return self._finding(
                 window,
-                f"One step changed {short_list(names)} by up to {ratio.max():.3g}x its own size "
-                f"(more than {self.large_threshold:g}x)",
+                rows[large],
+                f"by up to {ratio.max():.3g}x its own size (more than {self.large_threshold:g}x)",
                 f"The steps are far too large: lower optim.lr (the learning rate was {save.lr:.3g} here); keep "
                 "optim.warmup_epochs at 1 or more.",
-                names,
                 largest_ratio=float(ratio.max()),
-                lr=save.lr,
             )
         if small.any():
-            names = [save.names[i] for i in rows[small]]
-            return self.finding(
+            return self._finding(
                 window,
-                f"One step changed {short_list(names)} by less than {self.small_threshold:g} of its size "
-                f"(smallest ratio {ratio[small].min():.3g})",
+                rows[small],
+                f"by less than {self.small_threshold:g} of its size (smallest ratio {ratio[small].min():.3g})",
                 "Those parameters are not learning: check that they get a gradient (not detached, not frozen by "
                 f"mistake), raise optim.lr (the learning rate was {save.lr:.3g} here) or optim.backbone_lr_scale.",
-                names,
                 smallest_ratio=float(ratio[small].min()),
-                lr=save.lr,
             )
         return None
+
+    def _finding(self, window: Window, rows: np.ndarray, how: str, advice: str, **numbers: float) -> Finding:
+        save = window.latest
+        names = [save.names[i] for i in rows]
+        return self.finding(window, f"One step changed {short_list(names)} {how}", advice, names, lr=save.lr, **numbers)
