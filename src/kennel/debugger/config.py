@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Mode = Literal["TRAIN", "EVAL", "PREDICT"]
+Mode = Literal["TRAIN", "EVAL"]  # the loop's modes; a job predicts (its test split) outside the loop
 Collection = Literal["losses", "weights", "biases", "gradients", "activations", "inputs"]
 
 
