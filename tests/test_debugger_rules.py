@@ -25,7 +25,7 @@ from kennel.findings import ISSUES_FOUND, NO_ISSUES, NOT_APPLICABLE, Finding, re
 def healthy(tmp_path_factory: pytest.TempPathFactory):
     """One healthy run with every collection captured, shared by the tests that need one."""
     folder = tmp_path_factory.mktemp("healthy") / "debug"
-    state, debugger = fit(folder, healthy_model(), images(), images(seed=1), epochs=3, lr=0.01, optimizer="adam")
+    state, debugger = fit(folder, healthy_model(), images(), images(seed=1), epochs=5, lr=0.01, optimizer="adam")
     return state, debugger
 
 
@@ -126,7 +126,7 @@ def _frozen(folder: Path):
 
 
 def _unnormalised(folder: Path):
-    return fit(folder, healthy_model(), images(normalised=False), epochs=2)
+    return fit(folder, healthy_model(), images(normalised=False), epochs=5)  # 500 samples in saved batches
 
 
 PROVOKE = {

@@ -44,7 +44,7 @@ class CaptureOverride(_Strict):
 
 
 # Light: what the rules need at a cost a short run does not notice (no activation hooks, every 10th step).
-# Full: every collection, activations included, every other step.
+# Full: every collection, activations included, every 5th step.
 PRESETS: dict[str, dict[str, Capture]] = {
     "off": {},
     "light": {
@@ -53,9 +53,9 @@ PRESETS: dict[str, dict[str, Capture]] = {
     },
     "full": {
         "TRAIN": Capture(
-            save_interval=2, collections=["losses", "weights", "biases", "gradients", "activations", "inputs"]
+            save_interval=5, collections=["losses", "weights", "biases", "gradients", "activations", "inputs"]
         ),
-        "EVAL": Capture(save_interval=2, collections=["losses", "activations", "inputs"]),
+        "EVAL": Capture(save_interval=5, collections=["losses", "activations", "inputs"]),
     },
 }
 

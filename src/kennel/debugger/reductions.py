@@ -10,22 +10,23 @@ import torch
 
 from kennel.debugger.window import COLUMN, COLUMNS
 
-_FIVE = [COLUMN[c] for c in ("mean", "std", "min", "max", "norm")]
+_FOUR = [COLUMN[c] for c in ("mean", "std", "min", "max")]
 _ZEROS, _NORM, _NAN, _INF = COLUMN["zeros"], COLUMN["norm"], COLUMN["nan"], COLUMN["inf"]
 
 
 class Reducer:
     """Collects tensors to reduce at one saved step; :meth:`collect` returns the rows and clears it.
 
-    NaN and infinity are counted at collect time, and only in tensors whose norm is not finite (any NaN or
-    infinity makes it so), which spares two passes over every healthy tensor; a tensor that will not live that
-    long (an activation) is counted at once (``keep=False``)."""
+    NaN and infinity are counted at collect time, and only in tensors whose mean is not finite (any NaN or
+    infinity makes it so), which spares two passes over every healthy tensor. A tensor that will not live that
+    long (an activation, ``keep=False``) is not counted: its min and max say whether it held NaN or infinity, and
+    its count is then 1, a lower bound."""
 
     def __init__(self) -> None:
         self.names: list[str] = []
         self.collections: list[str] = []
         self.layers: list[str] = []
-        self._floats: list[torch.Tensor] = []  # mean, std, min, max, norm per row, on the tensor's device
+        self._floats: list[torch.Tensor] = []  # mean, std, min, max per row, on the tensor's device
         self._counts: list[torch.Tensor] = []  # non-zero elements per row
         self._kept: list[torch.Tensor | None] = []
         self._numel: list[int] = []
@@ -43,20 +44,17 @@ class Reducer:
     def add_many(self, names: Sequence[str], collection: str, layers: Sequence[str], tensors, keep=True) -> None:
         flat = [t.detach().reshape(-1) for t in tensors]
         flat = [f if f.is_floating_point() else f.float() for f in flat]
-        norms = torch._foreach_norm(flat) if flat else []
-        for name, layer, f, norm in zip(names, layers, flat, norms, strict=True):
+        for name, layer, f in zip(names, layers, flat, strict=True):
             if f.numel() == 0:
-                zero = norm.new_zeros(())
-                self._floats += [zero, zero, zero, zero, norm]
+                zero = f.new_zeros((), dtype=torch.float32)
+                self._floats += [zero, zero, zero, zero]
                 self._counts.append(zero.long())
             else:
+                # Three passes over the tensor; its L2 norm follows from mean and std on the host.
                 std, mean = torch.std_mean(f, correction=0)
                 low, high = torch.aminmax(f)
-                self._floats += [mean, std, low, high, norm]
+                self._floats += [mean, std, low, high]
                 self._counts.append(torch.count_nonzero(f))
-            if not keep:  # counted now: the tensor is gone by collect time
-                self._extras.append((len(self.names), "nan", torch.isnan(f).sum()))
-                self._extras.append((len(self.names), "inf", torch.isinf(f).sum()))
             self._kept.append(f if keep else None)
             self._numel.append(f.numel())
             self.names.append(name)
@@ -82,16 +80,22 @@ class Reducer:
             floats = torch.stack(self._floats + [e.to(self._floats[0]) for e in extras]).cpu().double().numpy()
             counts = torch.stack(self._counts).cpu().double().numpy()
             numel = np.asarray(self._numel, dtype=np.float64)
-            out[:, _FIVE] = floats[: rows * 5].reshape(rows, 5)
+            out[:, _FOUR] = floats[: rows * 4].reshape(rows, 4)
+            mean, std = out[:, COLUMN["mean"]], out[:, COLUMN["std"]]
+            out[:, _NORM] = np.sqrt(numel * (std * std + mean * mean))
             out[:, _ZEROS] = np.where(numel > 0, 1.0 - counts / np.maximum(numel, 1), 0.0)
             out[:, COLUMN["numel"]] = numel
             out[:, _NAN] = out[:, _INF] = 0.0
-            for (row, column, _), value in zip(self._extras, floats[rows * 5 :], strict=True):
+            for (row, column, _), value in zip(self._extras, floats[rows * 4 :], strict=True):
                 out[row, COLUMN[column]] = value
-            for i in np.flatnonzero(~np.isfinite(out[:, _NORM])):
+            for i in np.flatnonzero(~np.isfinite(out[:, COLUMN["mean"]])):
                 kept = self._kept[i]
                 if kept is not None:
                     out[i, _NAN], out[i, _INF] = torch.isnan(kept).sum().item(), torch.isinf(kept).sum().item()
+                else:
+                    low, high = out[i, COLUMN["min"]], out[i, COLUMN["max"]]
+                    out[i, _NAN] = float(np.isnan(low) or np.isnan(high))
+                    out[i, _INF] = float(np.isinf(low) or np.isinf(high))
         if scalars:
             values = np.array([v for *_, v in scalars])
             rows = np.full((len(scalars), len(COLUMNS)), np.nan)
@@ -121,10 +125,11 @@ def reduce_tensors(tensors: Sequence[torch.Tensor], collection: str = "tensors")
 def dead_share(output: torch.Tensor, inactivity: float) -> torch.Tensor:
     """The share of units (channels, dimension 1) active (> 0) in less than ``inactivity`` of a batch."""
     if output.dim() < 2:
-        return (output > 0).float().mean().lt(inactivity).float()
+        output = output.reshape(-1, 1)
     dims = [d for d in range(output.dim()) if d != 1]
-    active = (output > 0).float().mean(dim=dims)
-    return (active < inactivity).float().mean()
+    # One pass: a ReLU's output is never negative, so "active" is "not zero".
+    active = torch.count_nonzero(output, dim=dims)
+    return (active < inactivity * (output.numel() // output.shape[1])).float().mean()
 
 
 @torch.no_grad()

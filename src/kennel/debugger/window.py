@@ -118,8 +118,12 @@ class Window:
     def history(self, mode: str | None = None) -> Sequence[Save]:
         return self.saves.get(mode or self.mode, ())
 
-    def loss_series(self, mode: str | None = None) -> list[tuple[int, float]]:
-        return list(self.losses.get(mode or self.mode, ()))
+    def loss_series(self, mode: str | None = None, last: int | None = None) -> list[tuple[int, float]]:
+        """``(mode step, loss)`` of every step of ``mode`` kept, or of the ``last`` ones."""
+        losses = self.losses.get(mode or self.mode, ())
+        if last is None or last >= len(losses):
+            return list(losses)
+        return [losses[i] for i in range(len(losses) - last, len(losses))]
 
     def winding_down(self, lr: float) -> bool:
         """True when a schedule has brought the learning rate below 1% of its peak: parameters are meant to

@@ -24,7 +24,9 @@ class CheckInputImages(Rule):
                 f"no {window.mode} input batches captured (add inputs to debug.modes.{window.mode}.collections)"
             )
         if stats.samples < self.threshold_samples:
-            return None
+            raise NotApplicable(
+                f"{stats.samples} input samples captured so far; the rule judges {self.threshold_samples}"
+            )
         mean, samples = stats.mean, stats.samples
         if abs(mean) <= self.threshold_mean:
             return None

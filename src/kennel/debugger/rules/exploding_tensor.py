@@ -23,7 +23,12 @@ class ExplodingTensor(Rule):
         save = saves[-1]
         since = saves[-2].mode_step if len(saves) > 1 else -1
         # The loss of every step since the previous save, not only of saved steps: it costs nothing to look.
-        bad_loss = next(((s, v) for s, v in window.losses.get(window.mode, ()) if s > since and self._bad(v)), None)
+        bad_loss = None
+        for step, loss in reversed(window.losses.get(window.mode, ())):
+            if step <= since:
+                break
+            if self._bad(loss):
+                bad_loss = (step, loss)
         nan, inf = save.column("nan"), save.column("inf")
         rows = np.flatnonzero((nan > 0) | (inf > 0 if not self.only_nan else False))
         if bad_loss is None and not len(rows):

@@ -12,8 +12,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
-
 from kennel.debugger.rules.base import Rule, register_rule
 from kennel.debugger.window import Window
 from kennel.findings import Finding
@@ -35,18 +33,20 @@ class LossNotDecreasing(Rule):
             series = [e["valid_loss"] for e in window.epochs if "valid_loss" in e]
             return self._judge(window, "EVAL", series, "validation passes")
         if window.mode == "TRAIN":
-            return self._judge(window, "TRAIN", [v for _, v in window.loss_series("TRAIN")], "steps")
+            losses = [v for _, v in window.loss_series("TRAIN", last=2 * self.num_steps)]
+            return self._judge(window, "TRAIN", losses, "steps")
         return None
 
     def _judge(self, window: Window, mode: str, series: list[float], unit: str) -> Finding | None:
         n = self.num_steps
         if len(series) < 2 * n:
             return None
-        before, now = np.asarray(series[-2 * n : -n]), np.asarray(series[-n:])
-        if not (np.isfinite(before).all() and np.isfinite(now).all()):
+        before, now = series[-2 * n : -n], series[-n:]
+        if not all(math.isfinite(v) for v in series[-2 * n :]):
             return None  # ExplodingTensor's case
-        a, b = float(before.mean()), float(now.mean())
-        noise = math.sqrt((before.var(ddof=1) + now.var(ddof=1)) / n)
+        # Plain Python: on twenty numbers it is several times faster than NumPy, and this runs at every save.
+        a, b = sum(before) / n, sum(now) / n
+        noise = math.sqrt((_variance(before, a) + _variance(now, b)) / n)
         target = a * (1 - self.diff_percent / 100)
         if b - target <= self.confidence * noise:
             return None
@@ -69,3 +69,7 @@ class LossNotDecreasing(Rule):
             change_percent=100 * (b - a) / a if a else float("inf"),
             noise=noise,
         )
+
+
+def _variance(values: list[float], mean: float) -> float:
+    return sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)

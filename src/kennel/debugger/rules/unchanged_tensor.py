@@ -32,12 +32,10 @@ class UnchangedTensor(Rule):
         rows = first.rows(*self.collections)
         if not len(rows):
             return None
-        same = np.ones(len(rows), dtype=bool)
-        reference = first.values[np.ix_(rows, COMPARED)]
-        for save in saves[1:]:
-            if save.names != first.names:
-                return None  # a different set of tensors: nothing to compare
-            same &= np.isclose(save.values[np.ix_(rows, COMPARED)], reference, self.rtol, self.atol).all(axis=1)
+        if any(save.names != first.names for save in saves[1:]):
+            return None  # a different set of tensors: nothing to compare
+        values = np.stack([save.values[rows][:, COMPARED] for save in saves])
+        same = np.isclose(values[1:], values[0], self.rtol, self.atol).all(axis=(0, 2))
         if not same.any():
             return None
         names = [first.names[i] for i in rows[same]]
