@@ -90,9 +90,9 @@ def run(build, mode: str, folder: Path, skip: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--rounds", type=int, default=5, help="interleaved rounds per workload; each mode's best counts"
+        "--rounds", type=int, default=10, help="interleaved rounds per workload; each mode's best counts"
     )
-    parser.add_argument("--head-steps", type=int, default=400, help="steps per run, default-recipe workload")
+    parser.add_argument("--head-steps", type=int, default=200, help="steps per run, default-recipe workload")
     parser.add_argument("--finetune-steps", type=int, default=12, help="steps per run, fine-tuning workload")
     args = parser.parse_args()
     load_before = os.getloadavg()[0]

@@ -11,6 +11,11 @@ import torch
 from kennel.debugger.window import COLUMN, COLUMNS
 
 _FOUR = [COLUMN[c] for c in ("mean", "std", "min", "max")]
+# Activations are reduced over an evenly strided sample of at most this many elements: a large feature map
+# costs several passes otherwise, more than the layer that made it. Mean, std and the share of zeros are
+# estimates then, min and max bound the range from inside; the numel column keeps the true size.
+SAMPLE = 1 << 16
+
 _ZEROS, _NORM, _NAN, _INF = COLUMN["zeros"], COLUMN["norm"], COLUMN["nan"], COLUMN["inf"]
 
 
@@ -29,7 +34,8 @@ class Reducer:
         self._floats: list[torch.Tensor] = []  # mean, std, min, max per row, on the tensor's device
         self._counts: list[torch.Tensor] = []  # non-zero elements per row
         self._kept: list[torch.Tensor | None] = []
-        self._numel: list[int] = []
+        self._numel: list[int] = []  # elements of each tensor
+        self._counted: list[int] = []  # elements reduced (fewer for a sampled activation)
         self._scalars: list[tuple[str, str, float]] = []
         self._extras: list[tuple[int, str, torch.Tensor | float]] = []
 
@@ -43,8 +49,11 @@ class Reducer:
     @torch.no_grad()
     def add_many(self, names: Sequence[str], collection: str, layers: Sequence[str], tensors, keep=True) -> None:
         flat = [t.detach().reshape(-1) for t in tensors]
+        if not keep:  # activations: a strided sample of a large one (see SAMPLE)
+            flat = [f[:: -(-f.numel() // SAMPLE)] if f.numel() > SAMPLE else f for f in flat]
         flat = [f if f.is_floating_point() else f.float() for f in flat]
-        for name, layer, f in zip(names, layers, flat, strict=True):
+        sizes = [t.numel() for t in tensors]
+        for name, layer, f, size in zip(names, layers, flat, sizes, strict=True):
             if f.numel() == 0:
                 zero = f.new_zeros((), dtype=torch.float32)
                 self._floats += [zero, zero, zero, zero]
@@ -56,7 +65,8 @@ class Reducer:
                 self._floats += [mean, std, low, high]
                 self._counts.append(torch.count_nonzero(f))
             self._kept.append(f if keep else None)
-            self._numel.append(f.numel())
+            self._numel.append(size)
+            self._counted.append(f.numel())
             self.names.append(name)
             self.collections.append(collection)
             self.layers.append(layer)
@@ -83,7 +93,8 @@ class Reducer:
             out[:, _FOUR] = floats[: rows * 4].reshape(rows, 4)
             mean, std = out[:, COLUMN["mean"]], out[:, COLUMN["std"]]
             out[:, _NORM] = np.sqrt(numel * (std * std + mean * mean))
-            out[:, _ZEROS] = np.where(numel > 0, 1.0 - counts / np.maximum(numel, 1), 0.0)
+            counted = np.asarray(self._counted, dtype=np.float64)
+            out[:, _ZEROS] = np.where(counted > 0, 1.0 - counts / np.maximum(counted, 1), 0.0)
             out[:, COLUMN["numel"]] = numel
             out[:, _NAN] = out[:, _INF] = 0.0
             for (row, column, _), value in zip(self._extras, floats[rows * 4 :], strict=True):
