@@ -10,7 +10,6 @@ import torch
 
 from kennel.debugger.window import COLUMN, COLUMNS
 
-_FOUR = [COLUMN[c] for c in ("mean", "std", "min", "max")]
 # Activations are reduced over an evenly strided sample of at most this many elements: a large feature map
 # costs several passes otherwise, more than the layer that made it. Mean, std and the share of zeros are
 # estimates then, min and max bound the range from inside; the numel column keeps the true size.
@@ -31,7 +30,7 @@ class Reducer:
         self.names: list[str] = []
         self.collections: list[str] = []
         self.layers: list[str] = []
-        self._floats: list[torch.Tensor] = []  # mean, std, min, max per row, on the tensor's device
+        self._floats: list[torch.Tensor] = []  # mean, sum of squares, min, max per row, on the tensor's device
         self._counts: list[torch.Tensor] = []  # non-zero elements per row
         self._kept: list[torch.Tensor | None] = []
         self._numel: list[int] = []  # elements of each tensor
@@ -51,7 +50,7 @@ class Reducer:
         flat = [t.detach().reshape(-1) for t in tensors]
         if not keep:  # activations: a strided sample of a large one (see SAMPLE)
             flat = [f[:: -(-f.numel() // SAMPLE)] if f.numel() > SAMPLE else f for f in flat]
-        flat = [f if f.is_floating_point() else f.float() for f in flat]
+        flat = [f if f.dtype == torch.float32 else f.float() for f in flat]
         sizes = [t.numel() for t in tensors]
         for name, layer, f, size in zip(names, layers, flat, sizes, strict=True):
             if f.numel() == 0:
@@ -59,10 +58,10 @@ class Reducer:
                 self._floats += [zero, zero, zero, zero]
                 self._counts.append(zero.long())
             else:
-                # Three passes over the tensor; its L2 norm follows from mean and std on the host.
-                std, mean = torch.std_mean(f, correction=0)
+                # Four fast passes: torch.std_mean is ten times slower than a mean and a dot product, and the
+                # std follows from those on the host (see collect).
                 low, high = torch.aminmax(f)
-                self._floats += [mean, std, low, high]
+                self._floats += [f.mean(), torch.dot(f, f), low, high]
                 self._counts.append(torch.count_nonzero(f))
             self._kept.append(f if keep else None)
             self._numel.append(size)
@@ -90,10 +89,14 @@ class Reducer:
             floats = torch.stack(self._floats + [e.to(self._floats[0]) for e in extras]).cpu().double().numpy()
             counts = torch.stack(self._counts).cpu().double().numpy()
             numel = np.asarray(self._numel, dtype=np.float64)
-            out[:, _FOUR] = floats[: rows * 4].reshape(rows, 4)
-            mean, std = out[:, COLUMN["mean"]], out[:, COLUMN["std"]]
-            out[:, _NORM] = np.sqrt(numel * (std * std + mean * mean))
+            mean, squares, low, high = floats[: rows * 4].reshape(rows, 4).T
             counted = np.asarray(self._counted, dtype=np.float64)
+            scale = numel / np.maximum(counted, 1)  # a sampled activation's sum of squares, scaled to its size
+            out[:, COLUMN["mean"]], out[:, COLUMN["min"]], out[:, COLUMN["max"]] = mean, low, high
+            out[:, _NORM] = np.sqrt(squares * scale)
+            # E[x^2] - E[x]^2 in float64 from a float32 sum: exact enough unless |mean| dwarfs the std by 1e3.
+            with np.errstate(invalid="ignore"):
+                out[:, COLUMN["std"]] = np.sqrt(np.maximum(squares / np.maximum(counted, 1) - mean * mean, 0.0))
             out[:, _ZEROS] = np.where(counted > 0, 1.0 - counts / np.maximum(counted, 1), 0.0)
             out[:, COLUMN["numel"]] = numel
             out[:, _NAN] = out[:, _INF] = 0.0
