@@ -36,7 +36,7 @@ class Reducer:
         self._numel: list[int] = []  # elements of each tensor
         self._counted: list[int] = []  # elements reduced (fewer for a sampled activation)
         self._scalars: list[tuple[str, str, float]] = []
-        self._extras: list[tuple[int, str, torch.Tensor | float]] = []
+        self._extras: list[tuple[int, str, torch.Tensor]] = []
 
     def __len__(self) -> int:
         return len(self.names) + len(self._scalars)
@@ -74,9 +74,9 @@ class Reducer:
         self.add_many([name], collection, [layer], [tensor], keep)
         return len(self.names) - 1
 
-    def extra(self, row: int, column: str, value: torch.Tensor | float) -> None:
-        """Set ``column`` (``update``, ``dead``, ``saturated``) of ``row``."""
-        self._extras.append((row, column, value))
+    def extra(self, row: int, column: str, value: torch.Tensor) -> None:
+        """Set ``column`` (``update``, ``dead``, ``saturated``) of ``row`` to a 0-d tensor on the same device."""
+        self._extras.append((row, column, value.float()))
 
     def collect(self) -> np.ndarray:
         """``[rows, len(COLUMNS)]``, one host transfer for everything added since the last collect."""
@@ -85,8 +85,7 @@ class Reducer:
         scalars = self._scalars
         if rows:
             # Everything lives on the model's device: one stack per dtype, one copy to the host.
-            extras = [v if isinstance(v, torch.Tensor) else torch.tensor(v) for _, _, v in self._extras]
-            floats = torch.stack(self._floats + [e.to(self._floats[0]) for e in extras]).cpu().double().numpy()
+            floats = torch.stack(self._floats + [v for _, _, v in self._extras]).cpu().double().numpy()
             counts = torch.stack(self._counts).cpu().double().numpy()
             numel = np.asarray(self._numel, dtype=np.float64)
             mean, squares, low, high = floats[: rows * 4].reshape(rows, 4).T
