@@ -57,8 +57,8 @@ def test_records_are_readable_while_the_job_runs(tmp_path: Path):
         def on_epoch_end(self, state):
             seen.append(load_records(tmp_path / "job").steps("TRAIN"))
 
-    fit(tmp_path / "job" / "debug", mlp(), vectors(n=640), epochs=2, observers=(Reader(),), preset="light")
-    assert seen == [[0], [0, 20]]  # 20 steps per epoch, every 20th saved (light)
+    fit(tmp_path / "job" / "debug", mlp(), vectors(n=1600), epochs=2, observers=(Reader(),), preset="light")
+    assert seen == [[0], [0, 50]]  # 50 steps per epoch, every 50th saved (light)
 
 
 def test_a_killed_jobs_records_stay_readable(tmp_path: Path):

@@ -43,12 +43,12 @@ class CaptureOverride(_Strict):
     collections: list[Collection] | None = None
 
 
-# Light: what the rules need at a cost a short run does not notice (no activation hooks, every 20th step).
+# Light: what the rules need at a cost a short run does not notice (no activation hooks, every 50th step).
 # Full: every collection, activations included, every 5th step.
 PRESETS: dict[str, dict[str, Capture]] = {
     "off": {},
     "light": {
-        "TRAIN": Capture(save_interval=20, collections=["losses", "weights", "biases", "gradients", "inputs"]),
+        "TRAIN": Capture(save_interval=50, collections=["losses", "weights", "biases", "gradients", "inputs"]),
         "EVAL": Capture(save_interval=10, collections=["losses", "inputs"]),
     },
     "full": {
