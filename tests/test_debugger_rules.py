@@ -188,7 +188,7 @@ def test_tensor_variance_within_bounds_and_rules_without_data_say_why(healthy, t
 def test_rule_contract(name: str, healthy):
     cls = RULES.get(name)
     assert cls.name == name and dataclasses.is_dataclass(cls) and issubclass(cls, Rule)
-    assert cls.events and cls.events <= {"save", "epoch", "clock"}
+    assert cls.events and cls.events <= {"save", "steps", "epoch", "clock"}
     rule = cls.from_params({})  # every parameter has a default
     assert isinstance(rule.stop, bool)
     with pytest.raises(ValueError, match=re.escape(f"debug.rules.{name}: unknown parameter")):

@@ -23,7 +23,7 @@ from kennel.debugger.reductions import Reducer, dead_share, saturated_share
 from kennel.debugger.rules.dead_relu import RELU_LAYERS
 from kennel.debugger.runner import RuleRunner
 from kennel.debugger.store import FINDINGS, RecordWriter, write_rule_statuses
-from kennel.debugger.window import CaptureOptions, History, Save
+from kennel.debugger.window import LOSS_EVERY, CaptureOptions, History, Save
 from kennel.engine import LoopState, Observer
 
 log = logging.getLogger(__name__)
@@ -156,6 +156,8 @@ class Debugger(Observer):
         if self._saving["TRAIN"]:
             self._update_norms()
             self._save(state, "TRAIN", step, step)
+        if state.global_step % LOSS_EVERY == 0 and "TRAIN" in self.captures:
+            self._run(state, self.history.window("steps", "TRAIN", step))
         self._saving["TRAIN"] = self._saves("TRAIN", state.global_step)
 
     def _update_norms(self) -> None:

@@ -20,6 +20,9 @@ COLUMNS = REDUCTIONS + EXTRAS
 COLUMN = {name: i for i, name in enumerate(COLUMNS)}
 
 HISTORY = 32  # saved steps kept per mode: more than any rule's window
+# Training steps between two "steps" events: the loss rules look at every step's loss this often, whatever the
+# save interval, so a diverging job is stopped within a few steps even when tensors are saved rarely.
+LOSS_EVERY = 10
 LOSS_HISTORY = 4096  # per-step losses kept per mode
 
 
@@ -97,7 +100,7 @@ class InputStats:
 class Window:
     """The history a rule judges, as of the event that triggered it."""
 
-    event: str  # "save" (a mode saved a step), "epoch" (an epoch ended, validation done), "clock" (a timer)
+    event: str  # "save", "steps", "epoch" or "clock" (see Rule.events)
     mode: str
     step: int
     lr: float = 0.0

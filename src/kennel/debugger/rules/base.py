@@ -25,8 +25,9 @@ class Rule:
     stop: bool = False
 
     name: ClassVar[str] = ""
-    # The events after which ``check`` runs: "save" (a mode saved a step), "epoch" (an epoch ended, after its
-    # validation) or "clock" (a timer, while the loop may be stuck).
+    # The events after which ``check`` runs: "save" (a mode saved a step), "steps" (every LOSS_EVERY training
+    # steps, saved or not: the losses of every step are there), "epoch" (an epoch ended, after its validation) or
+    # "clock" (a timer, while the loop may be stuck).
     events: ClassVar[frozenset[str]] = frozenset({"save"})
 
     def check(self, window: Window) -> Finding | None:

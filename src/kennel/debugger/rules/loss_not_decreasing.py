@@ -26,7 +26,7 @@ class LossNotDecreasing(Rule):
     confidence: float = 4.0  # standard errors of the difference between the two windows' means
     stop: bool = True  # a loss that rises or cannot move will not recover by itself
 
-    events = frozenset({"save", "epoch"})
+    events = frozenset({"steps", "epoch"})
 
     def check(self, window: Window) -> Finding | None:
         if window.event == "epoch":
