@@ -7,12 +7,14 @@ PY      = $(VENV)/bin/python
 DATA   ?=
 STAMP   = $(VENV)/.installed
 
-.PHONY: help demo test lint format bench-train screenshot browser clean
+.PHONY: help demo test lint format bench-train bench-tune bench-profiler screenshot browser clean
 
 help:
-	@echo "make demo [DATA=DIR]   set up, then fetch/check/train/report/predict end to end"
+	@echo "make demo [DATA=DIR]   set up, then fetch/check/train/tune/report/predict end to end"
 	@echo "make test              set up, then lint and run the whole test suite"
 	@echo "make bench-train       benchmarks/train.py on ../shared/data/dogs10"
+	@echo "make bench-tune        benchmarks/tune.py: a 20-trial study on ../shared/data/dogs10"
+	@echo "make bench-profiler    benchmarks/profiler.py: the profiler's overhead on dogs10"
 	@echo "make screenshot        refresh docs/console.png (needs Debian's chromium)"
 
 $(STAMP): pyproject.toml
@@ -44,6 +46,12 @@ format: $(STAMP)
 
 bench-train: $(STAMP)
 	$(PY) benchmarks/train.py
+
+bench-tune: $(STAMP)
+	$(PY) benchmarks/tune.py
+
+bench-profiler: $(STAMP)
+	$(PY) benchmarks/profiler.py
 
 screenshot: $(STAMP)
 	$(PY) scripts/screenshot_console.py

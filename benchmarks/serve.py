@@ -29,7 +29,8 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from kennel.localhost import free_port, stop_process
@@ -51,6 +52,7 @@ class Cell:
     errors: int
     seconds: float
     latencies_ms: list[float]
+    statuses: Counter[int] = field(default_factory=Counter)  # every answer's status, 200s included
 
     @property
     def rps(self) -> float:
@@ -202,7 +204,9 @@ async def _exchange(reader, writer, request: bytes) -> int:
     return status
 
 
-async def _load(port: int, bodies: list[bytes], concurrency: int, seconds: float, warmup: int) -> Cell:
+async def _load(
+    port: int, bodies: list[bytes], concurrency: int, seconds: float, warmup: int, limit: int | None = None
+) -> Cell:
     requests_ = [
         (
             f"POST /invocations?top_k=5 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: image/jpeg\r\n"
@@ -212,25 +216,26 @@ async def _load(port: int, bodies: list[bytes], concurrency: int, seconds: float
         for body in bodies
     ]
     latencies: list[float] = []
-    errors = 0
+    statuses: Counter[int] = Counter()
     counter = iter(range(10**9))
+    issued = 0
 
     async def worker(deadline_holder: list[float]) -> None:
-        nonlocal errors
+        nonlocal issued
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
             for _ in range(warmup):
                 await _exchange(reader, writer, requests_[next(counter) % len(requests_)])
             ready.append(True)
             await start_gate.wait()
-            while time.perf_counter() < deadline_holder[0]:
+            while time.perf_counter() < deadline_holder[0] and (limit is None or issued < limit):
+                issued += 1
                 request = requests_[next(counter) % len(requests_)]
                 started = time.perf_counter()
                 status = await _exchange(reader, writer, request)
+                statuses[status] += 1
                 if status == 200:
                     latencies.append(1000 * (time.perf_counter() - started))
-                else:
-                    errors += 1
         finally:
             writer.close()
 
@@ -246,11 +251,15 @@ async def _load(port: int, bodies: list[bytes], concurrency: int, seconds: float
     start_gate.set()
     await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - began
-    return Cell("", concurrency, len(latencies), errors, elapsed, latencies)
+    errors = sum(count for status, count in statuses.items() if status != 200)
+    return Cell("", concurrency, len(latencies), errors, elapsed, latencies, statuses)
 
 
-def load(port: int, bodies: list[bytes], concurrency: int, seconds: float, warmup: int = 2) -> Cell:
-    return asyncio.run(_load(port, bodies, concurrency, seconds, warmup))
+def load(
+    port: int, bodies: list[bytes], concurrency: int, seconds: float, warmup: int = 2, limit: int | None = None
+) -> Cell:
+    """``concurrency`` connections sending ``bodies`` in turn for ``seconds``, or until ``limit`` requests."""
+    return asyncio.run(_load(port, bodies, concurrency, seconds, warmup, limit))
 
 
 # --- report -------------------------------------------------------------------------------------------------

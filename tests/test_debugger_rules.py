@@ -18,7 +18,7 @@ from kennel.debugger.config import DebugConfig
 from kennel.debugger.rules import BUILTIN_RULES, RULES, NotApplicable, Rule, register_rule
 from kennel.debugger.window import History
 from kennel.engine import Observer
-from kennel.findings import ISSUES_FOUND, NO_ISSUES, NOT_APPLICABLE, Finding, read_findings
+from kennel.findings import ISSUES_FOUND, NO_ISSUES, NOT_APPLICABLE, Finding, load_findings
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def test_healthy_run_has_no_findings(healthy):
     assert fired(debugger) == set(), [f.message for f in debugger.runner.fired.values()]
     statuses = {name: row["status"] for name, row in debugger.runner.statuses().items()}
     assert set(statuses.values()) <= {NO_ISSUES}, statuses  # each rule judged the run, none was left out
-    assert not read_findings(debugger.folder / "findings.jsonl")
+    assert not load_findings(debugger.folder / "findings.jsonl")
 
 
 # --- one broken run per rule ------------------------------------------------------------------------------
@@ -156,7 +156,7 @@ def test_every_registered_rule_has_a_provoking_test():
 def test_rule_fires_on_its_broken_run_and_says_what_to_do(rule: str, tmp_path: Path):
     state, debugger = PROVOKE[rule](tmp_path / "debug")
     assert rule in fired(debugger), debugger.runner.statuses().get(rule)
-    finding = next(f for f in read_findings(tmp_path / "debug" / "findings.jsonl") if f.rule == rule)
+    finding = next(f for f in load_findings(tmp_path / "debug" / "findings.jsonl") if f.rule == rule)
     assert finding.status == ISSUES_FOUND and finding.mode in ("TRAIN", "EVAL") and finding.step is not None
     assert finding.message and finding.advice and finding.numbers
     assert debugger.runner.statuses()[rule]["status"] == ISSUES_FOUND
@@ -260,13 +260,14 @@ def test_custom_rule_registers_by_name_runs_when_selected_and_can_stop_the_job(t
 
 
 def test_findings_round_trip_including_nan_evidence(tmp_path: Path):
-    finding = Finding("R", "m", "a", step=3, mode="TRAIN", tensors=("x",), numbers={"v": math.nan, "w": 1.5})
-    from kennel.findings import append_finding
+    finding = Finding("R", ISSUES_FOUND, step=3, tensors=("x",), numbers={"v": math.nan, "w": 1.5}, message="m")
+    from kennel.findings import save_findings
 
-    append_finding(tmp_path / "f.jsonl", finding)
+    save_findings(tmp_path / "f.jsonl", [finding])
     (tmp_path / "f.jsonl").open("a").write('{"rule": "torn')  # a killed writer's last line
-    [back] = read_findings(tmp_path / "f.jsonl")
-    assert back.rule == "R" and back.tensors == ("x",) and math.isnan(back.numbers["v"]) and back.numbers["w"] == 1.5
+    [back] = load_findings(tmp_path / "f.jsonl")
+    assert back.rule == "R" and back.message == "m" and back.tensors == ("x",)
+    assert math.isnan(back.numbers["v"]) and back.numbers["w"] == 1.5
 
 
 def test_quiet_overrides_keep_the_shipped_stop_defaults():

@@ -15,7 +15,9 @@ from kennel.evaluation import summarize
 from kennel.jobs import JobRecord
 from kennel.report import SECTIONS, MissingInput, Section, add_section, render_report, write_report
 
-SECTION_IDS = ["summary", "curves", "test-metrics", "per-class", "confusion", "confused-pairs", "mistakes"]
+SECTION_IDS = [
+    "summary", "curves", "debugger", "test-metrics", "per-class", "confusion", "confused-pairs", "mistakes", "profiler",
+]  # fmt: skip
 
 
 def section_statuses(html: str) -> dict[str, str]:
@@ -76,13 +78,43 @@ def write_evaluation(folder: Path, num_classes: int = 5, photos: int = 40, class
     summarize(logits, targets, names, files=files).save(folder / "evaluation")
 
 
+def write_profile(folder: Path) -> None:
+    """The profiler's records of a short job: its phases, two steps, one system sample."""
+    profiler = folder / "profiler"
+    profiler.mkdir(parents=True, exist_ok=True)
+    (profiler / "context.json").write_text('{"device": "cpu", "cores": 2}')
+    events = [("job_start", 0.0), ("fit_start", 2.0), ("fit_end", 5.0), ("job_end", 6.0)]
+    (profiler / "timeline.jsonl").write_text("".join(json.dumps({"event": e, "t": 1e9 + t}) + "\n" for e, t in events))
+    phases = {"data": 0.1, "transfer": 0.0, "forward": 0.4, "backward": 0.5, "optimizer": 0.1}
+    steps = [{"step": i, "epoch": 1, "t": 1e9 + 2 + i, "wall": 1.2, **phases} for i in (1, 2)]
+    (profiler / "steps.jsonl").write_text("".join(json.dumps(s) + "\n" for s in steps))
+    (profiler / "system.jsonl").write_text(json.dumps({"t": 1e9 + 3, "cpu": [50.0, 40.0], "mem": 20.0}) + "\n")
+
+
 @pytest.fixture
 def full_job(tmp_path: Path) -> Path:
     folder = tmp_path / "job"
     make_job(folder)
     write_metrics(folder)
     write_evaluation(folder)
+    write_profile(folder)
+    write_debug(folder)
     return folder
+
+
+def write_debug(folder: Path) -> None:
+    """The debugger's rule statuses and one finding, as a job writes them."""
+    from kennel.findings import ISSUES_FOUND, Finding, save_findings
+
+    debug = folder / "debug"
+    debug.mkdir(parents=True, exist_ok=True)
+    rules = {
+        "Overfit": {"status": "issues found", "why": ""},
+        "DeadRelu": {"status": "not applicable", "why": "no ReLU"},
+    }
+    (debug / "rules.json").write_text(json.dumps(rules))
+    finding = Finding("Overfit", ISSUES_FOUND, step=40, mode="EVAL", advice="set early_stopping", message="valid up")
+    save_findings(debug / "findings.jsonl", [finding])
 
 
 def test_a_complete_job_renders_every_section(full_job: Path) -> None:
@@ -96,12 +128,14 @@ def test_a_complete_job_renders_every_section(full_job: Path) -> None:
     assert "Breed 0" in html and "top-5 accuracy" in html
     assert html.count("data:image/png;base64,") >= 3  # curves, confusion, and mistake thumbnails
     assert html.count("no photo") == 1
+    assert 'href="profile.html"' in html and "No profiler rule fired." in html
+    assert "valid up" in html and "set early_stopping" in html and "no ReLU" in html  # the debugger's rules
 
 
 def test_the_page_is_self_contained(full_job: Path) -> None:
     html = render_report(full_job)
     for attribute in re.findall(r'(?:src|href)="([^"]*)"', html):
-        assert attribute.startswith(("data:", "#")), attribute
+        assert attribute.startswith(("data:", "#")) or attribute == "profile.html", attribute  # a page beside it
     assert "<link" not in html and "@import" not in html
 
 
@@ -114,7 +148,7 @@ def test_a_job_that_failed_before_evaluation_gets_notes(tmp_path: Path) -> None:
     assert list(statuses) == SECTION_IDS
     assert statuses["summary"] == statuses["curves"] == "ok"
     assert statuses["test-metrics"] == "ok"  # falls back to the test metrics in job.json
-    for missing in ("per-class", "confusion", "confused-pairs", "mistakes"):
+    for missing in ("debugger", "per-class", "confusion", "confused-pairs", "mistakes", "profiler"):
         assert statuses[missing] == "missing"
     assert "did not reach its test phase" in html and "CUDA out of memory" in html
 
@@ -157,19 +191,19 @@ def test_sections_can_be_added_and_a_broken_one_is_contained(full_job: Path, mon
 
     monkeypatch.setattr("kennel.report.SECTIONS", sections.SECTIONS)
 
-    def debugger(data) -> str:
-        raise MissingInput("no debugger output")
+    def later(data) -> str:
+        raise MissingInput("no later output")
 
     def broken(data) -> str:
         raise ZeroDivisionError("oops")
 
-    add_section(Section("debugger", "Debugger findings", debugger), before="mistakes")
-    add_section(Section("profiler", "Profiler", broken))
+    add_section(Section("later", "A later feature", later), before="mistakes")
+    add_section(Section("broken", "Broken", broken))
     with pytest.raises(ValueError, match="already exists"):
-        add_section(Section("summary", "again", debugger))
+        add_section(Section("summary", "again", later))
     statuses = section_statuses(render_report(full_job))
-    assert list(statuses) == [*SECTION_IDS[:-1], "debugger", "mistakes", "profiler"]
-    assert statuses["debugger"] == "missing" and statuses["profiler"] == "error"
+    assert list(statuses) == [*SECTION_IDS[:-2], "later", "mistakes", "profiler", "broken"]
+    assert statuses["later"] == "missing" and statuses["broken"] == "error"
 
 
 def run_cli(*args: str):

@@ -17,6 +17,7 @@ from kennel.data.sample import write_sample_dataset
 from kennel.job import resume, train
 from kennel.jobs import list_jobs, load_job
 from kennel.observers.metrics_log import read_metrics
+from kennel.profiler import Profile
 
 TINY = {"model.backbone": "tiny", "model.pretrained": False, "tracking": False, "export_onnx": False}
 
@@ -113,6 +114,8 @@ def test_job_killed_mid_epoch_resumes_to_the_full_epoch_count(dataset: Path, ken
     assert record["metrics"]["epochs_run"] == 4
     epochs = [e["epoch"] for e in read_metrics(killed.path / "metrics.jsonl", "epoch")]
     assert epochs == [1, 2, 3, 4]  # epoch 2 ran again from the checkpoint of epoch 1; nothing twice
+    timeline = [e["event"] for e in Profile.load(killed.path).events]  # the profiler appends across the kill
+    assert timeline == ["job_start", "fit_start", "job_start", "fit_start", "fit_end", "job_end"]
 
 
 def test_resume_of_a_completed_job_changes_nothing(dataset: Path):

@@ -72,6 +72,48 @@ class OptimConfig(_Strict):
     label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
 
 
+class TraceConfig(_Strict):
+    """A ``torch.profiler`` window over a few training steps: a Chrome trace and the top operators."""
+
+    enabled: bool = Field(False, description="record the window (kennel train --profile)")
+    wait: int = Field(5, ge=0, description="steps to let pass before the window")
+    warmup: int = Field(2, ge=0, description="steps profiled but discarded (the profiler's own start-up)")
+    active: int = Field(5, ge=1, description="steps recorded")
+    top_operators: int = Field(30, ge=1, description="operators kept in the table, by self time")
+
+
+class ProfilerConfig(_Strict):
+    """System and step metrics, the profiler rules and profile.html, for every job unless turned off."""
+
+    enabled: bool = True
+    interval_s: float = Field(0.5, ge=0.01, le=60.0, description="seconds between system samples")
+    check_every_s: float = Field(10.0, gt=0.0, description="seconds between rule checks while the loop runs")
+    report: bool = Field(True, description="write profile.html when the job ends")
+    trace: TraceConfig = TraceConfig()
+    rules: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="thresholds per rule, e.g. {StepOutlier: {stddev: 4}}"
+    )
+    stop_on: list[str] = Field(default_factory=list, description="rules that stop the job when they fire")
+
+    @field_validator("rules")
+    @classmethod
+    def _known_thresholds(cls, rules: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        from kennel.profiler.rules import build_rule
+
+        for name, settings in rules.items():
+            build_rule(name, settings)  # raises ValueError naming the rule and the threshold
+        return rules
+
+    @field_validator("stop_on")
+    @classmethod
+    def _known_rules(cls, names: list[str]) -> list[str]:
+        from kennel.profiler.rules import rule_class
+
+        for name in names:
+            rule_class(name)  # raises ValueError listing the known rules
+        return names
+
+
 class TrainConfig(_Strict):
     """Everything one training job needs. ``kennel train --help`` lists the common flags."""
 
@@ -91,6 +133,7 @@ class TrainConfig(_Strict):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     optim: OptimConfig = OptimConfig()
+    profiler: ProfilerConfig = ProfilerConfig()
     debug: DebugConfig = DebugConfig()
 
     @model_validator(mode="after")
@@ -133,6 +176,25 @@ def dotted_to_nested(overrides: dict[str, Any]) -> dict[str, Any]:
             node = node.setdefault(part, {})
         node[leaf] = value
     return nested
+
+
+def dotted_value(nested: dict[str, Any], dotted: str) -> Any:
+    """``({"optim": {"lr": 0.1}}, "optim.lr")`` -> ``0.1``; None where a key is absent."""
+    node: Any = nested
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def parse_assignments(items: list[str]) -> dict[str, Any]:
+    """``["optim.lr=0.01", "model.freeze=all"]`` (``--set`` flags) -> dotted overrides, values read as YAML."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
 
 
 def read_config_file(path: Path | str) -> dict[str, Any]:

@@ -134,12 +134,42 @@ def cached_features(
     root: Path | None = None,
 ) -> tuple[Features, bool]:
     """The split's features (all views), from the cache when present; returns (features, was_cached)."""
+    from filelock import FileLock
+
     path = (root or cache_dir() / "features") / f"{key.backbone}-{key.split}-{key.digest()}.safetensors"
-    if path.is_file():
-        try:
-            return Features.load(path), True
-        except Exception as exc:  # a damaged cache file is recomputed, never trusted
-            log.warning("feature cache %s unreadable (%s); recomputing", path, exc)
+    cached = _load_cached(path)
+    if cached is not None:
+        return cached, True
+    # Parallel tuning trials may ask for the same features at once: one process computes them while the others
+    # wait for its file, so no two processes repeat the backbone's forward pass over the same photos.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{path}.lock"):
+        cached = _load_cached(path)
+        if cached is not None:
+            return cached, True
+        result = _compute(model_features, split, key, preprocessing, device, workers)
+        result.save(path)
+    return result, False
+
+
+def _load_cached(path: Path) -> Features | None:
+    if not path.is_file():
+        return None
+    try:
+        return Features.load(path)
+    except Exception as exc:  # a damaged cache file is recomputed, never trusted
+        log.warning("feature cache %s unreadable (%s); recomputing", path, exc)
+        return None
+
+
+def _compute(
+    model_features: nn.Module,
+    split: Split,
+    key: FeatureKey,
+    preprocessing: Preprocessing,
+    device: torch.device,
+    workers: int | None,
+) -> Features:
     dtype = getattr(torch, key.dtype)
     draft = preprocessing.resize_size
     blocks, labels = [], []
@@ -152,6 +182,4 @@ def cached_features(
             extract(model_features, dataset, device, dtype, workers=workers, description=label, seed=key.seed + view)
         )
         labels.append(torch.tensor([lbl for _, lbl in split.files]))
-    result = Features(torch.cat(blocks), torch.cat(labels), [str(p) for p, _ in split.files])
-    result.save(path)
-    return result, False
+    return Features(torch.cat(blocks), torch.cat(labels), [str(p) for p, _ in split.files])

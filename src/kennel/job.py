@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Literal, TextIO
 
 import numpy as np
 import torch
@@ -106,14 +106,28 @@ def _tracker(record: JobRecord, config: TrainConfig, experiment: str):
     return MLflowTracker(record, config.model_dump(mode="json"), experiment=experiment)
 
 
+def _profiler(record: JobRecord, config: TrainConfig, device: torch.device):
+    """The job's profiler session (system sampling starts now, so initialization is measured), or None."""
+    if not config.profiler.enabled:
+        return None
+    from kennel.profiler import ProfilerSession
+
+    try:
+        return ProfilerSession(record.path, config.profiler, device)
+    except Exception:  # profiling must never keep a job from training
+        log.warning("the profiler could not start for %s; the job runs without it", record.id, exc_info=True)
+        return None
+
+
 def train(
     config: TrainConfig,
     observers: Sequence[Observer] = (),
     study: str | None = None,
-    stream: TextIO | None = sys.stdout,
+    stream: TextIO | Literal["stdout"] | None = "stdout",
     progress: bool | None = None,
 ) -> JobRecord:
-    """Run a new training job; returns its record (status, metrics, artifact path)."""
+    """Run a new training job; returns its record (status, metrics, artifact path). Metric lines go to
+    ``stream``: the ``sys.stdout`` of the moment the job runs by default, none for ``None``."""
     layout = _load_data(config)
     record = create_job(
         config.name or f"{config.model.backbone}",
@@ -129,7 +143,7 @@ def train(
 def resume(
     ref: str | Path,
     observers: Sequence[Observer] = (),
-    stream: TextIO | None = sys.stdout,
+    stream: TextIO | Literal["stdout"] | None = "stdout",
     progress: bool | None = None,
 ) -> JobRecord:
     """Continue job ``ref`` from its last checkpoint (a finished job is returned as it is)."""
@@ -145,11 +159,14 @@ def _run(
     config: TrainConfig,
     layout,
     extra: Sequence[Observer],
-    stream: TextIO | None,
+    stream: TextIO | Literal["stdout"] | None,
     progress: bool | None,
     resume: bool,
 ) -> JobRecord:
     from kennel.inputs import prepare_inputs
+
+    # Looked up now, not at import: a caller (a test runner, a notebook) may have swapped sys.stdout since.
+    stream = sys.stdout if stream == "stdout" else stream
 
     keep_buffers_in_heap()
     started = time.perf_counter()
@@ -161,19 +178,9 @@ def _run(
     record.save()
     # Tracking starts first, so a job that fails while loading weights or data still shows in MLflow.
     tracker = _tracker(record, config, experiment=record.study or "kennel")
+    profiler = _profiler(record, config, device)
     try:
-        spec = get_backbone(config.model.backbone)
-        preprocessing = spec.preprocessing
-        if config.data.image_size:
-            preprocessing = preprocessing.scaled(config.data.image_size)
-        model = create_model(
-            spec.name,
-            num_classes=len(layout.classes),
-            pretrained=config.model.pretrained,
-            weights=config.model.weights,
-            dropout=config.model.dropout,
-            freeze=config.model.freeze,
-        )
+        model, preprocessing = _build_model(config, layout)
         inputs = prepare_inputs(model, layout, config, preprocessing, device, weights_identity(config))
         trainable = inputs.module
         head = list(model.head_parameters())
@@ -183,6 +190,8 @@ def _run(
         observers = _observers(record, config, stream, progress)
         if tracker is not None:
             observers.append(tracker)
+        if profiler is not None:
+            observers.append(profiler.observer(inputs.train))
         trainer = Trainer(
             trainable,
             optimizer,
@@ -217,9 +226,38 @@ def _run(
         record.ended = now()
         record.duration_s = round(earlier_seconds + time.perf_counter() - started, 2)
         record.save()
+        if profiler is not None:
+            profiler.finish()  # before the tracker's finish, which copies profile.html into MLflow
         if tracker is not None:
             tracker.finish(record)
     return record
+
+
+def _build_model(config: TrainConfig, layout):
+    spec = get_backbone(config.model.backbone)
+    preprocessing = spec.preprocessing
+    if config.data.image_size:
+        preprocessing = preprocessing.scaled(config.data.image_size)
+    model = create_model(
+        spec.name,
+        num_classes=len(layout.classes),
+        pretrained=config.model.pretrained,
+        weights=config.model.weights,
+        dropout=config.model.dropout,
+        freeze=config.model.freeze,
+    )
+    return model, preprocessing
+
+
+def warm_feature_cache(config: TrainConfig) -> bool:
+    """Compute the frozen backbone's cached features for ``config`` without training (a tuner does this once
+    with every core before its workers start). Returns whether ``config`` trains on cached features."""
+    from kennel.inputs import prepare_inputs
+
+    layout = _load_data(config)
+    model, preprocessing = _build_model(config, layout)
+    device = resolve_device(config.device)
+    return prepare_inputs(model, layout, config, preprocessing, device, weights_identity(config)).cached
 
 
 def _fit_metrics(history: list[dict[str, float]]) -> dict[str, float]:

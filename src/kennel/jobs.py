@@ -11,6 +11,9 @@ Layout of a job folder::
     model/            the model artifact (kennel.artifact)
     evaluation/       test-split results (kennel.evaluation)
     report.html       kennel report JOB
+    profiler/         system samples, step records, findings, the torch.profiler trace (kennel.profiler)
+    profile.html      kennel profile JOB
+    debug/            the debugger's records, findings, rule statuses and report (kennel.debugger.store)
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Any
 from kennel.atomic import atomic_write_json
 from kennel.home import jobs_dir
 
-STATUSES = ("created", "running", "completed", "stopped", "failed")
+STATUSES = ("created", "running", "completed", "stopped", "pruned", "failed")
 
 
 def now() -> str:

@@ -1,4 +1,4 @@
-"""``kennel demo``: the whole path end to end on one machine - data, check, train, report, predict, serve."""
+"""``kennel demo``: the whole path end to end on one machine - data, check, train, tune, report, predict, serve."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ class DemoRun:
     seed: int
     overrides: dict[str, object]
     record: object = None
+    study: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -66,10 +67,33 @@ def step_train(run: DemoRun) -> None:
     )
 
 
+# A short study: the trials reuse the features the training step cached, so each one trains a head only.
+DEMO_TRIALS = 6
+
+
+def step_tune(run: DemoRun) -> None:
+    import sys
+    from datetime import datetime
+
+    from kennel.config import dotted_to_nested
+    from kennel.tune import TuneRequest, tune
+    from kennel.tune.report import write_study_report
+
+    run.study = f"demo-{datetime.now():%Y%m%d-%H%M%S}"
+    base = dotted_to_nested({"data.root": str(run.data), **run.overrides})
+    request = TuneRequest(run.study, "default", base, {"seed": run.seed}, {"trials": DEMO_TRIALS})
+    _console().print(f"$ kennel tune --data {run.data} --study {run.study} --trials {DEMO_TRIALS}", highlight=False)
+    tune(request, stream=sys.stdout)
+    _console().print(f"study report: {write_study_report(run.study)}")
+
+
 def step_report(run: DemoRun) -> None:
     from kennel.report import write_report
 
     _console().print(f"report: {write_report(run.record.path)}")
+    profile = run.record.path / "profile.html"  # written by the job's profiler when it ended
+    if profile.is_file():
+        _console().print(f"profile: {profile} (`kennel profile {run.record.id}` prints its summary)")
 
 
 def step_predict(run: DemoRun) -> None:
@@ -136,6 +160,7 @@ STEPS: list[tuple[str, Callable[[DemoRun], None]]] = [
     ("data", step_data),
     ("check", step_check),
     ("train", step_train),
+    ("tune", step_tune),
     ("report", step_report),
     ("predict", step_predict),
     ("serve", step_serve),
@@ -149,7 +174,7 @@ def demo_command(
     epochs: int = typer.Option(None, "--epochs", help="training epochs"),
     seed: int = typer.Option(0, "--seed", help="seed for training and the random test photo"),
 ) -> None:
-    """Run the whole path: fetch (or --data), check, train, report, predict a test photo, serve and query it."""
+    """Run the whole path: fetch (or --data), check, train, tune, report, predict a test photo, serve and query it."""
     overrides = {k: v for k, v in {"model.backbone": model, "epochs": epochs, "seed": seed}.items() if v is not None}
     run = DemoRun(data, seed, overrides)
     console = _console()

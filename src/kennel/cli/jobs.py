@@ -26,7 +26,14 @@ STATUS = typer.Option(None, "--status", help=f"only jobs with this status: {', '
 LIMIT = typer.Option(30, "--limit", "-n", help="show at most this many, newest first (0: all)")
 AS_JSON = typer.Option(False, "--json", help="print JSON records instead of a table")
 
-STATUS_STYLE = {"created": "dim", "running": "cyan", "completed": "green", "stopped": "yellow", "failed": "red"}
+STATUS_STYLE = {
+    "created": "dim",
+    "running": "cyan",
+    "completed": "green",
+    "stopped": "yellow",
+    "pruned": "magenta",
+    "failed": "red",
+}
 PARAM_COLUMNS = {"lr": "lr", "batch_size": "batch", "epochs": "epochs", "freeze": "freeze"}
 EPOCH_COLUMNS = (
     "epoch",
@@ -39,7 +46,15 @@ EPOCH_COLUMNS = (
     "images_per_s",
     "epoch_seconds",
 )
-FILES = ("config.yaml", "metrics.jsonl", "checkpoints/last.pt", "checkpoints/best.pt", "evaluation", "report.html")
+FILES = (
+    "config.yaml",
+    "metrics.jsonl",
+    "checkpoints/last.pt",
+    "checkpoints/best.pt",
+    "evaluation",
+    "report.html",
+    "profile.html",
+)
 
 
 # --- formatting -----------------------------------------------------------------------------------------
@@ -324,11 +339,21 @@ def jobs_show(
 @jobs_app.command("best")
 def jobs_best(
     study: str = typer.Argument(..., help="the tuning study"),
-    metric: str = typer.Option("best_valid_accuracy", "--metric", help="record metric to rank by"),
-    minimize: bool = typer.Option(False, "--minimize", help="lower is better (e.g. a loss)"),
+    metric: str = typer.Option(None, "--metric", help="rank jobs by this record metric instead of the objective"),
+    minimize: bool = typer.Option(False, "--minimize", help="with --metric: lower is better (e.g. a loss)"),
     as_json: bool = AS_JSON,
 ) -> None:
-    """The best job of a tuning study by a metric in its record (default: best validation accuracy)."""
+    """The best of a tuning study: its hyperparameters, job and metrics, written as a config to retrain.
+
+    With --metric, or for jobs tagged with a study outside `kennel tune`: the best job by that record metric."""
+    from kennel.tune.study import study_exists
+
+    if metric is None and study_exists(study):
+        from kennel.cli.tune import show_best
+
+        show_best(study, as_json)
+        return
+    metric = metric or "best_valid_accuracy"
     scored = [r for r in list_jobs(study=study) if isinstance(r.metrics.get(metric), (int, float))]
     if not scored:
         raise _fail(f"no job of study {study!r} has metric {metric!r} (kennel jobs --study {study} lists them)")

@@ -7,15 +7,35 @@ import typer
 from kennel.cli import app
 
 
+def _study_report(name: str, open_browser: bool) -> None:
+    from kennel.tune.report import write_study_report
+
+    try:
+        path = write_study_report(name)
+    except OSError as exc:
+        typer.echo(f"error: cannot write the report of study {name}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(str(path))
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(path.resolve().as_uri())
+
+
 @app.command("report")
 def report_command(
-    job: str = typer.Argument(..., help="job id, id prefix, name, folder, or 'latest'"),
+    job: str = typer.Argument(..., help="job id, id prefix, name, folder, or 'latest'; or a tuning study's name"),
     open_browser: bool = typer.Option(False, "--open", help="open the report in the default browser"),
 ) -> None:
-    """Write JOB's report.html (summary, curves, test metrics, per-class scores, confusions, mistakes)."""
+    """Write JOB's report.html (summary, curves, test metrics, per-class scores, confusions, mistakes, and the
+    profiler's summary) and, for a profiled job, its profile.html (the page report.html links to)."""
     from kennel.jobs import JobNotFound, load_job
     from kennel.report import write_report
+    from kennel.tune.study import study_exists
 
+    if study_exists(job):  # a tuning study's page: trials, history, importances, parallel coordinates
+        _study_report(job, open_browser)
+        return
     try:
         record = load_job(job)
     except JobNotFound as exc:
@@ -27,7 +47,23 @@ def report_command(
         typer.echo(f"error: cannot write the report of {record.id}: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(str(path))
+    profile = _profile_report(record.path)
+    if profile is not None:
+        typer.echo(str(profile))
     if open_browser:
         import webbrowser
 
         webbrowser.open(path.resolve().as_uri())
+
+
+def _profile_report(job_dir):
+    """Write profile.html when the job has profiler records; a problem only warns (report.html is written)."""
+    if not (job_dir / "profiler").is_dir():
+        return None
+    from kennel.profiler.report import write_profile_report
+
+    try:
+        return write_profile_report(job_dir)
+    except (OSError, ValueError) as exc:
+        typer.echo(f"warning: no profile.html for {job_dir.name}: {exc}", err=True)
+        return None

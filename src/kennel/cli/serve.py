@@ -73,6 +73,8 @@ def serve_factory():
     """The app uvicorn builds in each worker, from ``KENNEL_SERVE_*`` variables."""
     import os
 
+    from kennel.allocator import limit_arenas
     from kennel.serve.app import ServeSettings, create_app
 
+    limit_arenas()  # memory stays flat under load (benchmarks/serve_soak.py)
     return create_app(os.environ["KENNEL_SERVE_ARTIFACT"], ServeSettings())

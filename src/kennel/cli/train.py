@@ -26,7 +26,7 @@ def _export_sagemaker_outputs(record) -> None:
     if os.environ.get("SM_OUTPUT_DATA_DIR"):
         out = Path(os.environ["SM_OUTPUT_DATA_DIR"])
         out.mkdir(parents=True, exist_ok=True)
-        for name in ("evaluation", "report.html", "metrics.jsonl", "job.json"):
+        for name in ("evaluation", "report.html", "profile.html", "profiler", "metrics.jsonl", "job.json"):
             source = record.path / name
             if source.is_dir():
                 shutil.copytree(source, out / name, dirs_exist_ok=True)
@@ -53,6 +53,9 @@ def train_command(
     overrides: list[str] = typer.Option([], "--set", help="any config key, e.g. --set optim.weight_decay=0.01"),
     resume_job: str = typer.Option(None, "--resume", help="continue a killed job (id, name or folder)"),
     no_tracking: bool = typer.Option(False, "--no-tracking", help="do not record the job in MLflow"),
+    profile: bool = typer.Option(
+        False, "--profile", help="also record a torch.profiler window: a Chrome trace and the top operators"
+    ),
     debug: str = typer.Option(None, "--debug", help="debugger: off, light (default) or full (see `kennel debug`)"),
     print_config: bool = typer.Option(False, "--print-config", help="print the resolved config and exit"),
     as_json: bool = typer.Option(False, "--json", help="print the job record as JSON on the last line"),
@@ -90,6 +93,8 @@ def train_command(
             }
             if no_tracking:
                 flags["tracking"] = False
+            if profile:
+                flags["profiler.trace.enabled"] = True
             for item in overrides:
                 key, sep, value = item.partition("=")
                 if not sep:

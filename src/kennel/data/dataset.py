@@ -29,14 +29,18 @@ class ImageDataset(Dataset):
         return self.transform(open_rgb(path, self.draft_size)), label
 
 
+def available_cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def default_workers() -> int:
     """Loader workers for this machine: the cores left after two for compute, at most 8.
 
     On a 2-core CPU a worker process only competes with the forward pass's threads (measured: 101 photos/s
     with one worker, 120 with none, for lite0 feature extraction); from 3 cores up, decoding in parallel pays.
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, min(8, cores - 2))
+    return max(0, min(8, available_cores() - 2))
 
 
 def make_loader(

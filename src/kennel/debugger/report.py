@@ -4,13 +4,14 @@ gradient norms, weight update ratios and activation zero fractions over steps (`
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from kennel.atomic import atomic_write_text
 from kennel.debugger.store import FINDINGS, FOLDER, REPORT, RULES, DebugRecords, load_records
-from kennel.findings import RuleSummary, read_findings, summarize
+from kennel.findings import NO_ISSUES, Finding, load_findings
 from kennel.report.data import MissingInput, ReportData
 from kennel.report.plots import _figure, _png
 from kennel.report.section import Section, render_template
@@ -18,18 +19,43 @@ from kennel.report.section import Section, render_template
 MAX_LINES = 12  # layers drawn per plot: the ones with the largest values
 
 
+@dataclass(frozen=True)
+class RuleSummary:
+    """One line of the rules summary: a rule, its status, where it first fired and what it found."""
+
+    rule: str
+    status: str
+    step: int | None = None
+    mode: str | None = None
+    finding: str = ""
+    advice: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 def rules_summary(folder: Path) -> tuple[list[RuleSummary], dict[str, str]]:
-    """Rows of the rules summary of a ``debug`` folder and, per rule, why it did not apply (if so)."""
+    """Rows of the rules summary of a ``debug`` folder and, per rule, why it did not apply (if so). The
+    statuses come from ``rules.json`` (rewritten at every epoch's end), the findings from ``findings.jsonl``
+    (appended as they happen), so a killed job's summary still shows what fired after its last epoch."""
     path = folder / RULES
     rules = json.loads(path.read_text()) if path.is_file() else {}
-    statuses = {name: entry["status"] for name, entry in rules.items()}
-    whys = {name: entry.get("why", "") for name, entry in rules.items()}
-    return summarize(statuses, read_findings(folder / FINDINGS)), whys
+    firsts: dict[str, Finding] = {}
+    for finding in load_findings(folder / FINDINGS):
+        firsts.setdefault(finding.rule, finding)
+    rows = []
+    for name in dict.fromkeys([*rules, *firsts]):
+        first = firsts.get(name)
+        if first is None:
+            rows.append(RuleSummary(name, rules[name].get("status", NO_ISSUES)))
+        else:
+            rows.append(RuleSummary(name, first.status, first.step, first.mode, first.message, first.advice))
+    return rows, {name: entry.get("why", "") for name, entry in rules.items()}
 
 
 def rules_html(folder: Path, page: str | None = None) -> str:
     rows, whys = rules_summary(folder)
-    findings = sorted(read_findings(folder / FINDINGS), key=lambda f: (f.step is None, f.step or 0))
+    findings = sorted(load_findings(folder / FINDINGS), key=lambda f: (f.step is None, f.step or 0))
     return render_template("debugger_rules.html", rows=rows, whys=whys, findings=findings, page=page)
 
 

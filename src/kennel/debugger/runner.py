@@ -11,7 +11,7 @@ from typing import Any
 
 from kennel.debugger.rules import NotApplicable, Rule
 from kennel.debugger.window import Window
-from kennel.findings import ERROR, ISSUES_FOUND, NO_ISSUES, NOT_APPLICABLE, Finding, append_finding
+from kennel.findings import ERROR, ISSUES_FOUND, NO_ISSUES, NOT_APPLICABLE, Finding, save_findings
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class RuleRunner:
                 self.judged.add(rule.name)
                 if finding is not None:
                     self.fired[rule.name] = finding
-                    append_finding(self.findings_path, finding)
+                    save_findings(self.findings_path, [finding])
                     new.append((rule, finding))
         return new
 

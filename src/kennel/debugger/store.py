@@ -23,7 +23,7 @@ import numpy as np
 
 from kennel.atomic import atomic_write_json
 from kennel.debugger.window import COLUMNS, Save
-from kennel.findings import Finding, read_findings
+from kennel.findings import Finding, load_findings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -207,8 +207,18 @@ def load_records(job: str | Path) -> DebugRecords:
         frame[column] = frame[column].astype(str)
     rules_path = folder / RULES
     rules = json.loads(rules_path.read_text()) if rules_path.is_file() else {}
-    return DebugRecords(folder, frame, read_findings(folder / FINDINGS), rules)
+    return DebugRecords(folder, frame, load_findings(folder / FINDINGS), rules)
 
 
 def write_rule_statuses(folder: Path, statuses: dict[str, Any]) -> None:
     atomic_write_json(Path(folder) / RULES, statuses)
+
+
+def rule_tags(job_dir: Path | str) -> dict[str, str]:
+    """``{"kennel.debug.<rule>": status}`` of a job folder's ``debug/rules.json``, for its MLflow run."""
+    path = Path(job_dir) / FOLDER / RULES
+    try:
+        rules = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return {f"kennel.{FOLDER}.{rule}": str(entry.get("status", "")) for rule, entry in rules.items()}

@@ -30,13 +30,15 @@ class LoopState:
     epoch_metrics: dict[str, float] = field(default_factory=dict)  # of the last finished epoch
     history: list[dict[str, float]] = field(default_factory=list)  # every finished epoch's metrics
     stop_reason: str | None = None
-    status: str = "running"  # running, completed, stopped, failed
+    stop_status: str = "stopped"  # the status a requested stop ends with ("pruned" for a tuning pruner)
+    status: str = "running"  # running, completed, stopped, pruned, failed
     snapshot: Any = field(default=None, repr=False)  # () -> dict: everything a checkpoint needs
 
-    def request_stop(self, reason: str) -> None:
-        """Ask the loop to stop after the current step (early stopping, a debugger rule, a pruner)."""
+    def request_stop(self, reason: str, status: str = "stopped") -> None:
+        """Ask the loop to stop after the current step (early stopping, a debugger rule, a pruner); the fit
+        then ends with ``status``. The first request wins."""
         if self.stop_reason is None:
-            self.stop_reason = reason
+            self.stop_reason, self.stop_status = reason, status
 
     @property
     def should_stop(self) -> bool:

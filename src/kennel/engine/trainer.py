@@ -179,7 +179,7 @@ class Trainer:
                 self._run_epoch(state, train_loader, valid_loader)
                 if not state.should_stop:
                     state.epoch += 1
-            state.status = "stopped" if state.should_stop else "completed"
+            state.status = state.stop_status if state.should_stop else "completed"
         except StopTraining as stop:
             state.request_stop(str(stop) or "stopped by an observer")
             state.status = "stopped"

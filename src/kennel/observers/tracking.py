@@ -21,7 +21,6 @@ from urllib.parse import urlparse
 
 from kennel.engine.observer import Observer
 from kennel.engine.state import LoopState
-from kennel.findings import rule_tags
 from kennel.home import tracking_uri as default_tracking_uri
 from kennel.jobs import JobRecord
 
@@ -30,10 +29,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Job status -> MLflow run status. "stopped" (early stopping, a rule, a pruner, Ctrl-C) reads KILLED in the UI;
-# the reason is in the ``kennel.stop_reason`` tag.
-RUN_STATUS = {"completed": "FINISHED", "failed": "FAILED", "stopped": "KILLED"}
-ARTIFACTS = ("config.yaml", "metrics.jsonl", "report.html", "evaluation", "debug")
+# Job status -> MLflow run status. "stopped" (early stopping, a rule, Ctrl-C) and "pruned" (a tuning trial a
+# pruner ended early) read KILLED in the UI; the reason is in the ``kennel.stop_reason`` tag.
+RUN_STATUS = {"completed": "FINISHED", "failed": "FAILED", "stopped": "KILLED", "pruned": "KILLED"}
+ARTIFACTS = ("config.yaml", "metrics.jsonl", "report.html", "evaluation", "profile.html", "profiler", "debug")
 MAX_PARAM_CHARS = 500
 # MLflow 3's UI shows GenAI pages (traces, prompts) unless told that an experiment trains models.
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
@@ -330,7 +329,9 @@ class MLflowTracker(Observer):
             self._set_tags(
                 {"kennel.status": record.status, "kennel.stop_reason": record.stop_reason, "kennel.error": record.error}
             )
-            if record.job_dir:  # each debugger (and profiler) rule's status
+            if record.job_dir:  # each debugger rule's status
+                from kennel.debugger.store import rule_tags
+
                 self._set_tags(rule_tags(record.path))
             self._log_files(record)
         finally:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from kennel.evaluation import EvaluationResult
+from kennel.jsonl import read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -46,18 +47,8 @@ class ReportData:
             return None
 
     def _read_metrics(self) -> None:
-        path = self.job_dir / "metrics.jsonl"
-        if not path.is_file():
-            return
-        skipped = 0
-        for line in path.read_text(errors="replace").splitlines():
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                skipped += 1  # e.g. the last line of a job killed mid-write
-                continue
+        records, skipped = read_jsonl(self.job_dir / "metrics.jsonl")  # skipped: e.g. a line cut short by a kill
+        for record in records:
             if record.get("kind") == "epoch":
                 self.epochs.append(record)
             elif record.get("kind") == "step":

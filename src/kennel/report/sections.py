@@ -97,6 +97,12 @@ def debugger(data: ReportData) -> str:
     return report_section(data)
 
 
+def profiler(data: ReportData) -> str:
+    from kennel.profiler.report import job_report_section
+
+    return job_report_section(data.job_dir, data.job)
+
+
 SECTIONS: list[Section] = [
     Section("summary", "Job summary", summary),
     Section("curves", "Training curves", curves),
@@ -106,6 +112,7 @@ SECTIONS: list[Section] = [
     Section("confusion", "Confusion matrix", confusion),
     Section("confused-pairs", "Most-confused pairs", confused_pairs),
     Section("mistakes", "Most confident mistakes", mistakes),
+    Section("profiler", "Profiler", profiler),
 ]
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 from kennel.debugger.window import CaptureOptions, Window
-from kennel.findings import Finding
+from kennel.findings import ISSUES_FOUND, Finding
 from kennel.registry import Registry
 
 
@@ -43,6 +43,7 @@ class Rule:
     def finding(self, window: Window, message: str, advice: str, tensors=(), **numbers: float) -> Finding:
         return Finding(
             rule=self.name,
+            status=ISSUES_FOUND,
             message=message,
             advice=advice,
             step=window.step,

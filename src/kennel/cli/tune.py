@@ -1,0 +1,204 @@
+"""``kennel tune``: a hyperparameter tuning job; ``kennel jobs studies`` lists them and ``kennel jobs best STUDY``
+(in :mod:`kennel.cli.jobs`) shows the winner."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from kennel.cli import app
+from kennel.cli.jobs import _console, jobs_app
+from kennel.tune.pruners import PRUNERS
+from kennel.tune.strategies import STRATEGIES
+
+DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$")
+SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600}
+
+
+def parse_duration(text: str) -> float:
+    """``600``, ``90s``, ``10m``, ``1.5h`` -> seconds."""
+    match = DURATION.match(text)
+    if not match:
+        raise typer.BadParameter(f"expected seconds or a duration like 90s, 10m, 2h; got {text!r}")
+    return float(match.group(1)) * SECONDS[match.group(2)]
+
+
+def _choices(registry, default: str) -> str:
+    marked = {name: f"{name} (default)" if name == default else name for name in registry}
+    return "; ".join(f"{marked[name]}: {registry.get(name).description}" for name in registry)
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+@app.command("tune")
+def tune_command(
+    data: Path = typer.Option(None, "--data", "-d", help="dataset folder with train/ valid/ test/"),
+    config_file: Path = typer.Option(None, "--config", "-c", help="training config (YAML) under every trial"),
+    overrides: list[str] = typer.Option([], "--set", help="a training config key for every trial, e.g. --set seed=1"),
+    space: str = typer.Option(
+        None, "--space", "-s", help="search space: a YAML file, or a shipped one: default (the default), seed"
+    ),
+    study: str = typer.Option(None, "--study", help="study name; an existing study resumes where it stopped"),
+    trials: int = typer.Option(None, "--trials", "-n", help="trials in the study when done (default 20; grid: all)"),
+    parallel: int = typer.Option(None, "--parallel", "-p", help="worker processes on this machine (default 1)"),
+    strategy: str = typer.Option(None, "--strategy", help=_choices(STRATEGIES, "tpe")),
+    pruner: str = typer.Option(None, "--pruner", help=_choices(PRUNERS, "median")),
+    objective: str = typer.Option(
+        None, "--objective", help="job metric to optimize, e.g. valid_loss (default best_valid_accuracy)"
+    ),
+    direction: str = typer.Option(None, "--direction", help="maximize or minimize (default: minimize losses)"),
+    timeout: str = typer.Option(None, "--timeout", help="wall-clock limit (600, 90s, 10m, 2h): no trial starts after"),
+    target: float = typer.Option(None, "--target", help="stop once the best objective reaches this value"),
+    storage: str = typer.Option(
+        None, "--storage", help="database URL several machines share, e.g. postgresql://user:pw@host/kennel"
+    ),
+    warm_start: str = typer.Option(None, "--warm-start", help="seed a new study with an earlier study's trials"),
+    seed: int = typer.Option(None, "--seed", help="seed of the search strategy (default 0)"),
+    no_baseline: bool = typer.Option(False, "--no-baseline", help="do not start with the base config's values"),
+    no_tracking: bool = typer.Option(False, "--no-tracking", help="do not record the trials in MLflow"),
+    as_json: bool = typer.Option(False, "--json", help="print the study record as JSON on the last line"),
+) -> None:
+    """Tune hyperparameters: run many training jobs (trials) and find the best values of a search space.
+
+    Each trial is a training job that `kennel jobs --study NAME` lists. Weak trials are pruned after an epoch.
+    Ctrl-C stops the study; `kennel tune --study NAME` resumes it without losing a finished trial. Then
+    `kennel jobs best NAME` shows the best values and writes their config, `kennel report NAME` the study's page.
+    """
+    from kennel.config import ConfigError, deep_merge, dotted_to_nested, parse_assignments, read_config_file
+    from kennel.tune import TuneError, TuneRequest, tune
+
+    try:
+        flags = _given(**{"data.root": str(data) if data else None}, **parse_assignments(overrides))
+        if no_tracking:
+            flags["tracking"] = False
+        base = deep_merge(read_config_file(config_file) if config_file else {}, dotted_to_nested(flags))
+        request = TuneRequest(
+            study=study,
+            space=space,
+            base=base or None,
+            settings=_given(
+                objective=objective,
+                direction=direction,
+                strategy=strategy,
+                pruner=pruner,
+                seed=seed,
+                baseline=False if no_baseline else None,
+            ),
+            session=_given(
+                trials=trials, parallel=parallel, target=target, timeout_s=parse_duration(timeout) if timeout else None
+            ),
+            storage=storage,
+            warm_start=warm_start,
+        )
+        record = tune(request, stream=sys.stdout)
+    except (ConfigError, TuneError) as exc:
+        typer.secho(f"error: {exc}", err=True, fg="red")
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:  # before the trials began (while the features were computed)
+        typer.secho("stopped before any trial ran", err=True, fg="yellow")
+        raise typer.Exit(130) from None
+    if as_json:
+        typer.echo(json.dumps(record.to_dict(), default=str))
+    if record.status == "stopped":
+        typer.secho(f"stopped; `kennel tune --study {record.name}` resumes it", err=True, fg="yellow")
+        raise typer.Exit(130)
+    if record.status == "failed":
+        raise typer.Exit(1)
+
+
+@jobs_app.command("studies")
+def jobs_studies(as_json: bool = typer.Option(False, "--json", help="print JSON records instead of a table")) -> None:
+    """List tuning studies, newest first: status, strategy, trials by outcome and the best objective."""
+    from rich.table import Table
+
+    from kennel.tune.results import finished
+    from kennel.tune.study import list_studies, process_alive, studies_dir
+
+    records = list_studies()
+    if as_json:
+        typer.echo(json.dumps([r.to_dict() for r in records], indent=2, default=str))
+        return
+    if not records:
+        typer.echo(f"no studies under {studies_dir()} yet; 'kennel tune --data DIR' runs one")
+        return
+    table = Table(title="kennel tuning studies", caption=str(studies_dir()), caption_justify="left")
+    for column in ("study", "status", "strategy", "objective", "trials", "complete", "pruned", "failed", "best"):
+        table.add_column(column, justify="right" if column in ("trials", "complete", "pruned", "failed") else "left")
+    table.add_column("best job", overflow="fold")
+    for r in records:
+        settings, counts = r.settings, r.counts
+        done = finished(counts)
+        best = r.best or {}
+        value = f"{best['value']:.4f} (trial {best['number']})" if best.get("value") is not None else "-"
+        gone = r.status == "running" and not process_alive(r.pid, r.host)
+        table.add_row(
+            r.name,
+            "running? process gone" if gone else r.status,
+            f"{settings.get('strategy')}/{settings.get('pruner')}",
+            f"{settings.get('objective')} ({str(settings.get('direction'))[:3]})",
+            f"{done}/{r.session.get('trials', '-')}",
+            str(counts.get("complete", 0)),
+            str(counts.get("pruned", 0)),
+            str(counts.get("failed", 0)),
+            value,
+            str(best.get("job") or "-"),
+        )
+    _console().print(table)
+
+
+def show_best(name: str, as_json: bool) -> None:
+    """``kennel jobs best STUDY`` for a tuning study: the best values, the best job and its metrics, and
+    ``best.yaml`` written for a retrain."""
+    from rich.table import Table
+
+    from kennel.cli.jobs import _fail, _print_json, job_panel
+    from kennel.config import dotted_value
+    from kennel.jobs import JobNotFound, load_job
+    from kennel.tune.results import JOB_ID, best_trial, count, trial_config, write_best_config
+    from kennel.tune.study import load_study_record, open_study
+
+    record = load_study_record(name)
+    settings = record.study_settings
+    trials = open_study(record).get_trials(deepcopy=False)
+    best = best_trial(trials, settings.maximize)
+    if best is None:
+        raise _fail(f"study {name!r} has no completed trial yet (kennel jobs --study {name} lists its jobs)")
+    path = write_best_config(record, best)
+    try:
+        job = load_job(best.user_attrs[JOB_ID])
+    except (KeyError, JobNotFound):
+        job = None
+    if as_json:
+        _print_json(
+            {
+                "study": record.name,
+                "objective": settings.objective,
+                "direction": settings.direction,
+                "trial": best.number,
+                "value": best.value,
+                "params": best.params,
+                "config": str(path),
+                "counts": count(trials),
+                "job": job.to_dict() if job else None,
+            }
+        )
+        return
+    base = trial_config(record.base, {}, "base").model_dump(mode="json")
+    table = Table(title=f"study {record.name}: best of {len(trials)} trials, trial {best.number}", title_justify="left")
+    for column in ("parameter", "best", "base config"):
+        table.add_column(column, justify="left" if column == "parameter" else "right")
+    for key, value in best.params.items():
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value), str(dotted_value(base, key)))
+    console = _console()
+    console.print(f"{settings.objective} = {best.value:.4f} ({settings.direction})", highlight=False)
+    console.print(table)
+    if job is not None:
+        console.print(job_panel(job))
+    console.print(f"config: {path}\nretrain: kennel train --config {path}", highlight=False, soft_wrap=True)

@@ -1,0 +1,139 @@
+"""profile.html: the profiler report of a job, one self-contained page (figures embedded), in the sections
+``rules.md`` lists: job summary, system usage, framework breakdown, rules, step durations, a plot per rule
+that fired. The job's own report (report.html) gets a short "Profiler" section that links here."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kennel.atomic import atomic_write_text
+from kennel.profiler import plots
+from kennel.profiler.profile import OPERATORS, TRACE, Profile
+from kennel.profiler.rules import PROFILER_RULES
+from kennel.profiler.summary import Summary, configured_rule, format_numbers, summarize
+from kennel.report import MissingInput, Section, render_section, render_template
+
+PROFILE_FILE = "profile.html"
+
+
+@dataclass
+class ProfileData:
+    job_dir: Path
+    profile: Profile
+    summary: Summary
+
+    @classmethod
+    def load(cls, job_dir: Path | str) -> ProfileData:
+        job_dir = Path(job_dir)
+        try:
+            job = json.loads((job_dir / "job.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            job = {}
+        profile = Profile.load(job_dir)
+        return cls(job_dir, profile, summarize(profile, job))
+
+    def need_steps(self) -> None:
+        if not self.profile.steps:
+            raise MissingInput("no training steps were recorded: the job ended before its training loop ran")
+
+    def need_samples(self) -> None:
+        if not self.profile.samples:
+            raise MissingInput("no system samples were recorded")
+
+    def operators(self) -> list[dict[str, Any]] | None:
+        try:
+            return json.loads((self.job_dir / "profiler" / OPERATORS).read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+
+
+def _summary(data: ProfileData) -> str:
+    return render_template("profile_summary.html", s=data.summary, problems=data.profile.problems)
+
+
+def _system(data: ProfileData) -> str:
+    data.need_samples()
+    return render_template(
+        "profile_system.html",
+        rows=data.summary.usage,
+        png=plots.system_png(data.profile),
+        count=len(data.profile.samples),
+    )
+
+
+def _framework(data: ProfileData) -> str:
+    data.need_steps()
+    trace = data.job_dir / "profiler" / TRACE
+    return render_template(
+        "profile_framework.html",
+        rows=data.summary.breakdown,
+        png=plots.framework_png(data.profile.loop_breakdown()),
+        operators=data.operators(),
+        trace=trace if trace.is_file() else None,
+        device=data.profile.device,
+    )
+
+
+def _rules(data: ProfileData) -> str:
+    return render_template("profile_rules.html", rows=data.summary.rules, numbers=format_numbers)
+
+
+def _steps(data: ProfileData) -> str:
+    data.need_steps()
+    outlier = data.profile.rule_results().get("StepOutlier")
+    steps = []
+    if outlier is not None and outlier.fired:  # mark the steps beyond the limit the rule fired with
+        marked = configured_rule(data.profile, "StepOutlier").marked(data.profile, outlier)
+        steps = data.profile.step_table["step"][marked]
+    return render_template(
+        "profile_steps.html", png=plots.steps_png(data.profile, list(steps)), steps=data.summary.steps
+    )
+
+
+def _rule_plots(data: ProfileData) -> str:
+    figures = []
+    for row in data.summary.fired:
+        rule = configured_rule(data.profile, row.name) if row.name in PROFILER_RULES else None
+        png = plots.rule_png(rule, data.profile, row.finding) if rule is not None else None
+        figures.append({"row": row, "png": png})
+    return render_template("profile_rule_plots.html", figures=figures)
+
+
+SECTIONS = [
+    Section("profile-summary", "Job summary", _summary),
+    Section("system", "System usage", _system),
+    Section("framework", "Framework breakdown", _framework),
+    Section("rules", "Rules", _rules),
+    Section("steps", "Step durations", _steps),
+    Section("rule-plots", "Rules that fired", _rule_plots),
+]
+
+
+def render_profile(job_dir: Path | str) -> str:
+    data = ProfileData.load(job_dir)
+    if data.profile.empty:
+        raise FileNotFoundError(f"{Path(job_dir) / 'profiler'} holds no profiler records")
+    rendered = [render_section(section, data) for section in SECTIONS]
+    job = data.summary.job
+    title = f"kennel profiler report: {job.get('name') or job.get('id') or Path(job_dir).name}"
+    return render_template("report.html", title=title, job=job, sections=rendered)
+
+
+def write_profile_report(job_dir: Path | str) -> Path:
+    """Write ``job_dir/profile.html`` (atomically) and return its path."""
+    path = Path(job_dir) / PROFILE_FILE
+    atomic_write_text(path, render_profile(job_dir))
+    path.chmod(0o644)
+    return path
+
+
+def job_report_section(job_dir: Path, job: dict[str, Any] | None = None) -> str:
+    """The "Profiler" section of the job's report.html: the time split, the rules that fired, a link."""
+    profile = Profile.load(job_dir)
+    if profile.empty:
+        raise MissingInput("no profiler records: the job ran with profiler.enabled false")
+    summary = summarize(profile, job)
+    return render_template("profile_job_section.html", s=summary, link=PROFILE_FILE)

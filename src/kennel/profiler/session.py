@@ -1,0 +1,126 @@
+"""One job's profiling from its start to its end: the system sampler, the step observer, the torch.profiler
+window, the rules and, at the end, profile.html.
+
+    session = ProfilerSession(job_dir, config.profiler, device)   # at the job's start: sampling begins
+    observers.append(session.observer(train_loader))              # the loop's steps
+    ...
+    session.finish()                                              # at the job's end (also after a failure)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kennel.atomic import atomic_write_json
+from kennel.config import ProfilerConfig
+from kennel.data.dataset import available_cores
+from kennel.engine import LoopState
+from kennel.jsonl import append_jsonl
+from kennel.profiler.gpu import GpuReader
+from kennel.profiler.observer import ProfilerObserver
+from kennel.profiler.profile import CONTEXT, FINDINGS, FOLDER, STEPS, SYSTEM, TIMELINE, Profile
+from kennel.profiler.rules import PROFILER_RULES, RuleRunner, build_rule
+from kennel.profiler.system import SystemSampler
+from kennel.profiler.trace import TraceWindow
+
+log = logging.getLogger(__name__)
+KEEP_STEPS = 20_000  # step records kept in memory for the rules
+LIVE_RECORDS = 2_000  # steps and samples the rules look at while the job runs (every window is shorter)
+
+
+class ProfilerSession:
+    def __init__(self, job_dir: Path | str, config: ProfilerConfig | None = None, device: torch.device | None = None):
+        self.config = config or ProfilerConfig()
+        self.job_dir = Path(job_dir)
+        self.folder = self.job_dir / FOLDER
+        self.folder.mkdir(parents=True, exist_ok=True)
+        device = device or torch.device("cpu")
+        gpus = GpuReader.open() if device.type == "cuda" else None
+        self.context: dict[str, Any] = {
+            "device": device.type,
+            "cores": available_cores(),
+            "gpus": gpus.names if gpus else [],
+            "interval_s": self.config.interval_s,
+            "rules": self.config.rules,  # the thresholds set for this job, for the report's plots
+            "pid": os.getpid(),
+            "torch": torch.__version__,
+        }
+        self._save_context()
+        self.events: list[dict[str, Any]] = []
+        self.steps: deque[dict[str, Any]] = deque(maxlen=KEEP_STEPS)
+        rules = [build_rule(name, self.config.rules.get(name)) for name in PROFILER_RULES.names()]
+        self.runner = RuleRunner(rules, self.folder / FINDINGS, self.config.stop_on)
+        self.trace = TraceWindow(self.folder, self.config.trace, device) if self.config.trace.enabled else None
+        self.sampler = SystemSampler(self.folder / SYSTEM, self.config.interval_s, gpus)
+        self.event("job_start")
+        self.sampler.start()
+        self._finished = False
+
+    def observer(self, loader: Any = None) -> ProfilerObserver:
+        """The loop's observer; ``loader`` (the training DataLoader) tells the rules its workers and batch size."""
+        if loader is not None:
+            self.context["loader_workers"] = int(getattr(loader, "num_workers", 0))
+            self.context["batch_size"] = getattr(loader, "batch_size", None)
+            self._save_context()
+        return ProfilerObserver(self, check_every_s=self.config.check_every_s)
+
+    # --- records ----------------------------------------------------------------------------------------------
+
+    def event(self, name: str, step: int | None = None) -> None:
+        event = {"event": name, "t": time.time(), "step": step}
+        self.events.append(event)
+        self._append(TIMELINE, [event])
+
+    def write_steps(self, records: Iterable[dict[str, Any]]) -> None:
+        self._append(STEPS, records)
+
+    def _append(self, name: str, records: Iterable[dict[str, Any]]) -> None:
+        try:
+            append_jsonl(self.folder / name, records)
+        except OSError as exc:  # a full disk must not end the job: the rules still see the records in memory
+            log.warning("cannot write %s: %s", self.folder / name, exc)
+
+    def _save_context(self) -> None:
+        atomic_write_json(self.folder / CONTEXT, self.context)
+
+    def profile(self, last: int | None = None) -> Profile:
+        """What has been recorded so far: the ``last`` steps and samples, or all those kept in memory."""
+        steps, samples = list(self.steps), list(self.sampler.samples)
+        if last is not None:
+            steps, samples = steps[-last:], samples[-last:]
+        return Profile(self.context, list(self.events), steps, samples)
+
+    def check(self, state: LoopState | None = None, final: bool = False) -> None:
+        """Run the rules: while the job runs on the latest records (a check then costs a few milliseconds),
+        at its end on everything kept."""
+        self.runner.check(self.profile(None if final else LIVE_RECORDS), state, final=final)
+
+    # --- the end ----------------------------------------------------------------------------------------------
+
+    def finish(self) -> Path | None:
+        """Stop sampling, run the rules a last time and write profile.html (unless turned off); returns its
+        path. Safe to call twice; never raises, since the job's own results are already saved."""
+        if self._finished:
+            return None
+        self._finished = True
+        try:
+            if self.trace is not None:
+                self.trace.stop()
+            self.event("job_end")
+            self.sampler.stop()
+            self.check(final=True)
+            if self.config.report:
+                from kennel.profiler.report import write_profile_report
+
+                return write_profile_report(self.job_dir)
+        except Exception:
+            log.warning("the profiler could not finish for %s", self.job_dir, exc_info=True)
+        return None

@@ -1,0 +1,195 @@
+"""What a person asks of a tuning job, checked before anything is created: a new study (its space, settings and
+base training config), a resumed one (which keeps what defines it), one joined in a shared database, or one
+warm-started from another study's trials."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from pydantic import ValidationError
+
+from kennel.config import ConfigError, deep_merge, dotted_value
+from kennel.tune.objective import TRIAL_DEFAULTS
+from kennel.tune.results import BASELINE, JOB_ID, WARM_START, finished, trial_config
+from kennel.tune.settings import StudySettings
+from kennel.tune.space import SearchSpace, SpaceError, load_space
+from kennel.tune.strategies import STRATEGIES, StrategyContext
+from kennel.tune.study import StudyRecord, load_study_record, open_study, process_alive, study_exists
+
+if TYPE_CHECKING:
+    import optuna
+
+SETTINGS_ATTR = "kennel.settings"  # the study's settings, kept in its storage for machines that join it
+
+
+class TuneError(ValueError):
+    """A tuning job that cannot start; the message says what to change."""
+
+
+@dataclass
+class TuneRequest:
+    """What a person asked for. Fields left out keep a resumed study's values, else the defaults."""
+
+    study: str | None = None
+    space: str | Path | None = None  # a shipped space's name or a YAML file
+    base: dict[str, Any] | None = None  # the training config under every trial (a config file's mapping + flags)
+    settings: dict[str, Any] = field(default_factory=dict)  # StudySettings fields: objective, strategy, ...
+    session: dict[str, Any] = field(default_factory=dict)  # SessionSettings fields: trials, parallel, ...
+    storage: str | None = None
+    warm_start: str | None = None
+
+
+def say(stream: TextIO | None, message: str) -> None:
+    if stream is not None:
+        print(message, file=stream, flush=True)
+
+
+def validated(model, data: dict[str, Any], what: str):
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or what}: {e['msg']}" for e in exc.errors())
+        raise TuneError(f"invalid {what}: {problems}") from None
+
+
+def _check_base(base: dict[str, Any], space: SearchSpace) -> dict[str, Any]:
+    """The trials' base config must be valid and name a dataset; every space value must fit on top of it."""
+    under_trials = deep_merge(TRIAL_DEFAULTS, base)
+    try:
+        config = trial_config(under_trials, {}, "check")
+    except ConfigError as exc:
+        raise TuneError(str(exc)) from None
+    if config.data.root is None and config.data.train is None:
+        raise TuneError("no dataset: pass --data DIR (a folder with train/ valid/ test/)")
+    try:
+        space.check_against(under_trials)
+    except SpaceError as exc:
+        raise TuneError(str(exc)) from None
+    return config.model_dump(mode="json")
+
+
+def new_study(name: str, folder: Path, request: TuneRequest, stream: TextIO | None) -> StudyRecord:
+    if request.base is None:
+        raise TuneError("no dataset: pass --data DIR (a folder with train/ valid/ test/)")
+    try:
+        space = load_space(request.space or "default")
+    except SpaceError as exc:
+        raise TuneError(str(exc)) from None
+    settings = validated(StudySettings, {**request.settings, "space": space.model_dump()}, "study settings")
+    _check_strategy(settings)
+    resolved = _check_base(request.base, space)
+    record = StudyRecord(
+        name, settings.model_dump(mode="json"), base=request.base, storage=request.storage, study_dir=str(folder)
+    )
+    study = open_study(record)
+    stored = study.user_attrs.get(SETTINGS_ATTR)
+    if stored is not None:  # another machine created this study in the shared database: join it
+        record.settings = stored
+        _check_unchanged(record, request)
+        settings, space = record.study_settings, record.study_settings.space
+        resolved = _check_base(request.base, space)
+        say(stream, f"joining study {name} in {request.storage}")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "space.yaml").write_text(record.study_settings.space.to_yaml())
+    if stored is None:
+        study.set_user_attr(SETTINGS_ATTR, record.settings)
+        if request.warm_start:
+            record.warm_start = request.warm_start
+            added = _warm_start(study, request.warm_start, record)
+            say(stream, f"warm start: {added} trial(s) of study {request.warm_start} seed the search")
+        if settings.baseline and STRATEGIES.get(settings.strategy).baseline:
+            values = space.contains({p: dotted_value(resolved, p) for p in space.parameters})
+            if values:
+                study.enqueue_trial(values, user_attrs={BASELINE: True})
+    record.save()
+    return record
+
+
+def _check_strategy(settings: StudySettings) -> None:
+    """Build the strategy's sampler once, so a space it cannot search fails before the study exists."""
+    strategy = STRATEGIES.get(settings.strategy)
+    try:
+        strategy.build(StrategyContext(settings.space, settings.seed, 1))
+    except (SpaceError, ImportError) as exc:
+        raise TuneError(f"strategy {settings.strategy}: {exc}") from None
+
+
+def _check_unchanged(record: StudyRecord, request: TuneRequest) -> None:
+    """A resumed study keeps what defines it; asking for something else is a mistake worth stopping for."""
+    stored = record.study_settings
+    changed = [
+        f"{key}={value!r} (the study has {getattr(stored, key)!r})"
+        for key, value in request.settings.items()
+        if getattr(stored, key) != value
+    ]
+    if request.space is not None:
+        try:
+            asked = load_space(request.space)
+        except SpaceError as exc:
+            raise TuneError(str(exc)) from None
+        if asked != stored.space:
+            changed.append(f"space {request.space} (the study has its own, in {record.path / 'space.yaml'})")
+    if request.storage is not None and request.storage != record.storage:
+        changed.append(f"storage {request.storage} (the study uses {record.storage_label()})")
+    if request.warm_start is not None and request.warm_start != record.warm_start:
+        changed.append("--warm-start (only a new study can be warm-started)")
+    if changed:
+        raise TuneError(
+            f"study {record.name} exists with other settings: {'; '.join(changed)}. Resume it without them, "
+            f"or start a new study (--warm-start {record.name} seeds it with these trials)"
+        )
+
+
+def reopened_study(folder: Path, request: TuneRequest, stream: TextIO | None) -> StudyRecord:
+    record = load_study_record(folder)
+    if record.status == "running" and process_alive(record.pid, record.host):
+        raise TuneError(f"study {record.name} is running in process {record.pid} on {record.host}")
+    _check_unchanged(record, request)
+    if request.base is not None:
+        _check_base(request.base, record.study_settings.space)
+        record.base = request.base
+    say(stream, f"resuming study {record.name}: {finished(record.counts)} trial(s) done")
+    return record
+
+
+def _warm_start(study: optuna.Study, source: str, record: StudyRecord) -> int:
+    """Copy the finished trials of study ``source`` whose values this space can take."""
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    if study_exists(source):
+        source_record = load_study_record(source)
+        source_study = open_study(source_record)
+        theirs = source_record.study_settings
+    else:
+        try:
+            source_study = optuna.load_study(study_name=source, storage=study._storage)
+        except KeyError:
+            raise TuneError(f"no study {source!r} to warm-start from (kennel jobs studies lists them)") from None
+        theirs = validated(StudySettings, source_study.user_attrs.get(SETTINGS_ATTR, {}), f"study {source}")
+    ours = record.study_settings
+    if (theirs.objective, theirs.direction) != (ours.objective, ours.direction):
+        raise TuneError(
+            f"study {source} optimized {theirs.objective} ({theirs.direction}), this one {ours.objective} "
+            f"({ours.direction}): its values would mislead the search"
+        )
+    distributions = ours.space.distributions()
+    added = 0
+    for trial in source_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        params = ours.space.contains(trial.params)
+        if set(params) != set(distributions):
+            continue  # the trial lacks a parameter this space tunes, or lies outside its range
+        study.add_trial(
+            create_trial(
+                state=trial.state,
+                values=trial.values,
+                params=params,
+                distributions={name: distributions[name] for name in params},
+                intermediate_values=dict(trial.intermediate_values),
+                user_attrs={WARM_START: f"{source}#{trial.number}", JOB_ID: trial.user_attrs.get(JOB_ID)},
+            )
+        )
+        added += 1
+    return added

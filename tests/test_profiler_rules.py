@@ -1,0 +1,211 @@
+"""Every profiler rule on made-up records: the contract each must keep, the case where each fires, and the
+runner and configuration around them."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from kennel.config import ConfigError, config_to_yaml, load_config
+from kennel.findings import ERROR, ISSUES_FOUND, NO_ISSUES, NOT_APPLICABLE, STATUSES, load_findings
+from kennel.profiler import PROFILER_RULES, Profile, Rule, build_rule
+from kennel.profiler.plots import rule_png
+from kennel.profiler.rules import RuleRunner
+
+T0 = 1_700_000_000.0
+HEALTHY_STEP = {"data": 0.0004, "transfer": 0.0001, "forward": 0.004, "backward": 0.005, "optimizer": 0.0005}
+
+
+def make_profile(
+    steps: int = 300,
+    step: Callable[[int], dict] = lambda i: {},
+    samples: int = 120,
+    sample: Callable[[int], dict] = lambda i: {},
+    gpus: int = 0,
+    init_s: float = 5.0,
+    **context,
+) -> Profile:
+    """A finished job: ``init_s`` of initialization, 100 s of training loop, 5 s of finalization. Steps and
+    samples are healthy (with a little seeded jitter) unless ``step(i)`` / ``sample(i)`` override fields."""
+    rng = np.random.default_rng(0)
+    loop_start, loop_end = T0 + init_s, T0 + init_s + 100.0
+    events = [
+        {"event": "job_start", "t": T0},
+        {"event": "fit_start", "t": loop_start, "step": 0},
+        {"event": "fit_end", "t": loop_end, "step": steps},
+        {"event": "job_end", "t": loop_end + 5.0},
+    ]
+    records = []
+    for i in range(steps):
+        phases = {k: v * (1 + 0.05 * rng.random()) for k, v in HEALTHY_STEP.items()} | step(i)
+        t = loop_start + 100.0 * (i + 1) / (steps + 1)
+        records.append({"step": i + 1, "epoch": i // 50 + 1, "t": t, "wall": sum(phases.values()) + 0.0002, **phases})
+    system = []
+    for i in range(samples):
+        record = {
+            "t": loop_start + 100.0 * i / samples,
+            "cpu": [50.0 + 5 * rng.random(), 45.0],
+            "iowait": 1.0,
+            "mem": 30.0,
+            "proc_rss_mb": 500.0 + rng.random(),
+            "proc_cpu": 95.0,
+            "workers": context.get("loader_workers", 0),
+        }
+        if gpus:
+            record["gpus"] = [{"util": 90.0 + 5 * rng.random(), "mem": 50.0, "power_w": 200.0} for _ in range(gpus)]
+        system.append(record | sample(i))
+    setup = {"device": "cuda" if gpus else "cpu", "cores": 2, "gpus": [f"GPU{i}" for i in range(gpus)]}
+    setup |= {"loader_workers": 0, "batch_size": 32} | context
+    return Profile(setup, events, records, system)
+
+
+def ramp(start: float, end: float, count: int = 120) -> Callable[[int], float]:
+    return lambda i: start + (end - start) * i / (count - 1)
+
+
+def gpu(count: int = 1, **fields) -> Callable[[int], dict]:
+    """A sample override that sets GPU fields (values or functions of the sample's index)."""
+
+    def override(i: int) -> dict:
+        values = {k: (v(i) if callable(v) else v) for k, v in fields.items()}
+        per_gpu = [
+            {"util": 90.0, "mem": 50.0, "power_w": 200.0}
+            | {k: v[g] if isinstance(v, list) else v for k, v in values.items()}
+            for g in range(count)
+        ]
+        return {"gpus": per_gpu}
+
+    return override
+
+
+# (rule, profile where it must fire, words its advice must hold)
+FIRING: list[tuple[str, Callable[[], Profile], str]] = [
+    ("LowGPUUtilization", lambda: make_profile(gpus=1, sample=gpu(util=30.0)), "data.batch_size"),
+    ("LowGPUUtilization", lambda: make_profile(gpus=1, sample=gpu(util=lambda i: 95.0 * (i % 2))), "swings"),
+    (
+        "CPUBottleneck",
+        lambda: make_profile(gpus=1, sample=lambda i: {"cpu": [97.0, 96.0]} | gpu(util=3.0)(i)),
+        "feature_cache",
+    ),
+    ("IOBottleneck", lambda: make_profile(sample=lambda i: {"iowait": 70.0}), "local SSD"),
+    ("GPUMemoryIncrease", lambda: make_profile(gpus=1, sample=gpu(mem=ramp(30.0, 60.0))), "detach"),
+    ("MemoryIncrease", lambda: make_profile(sample=lambda i: {"proc_rss_mb": ramp(500.0, 1500.0)(i)}), "grew"),
+    (
+        "BatchSize",
+        lambda: make_profile(gpus=1, sample=lambda i: {"cpu": [30.0, 20.0]} | gpu(util=40.0, mem=20.0)(i)),
+        "data.batch_size (now 32)",
+    ),
+    ("Dataloader", lambda: make_profile(loader_workers=16), "at most 4"),
+    ("Dataloader", lambda: make_profile(step=lambda i: {"data": 0.004}), "data.workers=2"),
+    ("LoadBalancing", lambda: make_profile(gpus=2, sample=gpu(2, util=[90.0, 20.0])), "torchrun"),
+    ("MaxInitializationTime", lambda: make_profile(init_s=1300.0), "KENNEL_CACHE"),
+    ("StepOutlier", lambda: make_profile(step=lambda i: {"forward": 0.2} if i == 120 else {}), "step 121"),
+    ("DataBottleneck", lambda: make_profile(step=lambda i: {"data": 0.03}), "data.workers=2"),
+]
+
+
+def verdict(rule: Rule, profile: Profile):
+    """What the runner records for ``rule`` (not applicable, the rule's finding, or an error)."""
+    return RuleRunner._evaluate(rule, profile)
+
+
+@pytest.mark.parametrize("name", PROFILER_RULES.names())
+def test_every_rule_keeps_the_contract(name: str) -> None:
+    rule = build_rule(name)
+    assert rule.name == name and rule.describe() and not rule.describe().startswith(name)
+    for profile in (
+        Profile(),
+        make_profile(steps=3, samples=2),
+        make_profile(),
+        make_profile(gpus=1),
+        make_profile(gpus=2),
+    ):
+        finding = verdict(rule, profile)
+        assert finding.rule == name and finding.status in STATUSES and finding.status != ERROR, finding
+        assert all(isinstance(v, float) for v in finding.numbers.values())
+    cpu = verdict(rule, make_profile())
+    assert cpu.status == (NOT_APPLICABLE if rule.min_gpus else NO_ISSUES), cpu
+    one_gpu = verdict(rule, make_profile(gpus=1))
+    assert one_gpu.status == (NOT_APPLICABLE if rule.min_gpus > 1 else NO_ISSUES), one_gpu
+
+
+@pytest.mark.parametrize(
+    ("name", "profile", "words"), FIRING, ids=[f"{name}-{i}" for i, (name, *_) in enumerate(FIRING)]
+)
+def test_each_rule_fires_where_it_should_and_draws_its_evidence(name: str, profile, words: str) -> None:
+    profile = profile()
+    rule = build_rule(name)
+    finding = verdict(rule, profile)
+    assert finding.status == ISSUES_FOUND, finding
+    assert words in finding.advice
+    png = base64.b64decode(rule_png(rule, profile, finding))
+    assert png.startswith(b"\x89PNG") and len(png) > 5000
+
+
+def test_every_rule_but_the_report_has_a_firing_case() -> None:
+    assert {name for name, *_ in FIRING} == set(PROFILER_RULES.names()) - {"OverallSystemUsage"}
+
+
+def test_step_outlier_ignores_even_jitter_and_each_epochs_first_step() -> None:
+    jitter = make_profile(step=lambda i: {"forward": 0.004 * (1.3 if i % 7 == 0 else 1.0)})
+    assert verdict(build_rule("StepOutlier"), jitter).status == NO_ISSUES  # beyond 3 std, but not twice the median
+    warm_up = make_profile(step=lambda i: {"data": 0.5} if i % 50 == 0 else {})
+    assert verdict(build_rule("StepOutlier"), warm_up).status == NO_ISSUES
+    assert verdict(build_rule("StepOutlier", {"skip_first": 0}), warm_up).status == ISSUES_FOUND
+
+
+def test_thresholds_come_from_the_config() -> None:
+    config = load_config(overrides={"profiler.rules.MaxInitializationTime.threshold_minutes": "0.05"})
+    rule = build_rule("MaxInitializationTime", config.profiler.rules["MaxInitializationTime"])
+    assert rule.threshold_minutes == 0.05
+    assert verdict(rule, make_profile(init_s=5.0)).status == ISSUES_FOUND
+    assert load_config(overrides={"profiler.stop_on": ["StepOutlier"]}).profiler.stop_on == ["StepOutlier"]
+    assert load_config(base=yaml.safe_load(config_to_yaml(config))) == config
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"profiler.rules.StepOutlier.stdev": 4}, "profiler rule StepOutlier: stdev: Unexpected keyword argument"),
+        ({"profiler.rules.StepOutlier.stddev": "lots"}, "StepOutlier: stddev: Input should be a valid number"),
+        ({"profiler.rules.NoSuchRule.threshold": 1}, "unknown profiler rule 'NoSuchRule'; known: BatchSize"),
+        ({"profiler.stop_on": ["Nope"]}, "unknown profiler rule 'Nope'"),
+        ({"profiler.interval_s": 0}, "profiler.interval_s"),
+        ({"profiler.trace.active": 0}, "profiler.trace.active"),
+    ],
+)
+def test_bad_profiler_settings_are_errors_that_name_them(overrides: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match="invalid configuration") as error:
+        load_config(overrides=overrides)
+    assert message in str(error.value)
+    if "stdev" in str(overrides):  # a misspelt threshold: the message lists the right ones
+        assert "(thresholds: stddev, min_slowdown, skip_first, min_steps)" in str(error.value)
+
+
+@dataclass(frozen=True)
+class Broken(Rule):
+    """A rule with a bug (not registered)."""
+
+    def check(self, profile):
+        raise RuntimeError("boom")
+
+
+def test_the_runner_writes_changes_keeps_firings_and_contains_a_broken_rule(tmp_path: Path) -> None:
+    path = tmp_path / "findings.jsonl"
+    runner = RuleRunner([build_rule("StepOutlier"), Broken()], path)
+    healthy = make_profile()
+    slow = make_profile(step=lambda i: {"forward": 0.3} if i == 210 else {})
+    assert [(f.rule, f.status) for f in runner.check(healthy)] == [("StepOutlier", NO_ISSUES), ("Broken", ERROR)]
+    assert runner.check(healthy) == []  # nothing changed, nothing written
+    assert [(f.rule, f.status, f.step) for f in runner.check(slow)] == [("StepOutlier", ISSUES_FOUND, 211)]
+    assert runner.check(healthy, final=True) == [load_findings(path)[-1]]  # the fired rule stays fired
+    assert runner.latest["StepOutlier"].fired and runner.latest["Broken"].advice == "RuntimeError: boom"
+    assert [f.status for f in load_findings(path)] == [NO_ISSUES, ERROR, ISSUES_FOUND, ERROR]
+    profile = Profile(findings=load_findings(path))
+    assert profile.rule_results()["StepOutlier"].status == ISSUES_FOUND
