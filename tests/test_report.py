@@ -15,7 +15,9 @@ from kennel.evaluation import summarize
 from kennel.jobs import JobRecord
 from kennel.report import SECTIONS, MissingInput, Section, add_section, render_report, write_report
 
-SECTION_IDS = ["summary", "curves", "test-metrics", "per-class", "confusion", "confused-pairs", "mistakes", "profiler"]
+SECTION_IDS = [
+    "summary", "curves", "debugger", "test-metrics", "per-class", "confusion", "confused-pairs", "mistakes", "profiler",
+]  # fmt: skip
 
 
 def section_statuses(html: str) -> dict[str, str]:
@@ -96,7 +98,23 @@ def full_job(tmp_path: Path) -> Path:
     write_metrics(folder)
     write_evaluation(folder)
     write_profile(folder)
+    write_debug(folder)
     return folder
+
+
+def write_debug(folder: Path) -> None:
+    """The debugger's rule statuses and one finding, as a job writes them."""
+    from kennel.findings import ISSUES_FOUND, Finding, save_findings
+
+    debug = folder / "debug"
+    debug.mkdir(parents=True, exist_ok=True)
+    rules = {
+        "Overfit": {"status": "issues found", "why": ""},
+        "DeadRelu": {"status": "not applicable", "why": "no ReLU"},
+    }
+    (debug / "rules.json").write_text(json.dumps(rules))
+    finding = Finding("Overfit", ISSUES_FOUND, step=40, mode="EVAL", advice="set early_stopping", message="valid up")
+    save_findings(debug / "findings.jsonl", [finding])
 
 
 def test_a_complete_job_renders_every_section(full_job: Path) -> None:
@@ -111,6 +129,7 @@ def test_a_complete_job_renders_every_section(full_job: Path) -> None:
     assert html.count("data:image/png;base64,") >= 3  # curves, confusion, and mistake thumbnails
     assert html.count("no photo") == 1
     assert 'href="profile.html"' in html and "No profiler rule fired." in html
+    assert "valid up" in html and "set early_stopping" in html and "no ReLU" in html  # the debugger's rules
 
 
 def test_the_page_is_self_contained(full_job: Path) -> None:
@@ -129,7 +148,7 @@ def test_a_job_that_failed_before_evaluation_gets_notes(tmp_path: Path) -> None:
     assert list(statuses) == SECTION_IDS
     assert statuses["summary"] == statuses["curves"] == "ok"
     assert statuses["test-metrics"] == "ok"  # falls back to the test metrics in job.json
-    for missing in ("per-class", "confusion", "confused-pairs", "mistakes", "profiler"):
+    for missing in ("debugger", "per-class", "confusion", "confused-pairs", "mistakes", "profiler"):
         assert statuses[missing] == "missing"
     assert "did not reach its test phase" in html and "CUDA out of memory" in html
 
@@ -172,19 +191,19 @@ def test_sections_can_be_added_and_a_broken_one_is_contained(full_job: Path, mon
 
     monkeypatch.setattr("kennel.report.SECTIONS", sections.SECTIONS)
 
-    def debugger(data) -> str:
-        raise MissingInput("no debugger output")
+    def later(data) -> str:
+        raise MissingInput("no later output")
 
     def broken(data) -> str:
         raise ZeroDivisionError("oops")
 
-    add_section(Section("debugger", "Debugger findings", debugger), before="mistakes")
+    add_section(Section("later", "A later feature", later), before="mistakes")
     add_section(Section("broken", "Broken", broken))
     with pytest.raises(ValueError, match="already exists"):
-        add_section(Section("summary", "again", debugger))
+        add_section(Section("summary", "again", later))
     statuses = section_statuses(render_report(full_job))
-    assert list(statuses) == [*SECTION_IDS[:-2], "debugger", "mistakes", "profiler", "broken"]
-    assert statuses["debugger"] == "missing" and statuses["broken"] == "error"
+    assert list(statuses) == [*SECTION_IDS[:-2], "later", "mistakes", "profiler", "broken"]
+    assert statuses["later"] == "missing" and statuses["broken"] == "error"
 
 
 def run_cli(*args: str):

@@ -11,6 +11,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from kennel.debugger.config import DebugConfig
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -132,6 +134,7 @@ class TrainConfig(_Strict):
     model: ModelConfig = ModelConfig()
     optim: OptimConfig = OptimConfig()
     profiler: ProfilerConfig = ProfilerConfig()
+    debug: DebugConfig = DebugConfig()
 
     @model_validator(mode="after")
     def _views_need_cache(self) -> TrainConfig:

@@ -28,6 +28,7 @@ class Finding:
     tensors: tuple[str, ...] = ()  # the tensors involved (debugger rules); empty for the profiler's
     numbers: dict[str, float] = field(default_factory=dict)  # the evidence
     advice: str = ""  # what to change, in kennel's configuration terms
+    message: str = ""  # what was seen, in one sentence (the debugger's rules say it; a summary shows it)
 
     @property
     def fired(self) -> bool:

@@ -91,6 +91,10 @@ def _observers(record: JobRecord, config: TrainConfig, stream: TextIO | None, pr
     ]
     if config.early_stopping:
         observers.append(EarlyStopping(config.early_stopping))
+    if config.debug.enabled:
+        from kennel.debugger.hooks import Debugger
+
+        observers.append(Debugger(record.path / "debug", config.debug))
     return observers
 
 

@@ -13,6 +13,7 @@ Layout of a job folder::
     report.html       kennel report JOB
     profiler/         system samples, step records, findings, the torch.profiler trace (kennel.profiler)
     profile.html      kennel profile JOB
+    debug/            the debugger's records, findings, rule statuses and report (kennel.debugger.store)
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="log detai
 
 def _register() -> None:
     # Each module registers its own commands on ``app`` when imported; the order is the order in --help.
-    from kennel.cli import data, demo, jobs, models, predict, profile, report, serve, train, tune, ui  # noqa: F401
+    from kennel.cli import data, debug, demo, jobs, models, predict, profile, report, serve, train, tune, ui  # noqa: F401
 
 
 def main() -> None:

@@ -56,6 +56,7 @@ def train_command(
     profile: bool = typer.Option(
         False, "--profile", help="also record a torch.profiler window: a Chrome trace and the top operators"
     ),
+    debug: str = typer.Option(None, "--debug", help="debugger: off, light (default) or full (see `kennel debug`)"),
     print_config: bool = typer.Option(False, "--print-config", help="print the resolved config and exit"),
     as_json: bool = typer.Option(False, "--json", help="print the job record as JSON on the last line"),
 ) -> None:
@@ -88,6 +89,7 @@ def train_command(
                 "device": device,
                 "name": name,
                 "seed": seed,
+                "debug.preset": debug,
             }
             if no_tracking:
                 flags["tracking"] = False
@@ -115,6 +117,8 @@ def train_command(
     summary = f"job {record.id} {record.status}"
     if "test_accuracy" in metrics:
         summary += f": test_accuracy={metrics['test_accuracy']:.4f} test_top5={metrics['test_top5']:.4f}"
+    if record.stop_reason:
+        summary += f" ({record.stop_reason})"
     typer.secho(summary, err=True, fg="green" if record.status == "completed" else "yellow")
     typer.echo(f"model: {record.artifact}", err=True)
     if as_json:

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 # Job status -> MLflow run status. "stopped" (early stopping, a rule, Ctrl-C) and "pruned" (a tuning trial a
 # pruner ended early) read KILLED in the UI; the reason is in the ``kennel.stop_reason`` tag.
 RUN_STATUS = {"completed": "FINISHED", "failed": "FAILED", "stopped": "KILLED", "pruned": "KILLED"}
-ARTIFACTS = ("config.yaml", "metrics.jsonl", "report.html", "evaluation", "profile.html", "profiler")
+ARTIFACTS = ("config.yaml", "metrics.jsonl", "report.html", "evaluation", "profile.html", "profiler", "debug")
 MAX_PARAM_CHARS = 500
 # MLflow 3's UI shows GenAI pages (traces, prompts) unless told that an experiment trains models.
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
@@ -329,6 +329,10 @@ class MLflowTracker(Observer):
             self._set_tags(
                 {"kennel.status": record.status, "kennel.stop_reason": record.stop_reason, "kennel.error": record.error}
             )
+            if record.job_dir:  # each debugger rule's status
+                from kennel.debugger.store import rule_tags
+
+                self._set_tags(rule_tags(record.path))
             self._log_files(record)
         finally:
             status = RUN_STATUS.get(record.status, "FINISHED")

@@ -91,6 +91,12 @@ def mistakes(data: ReportData) -> str:
     return render_template("mistakes.html", cards=cards, total=len(result.mistakes))
 
 
+def debugger(data: ReportData) -> str:
+    from kennel.debugger.report import report_section
+
+    return report_section(data)
+
+
 def profiler(data: ReportData) -> str:
     from kennel.profiler.report import job_report_section
 
@@ -100,6 +106,7 @@ def profiler(data: ReportData) -> str:
 SECTIONS: list[Section] = [
     Section("summary", "Job summary", summary),
     Section("curves", "Training curves", curves),
+    Section("debugger", "Debugger rules", debugger),
     Section("test-metrics", "Test metrics", test_metrics),
     Section("per-class", "Per-class precision and recall", per_class),
     Section("confusion", "Confusion matrix", confusion),

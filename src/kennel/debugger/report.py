@@ -1,0 +1,201 @@
+"""The debugger's summary and report: the rules' statuses with their first findings, and plots of loss,
+gradient norms, weight update ratios and activation zero fractions over steps (``debug/report.html``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kennel.atomic import atomic_write_text
+from kennel.debugger.store import FINDINGS, FOLDER, REPORT, RULES, DebugRecords, load_records
+from kennel.findings import NO_ISSUES, Finding, load_findings
+from kennel.report.data import MissingInput, ReportData
+from kennel.report.plots import _figure, _png
+from kennel.report.section import Section, render_template
+
+MAX_LINES = 12  # layers drawn per plot: the ones with the largest values
+
+
+@dataclass(frozen=True)
+class RuleSummary:
+    """One line of the rules summary: a rule, its status, where it first fired and what it found."""
+
+    rule: str
+    status: str
+    step: int | None = None
+    mode: str | None = None
+    finding: str = ""
+    advice: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def rules_summary(folder: Path) -> tuple[list[RuleSummary], dict[str, str]]:
+    """Rows of the rules summary of a ``debug`` folder and, per rule, why it did not apply (if so). The
+    statuses come from ``rules.json`` (rewritten at every epoch's end), the findings from ``findings.jsonl``
+    (appended as they happen), so a killed job's summary still shows what fired after its last epoch."""
+    path = folder / RULES
+    rules = json.loads(path.read_text()) if path.is_file() else {}
+    firsts: dict[str, Finding] = {}
+    for finding in load_findings(folder / FINDINGS):
+        firsts.setdefault(finding.rule, finding)
+    rows = []
+    for name in dict.fromkeys([*rules, *firsts]):
+        first = firsts.get(name)
+        if first is None:
+            rows.append(RuleSummary(name, rules[name].get("status", NO_ISSUES)))
+        else:
+            rows.append(RuleSummary(name, first.status, first.step, first.mode, first.message, first.advice))
+    return rows, {name: entry.get("why", "") for name, entry in rules.items()}
+
+
+def rules_html(folder: Path, page: str | None = None) -> str:
+    rows, whys = rules_summary(folder)
+    findings = sorted(load_findings(folder / FINDINGS), key=lambda f: (f.step is None, f.step or 0))
+    return render_template("debugger_rules.html", rows=rows, whys=whys, findings=findings, page=page)
+
+
+def report_section(data: ReportData) -> str:
+    """The job report's debugger section: the rules summary, with a link to the plots when written."""
+    folder = data.job_dir / FOLDER
+    if not (folder / RULES).is_file() and not (folder / FINDINGS).is_file():
+        raise MissingInput("no debugger output: the job ran with debug.preset off, or before its first epoch ended")
+    page = f"{FOLDER}/{REPORT}" if (folder / REPORT).is_file() else None
+    return rules_html(folder, page)
+
+
+# --- plots -------------------------------------------------------------------------------------------
+
+
+def _lines(ax, records: DebugRecords, names: list[str], reduction: str, transform=None) -> int:
+    """Draw one line per tensor, the ``MAX_LINES`` with the largest last value; returns how many exist."""
+    series = []
+    for name in names:
+        steps, values = records.values(name, reduction)
+        if transform is not None:
+            values = transform(name, values)
+        if len(values):
+            series.append((np.nan_to_num(values[-1], nan=-np.inf), name, steps, values))
+    for _, name, steps, values in sorted(series, key=lambda s: s[0], reverse=True)[:MAX_LINES]:
+        ax.plot(steps, values, lw=1, label=name)
+    if series:
+        ax.legend(fontsize=7, loc="best")
+    ax.grid(alpha=0.3)
+    return len(series)
+
+
+def loss_plot(records: DebugRecords) -> str:
+    figure = _figure(8, 3.6)
+    ax = figure.subplots()
+    frame = records.frame[records.frame["collection"] == "losses"]
+    if frame.empty:
+        raise MissingInput("no losses captured")
+    for mode, color in (("TRAIN", "tab:blue"), ("EVAL", "tab:orange")):
+        losses = frame[frame["mode"] == mode].groupby("step")["mean"].mean()
+        if len(losses):
+            ax.plot(
+                losses.index,
+                losses.to_numpy(),
+                lw=1,
+                color=color,
+                marker="o" if mode == "EVAL" else None,
+                ms=3,
+                label=f"{mode} (saved steps)",
+            )
+    ax.set(title="loss", xlabel="training step", ylabel="loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return _png(figure)
+
+
+def layer_plot(
+    records: DebugRecords,
+    collection: str,
+    reduction: str,
+    title: str,
+    ylabel: str,
+    transform=None,
+    only=None,
+    log: bool = True,
+) -> str:
+    names = [n for n in records.tensor_names(collection, "TRAIN") if only is None or only(n)]
+    if not names:
+        raise MissingInput(f"no {collection} captured in TRAIN mode")
+    figure = _figure(8, 3.8)
+    ax = figure.subplots()
+    count = _lines(ax, records, names, reduction, transform)
+    ax.set(
+        title=title + (f" (the {MAX_LINES} largest of {count})" if count > MAX_LINES else ""),
+        xlabel="training step",
+        ylabel=ylabel,
+    )
+    if log:
+        ax.set_yscale("log")
+    return _png(figure)
+
+
+def _update_ratio(records: DebugRecords):
+    def ratio(name: str, updates: np.ndarray) -> np.ndarray:
+        _, norms = records.values(name, "norm")
+        return updates / (norms + 1e-9)
+
+    return ratio
+
+
+def write_debug_report(job_dir: Path | str) -> Path:
+    """Write ``debug/report.html`` of a job folder and return its path."""
+    from kennel.report import render_section
+
+    job_dir = Path(job_dir)
+    records = load_records(job_dir)
+    folder = job_dir / FOLDER
+
+    def plot(render, alt: str, note: str = ""):
+        return lambda data: render_template("debugger_plot.html", png=render(data), alt=alt, note=note)
+
+    sections = [
+        Section("rules", "Rules summary", lambda _: rules_html(folder)),
+        Section("loss", "Loss in TRAIN and EVAL", plot(loss_plot, "loss over steps")),
+        Section(
+            "gradients",
+            "Gradient norm per layer",
+            plot(lambda r: layer_plot(r, "gradients", "norm", "gradient L2 norm", "norm"), "gradient norms"),
+        ),
+        Section(
+            "updates",
+            "Weight update ratio",
+            plot(
+                lambda r: layer_plot(r, "weights", "update", "update / weight (L2 norms)", "ratio", _update_ratio(r)),
+                "update ratios",
+                "How much one optimizer step changes each weight, relative to its size; around 1e-3 is healthy.",
+            ),
+        ),
+        Section(
+            "activations",
+            "Activation zero fractions",
+            plot(
+                lambda r: layer_plot(
+                    r,
+                    "activations",
+                    "zeros",
+                    "share of zeros in activation outputs",
+                    "share",
+                    None,
+                    lambda n: n.endswith("/output"),
+                    log=False,
+                ),
+                "activation zero fractions",
+            ),
+        ),
+    ]
+    rendered = [render_section(section, records) for section in sections]
+    job = json.loads((job_dir / "job.json").read_text()) if (job_dir / "job.json").is_file() else {}
+    title = f"kennel debugger: {job.get('name') or job_dir.name}"
+    path = folder / REPORT
+    atomic_write_text(path, render_template("report.html", title=title, job=job, sections=rendered))
+    path.chmod(0o644)
+    return path

@@ -1,0 +1,61 @@
+"""ClassImbalance: some classes have far fewer training samples than others, or are mostly mispredicted."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from kennel.debugger.rules.base import NotApplicable, Rule, register_rule, short_list
+from kennel.debugger.window import Window
+from kennel.findings import Finding
+
+
+@register_rule("ClassImbalance")
+@dataclass
+class ClassImbalance(Rule):
+    threshold_imbalance: float = 10.0  # most / fewest training samples of a class
+    threshold_misprediction: float = 0.7  # share of a class's validation samples predicted wrong
+    samples: int = 500  # samples seen before judging
+
+    events = frozenset({"epoch"})
+
+    def check(self, window: Window) -> Finding | None:
+        classes = window.classes
+        if not len(classes.train):
+            raise NotApplicable("no class labels seen")
+        if classes.train.sum() < self.samples:
+            raise NotApplicable(f"fewer than {self.samples} training samples seen")
+        counts = classes.train
+        ratio = counts.max() / counts.min() if counts.min() > 0 else float("inf")
+        if ratio > self.threshold_imbalance:
+            rare = [f"class {i}" for i in np.argsort(counts)[:3]]
+            return self.finding(
+                window,
+                f"The training classes are imbalanced {ratio:.3g} to 1 (allowed {self.threshold_imbalance:g}); "
+                f"fewest samples: {short_list(rare)} ({int(counts.min())})",
+                "Add photos of the rare classes or remove extra ones of the common classes; `kennel data check` "
+                "lists the counts per class.",
+                rare,
+                imbalance=ratio,
+                fewest=float(counts.min()),
+                most=float(counts.max()),
+            )
+        seen, wrong = classes.valid, classes.valid_wrong
+        if seen.sum() < self.samples:
+            return None
+        error = np.divide(wrong, seen, out=np.zeros_like(wrong, dtype=float), where=seen > 0)
+        bad = np.flatnonzero(error > self.threshold_misprediction)
+        if not len(bad):
+            return None
+        names = [f"class {i}" for i in bad]
+        return self.finding(
+            window,
+            f"{len(bad)} class(es) are mispredicted on validation more than {self.threshold_misprediction:.0%} of "
+            f"the time: {short_list(names)} (up to {error.max():.0%})",
+            "Look at those classes in the job report (per-class table, confused pairs, mistakes): mislabelled or "
+            "off-topic photos show there; `kennel data check` finds duplicates across classes. More epochs or a "
+            "larger backbone (--model) help a class that is merely hard.",
+            names,
+            worst_error=float(error.max()),
+        )

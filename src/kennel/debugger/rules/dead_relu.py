@@ -1,0 +1,42 @@
+"""DeadRelu: most units of a ReLU layer output zero for (almost) every input of a batch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kennel.debugger.rules.base import Rule, layers_above, register_rule, short_list
+from kennel.debugger.window import CaptureOptions, Window
+from kennel.findings import Finding
+
+RELU_LAYERS = ("ReLU", "ReLU6")
+
+
+@register_rule("DeadRelu")
+@dataclass
+class DeadRelu(Rule):
+    threshold_inactivity: float = 1.0  # percent: a unit active for less of a batch than this is dead
+    threshold_layer: float = 50.0  # percent of a layer's units dead before the rule fires
+
+    def configure(self, options: CaptureOptions) -> None:
+        options.inactivity = self.threshold_inactivity / 100
+
+    def check(self, window: Window) -> Finding | None:
+        save = window.latest
+        missing = (
+            "no ReLU outputs captured: the model trains on cached features or has no ReLU layers, or the "
+            "activations collection is off (--debug full turns it on)"
+        )
+        hit = layers_above(save, save.activations(RELU_LAYERS, "/output"), "dead", self.threshold_layer, missing)
+        if hit is None:
+            return None
+        names, top = hit
+        return self.finding(
+            window,
+            f"{len(names)} ReLU layer(s) have more than {self.threshold_layer:g}% dead units (active for under "
+            f"{self.threshold_inactivity:g}% of the batch): {short_list(names)}, up to {top:.0f}%",
+            "Units that never activate never learn again. Lower optim.lr (large steps push biases negative), "
+            "keep optim.warmup_epochs at 1 or more, and check the layer's initialisation (no large negative bias).",
+            names,
+            dead_percent=top,
+            threshold_layer=self.threshold_layer,
+        )

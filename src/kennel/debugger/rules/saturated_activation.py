@@ -1,0 +1,45 @@
+"""SaturatedActivation: the inputs of a tanh or sigmoid layer sit where its gradient is practically zero."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kennel.debugger.rules.base import Rule, layers_above, register_rule, short_list
+from kennel.debugger.window import CaptureOptions, Window
+from kennel.findings import Finding
+
+
+@register_rule("SaturatedActivation")
+@dataclass
+class SaturatedActivation(Rule):
+    threshold_tanh_min: float = -9.4999
+    threshold_tanh_max: float = 9.4999
+    threshold_sigmoid_min: float = -23.0
+    threshold_sigmoid_max: float = 16.99999
+    threshold_layer: float = 50.0  # percent of a layer's inputs saturated before the rule fires
+
+    def configure(self, options: CaptureOptions) -> None:
+        options.saturation["Tanh"] = (self.threshold_tanh_min, self.threshold_tanh_max)
+        options.saturation["Sigmoid"] = (self.threshold_sigmoid_min, self.threshold_sigmoid_max)
+
+    def check(self, window: Window) -> Finding | None:
+        save = window.latest
+        missing = (
+            "no tanh or sigmoid inputs captured: the model has no such layers, or the activations collection is "
+            "off (--debug full turns it on)"
+        )
+        rows = save.activations(("Tanh", "Sigmoid"), "/input")
+        hit = layers_above(save, rows, "saturated", self.threshold_layer, missing)
+        if hit is None:
+            return None
+        names, top = hit
+        return self.finding(
+            window,
+            f"{len(names)} tanh/sigmoid layer(s) have more than {self.threshold_layer:g}% of their inputs in the "
+            f"saturated range: {short_list(names)}, up to {top:.0f}%",
+            "Saturated units pass no gradient. Normalise the layer's inputs (a BatchNorm before it), lower "
+            "optim.lr, or check the initialisation of the layer feeding it (no large bias).",
+            names,
+            saturated_percent=top,
+            threshold_layer=self.threshold_layer,
+        )

@@ -1,0 +1,276 @@
+"""Every debugger rule: provoked on a tiny model broken on purpose, silent on a healthy run, and a contract every
+registered rule must meet."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from debug_models import QUIET, fired, fit, healthy_model, images, mlp, vectors
+from torch import nn
+
+from kennel.debugger.config import DebugConfig
+from kennel.debugger.rules import BUILTIN_RULES, RULES, NotApplicable, Rule, register_rule
+from kennel.debugger.window import History
+from kennel.engine import Observer
+from kennel.findings import ISSUES_FOUND, NO_ISSUES, NOT_APPLICABLE, Finding, load_findings
+
+
+@pytest.fixture(scope="module")
+def healthy(tmp_path_factory: pytest.TempPathFactory):
+    """One healthy run with every collection captured, shared by the tests that need one."""
+    folder = tmp_path_factory.mktemp("healthy") / "debug"
+    state, debugger = fit(folder, healthy_model(), images(), images(seed=1), epochs=5, lr=0.01, optimizer="adam")
+    return state, debugger
+
+
+def test_healthy_run_has_no_findings(healthy):
+    state, debugger = healthy
+    assert state.status == "completed"
+    assert fired(debugger) == set(), [f.message for f in debugger.runner.fired.values()]
+    statuses = {name: row["status"] for name, row in debugger.runner.statuses().items()}
+    assert set(statuses.values()) <= {NO_ISSUES}, statuses  # each rule judged the run, none was left out
+    assert not load_findings(debugger.folder / "findings.jsonl")
+
+
+# --- one broken run per rule ------------------------------------------------------------------------------
+
+
+def _exploding(folder: Path):
+    # A learning rate no network survives: the weights overflow within a few steps.
+    return fit(folder, mlp(), vectors(), vectors(seed=1), lr=1e30, epochs=1, rules={"ExplodingTensor": {"stop": True}})
+
+
+def _vanishing(folder: Path):
+    model = mlp(activation=nn.Sigmoid)
+    with torch.no_grad():
+        model[0].bias.fill_(60.0)  # sigmoid(60) is 1 to the last bit: no gradient reaches the first layer
+    return fit(folder, model, vectors(), vectors(seed=1), epochs=1)
+
+
+def _zero_layer(folder: Path):
+    model = mlp()
+    with torch.no_grad():
+        model[2].weight.zero_()
+        model[2].bias.zero_()
+    return fit(folder, model, vectors(), vectors(seed=1), epochs=1)
+
+
+def _huge_steps(folder: Path):
+    return fit(folder, mlp(), vectors(), vectors(seed=1), lr=1e4, epochs=1)
+
+
+def _dead_relu(folder: Path):
+    model = mlp()
+    with torch.no_grad():
+        model[0].bias.fill_(-50.0)
+    return fit(folder, model, vectors(), vectors(seed=1), epochs=1)
+
+
+def _saturated(folder: Path):
+    model = mlp(activation=nn.Tanh)
+    with torch.no_grad():
+        model[0].bias.fill_(20.0)
+    return fit(folder, model, vectors(), vectors(seed=1), epochs=1)
+
+
+def _imbalanced(folder: Path):
+    labels = torch.cat([torch.zeros(570, dtype=torch.long), torch.tensor([1] * 15 + [2] * 15)])
+    return fit(folder, mlp(), vectors(labels=labels), vectors(seed=1), epochs=1)
+
+
+def _flat_loss(folder: Path):
+    model = mlp()
+    with torch.no_grad():
+        model[4].weight.zero_()
+        model[4].bias.zero_()
+    # No learning at all and constant outputs: every batch's loss is log(3), to the last bit.
+    return fit(folder, model, vectors(), vectors(seed=1), lr=0.0, epochs=2, rules={"LossNotDecreasing": {"stop": True}})
+
+
+def _tiny_training_set(folder: Path):
+    generator = torch.Generator().manual_seed(0)
+    train = vectors(n=6, dim=32)
+    valid = vectors(n=300, dim=32, seed=1, labels=torch.randint(0, 3, (300,), generator=generator))
+    model = mlp(dim=32, hidden=64)
+    return fit(folder, model, train, valid, lr=0.01, optimizer="adam", epochs=40, batch_size=6)
+
+
+def _stale(folder: Path):
+    return fit(folder, mlp(), vectors(), vectors(seed=1), lr=0.0, epochs=12)
+
+
+def _stalled(folder: Path):
+    class SlowSteps(Observer):
+        def on_batch_end(self, state):
+            if state.global_step == 2:
+                time.sleep(1.0)
+
+    rules = {"StalledTraining": {"threshold": 0.2}}
+    return fit(folder, mlp(), vectors(n=96), vectors(seed=1), epochs=1, rules=rules, observers=(SlowSteps(),))
+
+
+def _variance(folder: Path):
+    return fit(folder, mlp(), vectors(), epochs=1, rules={"TensorVariance": {"max_threshold": 1e-4}})
+
+
+def _frozen(folder: Path):
+    model = mlp()
+    model[2].weight.requires_grad_(False)  # still held by the optimizer, never updated
+    return fit(folder, model, vectors(), vectors(seed=1), epochs=2)
+
+
+def _unnormalised(folder: Path):
+    return fit(folder, healthy_model(), images(normalised=False), epochs=5)  # 500 samples in saved batches
+
+
+PROVOKE = {
+    "ExplodingTensor": _exploding,
+    "VanishingGradient": _vanishing,
+    "PoorWeightInitialization": _zero_layer,
+    "AllZero": _zero_layer,
+    "WeightUpdateRatio": _huge_steps,
+    "DeadRelu": _dead_relu,
+    "SaturatedActivation": _saturated,
+    "ClassImbalance": _imbalanced,
+    "LossNotDecreasing": _flat_loss,
+    "Overfit": _tiny_training_set,
+    "Overtraining": _stale,
+    "StalledTraining": _stalled,
+    "TensorVariance": _variance,
+    "UnchangedTensor": _frozen,
+    "CheckInputImages": _unnormalised,
+}
+
+
+def test_every_registered_rule_has_a_provoking_test():
+    assert set(PROVOKE) == {name for name in RULES.names() if not name.startswith("test.")}
+
+
+@pytest.mark.parametrize("rule", sorted(set(PROVOKE)))
+def test_rule_fires_on_its_broken_run_and_says_what_to_do(rule: str, tmp_path: Path):
+    state, debugger = PROVOKE[rule](tmp_path / "debug")
+    assert rule in fired(debugger), debugger.runner.statuses().get(rule)
+    finding = next(f for f in load_findings(tmp_path / "debug" / "findings.jsonl") if f.rule == rule)
+    assert finding.status == ISSUES_FOUND and finding.mode in ("TRAIN", "EVAL") and finding.step is not None
+    assert finding.message and finding.advice and finding.numbers
+    assert debugger.runner.statuses()[rule]["status"] == ISSUES_FOUND
+    if debugger.runner.rules[[r.name for r in debugger.runner.rules].index(rule)].stop:
+        assert state.status == "stopped" and state.stop_reason.startswith(f"debugger rule {rule}:")
+
+
+def test_exploding_tensor_stops_the_job_at_once(tmp_path: Path):
+    state, _ = _exploding(tmp_path / "debug")
+    assert state.status == "stopped"
+    assert "ExplodingTensor" in state.stop_reason
+    assert state.global_step <= 20  # the first or second saved step, not the end of the epoch (19 steps)
+
+
+def test_tensor_variance_within_bounds_and_rules_without_data_say_why(healthy, tmp_path: Path):
+    _, debugger = fit(tmp_path / "a", mlp(), vectors(), epochs=1, rules={"TensorVariance": {"max_threshold": 1e6}})
+    assert "TensorVariance" not in fired(debugger)
+    # Light capture has no activations: the activation rules report why they could not judge.
+    _, light = fit(tmp_path / "b", mlp(), vectors(), vectors(seed=1), epochs=1, preset="light")
+    statuses = light.runner.statuses()
+    assert statuses["DeadRelu"]["status"] == NOT_APPLICABLE and "--debug full" in statuses["DeadRelu"]["why"]
+    assert not fired(light)
+
+
+# --- the contract every registered rule meets -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", RULES.names())
+def test_rule_contract(name: str, healthy):
+    cls = RULES.get(name)
+    assert cls.name == name and dataclasses.is_dataclass(cls) and issubclass(cls, Rule)
+    assert cls.events and cls.events <= {"save", "steps", "epoch", "clock"}
+    rule = cls.from_params({})  # every parameter has a default
+    assert isinstance(rule.stop, bool)
+    with pytest.raises(ValueError, match=re.escape(f"debug.rules.{name}: unknown parameter")):
+        cls.from_params({"no_such_parameter": 1})
+    # On every window of a real run and on an empty history, a rule judges, says it cannot, or finds.
+    _, debugger = healthy
+    history: History = debugger.history
+    windows = [history.window(event, mode, 5) for event in cls.events for mode in ("TRAIN", "EVAL")]
+    windows += [History().window(event, "TRAIN", 0) for event in cls.events if event != "save"]
+    for window in windows:
+        try:
+            result = rule.check(window)
+        except NotApplicable as reason:
+            assert str(reason)
+            continue
+        assert result is None or (isinstance(result, Finding) and result.rule == name)
+        if result is not None:
+            assert all(isinstance(v, float) for v in result.numbers.values())
+
+
+def test_rules_default_to_sagemakers_documented_thresholds():
+    defaults = {name: {f.name: f.default for f in dataclasses.fields(RULES.get(name))} for name in RULES.names()}
+    assert defaults["VanishingGradient"]["threshold"] == 1e-7
+    assert defaults["ExplodingTensor"]["only_nan"] is False
+    assert (defaults["LossNotDecreasing"]["num_steps"], defaults["LossNotDecreasing"]["diff_percent"]) == (10, 0.1)
+    assert defaults["Overfit"]["ratio_threshold"] == 0.1
+    assert defaults["StalledTraining"]["threshold"] == 1800
+    assert defaults["SaturatedActivation"]["threshold_sigmoid_min"] == -23
+    assert defaults["UnchangedTensor"]["rtol"] == 1e-5
+    assert "TensorVariance" not in BUILTIN_RULES  # its bounds are the user's to give
+
+
+def test_config_names_the_rule_and_parameter_that_are_wrong():
+    with pytest.raises(ValueError, match=r"debug\.rules\.Overfit: unknown parameter"):
+        DebugConfig(rules={"Overfit": {"ratio": 0.2}})
+    with pytest.raises(ValueError, match="unknown debugger rule 'Overfitt'"):
+        DebugConfig(rules={"Overfitt": {}})
+    with pytest.raises(ValueError, match="ratio_threshold"):
+        DebugConfig(rules={"Overfit": {"ratio_threshold": "high"}})
+    config = DebugConfig(rules={"Overfit": False, "AllZero": {"patience": 3, "stop": True}})
+    rules = {r.name: r for r in config.build_rules()}
+    assert "Overfit" not in rules and rules["AllZero"].patience == 3 and rules["AllZero"].stop
+
+
+@register_rule("test.LossAboveOne")
+@dataclasses.dataclass
+class LossAboveOne(Rule):
+    """A custom rule as a user writes one: fires when a saved TRAIN loss is above ``limit``."""
+
+    limit: float = 1.0
+
+    def check(self, window):
+        losses = [v for _, v in window.loss_series("TRAIN")]
+        if losses and max(losses) > self.limit:
+            return self.finding(window, f"loss {max(losses):.3g} above {self.limit}", "lower it", ["loss"],
+                                loss=max(losses))  # fmt: skip
+        return None
+
+
+def test_custom_rule_registers_by_name_runs_when_selected_and_can_stop_the_job(tmp_path: Path):
+    _, quiet = fit(tmp_path / "a", mlp(), vectors(), epochs=1)
+    assert "test.LossAboveOne" not in {r.name for r in quiet.rules}  # custom rules run only when selected
+    state, debugger = fit(tmp_path / "b", mlp(), vectors(), epochs=2, rules={"test.LossAboveOne": {"stop": True}})
+    assert fired(debugger) >= {"test.LossAboveOne"}
+    assert state.status == "stopped" and state.stop_reason.startswith("debugger rule test.LossAboveOne:")
+    assert state.global_step == 1  # stopped after the first saved step
+    with pytest.raises(ValueError, match="already registered"):
+        register_rule("test.LossAboveOne")(LossAboveOne)
+
+
+def test_findings_round_trip_including_nan_evidence(tmp_path: Path):
+    finding = Finding("R", ISSUES_FOUND, step=3, tensors=("x",), numbers={"v": math.nan, "w": 1.5}, message="m")
+    from kennel.findings import save_findings
+
+    save_findings(tmp_path / "f.jsonl", [finding])
+    (tmp_path / "f.jsonl").open("a").write('{"rule": "torn')  # a killed writer's last line
+    [back] = load_findings(tmp_path / "f.jsonl")
+    assert back.rule == "R" and back.message == "m" and back.tensors == ("x",)
+    assert math.isnan(back.numbers["v"]) and back.numbers["w"] == 1.5
+
+
+def test_quiet_overrides_keep_the_shipped_stop_defaults():
+    rules = {r.name: r for r in DebugConfig().build_rules()}
+    assert rules["ExplodingTensor"].stop and rules["LossNotDecreasing"].stop and not rules["Overfit"].stop
+    assert set(QUIET) <= set(rules)
