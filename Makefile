@@ -7,7 +7,7 @@ PY      = $(VENV)/bin/python
 DATA   ?=
 STAMP   = $(VENV)/.installed
 
-.PHONY: help demo test lint format bench-train bench-tune bench-profiler screenshot browser clean
+.PHONY: help demo test lint format bench-train bench-tune bench-profiler bench-debugger screenshot browser clean
 
 help:
 	@echo "make demo [DATA=DIR]   set up, then fetch/check/train/tune/report/predict end to end"
@@ -15,6 +15,7 @@ help:
 	@echo "make bench-train       benchmarks/train.py on ../shared/data/dogs10"
 	@echo "make bench-tune        benchmarks/tune.py: a 20-trial study on ../shared/data/dogs10"
 	@echo "make bench-profiler    benchmarks/profiler.py: the profiler's overhead on dogs10"
+	@echo "make bench-debugger    benchmarks/debugger.py: step time with the debugger off, light and full"
 	@echo "make screenshot        refresh docs/console.png (needs Debian's chromium)"
 
 $(STAMP): pyproject.toml
@@ -52,6 +53,9 @@ bench-tune: $(STAMP)
 
 bench-profiler: $(STAMP)
 	$(PY) benchmarks/profiler.py
+
+bench-debugger: $(STAMP)
+	$(PY) benchmarks/debugger.py
 
 screenshot: $(STAMP)
 	$(PY) scripts/screenshot_console.py

@@ -228,6 +228,11 @@ def test_config_names_the_rule_and_parameter_that_are_wrong():
         DebugConfig(rules={"Overfitt": {}})
     with pytest.raises(ValueError, match="ratio_threshold"):
         DebugConfig(rules={"Overfit": {"ratio_threshold": "high"}})
+    with pytest.raises(ValueError, match=r"debug\.imports: cannot import 'no_such_rules_module'"):
+        DebugConfig(imports=["no_such_rules_module"], rules={"MyRule": {}})
+    # A module that registers a custom rule is imported first, so the config can select the rule by name.
+    selected = DebugConfig(imports=["test_debugger_rules"], rules={"test.LossAboveOne": {"limit": 2.0}})
+    assert [r.limit for r in selected.build_rules() if r.name == "test.LossAboveOne"] == [2.0]
     config = DebugConfig(rules={"Overfit": False, "AllZero": {"patience": 3, "stop": True}})
     rules = {r.name: r for r in config.build_rules()}
     assert "Overfit" not in rules and rules["AllZero"].patience == 3 and rules["AllZero"].stop

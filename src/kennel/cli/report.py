@@ -27,8 +27,8 @@ def report_command(
     job: str = typer.Argument(..., help="job id, id prefix, name, folder, or 'latest'; or a tuning study's name"),
     open_browser: bool = typer.Option(False, "--open", help="open the report in the default browser"),
 ) -> None:
-    """Write JOB's report.html (summary, curves, test metrics, per-class scores, confusions, mistakes, and the
-    profiler's summary) and, for a profiled job, its profile.html (the page report.html links to)."""
+    """Write JOB's report.html (summary, curves, the debugger's rules, test metrics, per-class scores, confusions,
+    mistakes, and the profiler's summary) and, for a profiled job, its profile.html (the page report.html links to)."""
     from kennel.jobs import JobNotFound, load_job
     from kennel.report import write_report
     from kennel.tune.study import study_exists
