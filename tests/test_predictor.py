@@ -101,14 +101,6 @@ def test_pil_images_paths_and_batching_agree(artifact_dir: Path, photos: list[Pa
     assert predictor.predict([]) == []
 
 
-def test_a_server_predictor_answers_like_the_batch_one(artifact_dir: Path, photos: list[Path]) -> None:
-    batch = Predictor.load(artifact_dir).predict(photos, batch_size=4)
-    server = Predictor.load(artifact_dir, varying_batches=True)
-    for batch_size in (3, 1, 4):  # a new batch shape each time, as a server sees
-        got = server.predict(photos, batch_size=batch_size)
-        assert all(same(a.top, b.top) for a, b in zip(batch, got, strict=True))
-
-
 def test_bad_inputs_fail_clearly(artifact_dir: Path, tmp_path: Path) -> None:
     predictor = Predictor.load(artifact_dir)
     text = tmp_path / "notes.jpg"

@@ -47,6 +47,25 @@ def test_concurrent_submissions_are_batched_and_keep_their_rows() -> None:
     assert threading.get_ident() not in threads  # the model ran off the event loop's thread
 
 
+def test_batches_come_in_powers_of_two_and_the_maximum_in_arrival_order() -> None:
+    run, _ = fake_model(delay=0.05)
+    sizes: list[int] = []
+    order: list[float] = []
+
+    def recording_run(batch: torch.Tensor) -> Outputs:
+        order.extend(batch[:, 0, 0, 0].tolist())
+        return run(batch)
+
+    async def main() -> list[Outputs]:
+        async with DynamicBatcher(recording_run, 12, max_wait_ms=30, on_batch=lambda n, s: sizes.append(n)) as b:
+            return await asyncio.gather(*(b.submit(image(float(i))) for i in range(23)))
+
+    results = asyncio.run(main())
+    assert [out.logits.tolist()[0] for out in results] == [float(i) for i in range(23)]
+    assert order == [float(i) for i in range(23)]  # requests left for the next batch go first there
+    assert sum(sizes) == 23 and set(sizes) <= {1, 2, 4, 8, 12} and 12 in sizes
+
+
 def test_event_loop_stays_free_while_the_model_runs() -> None:
     run, _ = fake_model(delay=0.3)
 

@@ -55,7 +55,7 @@ class Prediction:
 
 
 class _TorchRuntime:
-    def __init__(self, artifact: Artifact, device: torch.device, varying_batches: bool = False) -> None:
+    def __init__(self, artifact: Artifact, device: torch.device) -> None:
         model = artifact.model if artifact.model is not None else load_artifact(artifact.path).model
         # channels_last: about 30% faster for lite0 on a 2-core CPU, and what cuDNN prefers.
         self.model = model.to(device, memory_format=torch.channels_last).eval()
@@ -71,7 +71,7 @@ class _TorchRuntime:
 
 
 class _OnnxRuntime:
-    def __init__(self, artifact: Artifact, device: torch.device, varying_batches: bool = False) -> None:
+    def __init__(self, artifact: Artifact, device: torch.device) -> None:
         import onnxruntime as ort
 
         path = artifact.onnx_path
@@ -83,13 +83,7 @@ class _OnnxRuntime:
                 providers.insert(0, "CUDAExecutionProvider")
             else:
                 log.warning("onnxruntime here has no CUDA provider; running the ONNX model on the CPU")
-        options = ort.SessionOptions()
-        if varying_batches:
-            # The CPU arena and the per-shape memory patterns suit one repeating batch shape; a server's batches
-            # come in every size, and with both on its memory grew by about 10 MB per 1,000 requests, for good.
-            options.enable_cpu_mem_arena = False
-            options.enable_mem_pattern = False
-        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        self.session = ort.InferenceSession(str(path), providers=providers)
         self.outputs = [o.name for o in self.session.get_outputs()]
 
     def __call__(self, batch: torch.Tensor) -> Outputs:
@@ -101,7 +95,7 @@ class _OnnxRuntime:
         )
 
 
-RUNTIMES: dict[str, Callable[[Artifact, torch.device, bool], Callable[[torch.Tensor], Outputs]]] = {
+RUNTIMES: dict[str, Callable[[Artifact, torch.device], Callable[[torch.Tensor], Outputs]]] = {
     "torch": _TorchRuntime,
     "onnx": _OnnxRuntime,
 }
@@ -127,36 +121,23 @@ def choose_runtime(artifact: Artifact, device: torch.device) -> str:
 
 
 class Predictor:
-    """Top-k predictions of an artifact's model for photos (PIL images or files). ``varying_batches`` is for
-    a server, whose batches come in every size: the runtime then keeps no per-shape memory."""
+    """Top-k predictions of an artifact's model for photos (PIL images or files)."""
 
-    def __init__(
-        self,
-        artifact: Artifact,
-        runtime: str = "auto",
-        device: str | torch.device = "auto",
-        varying_batches: bool = False,
-    ) -> None:
+    def __init__(self, artifact: Artifact, runtime: str = "auto", device: str | torch.device = "auto") -> None:
         self.artifact = artifact
         self.device = _resolve_device(device)
         self.runtime = choose_runtime(artifact, self.device) if runtime == "auto" else runtime
         if self.runtime not in RUNTIMES:
             raise ValueError(f"unknown runtime {runtime!r}; choose auto, {', '.join(RUNTIMES)}")
-        self._run = RUNTIMES[self.runtime](artifact, self.device, varying_batches)
+        self._run = RUNTIMES[self.runtime](artifact, self.device)
         self.preprocessing = artifact.preprocessing
         self.transform = self.preprocessing.eval_transform()
         self.class_names = list(artifact.info.class_names)
 
     @classmethod
-    def load(
-        cls,
-        artifact_dir: Path | str,
-        runtime: str = "auto",
-        device: str | torch.device = "auto",
-        varying_batches: bool = False,
-    ) -> Predictor:
+    def load(cls, artifact_dir: Path | str, runtime: str = "auto", device: str | torch.device = "auto") -> Predictor:
         """Open the artifact in ``artifact_dir``; the PyTorch model is only built when the runtime needs it."""
-        return cls(load_artifact(artifact_dir, with_model=False), runtime, device, varying_batches)
+        return cls(load_artifact(artifact_dir, with_model=False), runtime, device)
 
     @property
     def input_size(self) -> int:

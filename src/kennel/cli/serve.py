@@ -76,8 +76,8 @@ def serve_factory():
     from kennel.allocator import keep_buffers_in_heap, limit_arenas
     from kennel.serve.app import ServeSettings, create_app
 
-    # Two arenas keep memory flat under load (benchmarks/serve_soak.py); buffers kept in the heap keep each
-    # batch's activations from being mapped afresh, now that ONNX Runtime's own arena is off.
+    # Two malloc arenas instead of up to 8 per core for the thread pool's image buffers, and batch tensors kept in
+    # the heap rather than mapped afresh for every batch: memory flat under load (benchmarks/serve_soak.py).
     limit_arenas()
     keep_buffers_in_heap()
     return create_app(os.environ["KENNEL_SERVE_ARTIFACT"], ServeSettings())

@@ -57,7 +57,7 @@ class Endpoint:
 
     @classmethod
     def load(cls, artifact_dir: Path | str, runtime: str = "auto", options: EndpointOptions | None = None):
-        return cls(Predictor.load(artifact_dir, runtime=runtime, varying_batches=True), options)
+        return cls(Predictor.load(artifact_dir, runtime=runtime), options)
 
     def model_info(self) -> dict[str, Any]:
         info = self.predictor.artifact.info

@@ -3,6 +3,10 @@
 One worker task takes requests from an asyncio queue until it has ``max_batch_size`` of them or the wait is over,
 stacks them and runs the model in a thread, so the event loop keeps accepting requests meanwhile; requests that
 arrive while the model runs form the next batch.
+
+Batches come in a few sizes only: powers of two, and ``max_batch_size``. Of 20 waiting requests, 16 run now and 4
+open the next batch. ONNX Runtime plans and keeps memory per input shape; with every size from 1 to 32 a server's
+memory kept growing, with a handful it levels off (benchmarks/serve_soak.py).
 """
 
 from __future__ import annotations
@@ -45,6 +49,10 @@ class DynamicBatcher:
         self.max_wait = max_wait_ms / 1000
         self.on_batch = on_batch  # called with (batch size, seconds in the model) after every batch
         self.batch_sizes: deque[int] = deque(maxlen=10_000)  # the latest batch sizes, for tests and logs
+        self.allowed_sizes = sorted(
+            {2**i for i in range(max_batch_size.bit_length()) if 2**i <= max_batch_size} | {max_batch_size}
+        )
+        self._carry: deque[_Item] = deque()  # gathered but left for the next batch, which they open
         self._queue: asyncio.Queue[_Item | None] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._stopping = False
@@ -52,7 +60,7 @@ class DynamicBatcher:
     @property
     def depth(self) -> int:
         """Requests waiting for a batch."""
-        return self._queue.qsize() if self._queue is not None else 0
+        return (self._queue.qsize() if self._queue is not None else 0) + len(self._carry)
 
     def start(self) -> None:
         """Start the worker on the running event loop."""
@@ -77,12 +85,18 @@ class DynamicBatcher:
         await self._queue.put(_Item(tensor, future))
         return await future
 
+    def _cut(self, items: list[_Item]) -> list[_Item]:
+        """The largest allowed size of ``items`` runs now; the rest open the next batch, in their order."""
+        size = max(s for s in self.allowed_sizes if s <= len(items))
+        self._carry.extendleft(reversed(items[size:]))
+        return items[:size]
+
     async def _collect(self, first: _Item) -> tuple[list[_Item], bool]:
         assert self._queue is not None
         items, deadline = [first], time.monotonic() + self.max_wait
         while len(items) < self.max_batch_size:
             try:
-                item = self._queue.get_nowait()
+                item = self._carry.popleft() if self._carry else self._queue.get_nowait()
             except asyncio.QueueEmpty:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -92,17 +106,17 @@ class DynamicBatcher:
                 except asyncio.TimeoutError:
                     break
             if item is None:  # stop: finish this batch and whatever is still queued
-                return items, True
+                return self._cut(items), True
             items.append(item)
-        return items, False
+        return self._cut(items), False
 
     async def _work(self) -> None:
         assert self._queue is not None
         stop = False
         while True:
-            if stop and self._queue.empty():
+            if stop and self._queue.empty() and not self._carry:
                 return
-            first = await self._queue.get()
+            first = self._carry.popleft() if self._carry else await self._queue.get()
             if first is None:
                 stop = True
                 continue
