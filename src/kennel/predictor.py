@@ -70,6 +70,23 @@ class _TorchRuntime:
         return Outputs(logits, head(features).float().cpu() if head is not None else None)
 
 
+_ARENA_REGISTERED = False
+
+
+def _session_options(ort):
+    """Sessions share one CPU arena that grows by what is asked, not by doubling: ONNX Runtime's default arena
+    doubles its last extension, and a server's memory jumped by hundreds of MB at a time (benchmarks/serve_soak.py).
+    """
+    global _ARENA_REGISTERED
+    options = ort.SessionOptions()
+    if not _ARENA_REGISTERED:
+        memory = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+        ort.create_and_register_allocator(memory, ort.OrtArenaCfg(0, 1, -1, -1))  # 1: kSameAsRequested
+        _ARENA_REGISTERED = True
+    options.add_session_config_entry("session.use_env_allocators", "1")
+    return options
+
+
 class _OnnxRuntime:
     def __init__(self, artifact: Artifact, device: torch.device) -> None:
         import onnxruntime as ort
@@ -83,7 +100,7 @@ class _OnnxRuntime:
                 providers.insert(0, "CUDAExecutionProvider")
             else:
                 log.warning("onnxruntime here has no CUDA provider; running the ONNX model on the CPU")
-        self.session = ort.InferenceSession(str(path), providers=providers)
+        self.session = ort.InferenceSession(str(path), _session_options(ort), providers=providers)
         self.outputs = [o.name for o in self.session.get_outputs()]
 
     def __call__(self, batch: torch.Tensor) -> Outputs:
