@@ -168,7 +168,9 @@ def test_a_killed_tuning_process_restarts_without_losing_a_finished_trial(datase
     retries = {t.user_attrs.get(RETRY_OF): t for t in trials if t.user_attrs.get(RETRY_OF) is not None}
     for trial in interrupted:  # ... ran again with the same values
         assert retries[trial.number].params == trial.params and outcome(retries[trial.number]) == "complete"
-        assert load_job(trial.user_attrs["kennel.job"]).status == "stopped"
+        # Its job was marked stopped on restart, unless the kill fell between the job's end and the study
+        # hearing of it: then the job had completed, and the trial still ran again, since its value was lost.
+        assert load_job(trial.user_attrs["kennel.job"]).status in ("stopped", "completed")
 
 
 def test_the_demo_tune_step_runs_a_short_study_and_writes_its_page(
