@@ -295,3 +295,18 @@ def test_demo_serve_step_starts_queries_and_stops_the_endpoint(
     step_serve(run)
     out = capsys.readouterr().out
     assert "kennel serve" in out and "true breed:" in out and "dog:" in out and "endpoint stopped" in out
+
+
+def test_the_verdict_lines_say_when_no_face_search_ran() -> None:
+    from rich.console import Console
+
+    from kennel.cli.predict import _print_verdicts
+
+    def lines(face: dict) -> str:
+        console = Console(record=True, width=120)
+        _print_verdicts(console, {"dog": {"is_dog": True, "score": 0.9}, "human_face": face})
+        return console.export_text()
+
+    assert "not looked for" in lines({"found": False, "count": 0, "searched": False})
+    assert "human face found: no" in lines({"found": False, "count": 0})
+    assert "human face found: 2" in lines({"found": True, "count": 2})

@@ -81,6 +81,8 @@ def _print_verdicts(console, answer: dict[str, Any]) -> None:
             console.print(
                 f"human face found: {face.get('count', 1)} - the breeds above are the ones the face resembles"
             )
+        elif face.get("searched") is False:
+            console.print("human face: not looked for (the endpoint looks only where it sees no dog)")
         else:
             console.print("human face found: no")
 
