@@ -20,6 +20,14 @@ def kennel_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mo
     return home
 
 
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny generated dataset (3 classes, 12/6/6 photos per class), one per test module."""
+    from kennel.data.sample import write_sample_dataset
+
+    return write_sample_dataset(tmp_path_factory.mktemp("data") / "sample", num_classes=3, per_split=(12, 6, 6))
+
+
 def shared_data(name: str) -> Path:
     """A folder of real photos from ../shared/data, or skip the test saying why."""
     path = SHARED_DATA / name

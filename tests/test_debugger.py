@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 
 from kennel.cli import _register, app
 from kennel.config import ConfigError, load_config
-from kennel.data.sample import write_sample_dataset
 from kennel.debugger import load_records
 from kennel.debugger.store import read_table
 from kennel.engine import Observer
@@ -23,11 +22,6 @@ from kennel.job import train
 from kennel.jobs import load_job
 
 TINY = {"model.backbone": "tiny", "model.pretrained": False, "tracking": False, "export_onnx": False}
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_sample_dataset(tmp_path_factory.mktemp("data") / "sample", num_classes=3, per_split=(12, 6, 6))
 
 
 def test_records_hold_each_collection_per_mode_and_read_back_through_the_api(tmp_path: Path):

@@ -13,18 +13,12 @@ from pathlib import Path
 import pytest
 
 from kennel.config import load_config
-from kennel.data.sample import write_sample_dataset
 from kennel.job import resume, train
 from kennel.jobs import list_jobs, load_job
 from kennel.observers.metrics_log import read_metrics
 from kennel.profiler import Profile
 
 TINY = {"model.backbone": "tiny", "model.pretrained": False, "tracking": False, "export_onnx": False}
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_sample_dataset(tmp_path_factory.mktemp("data") / "sample", num_classes=3, per_split=(12, 6, 6))
 
 
 def _config(dataset: Path, **overrides):

@@ -13,7 +13,6 @@ import torch
 import yaml
 
 from kennel.config import load_config
-from kennel.data.sample import write_sample_dataset
 from kennel.job import train
 from kennel.jobs import list_jobs
 from kennel.tune import TuneError, TuneRequest, load_study_record, tune
@@ -26,11 +25,6 @@ SPACE = {
         "epochs": {"type": "int", "low": 2, "high": 4},
     }
 }
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_sample_dataset(tmp_path_factory.mktemp("data") / "sample", num_classes=3, per_split=(12, 6, 6))
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ import yaml
 from typer.testing import CliRunner
 
 from kennel.config import load_config
-from kennel.data.sample import write_sample_dataset
 from kennel.jobs import list_jobs, load_job
 from kennel.tune import load_study_record
 from kennel.tune.results import INTERRUPTED, RETRY_OF, outcome
@@ -29,11 +28,6 @@ SPACE = {
         "epochs": {"type": "int", "low": 2, "high": 3},
     }
 }
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_sample_dataset(tmp_path_factory.mktemp("data") / "sample", num_classes=3, per_split=(12, 6, 6))
 
 
 @pytest.fixture

@@ -22,15 +22,21 @@ _MMAP_THRESHOLD_MAX = 32 * 1024 * 1024  # glibc's upper bound on 64-bit systems
 _done = False
 
 
+def _mallopt():
+    """glibc's ``mallopt``, or None where libc is not glibc."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return None
+
+
 def keep_buffers_in_heap() -> bool:
     """Tune glibc's allocator once per process; a no-op (False) where libc is not glibc."""
     global _done
     if _done:
         return True
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    mallopt = _mallopt()
+    if mallopt is None:
         return False
     ok = (
         mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)
@@ -46,8 +52,5 @@ def limit_arenas(count: int = 2) -> bool:
     """At most ``count`` glibc malloc arenas. glibc gives each thread that meets a locked arena a new one, up to
     8 per core; a server's thread pool then spreads short-lived image buffers over many arenas that each keep
     their high-water mark, and its memory creeps up request after request. Call before the threads start."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(_M_ARENA_MAX, count))
-    except (OSError, AttributeError):
-        return False
+    mallopt = _mallopt()
+    return mallopt is not None and bool(mallopt(_M_ARENA_MAX, count))

@@ -49,9 +49,7 @@ class DynamicBatcher:
         self.max_wait = max_wait_ms / 1000
         self.on_batch = on_batch  # called with (batch size, seconds in the model) after every batch
         self.batch_sizes: deque[int] = deque(maxlen=10_000)  # the latest batch sizes, for tests and logs
-        self.allowed_sizes = sorted(
-            {2**i for i in range(max_batch_size.bit_length()) if 2**i <= max_batch_size} | {max_batch_size}
-        )
+        self.allowed_sizes = sorted({1 << i for i in range(max_batch_size.bit_length())} | {max_batch_size})
         self._carry: deque[_Item] = deque()  # gathered but left for the next batch, which they open
         self._queue: asyncio.Queue[_Item | None] | None = None
         self._worker: asyncio.Task[None] | None = None
