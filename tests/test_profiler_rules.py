@@ -84,6 +84,15 @@ def gpu(count: int = 1, **fields) -> Callable[[int], dict]:
     return override
 
 
+def ranks(slow_rank_forward: float = 0.004, world_size: int = 2) -> Profile:
+    """A job trained by ``world_size`` processes (torchrun); the last rank's forward takes the given time."""
+    profile = make_profile(world_size=world_size)
+    for rank in range(1, world_size):
+        forward = slow_rank_forward if rank == world_size - 1 else HEALTHY_STEP["forward"]
+        profile.other_ranks[rank] = [dict(s, forward=forward) for s in profile.steps]
+    return profile
+
+
 # (rule, profile where it must fire, words its advice must hold)
 FIRING: list[tuple[str, Callable[[], Profile], str]] = [
     ("LowGPUUtilization", lambda: make_profile(gpus=1, sample=gpu(util=30.0)), "data.batch_size"),
@@ -104,6 +113,7 @@ FIRING: list[tuple[str, Callable[[], Profile], str]] = [
     ("Dataloader", lambda: make_profile(loader_workers=16), "at most 4"),
     ("Dataloader", lambda: make_profile(step=lambda i: {"data": 0.004}), "data.workers=2"),
     ("LoadBalancing", lambda: make_profile(gpus=2, sample=gpu(2, util=[90.0, 20.0])), "torchrun"),
+    ("LoadBalancing", lambda: ranks(slow_rank_forward=0.02, world_size=3), "every rank waits for rank 2"),
     ("MaxInitializationTime", lambda: make_profile(init_s=1300.0), "KENNEL_CACHE"),
     ("StepOutlier", lambda: make_profile(step=lambda i: {"forward": 0.2} if i == 120 else {}), "step 121"),
     ("DataBottleneck", lambda: make_profile(step=lambda i: {"data": 0.03}), "data.workers=2"),
@@ -150,6 +160,14 @@ def test_each_rule_fires_where_it_should_and_draws_its_evidence(name: str, profi
 
 def test_every_rule_but_the_report_has_a_firing_case() -> None:
     assert {name for name, *_ in FIRING} == set(PROFILER_RULES.names()) - {"OverallSystemUsage"}
+
+
+def test_load_balancing_reads_every_rank_of_a_cpu_job() -> None:
+    rule = build_rule("LoadBalancing")
+    assert verdict(rule, make_profile()).status == NOT_APPLICABLE  # one process, no GPU
+    even = verdict(rule, ranks())
+    assert even.status == NO_ISSUES and set(even.numbers) == {"rank0_ms", "rank1_ms", "spread"}
+    assert verdict(rule, ranks(slow_rank_forward=0.02)).numbers["spread"] > 0.5
 
 
 def test_step_outlier_ignores_even_jitter_and_each_epochs_first_step() -> None:

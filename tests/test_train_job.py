@@ -115,3 +115,29 @@ def test_job_killed_mid_epoch_resumes_to_the_full_epoch_count(dataset: Path, ken
 def test_resume_of_a_completed_job_changes_nothing(dataset: Path):
     record = train(_config(dataset, epochs=1), stream=None)
     assert resume(record.id, stream=None).to_dict() == load_job(record.id).to_dict()
+
+
+def test_lines_a_killed_run_wrote_after_its_last_checkpoint_are_dropped_on_resume(dataset: Path):
+    """A kill between an epoch's metric line and its checkpoint: the resumed run repeats that epoch, once."""
+    from kennel.observers.checkpoint import load_checkpoint, save_checkpoint
+
+    record = train(_config(dataset, epochs=2), stream=None)
+    checkpoints, metrics = record.path / "checkpoints", record.path / "metrics.jsonl"
+    # Roll the job back to just after epoch 1's metric line: epoch 2's checkpoint never made it to disk.
+    last = load_checkpoint(checkpoints / "last.pt")
+    lines = metrics.read_text().splitlines(keepends=True)
+    first_epoch = next(i for i, line in enumerate(lines) if json.loads(line)["kind"] == "epoch")
+    step_one = json.loads(lines[first_epoch])["global_step"]
+    epoch_one = dict(last, epoch=1, global_step=step_one, history=last["history"][:1])
+    save_checkpoint(checkpoints / "last.pt", epoch_one)
+    metrics.write_text("".join(lines) + '{"kind": "step", "epo')  # epoch 2's lines stay, and one cut short
+    job = load_job(record.id)
+    job.status = "running"
+    job.save()
+
+    resumed = resume(record.id, stream=None)
+    assert resumed.status == "completed"
+    assert [e["epoch"] for e in read_metrics(metrics, "epoch")] == [1, 2]
+    steps = [s["global_step"] for s in read_metrics(metrics, "step")]
+    assert steps == sorted(set(steps))  # no step logged twice
+    assert metrics.read_text().endswith("\n")

@@ -124,6 +124,7 @@ class TrainConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = Field(True, description="mixed precision on CUDA (bf16 autocast for CPU feature extraction)")
     channels_last: bool = True
+    compile: bool = Field(False, description="torch.compile the training forward (pays off on long CUDA runs)")
     feature_cache: bool = Field(True, description="frozen backbone: compute features once, train the head")
     feature_views: int = Field(1, ge=1, le=32, description="augmented views cached per train image (1 = none)")
     log_every: int = Field(10, ge=1, description="steps between metric lines")

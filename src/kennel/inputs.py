@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from kennel.config import TrainConfig
 from kennel.data.dataset import ImageDataset, make_loader
 from kennel.data.layout import DatasetLayout
+from kennel.distributed import SINGLE, Ranks, ShardSampler, per_rank_batch, train_sampler
 from kennel.features import FeatureKey, cached_features, extraction_dtype, split_fingerprint
 from kennel.models import Classifier
 from kennel.preprocessing import Preprocessing
@@ -37,6 +38,7 @@ def _feature_inputs(
     preprocessing: Preprocessing,
     device: torch.device,
     weights_id: str,
+    ranks: Ranks,
 ) -> TrainingInputs:
     import time
 
@@ -62,12 +64,12 @@ def _feature_inputs(
         log.info("%s features: %s (%s)", split, tuple(feats.features.shape), "cached" if was_cached else "computed")
         tensors[split] = feats
     seconds = time.perf_counter() - started
-    batch = config.data.batch_size
+    batch = per_rank_batch(config.data.batch_size, ranks)
 
     def loader(split: str, shuffle: bool) -> DataLoader:
         dataset = TensorDataset(tensors[split].features, tensors[split].labels)
-        generator = torch.Generator().manual_seed(config.seed)
-        return DataLoader(dataset, batch_size=batch, shuffle=shuffle, generator=generator)
+        sampler = train_sampler(dataset, ranks, config.seed) if shuffle else ShardSampler(len(dataset), ranks)
+        return DataLoader(dataset, batch_size=batch, sampler=sampler)
 
     head = model.head
 
@@ -81,20 +83,29 @@ def _feature_inputs(
 
 
 def _image_inputs(
-    model: Classifier, layout: DatasetLayout, config: TrainConfig, preprocessing: Preprocessing, device: torch.device
+    model: Classifier,
+    layout: DatasetLayout,
+    config: TrainConfig,
+    preprocessing: Preprocessing,
+    device: torch.device,
+    ranks: Ranks,
 ) -> TrainingInputs:
     pin = device.type == "cuda"
     draft = preprocessing.resize_size
     workers = config.data.workers
+    batch = per_rank_batch(config.data.batch_size, ranks)
 
-    def loader(split: str, transform, shuffle: bool) -> DataLoader:
+    def loader(split: str, transform, shuffle: bool, shard: Ranks = ranks) -> DataLoader:
         dataset = ImageDataset(layout[split], transform, draft_size=draft)
-        return make_loader(dataset, config.data.batch_size, shuffle, workers, pin, config.seed, drop_last=shuffle)
+        sampler = train_sampler(dataset, shard, config.seed) if shuffle else ShardSampler(len(dataset), shard)
+        return make_loader(dataset, batch, shuffle, workers, pin, config.seed, drop_last=shuffle, sampler=sampler)
 
     def test_logits() -> tuple[torch.Tensor, torch.Tensor]:
         from kennel.engine import evaluate
 
-        result = evaluate(model, loader("test", preprocessing.eval_transform(), False), device, amp=config.amp)
+        # Rank 0 alone evaluates the test split, in file order, after training.
+        test = loader("test", preprocessing.eval_transform(), False, shard=SINGLE)
+        result = evaluate(model, test, device, amp=config.amp)
         return result["logits"], result["targets"]
 
     train = loader("train", preprocessing.train_transform(config.data.augment), True)
@@ -108,7 +119,9 @@ def prepare_inputs(
     preprocessing: Preprocessing,
     device: torch.device,
     weights_id: str,
+    ranks: Ranks = SINGLE,
 ) -> TrainingInputs:
+    """Loaders for this rank's shard (each step takes ``batch_size / world_size`` photos per rank)."""
     if model.backbone_frozen and config.feature_cache:
-        return _feature_inputs(model, layout, config, preprocessing, device, weights_id)
-    return _image_inputs(model, layout, config, preprocessing, device)
+        return _feature_inputs(model, layout, config, preprocessing, device, weights_id, ranks)
+    return _image_inputs(model, layout, config, preprocessing, device, ranks)

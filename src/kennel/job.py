@@ -17,10 +17,13 @@ from typing import Literal, TextIO
 import numpy as np
 import torch
 
+from kennel import distributed
 from kennel.allocator import keep_buffers_in_heap
 from kennel.config import ConfigError, TrainConfig, config_to_yaml, load_config
 from kennel.data.layout import LayoutError, load_layout
+from kennel.distributed import Ranks
 from kennel.engine import LoopConfig, Observer, Trainer
+from kennel.home import jobs_dir
 from kennel.jobs import JobRecord, create_job, load_job, now
 from kennel.models import create_model, get_backbone
 from kennel.models.weights import available_offline
@@ -98,22 +101,26 @@ def _observers(record: JobRecord, config: TrainConfig, stream: TextIO | None, pr
     return observers
 
 
-def _tracker(record: JobRecord, config: TrainConfig, experiment: str):
-    if not config.tracking:
+def _tracker(record: JobRecord, config: TrainConfig, experiment: str, ranks: Ranks):
+    if not config.tracking or not ranks.is_main:
         return None
     from kennel.observers.tracking import MLflowTracker
 
     return MLflowTracker(record, config.model_dump(mode="json"), experiment=experiment)
 
 
-def _profiler(record: JobRecord, config: TrainConfig, device: torch.device):
-    """The job's profiler session (system sampling starts now, so initialization is measured), or None."""
+def _profiler(record: JobRecord, config: TrainConfig, device: torch.device, ranks: Ranks):
+    """The job's profiler session (system sampling starts now, so initialization is measured), or None. Other
+    ranks than 0 only record their steps, for the LoadBalancing rule."""
     if not config.profiler.enabled:
         return None
     from kennel.profiler import ProfilerSession
+    from kennel.profiler.session import RankSteps
 
     try:
-        return ProfilerSession(record.path, config.profiler, device)
+        if not ranks.is_main:
+            return RankSteps(record.path, ranks.rank)
+        return ProfilerSession(record.path, config.profiler, device, world_size=ranks.world_size)
     except Exception:  # profiling must never keep a job from training
         log.warning("the profiler could not start for %s; the job runs without it", record.id, exc_info=True)
         return None
@@ -127,17 +134,24 @@ def train(
     progress: bool | None = None,
 ) -> JobRecord:
     """Run a new training job; returns its record (status, metrics, artifact path). Metric lines go to
-    ``stream``: the ``sys.stdout`` of the moment the job runs by default, none for ``None``."""
+    ``stream``: the ``sys.stdout`` of the moment the job runs by default, none for ``None``.
+
+    Under torchrun every process calls this with the same config: rank 0 creates the job and tells the others
+    its id (see :mod:`kennel.distributed`)."""
     layout = _load_data(config)
-    record = create_job(
-        config.name or f"{config.model.backbone}",
-        backbone=config.model.backbone,
-        params=key_params(config),
-        config=config.model_dump(mode="json"),
-        study=study,
-    )
-    (record.path / "config.yaml").write_text(config_to_yaml(config))
-    return _run(record, config, layout, observers, stream, progress, resume=False)
+    ranks = _start_ranks(config)
+    record = None
+    if ranks.is_main:
+        record = create_job(
+            config.name or f"{config.model.backbone}",
+            backbone=config.model.backbone,
+            params=key_params(config),
+            config=config.model_dump(mode="json"),
+            study=study,
+        )
+        (record.path / "config.yaml").write_text(config_to_yaml(config))
+    record = _shared_record(record, ranks)
+    return _run(record, config, layout, observers, stream, progress, resume=False, ranks=ranks)
 
 
 def resume(
@@ -151,7 +165,26 @@ def resume(
     if record.status == "completed":
         return record
     config = load_config(record.path / "config.yaml")
-    return _run(record, config, _load_data(config), observers, stream, progress, resume=True)
+    layout = _load_data(config)
+    return _run(record, config, layout, observers, stream, progress, resume=True, ranks=_start_ranks(config))
+
+
+def _start_ranks(config: TrainConfig) -> Ranks:
+    """Join torchrun's process group, if torchrun started this process; one process is rank 0 of 1."""
+    ranks = distributed.from_environment()
+    try:
+        distributed.per_rank_batch(config.data.batch_size, ranks)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return distributed.start(resolve_device(config.device))
+
+
+def _shared_record(record: JobRecord | None, ranks: Ranks) -> JobRecord:
+    """Rank 0's job on every rank. The other ranks hold a stand-in they never save: only rank 0 writes."""
+    job_id = distributed.broadcast_text(record.id if record is not None else "", ranks)
+    if record is not None:
+        return record
+    return JobRecord(id=job_id, name=job_id, job_dir=str(jobs_dir() / job_id))
 
 
 def _run(
@@ -162,6 +195,7 @@ def _run(
     stream: TextIO | Literal["stdout"] | None,
     progress: bool | None,
     resume: bool,
+    ranks: Ranks,
 ) -> JobRecord:
     from kennel.inputs import prepare_inputs
 
@@ -171,23 +205,25 @@ def _run(
     keep_buffers_in_heap()
     started = time.perf_counter()
     earlier_seconds = (record.duration_s or 0.0) if resume else 0.0
-    device = resolve_device(config.device)
-    seed_everything(config.seed)
-    record.status, record.started, record.error, record.stop_reason = "running", record.started or now(), None, None
-    record.pid = os.getpid()
-    record.save()
+    device = distributed.process_device(resolve_device(config.device), ranks)
+    # Each rank its own random stream (dropout, augmentation); the shuffle is seeded apart, the same on all.
+    seed_everything(config.seed + ranks.rank)
+    if ranks.is_main:
+        record.status, record.started, record.error, record.stop_reason = "running", record.started or now(), None, None
+        record.pid = os.getpid()
+        record.save()
     # Tracking starts first, so a job that fails while loading weights or data still shows in MLflow.
-    tracker = _tracker(record, config, experiment=record.study or "kennel")
-    profiler = _profiler(record, config, device)
+    tracker = _tracker(record, config, record.study or "kennel", ranks)
+    profiler = _profiler(record, config, device, ranks)
     try:
         model, preprocessing = _build_model(config, layout)
-        inputs = prepare_inputs(model, layout, config, preprocessing, device, weights_identity(config))
+        inputs = prepare_inputs(model, layout, config, preprocessing, device, weights_identity(config), ranks)
         trainable = inputs.module
         head = list(model.head_parameters())
         backbone = [] if inputs.cached else list(model.backbone_parameters())
         optimizer = build_optimizer(param_groups(head, backbone, config.optim), config.optim)
         schedule = build_schedule(optimizer, config.optim, len(inputs.train), config.epochs)
-        observers = _observers(record, config, stream, progress)
+        observers = _observers(record, config, stream, progress) if ranks.is_main else []
         if tracker is not None:
             observers.append(tracker)
         if profiler is not None:
@@ -201,8 +237,10 @@ def _run(
                 amp=config.amp,
                 channels_last=config.channels_last and not inputs.cached,
                 log_every=config.log_every,
+                compile=config.compile,
+                ranks=ranks,
             ),
-            [*observers, *extra],
+            [*observers, *extra] if ranks.is_main else observers,
             scheduler=schedule,
             loss_fn=torch.nn.CrossEntropyLoss(label_smoothing=config.optim.label_smoothing),
         )
@@ -211,6 +249,11 @@ def _run(
             trainer.load_state_dict(load_checkpoint(checkpoints / "last.pt"))
             log.info("resuming %s at epoch %d", record.id, trainer._start_epoch + 1)
         state = trainer.fit(inputs.train, inputs.valid)
+        # Every rank's step records are on disk before rank 0's profiler reads them for its last check.
+        distributed.barrier(ranks)
+        if not ranks.is_main:
+            record.status, record.stop_reason = state.status, state.stop_reason
+            return record
         if (checkpoints / "best.pt").is_file():
             trainable.load_state_dict(load_checkpoint(checkpoints / "best.pt")["model"])
         record.status, record.stop_reason = state.status, state.stop_reason
@@ -223,13 +266,15 @@ def _run(
         record.error = f"{type(error).__name__}: {error}"
         raise
     finally:
-        record.ended = now()
-        record.duration_s = round(earlier_seconds + time.perf_counter() - started, 2)
-        record.save()
+        if ranks.is_main:
+            record.ended = now()
+            record.duration_s = round(earlier_seconds + time.perf_counter() - started, 2)
+            record.save()
         if profiler is not None:
             profiler.finish()  # before the tracker's finish, which copies profile.html into MLflow
         if tracker is not None:
             tracker.finish(record)
+        distributed.stop()
     return record
 
 

@@ -57,6 +57,14 @@ def train_command(
         False, "--profile", help="also record a torch.profiler window: a Chrome trace and the top operators"
     ),
     debug: str = typer.Option(None, "--debug", help="debugger: off, light (default) or full (see `kennel debug`)"),
+    processes: int = typer.Option(
+        None,
+        "--processes",
+        min=1,
+        help="train with N processes on this machine (torchrun, DistributedDataParallel; gloo on CPU). "
+        "--batch-size stays the global batch",
+    ),
+    gpus: int = typer.Option(None, "--gpus", min=1, help="train on N GPUs of this machine: one process per GPU"),
     print_config: bool = typer.Option(False, "--print-config", help="print the resolved config and exit"),
     as_json: bool = typer.Option(False, "--json", help="print the job record as JSON on the last line"),
 ) -> None:
@@ -68,8 +76,11 @@ def train_command(
     import yaml
 
     from kennel.config import ConfigError, config_to_yaml, load_config
+    from kennel.distributed import from_environment
     from kennel.job import resume, train
 
+    if (processes or gpus) and not print_config:
+        raise typer.Exit(_launch(processes, gpus, device))
     try:
         if resume_job:
             record = resume(resume_job)
@@ -112,6 +123,8 @@ def train_command(
         # The record says "stopped" and the last epoch's checkpoint is on disk.
         typer.secho("stopped; `kennel train --resume latest` continues from the last finished epoch", err=True)
         raise typer.Exit(130) from None
+    if not from_environment().is_main:  # under torchrun, rank 0 reports for the job
+        raise typer.Exit(0 if record.status in ("completed", "stopped", "pruned") else 1)
     _export_sagemaker_outputs(record)
     metrics = record.metrics
     summary = f"job {record.id} {record.status}"
@@ -125,3 +138,35 @@ def train_command(
         typer.echo(json.dumps(record.to_dict(), default=str))
     if record.status not in ("completed", "stopped"):
         raise typer.Exit(1)
+
+
+def _launch(processes: int | None, gpus: int | None, device: str | None) -> int:
+    """Run this same command under torchrun with one process per GPU (``--gpus``) or ``--processes`` of them;
+    returns torchrun's exit status."""
+    import subprocess
+    import sys
+
+    import torch
+
+    from kennel.launch import process_env, torchrun_command, without_options
+
+    if processes and gpus and processes != gpus:
+        typer.secho(f"--processes {processes} and --gpus {gpus} disagree; give one of them", err=True, fg="red")
+        return 2
+    count = gpus or processes
+    argv = without_options(sys.argv[1:])
+    if gpus:
+        visible = torch.cuda.device_count()
+        if visible < gpus:
+            typer.secho(
+                f"--gpus {gpus}: this machine has {visible} CUDA GPU(s); use --processes N for CPU processes (gloo)",
+                err=True,
+                fg="red",
+            )
+            return 2
+        if device is None:
+            argv += ["--device", "cuda"]
+    cuda = gpus is not None or device == "cuda" or (device in (None, "auto") and torch.cuda.is_available())
+    command = torchrun_command(argv, count)
+    typer.echo(f"launching {count} training processes: {' '.join(command[1:])}", err=True)
+    return subprocess.call(command, env=process_env(count, cuda))

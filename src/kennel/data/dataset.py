@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from kennel.data.images import open_rgb
 from kennel.data.layout import Split
@@ -51,16 +51,21 @@ def make_loader(
     pin_memory: bool = False,
     seed: int = 0,
     drop_last: bool = False,
+    sampler: Sampler | None = None,
 ) -> DataLoader:
+    """A loader over ``dataset``; a ``sampler`` (a rank's shard, see :mod:`kennel.distributed`) replaces the
+    seeded shuffle. Workers persist across epochs: starting them again each epoch would leave a GPU idle."""
     workers = default_workers() if workers is None else workers
     generator = torch.Generator().manual_seed(seed)
+    size = len(sampler) if sampler is not None else len(dataset)
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
         num_workers=workers,
         pin_memory=pin_memory,
-        persistent_workers=False,
+        persistent_workers=workers > 0,
         generator=generator,
-        drop_last=drop_last and len(dataset) > batch_size,
+        drop_last=drop_last and size > batch_size,
     )

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from kennel.distributed import SINGLE, Ranks, any_rank, gather_rows
 from kennel.engine.clock import StepClock
 from kennel.engine.observer import Observer, ObserverList, StopTraining
 from kennel.engine.state import LoopState
@@ -26,6 +27,8 @@ class LoopConfig:
     channels_last: bool = False
     grad_clip: float | None = None
     log_every: int = 10
+    compile: bool = False  # torch.compile the training forward
+    ranks: Ranks = SINGLE  # this process's place under torchrun; several ranks train with DDP
 
 
 def _autocast(device: torch.device, enabled: bool):
@@ -52,13 +55,15 @@ def evaluate(
     amp: bool = True,
     channels_last: bool = False,
     on_batch: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
+    ranks: Ranks = SINGLE,
 ) -> dict[str, Any]:
     """Loss, top-1 and top-5 accuracy over ``loader``; also returns the logits and targets it saw.
-    ``on_batch(inputs, targets, outputs, loss)`` is called after every batch (the loop's EVAL-mode event)."""
+    ``on_batch(inputs, targets, outputs, loss)`` is called after every batch (the loop's EVAL-mode event).
+    With several ``ranks`` each holds a shard of the data; the metrics are over all of them, on every rank."""
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     was_training = model.training
     model.eval()
-    logits, targets, total_loss = [], [], 0.0
+    logits, targets = [], []
     for batch in loader:
         inputs, target = _to_device(batch, device, channels_last)
         with _autocast(device, amp):
@@ -67,15 +72,13 @@ def evaluate(
         loss = loss_fn(output, target)
         if on_batch is not None:
             on_batch(inputs, target, output, loss)
-        total_loss += loss.item() * len(target)
         logits.append(output.cpu())
         targets.append(target.cpu())
     model.train(was_training)
-    all_logits, all_targets = torch.cat(logits), torch.cat(targets)
-    count = max(len(all_targets), 1)
+    all_logits, all_targets = gather_rows(torch.cat(logits), ranks), gather_rows(torch.cat(targets), ranks)
     top5 = all_logits.topk(min(5, all_logits.shape[1]), dim=1).indices
     return {
-        "loss": total_loss / count,
+        "loss": loss_fn(all_logits, all_targets).item() if len(all_targets) else float("nan"),
         "accuracy": (top5[:, 0] == all_targets).float().mean().item(),
         "top5": (top5 == all_targets[:, None]).any(dim=1).float().mean().item(),
         "logits": all_logits,
@@ -118,6 +121,16 @@ class Trainer:
         self.model = model.to(loop.device)
         if loop.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        # What trains: the model itself, or a wrapper that averages gradients across ranks and/or a compiled
+        # graph. Observers, checkpoints and evaluation keep using the plain model (and its parameter names).
+        self.forward_module: nn.Module = self.model
+        if loop.ranks.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [loop.device.index] if loop.device.type == "cuda" else None
+            self.forward_module = DistributedDataParallel(self.model, device_ids=ids)
+        if loop.compile:
+            self.forward_module = torch.compile(self.forward_module)
         self.optimizer = optimizer
         self.loop = loop
         self.observers = ObserverList(list(observers))
@@ -194,6 +207,9 @@ class Trainer:
         emit = self.observers.emit
         state.mode, state.step = "TRAIN", 0
         self.model.train()
+        sampler = getattr(train_loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):  # each epoch its own shuffle, the same on every rank
+            sampler.set_epoch(state.epoch)
         emit("on_epoch_start", state)
         seen = correct = 0
         loss_sum = 0.0
@@ -205,7 +221,7 @@ class Trainer:
             inputs, targets = _to_device(batch, self.loop.device, self.loop.channels_last)
             clock.mark()  # transfer
             with _autocast(self.loop.device, self.loop.amp):
-                outputs = self.model(inputs)
+                outputs = self.forward_module(inputs)
                 loss = self.loss_fn(outputs.float(), targets)
             clock.mark()  # forward
             self.optimizer.zero_grad(set_to_none=True)
@@ -237,11 +253,13 @@ class Trainer:
                 "images_per_s": seen / max(time.perf_counter() - started, 1e-9),
             }
             emit("on_batch_end", state)
+            self._agree_on_stop(state)
             if state.should_stop:
                 return
             clock.start()
         clock.reset()
         state.batch = state.outputs = None
+        seen, correct, loss_sum = self._summed(seen, correct, loss_sum)
         metrics = {
             "epoch": state.epoch + 1,
             "train_loss": loss_sum / max(seen, 1),
@@ -265,6 +283,7 @@ class Trainer:
                 self.loop.amp,
                 self.loop.channels_last,
                 on_batch=on_eval_batch,
+                ranks=self.loop.ranks,
             )
             state.batch = state.outputs = None
             valid = {"valid_loss": result["loss"], "valid_accuracy": result["accuracy"], "valid_top5": result["top5"]}
@@ -274,3 +293,26 @@ class Trainer:
         state.epoch_metrics = metrics
         state.history.append(metrics)
         emit("on_epoch_end", state)
+        self._agree_on_stop(state)
+
+    # --- several ranks ----------------------------------------------------------------------------------
+
+    def _agree_on_stop(self, state: LoopState) -> None:
+        """Every rank stops at the same step: a rank that ran on alone would wait forever for the others'
+        gradients. Observers that stop a job (early stopping, the debugger, a pruner) run on rank 0."""
+        ranks = self.loop.ranks
+        if ranks.distributed and any_rank(state.should_stop, ranks) and not state.should_stop:
+            state.request_stop("stopped by rank 0")
+
+    def _summed(self, seen: int, correct: int, loss_sum: float) -> tuple[int, int, float]:
+        """The epoch's counts over every rank's shard, so its metrics describe the whole training split."""
+        if not self.loop.ranks.distributed:
+            return seen, correct, loss_sum
+        import torch.distributed as dist
+
+        totals = torch.tensor([seen, correct, loss_sum], dtype=torch.float64)
+        if dist.get_backend() == "nccl":
+            totals = totals.to(self.loop.device)
+        dist.all_reduce(totals)
+        seen_all, correct_all, loss_all = totals.tolist()
+        return int(seen_all), int(correct_all), loss_all

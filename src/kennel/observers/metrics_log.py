@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from kennel.atomic import atomic_write_text
 from kennel.engine import LoopState, Observer
 
 
@@ -32,6 +33,17 @@ class MetricsLogger(Observer):
     def _echo(self, line: str) -> None:
         if self.stream is not None:
             print(line, file=self.stream, flush=True)
+
+    def on_fit_start(self, state: LoopState) -> None:
+        """A resumed job starts again after its last checkpoint: lines written after it (by the run that was
+        killed) are dropped, or the epoch it repeats would be logged twice."""
+        if not self.path.is_file():
+            return
+        records = read_metrics(self.path)
+        kept = [r for r in records if r.get("global_step", 0) <= state.global_step]
+        cut_short = not self.path.read_text().endswith("\n")  # the kill landed mid-line
+        if len(kept) < len(records) or cut_short:
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def on_batch_end(self, state: LoopState) -> None:
         if state.global_step % self.every and state.step != state.steps_per_epoch:

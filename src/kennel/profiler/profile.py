@@ -5,6 +5,7 @@ Files under ``<job>/profiler/`` (JSON lines are appended while the job runs; a k
     context.json     the machine and the job's set-up (device, cores, GPUs, loader workers, batch size)
     timeline.jsonl   job_start, fit_start, fit_end, job_end (unix times); a resumed job adds more
     steps.jsonl      one line per training step: wall seconds, and seconds per phase of the loop's clock
+    steps-rank1.jsonl, ...   the same for each other rank of a job trained by several processes (torchrun)
     system.jsonl     one line per system sample (kennel.profiler.system)
     findings.jsonl   the rules' findings as they change (kennel.findings)
     trace.json, operators.json   the torch.profiler window, when one was asked for
@@ -33,6 +34,23 @@ CONTEXT, TIMELINE, STEPS, SYSTEM, FINDINGS = (
     "findings.jsonl",
 )
 TRACE, OPERATORS = "trace.json", "operators.json"
+# The part of a step before DistributedDataParallel exchanges gradients: where the ranks' own work differs.
+BEFORE_EXCHANGE = ("data", "transfer", "forward")
+
+
+def rank_steps_file(rank: int) -> str:
+    """Rank 0's steps are ``steps.jsonl``; another rank's carry its number."""
+    return STEPS if rank == 0 else f"steps-rank{rank}.jsonl"
+
+
+def read_rank_steps(folder: Path, world_size: int, last: int | None = None) -> dict[int, list[dict[str, Any]]]:
+    """The step records of ranks 1 .. world_size-1 (whatever each has written so far)."""
+    ranks = {}
+    for rank in range(1, world_size):
+        records, _ = read_jsonl(folder / rank_steps_file(rank))
+        ranks[rank] = records[-last:] if last else records
+    return ranks
+
 
 # The job's phases, named after the timeline event that begins each.
 JOB_PHASES = {"job_start": "initialization", "fit_start": "training", "fit_end": "finalization", "job_end": None}
@@ -70,6 +88,7 @@ class Profile:
     samples: list[dict[str, Any]] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     problems: dict[str, str] = field(default_factory=dict)  # file -> why part of it could not be read
+    other_ranks: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # rank -> its step records
     _series: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False)
 
     @classmethod
@@ -88,6 +107,7 @@ class Profile:
             if skipped:
                 profile.problems[name] = f"{skipped} unreadable line(s) skipped"
         profile.findings = load_findings(folder / FINDINGS)
+        profile.other_ranks = read_rank_steps(folder, profile.world_size)
         return profile
 
     @property
@@ -108,6 +128,22 @@ class Profile:
     def gpu_count(self) -> int:
         """GPUs the job uses and the sampler can read (0 on a CPU job)."""
         return len(self.context.get("gpus") or []) if self.device == "cuda" else 0
+
+    @property
+    def world_size(self) -> int:
+        """Processes that trained the job (torchrun); 1 for an ordinary job."""
+        return int(self.context.get("world_size") or 1)
+
+    def rank_work(self, window: int) -> dict[int, float]:
+        """Each rank's mean seconds per step before the gradient exchange (data, transfer, forward) over its
+        last ``window`` timed steps. Ranks wait for each other in the exchange, so their wall times agree and
+        only this part shows which rank holds the others up."""
+        means = {}
+        for rank, steps in {0: self.steps, **self.other_ranks}.items():
+            work = [sum(s[p] for p in BEFORE_EXCHANGE) for s in steps if all(p in s for p in BEFORE_EXCHANGE)]
+            if work:
+                means[rank] = float(np.mean(work[-window:]))
+        return means
 
     @property
     def last_step(self) -> int | None:

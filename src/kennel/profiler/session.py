@@ -26,7 +26,17 @@ from kennel.engine import LoopState
 from kennel.jsonl import append_jsonl
 from kennel.profiler.gpu import GpuReader
 from kennel.profiler.observer import ProfilerObserver
-from kennel.profiler.profile import CONTEXT, FINDINGS, FOLDER, STEPS, SYSTEM, TIMELINE, Profile
+from kennel.profiler.profile import (
+    CONTEXT,
+    FINDINGS,
+    FOLDER,
+    STEPS,
+    SYSTEM,
+    TIMELINE,
+    Profile,
+    rank_steps_file,
+    read_rank_steps,
+)
 from kennel.profiler.rules import PROFILER_RULES, RuleRunner, build_rule
 from kennel.profiler.system import SystemSampler
 from kennel.profiler.trace import TraceWindow
@@ -37,7 +47,13 @@ LIVE_RECORDS = 2_000  # steps and samples the rules look at while the job runs (
 
 
 class ProfilerSession:
-    def __init__(self, job_dir: Path | str, config: ProfilerConfig | None = None, device: torch.device | None = None):
+    def __init__(
+        self,
+        job_dir: Path | str,
+        config: ProfilerConfig | None = None,
+        device: torch.device | None = None,
+        world_size: int = 1,
+    ):
         self.config = config or ProfilerConfig()
         self.job_dir = Path(job_dir)
         self.folder = self.job_dir / FOLDER
@@ -52,6 +68,7 @@ class ProfilerSession:
             "rules": self.config.rules,  # the thresholds set for this job, for the report's plots
             "pid": os.getpid(),
             "torch": torch.__version__,
+            "world_size": world_size,  # ranks > 0 write their own step files (RankSteps)
         }
         self._save_context()
         self.events: list[dict[str, Any]] = []
@@ -96,7 +113,9 @@ class ProfilerSession:
         steps, samples = list(self.steps), list(self.sampler.samples)
         if last is not None:
             steps, samples = steps[-last:], samples[-last:]
-        return Profile(self.context, list(self.events), steps, samples)
+        profile = Profile(self.context, list(self.events), steps, samples)
+        profile.other_ranks = read_rank_steps(self.folder, profile.world_size, last)
+        return profile
 
     def check(self, state: LoopState | None = None, final: bool = False) -> None:
         """Run the rules: while the job runs on the latest records (a check then costs a few milliseconds),
@@ -123,4 +142,34 @@ class ProfilerSession:
                 return write_profile_report(self.job_dir)
         except Exception:
             log.warning("the profiler could not finish for %s", self.job_dir, exc_info=True)
+        return None
+
+
+class RankSteps:
+    """What a rank other than 0 profiles: its own step records, in ``steps-rank<N>.jsonl``, which rank 0's
+    LoadBalancing rule reads. Rank 0's session samples the machine and runs the rules for the whole job."""
+
+    trace = None
+
+    def __init__(self, job_dir: Path | str, rank: int) -> None:
+        self.path = Path(job_dir) / FOLDER / rank_steps_file(rank)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.steps: deque[dict[str, Any]] = deque(maxlen=KEEP_STEPS)
+
+    def observer(self, loader: Any = None) -> ProfilerObserver:
+        return ProfilerObserver(self, check_every_s=float("inf"))
+
+    def event(self, name: str, step: int | None = None) -> None:
+        return None
+
+    def write_steps(self, records: Iterable[dict[str, Any]]) -> None:
+        try:
+            append_jsonl(self.path, records)
+        except OSError as exc:
+            log.warning("cannot write %s: %s", self.path, exc)
+
+    def check(self, state: LoopState | None = None, final: bool = False) -> None:
+        return None
+
+    def finish(self) -> None:
         return None

@@ -33,6 +33,7 @@ class Rule:
     __pydantic_config__ = pydantic.ConfigDict(extra="forbid")  # an unknown threshold is an error
 
     min_gpus: ClassVar[int] = 0  # GPUs the job must use for the rule to apply
+    min_ranks: ClassVar[int] = 0  # ... or, when set, processes (torchrun ranks) that also make it apply
 
     @property
     def name(self) -> str:
@@ -46,9 +47,12 @@ class Rule:
     def not_applicable(self, profile: Profile) -> str | None:
         """Why the rule does not apply to this job, or None when it does."""
         gpus = profile.gpu_count
+        if self.min_ranks and profile.world_size >= self.min_ranks:
+            return None
         if self.min_gpus and gpus < self.min_gpus:
             where = "on the CPU" if gpus == 0 else f"on {gpus} GPU"
-            return f"needs {self.min_gpus} GPU(s) with metrics; the job runs {where}"
+            ranks = f" or {self.min_ranks} processes" if self.min_ranks else ""
+            return f"needs {self.min_gpus} GPU(s) with metrics{ranks}; the job runs {where}"
         return None
 
     def check(self, profile: Profile) -> Finding:

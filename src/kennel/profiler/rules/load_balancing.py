@@ -11,14 +11,46 @@ from kennel.profiler.rules.base import Rule, recent, register_rule
 @register_rule
 @dataclass(frozen=True)
 class LoadBalancing(Rule):
-    """The GPUs' mean utilisation differs by more than threshold (as a fraction of the busiest) over the window."""
+    """The job's processes or GPUs do unequal work: over the window, the least busy one works less than the
+    busiest by more than threshold (as a fraction of the busiest).
+
+    With several ranks (torchrun) it compares every rank's time per step before the gradient exchange (data,
+    transfer, forward): the ranks wait for each other in the exchange, so only that part differs. With several
+    GPUs it also compares their utilisation."""
 
     threshold: float = 0.5
     window: int = 500
     min_samples: int = 10
     min_gpus = 2
+    min_ranks = 2
 
     def check(self, profile):
+        if profile.world_size >= 2:
+            finding = self._ranks(profile)
+            if finding is not None:
+                return finding
+        if profile.gpu_count >= 2:
+            return self._gpus(profile)
+        return self.fine(profile, {"ranks_seen": len(profile.rank_work(self.window))})
+
+    def _ranks(self, profile):
+        work = profile.rank_work(self.window)
+        if len(work) < 2 or min(len(s) for s in [profile.steps, *profile.other_ranks.values()]) < self.min_samples:
+            return None
+        busiest, idlest = max(work, key=work.get), min(work, key=work.get)
+        spread = (work[busiest] - work[idlest]) / max(work[busiest], 1e-12)
+        numbers = {f"rank{r}_ms": 1000 * s for r, s in sorted(work.items())} | {"spread": spread}
+        if spread > self.threshold:
+            return self.found(
+                profile,
+                numbers,
+                f"Rank {busiest} needs {1000 * work[busiest]:.1f} ms per step before the gradient exchange, rank "
+                f"{idlest} {1000 * work[idlest]:.1f} ms: every rank waits for rank {busiest}. Check what else runs "
+                f"on its machine or GPU, give its loader more workers, or give it faster storage.",
+            )
+        return self.fine(profile, numbers)
+
+    def _gpus(self, profile):
         util = recent(profile, profile.gpu_series("util"), self.window)
         if len(util) < self.min_samples:
             return self.fine(profile, {"samples": len(util)})
@@ -36,4 +68,9 @@ class LoadBalancing(Rule):
         return self.fine(profile, numbers)
 
     def plot(self, profile, finding, ax):
+        if any(k.startswith("rank") for k in finding.numbers):
+            work = profile.rank_work(self.window)
+            ax.bar([f"rank {r}" for r in sorted(work)], [1000 * work[r] for r in sorted(work)])
+            ax.set_ylabel("ms per step before the gradient exchange")
+            return
         plots.series(ax, profile, plots.gpu_lines(profile, "util"), "GPU utilisation (%)")

@@ -1,0 +1,157 @@
+"""Data-parallel training under ``torchrun``: which process this is, and the few collectives a job needs.
+
+``torchrun --nproc-per-node N -m kennel train ...`` (or ``kennel train --processes N``, which runs torchrun)
+starts N copies of the same job. Each reads its place from torchrun's environment (``RANK``, ``WORLD_SIZE``,
+``LOCAL_RANK``), joins one process group (NCCL on CUDA, gloo on CPU), trains on its shard of every epoch, and
+averages gradients through DistributedDataParallel. Rank 0 alone writes the job's record, metrics, checkpoints
+and artifact; the other ranks only train. Without torchrun a job is rank 0 of 1 and nothing here talks to
+anyone.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sized
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DistributedSampler, Sampler
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place among the job's processes."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the process that writes the job's files."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+SINGLE = Ranks()
+
+
+def from_environment() -> Ranks:
+    """The ranks torchrun announced in the environment; rank 0 of 1 without torchrun."""
+    try:
+        return Ranks(
+            rank=int(os.environ.get("RANK", 0)),
+            world_size=int(os.environ.get("WORLD_SIZE", 1)),
+            local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+        )
+    except ValueError as exc:
+        raise ValueError(f"RANK, WORLD_SIZE and LOCAL_RANK must be integers (torchrun sets them): {exc}") from None
+
+
+def start(device: torch.device) -> Ranks:
+    """Join the job's process group when torchrun started several processes; returns this process's ranks."""
+    ranks = from_environment()
+    if not ranks.distributed or dist.is_initialized():
+        return ranks
+    if device.type == "cuda":
+        torch.cuda.set_device(ranks.local_rank)
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return ranks
+
+
+def stop() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def process_device(device: torch.device, ranks: Ranks) -> torch.device:
+    """One GPU per process: local rank N uses ``cuda:N``."""
+    if device.type == "cuda" and ranks.distributed:
+        return torch.device("cuda", ranks.local_rank)
+    return device
+
+
+def _collective_device() -> torch.device:
+    # NCCL moves only CUDA tensors; gloo only CPU ones.
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def broadcast_text(text: str, ranks: Ranks) -> str:
+    """Rank 0's ``text`` on every rank (a job id: rank 0 creates the job, the others learn its name)."""
+    if not ranks.distributed:
+        return text
+    device = _collective_device()
+    data = torch.tensor(list(text.encode()), dtype=torch.uint8, device=device)
+    size = torch.tensor([len(data)], dtype=torch.int64, device=device)
+    dist.broadcast(size, src=0)
+    if not ranks.is_main:
+        data = torch.empty(int(size.item()), dtype=torch.uint8, device=device)
+    dist.broadcast(data, src=0)
+    return bytes(data.cpu().tolist()).decode()
+
+
+def any_rank(flag: bool, ranks: Ranks) -> bool:
+    """Whether ``flag`` holds on any rank (all ranks must call this together)."""
+    if not ranks.distributed:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=_collective_device())
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def gather_rows(tensor: torch.Tensor, ranks: Ranks) -> torch.Tensor:
+    """Every rank's rows of ``tensor`` (equal trailing shape, any number of rows), concatenated rank by rank."""
+    if not ranks.distributed:
+        return tensor
+    device = _collective_device()
+    local = tensor.to(device)
+    sizes = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(ranks.world_size)]
+    dist.all_gather(sizes, torch.tensor([len(local)], dtype=torch.int64, device=device))
+    longest = int(max(s.item() for s in sizes))
+    # all_gather moves equal shapes only: pad every rank's rows to the longest, then cut each back.
+    padded = torch.zeros((longest, *local.shape[1:]), dtype=local.dtype, device=device)
+    padded[: len(local)] = local
+    parts = [torch.empty_like(padded) for _ in range(ranks.world_size)]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[: int(n.item())] for part, n in zip(parts, sizes, strict=True)]).to(tensor.device)
+
+
+def barrier(ranks: Ranks) -> None:
+    if ranks.distributed:
+        dist.barrier()
+
+
+def per_rank_batch(batch_size: int, ranks: Ranks) -> int:
+    """Each process's share of the global batch; the global batch must split evenly."""
+    if batch_size % ranks.world_size:
+        raise ValueError(
+            f"data.batch_size {batch_size} is the global batch, split over {ranks.world_size} processes: "
+            f"it must be a multiple of {ranks.world_size}"
+        )
+    return batch_size // ranks.world_size
+
+
+def train_sampler(dataset: Sized, ranks: Ranks, seed: int) -> DistributedSampler:
+    """This rank's shard of each epoch's shuffle. One process uses it too: the shuffle of epoch E is then the
+    same permutation for any number of processes, and each step's global batch holds the same photos."""
+    return DistributedSampler(dataset, num_replicas=ranks.world_size, rank=ranks.rank, shuffle=True, seed=seed)
+
+
+class ShardSampler(Sampler[int]):
+    """Every ``world_size``-th index from ``rank``, in order and without padding: evaluation sees each photo
+    exactly once across the ranks (DistributedSampler would repeat some to even out the shards)."""
+
+    def __init__(self, size: int, ranks: Ranks) -> None:
+        self.indices = range(ranks.rank, size, ranks.world_size)
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
