@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+PROGRAMS = ("initdb", "pg_ctl", "createdb")
 SERVER_USER = "postgres"  # PostgreSQL refuses to run as root; as root, the cluster runs as this user
 
 
@@ -28,12 +29,15 @@ def free_port() -> int:
 
 
 def postgres_bin() -> Path | None:
-    """The folder of ``initdb`` and ``pg_ctl``: on PATH, or Debian's newest ``/usr/lib/postgresql/N/bin``."""
+    """The folder holding ``initdb``, ``pg_ctl`` and ``createdb`` together: that of the ``initdb`` on PATH (links
+    followed), or Debian's newest ``/usr/lib/postgresql/N/bin``."""
     found = shutil.which("initdb")
-    if found:
-        return Path(found).parent
-    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
-    return Path(versions[-1]).parent if versions else None
+    debian = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parts[-2]), reverse=True)
+    candidates = [Path(found).resolve().parent] if found else []
+    for folder in [*candidates, *map(Path, debian)]:
+        if all((folder / program).is_file() for program in PROGRAMS):
+            return folder
+    return None
 
 
 def _as_server_user() -> tuple[list[str], int | None]:
@@ -59,11 +63,11 @@ def _run(command: list[str], what: str) -> None:
 def postgres_url() -> Iterator[str]:
     """A throwaway PostgreSQL server on 127.0.0.1 (trust authentication, a free port, its own socket folder) with
     an empty database ``kennel``; its URL."""
-    pytest.importorskip("psycopg2", reason="the PostgreSQL driver is not installed: pip install -e '.[scale]'")
+    pytest.importorskip("psycopg", reason="the PostgreSQL driver is not installed: pip install -e '.[scale]'")
     bindir = postgres_bin()
     if bindir is None:
         pytest.skip(
-            "PostgreSQL is not installed: no initdb on PATH or under /usr/lib/postgresql/*/bin "
+            "PostgreSQL is not installed: no initdb, pg_ctl and createdb on PATH or under /usr/lib/postgresql/*/bin "
             "(make test installs Debian's postgresql where it can)"
         )
     prefix, uid = _as_server_user()
