@@ -145,7 +145,8 @@ def tune_command(
     if as_json:
         typer.echo(json.dumps(record.to_dict(), default=str))
     if record.status == "stopped":
-        typer.secho(f"stopped; `kennel tune --study {record.name}` resumes it", err=True, fg="yellow")
+        again = f"--worker --storage URL --study {record.name}" if worker else f"--study {record.name}"
+        typer.secho(f"stopped; `kennel tune {again}` resumes it", err=True, fg="yellow")
         raise typer.Exit(130)
     if record.status == "failed":
         raise typer.Exit(1)
