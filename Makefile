@@ -7,7 +7,7 @@ PY      = $(VENV)/bin/python
 DATA   ?=
 STAMP   = $(VENV)/.installed
 
-.PHONY: help demo test lint format bench-train bench-tune bench-profiler bench-debugger screenshot browser clean
+.PHONY: help demo test lint format bench-train bench-tune bench-profiler bench-debugger screenshot browser postgres clean
 
 help:
 	@echo "make demo [DATA=DIR]   set up, then fetch/check/train/tune/report/predict end to end"
@@ -31,7 +31,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks scripts
 	$(VENV)/bin/ruff format --check src tests benchmarks scripts
 
-test: lint browser
+test: lint browser postgres
 	$(VENV)/bin/pytest -q
 
 # Debian's Chromium for the browser tests and the console screenshot; where it cannot be installed (no root,
@@ -40,6 +40,14 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; } || \
 		echo "chromium is not installed and could not be; browser tests will be skipped"
+
+# Debian's PostgreSQL for the distributed tuning tests, which start a throwaway server of their own (never the
+# system's); where it cannot be installed (no root, no apt), those tests skip and say why.
+postgres:
+	@{ command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || \
+		{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }; } || \
+		echo "PostgreSQL is not installed and could not be; distributed tuning tests will be skipped"
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format src tests benchmarks scripts

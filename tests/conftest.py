@@ -1,10 +1,12 @@
-"""Shared fixtures: an isolated kennel home, and tiny generated datasets (never the real photos)."""
+"""Shared fixtures: an isolated kennel home, tiny generated datasets (never the real photos), and the real
+servers of :mod:`servers`."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from servers import mlflow_server, postgres_url  # noqa: F401  (real servers, started once per session)
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -24,8 +24,16 @@ def jobs_dir() -> Path:
 
 
 def tracking_uri() -> str:
-    """The MLflow store: ``$MLFLOW_TRACKING_URI`` when set, else SQLite inside the kennel home."""
+    """The MLflow store: ``$KENNEL_TRACKING_URI`` or ``$MLFLOW_TRACKING_URI`` when set (a database, or a tracking
+    server's ``http://`` URL), else SQLite inside the kennel home."""
     uri = os.environ.get("KENNEL_TRACKING_URI") or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri
     return f"sqlite:///{kennel_home() / 'mlflow.db'}"
+
+
+def use_tracking_uri(uri: str | None) -> None:
+    """Record in ``uri`` from now on (``--tracking-uri``). Set in the environment, so the processes a command
+    starts (tuning workers, trials) record there too."""
+    if uri:
+        os.environ["KENNEL_TRACKING_URI"] = uri

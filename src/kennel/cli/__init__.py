@@ -22,6 +22,16 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="log detai
     )
 
 
+def tracking_uri_option() -> typer.models.OptionInfo:
+    """``--tracking-uri``, on every command that records jobs in MLflow."""
+    return typer.Option(
+        None,
+        "--tracking-uri",
+        help="MLflow store or tracking server the jobs are recorded in, e.g. http://mlflow.lan:5000 "
+        "(default: $KENNEL_TRACKING_URI, else $MLFLOW_TRACKING_URI, else SQLite in $KENNEL_HOME)",
+    )
+
+
 def _register() -> None:
     # Each module registers its own commands on ``app`` when imported; the order is the order in --help.
     from kennel.cli import data, debug, demo, jobs, models, predict, profile, report, serve, train, tune, ui  # noqa: F401

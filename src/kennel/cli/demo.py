@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from kennel.cli import app
+from kennel.cli import app, tracking_uri_option
 
 
 @dataclass
@@ -173,8 +173,12 @@ def demo_command(
     model: str = typer.Option(None, "--model", "-m", help="backbone (default: the default recipe's)"),
     epochs: int = typer.Option(None, "--epochs", help="training epochs"),
     seed: int = typer.Option(0, "--seed", help="seed for training and the random test photo"),
+    tracking_uri: str = tracking_uri_option(),
 ) -> None:
     """Run the whole path: fetch (or --data), check, train, tune, report, predict a test photo, serve and query it."""
+    from kennel.home import use_tracking_uri
+
+    use_tracking_uri(tracking_uri)
     overrides = {k: v for k, v in {"model.backbone": model, "epochs": epochs, "seed": seed}.items() if v is not None}
     run = DemoRun(data, seed, overrides)
     console = _console()

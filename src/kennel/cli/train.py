@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from kennel.cli import app
+from kennel.cli import app, tracking_uri_option
 
 
 def sagemaker_env() -> dict[str, object]:
@@ -53,6 +53,7 @@ def train_command(
     overrides: list[str] = typer.Option([], "--set", help="any config key, e.g. --set optim.weight_decay=0.01"),
     resume_job: str = typer.Option(None, "--resume", help="continue a killed job (id, name or folder)"),
     no_tracking: bool = typer.Option(False, "--no-tracking", help="do not record the job in MLflow"),
+    tracking_uri: str = tracking_uri_option(),
     profile: bool = typer.Option(
         False, "--profile", help="also record a torch.profiler window: a Chrome trace and the top operators"
     ),
@@ -77,8 +78,10 @@ def train_command(
 
     from kennel.config import ConfigError, config_to_yaml, load_config
     from kennel.distributed import from_environment
+    from kennel.home import use_tracking_uri
     from kennel.job import resume, train
 
+    use_tracking_uri(tracking_uri)
     if (processes or gpus) and not print_config:
         raise typer.Exit(_launch(processes, gpus, device))
     try:

@@ -11,7 +11,7 @@ from typing import Any
 
 import typer
 
-from kennel.cli import app
+from kennel.cli import app, tracking_uri_option
 from kennel.cli.jobs import _console, jobs_app
 from kennel.tune.pruners import PRUNERS
 from kennel.tune.strategies import STRATEGIES
@@ -37,6 +37,20 @@ def _given(**values: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
+def _check_worker(study: str | None, storage: str | None, refused: list[str]) -> None:
+    """A worker runs the study as its creator defined it: it names the study and the database, nothing more
+    than where the photos are on this machine and how many workers run here."""
+    from kennel.tune import TuneError
+
+    if study is None or storage is None:
+        raise TuneError("--worker joins an existing study: pass --study NAME and --storage URL (postgresql://...)")
+    if refused:
+        raise TuneError(
+            f"--worker takes the study's settings from its storage; leave out {', '.join(refused)} "
+            f"(kennel tune --storage URL --study {study} without --worker changes them)"
+        )
+
+
 @app.command("tune")
 def tune_command(
     data: Path = typer.Option(None, "--data", "-d", help="dataset folder with train/ valid/ test/"),
@@ -46,6 +60,9 @@ def tune_command(
         None, "--space", "-s", help="search space: a YAML file, or a shipped one: default (the default), seed"
     ),
     study: str = typer.Option(None, "--study", help="study name; an existing study resumes where it stopped"),
+    worker: bool = typer.Option(
+        False, "--worker", help="join the study --study in --storage with its stored settings (another machine's)"
+    ),
     trials: int = typer.Option(None, "--trials", "-n", help="trials in the study when done (default 20; grid: all)"),
     parallel: int = typer.Option(None, "--parallel", "-p", help="worker processes on this machine (default 1)"),
     strategy: str = typer.Option(None, "--strategy", help=_choices(STRATEGIES, "tpe")),
@@ -63,6 +80,7 @@ def tune_command(
     seed: int = typer.Option(None, "--seed", help="seed of the search strategy (default 0)"),
     no_baseline: bool = typer.Option(False, "--no-baseline", help="do not start with the base config's values"),
     no_tracking: bool = typer.Option(False, "--no-tracking", help="do not record the trials in MLflow"),
+    tracking_uri: str = tracking_uri_option(),
     as_json: bool = typer.Option(False, "--json", help="print the study record as JSON on the last line"),
 ) -> None:
     """Tune hyperparameters: run many training jobs (trials) and find the best values of a search space.
@@ -70,33 +88,53 @@ def tune_command(
     Each trial is a training job that `kennel jobs --study NAME` lists. Weak trials are pruned after an epoch.
     Ctrl-C stops the study; `kennel tune --study NAME` resumes it without losing a finished trial. Then
     `kennel jobs best NAME` shows the best values and writes their config, `kennel report NAME` the study's page.
+
+    On several machines: `kennel tune --storage postgresql://... --study NAME --data DIR` on one creates the
+    study; `kennel tune --worker --storage postgresql://... --study NAME` on the others joins it.
     """
     from kennel.config import ConfigError, deep_merge, dotted_to_nested, parse_assignments, read_config_file
+    from kennel.home import use_tracking_uri
     from kennel.tune import TuneError, TuneRequest, tune
 
+    use_tracking_uri(tracking_uri)
     try:
         flags = _given(**{"data.root": str(data) if data else None}, **parse_assignments(overrides))
         if no_tracking:
             flags["tracking"] = False
         base = deep_merge(read_config_file(config_file) if config_file else {}, dotted_to_nested(flags))
-        request = TuneRequest(
-            study=study,
-            space=space,
-            base=base or None,
-            settings=_given(
-                objective=objective,
-                direction=direction,
-                strategy=strategy,
-                pruner=pruner,
-                seed=seed,
-                baseline=False if no_baseline else None,
-            ),
-            session=_given(
-                trials=trials, parallel=parallel, target=target, timeout_s=parse_duration(timeout) if timeout else None
-            ),
-            storage=storage,
-            warm_start=warm_start,
-        )
+        if worker:
+            study_flags = {
+                "--config": config_file, "--set": overrides, "--space": space, "--trials": trials,
+                "--strategy": strategy, "--pruner": pruner, "--objective": objective, "--direction": direction,
+                "--timeout": timeout, "--target": target, "--warm-start": warm_start, "--seed": seed,
+                "--no-baseline": no_baseline,
+            }  # fmt: skip
+            _check_worker(study, storage, [flag for flag, value in study_flags.items() if value])
+            request = TuneRequest(
+                study=study, base=base or None, session=_given(parallel=parallel), storage=storage, worker=True
+            )
+        else:
+            request = TuneRequest(
+                study=study,
+                space=space,
+                base=base or None,
+                settings=_given(
+                    objective=objective,
+                    direction=direction,
+                    strategy=strategy,
+                    pruner=pruner,
+                    seed=seed,
+                    baseline=False if no_baseline else None,
+                ),
+                session=_given(
+                    trials=trials,
+                    parallel=parallel,
+                    target=target,
+                    timeout_s=parse_duration(timeout) if timeout else None,
+                ),
+                storage=storage,
+                warm_start=warm_start,
+            )
         record = tune(request, stream=sys.stdout)
     except (ConfigError, TuneError) as exc:
         typer.secho(f"error: {exc}", err=True, fg="red")
@@ -107,7 +145,8 @@ def tune_command(
     if as_json:
         typer.echo(json.dumps(record.to_dict(), default=str))
     if record.status == "stopped":
-        typer.secho(f"stopped; `kennel tune --study {record.name}` resumes it", err=True, fg="yellow")
+        again = f"--worker --storage URL --study {record.name}" if worker else f"--study {record.name}"
+        typer.secho(f"stopped; `kennel tune {again}` resumes it", err=True, fg="yellow")
         raise typer.Exit(130)
     if record.status == "failed":
         raise typer.Exit(1)

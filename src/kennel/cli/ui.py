@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import typer
 
@@ -20,18 +21,21 @@ def server_command(
     tracking_uri: str | None = None,
     workers: int = 1,
     allowed_hosts: str | None = None,
+    artifacts: Path | None = None,
 ) -> list[str]:
-    """The ``mlflow server`` command line for kennel's store.
+    """The ``mlflow server`` command line for kennel's store (or ``tracking_uri``'s).
 
     Runs are logged with their own artifact locations (beside the SQLite store, see
     ``kennel.observers.tracking.artifact_location``), which the server reads directly; experiments created from
     the UI keep theirs under ``$KENNEL_HOME/mlartifacts`` too instead of ``./mlartifacts`` of the current folder.
+    Runs that machines log through the server (``--tracking-uri http://...``) keep their artifacts under
+    ``artifacts`` (default ``$KENNEL_HOME/mlartifacts``), which the server serves as ``mlflow-artifacts:``.
     One worker is plenty for one person and spares a small machine's cores.
     """
     from kennel.home import kennel_home
     from kennel.home import tracking_uri as default_uri
 
-    artifacts = kennel_home() / "mlartifacts"
+    artifacts = artifacts or kennel_home() / "mlartifacts"
     command = [
         sys.executable,
         "-m",
@@ -71,13 +75,32 @@ def ui_command(
         help="Host headers to accept when reached by a name other than localhost or a private IP, e.g. 'box.lan:5000'",
     ),
     workers: int = typer.Option(1, "--workers", help="server worker processes"),
+    tracking_uri_flag: str = typer.Option(
+        None,
+        "--tracking-uri",
+        help="the store to serve, a database such as postgresql://... "
+        "(default: $KENNEL_TRACKING_URI, else $MLFLOW_TRACKING_URI, else SQLite in $KENNEL_HOME)",
+    ),
 ) -> None:
-    """Serve the MLflow UI over kennel's tracking store (every job and tuning study); Ctrl-C stops it."""
-    from kennel.home import kennel_home, tracking_uri
+    """Serve the MLflow UI over kennel's tracking store (every job and tuning study); Ctrl-C stops it.
+
+    With --host 0.0.0.0 it is a team's tracking server: other machines record in it with
+    `--tracking-uri http://THIS-MACHINE:5000` (or KENNEL_TRACKING_URI), their files kept in $KENNEL_HOME/mlartifacts.
+    """
+    from kennel.home import kennel_home, tracking_uri, use_tracking_uri
 
     if not _has_mlflow():
         typer.secho("error: mlflow is not installed (pip install mlflow)", fg=typer.colors.RED, err=True)
         raise typer.Exit(1)
+    use_tracking_uri(tracking_uri_flag)
+    if tracking_uri().startswith(("http://", "https://")):
+        typer.secho(
+            f"error: {tracking_uri()} is a tracking server already (open it in a browser); "
+            "kennel ui serves a store: SQLite, or a database URL such as postgresql://...",
+            fg=typer.colors.RED,
+            err=True,
+        )
+        raise typer.Exit(2)
     (kennel_home() / "mlartifacts").mkdir(parents=True, exist_ok=True)
     command = server_command(host, port, workers=workers, allowed_hosts=allowed_hosts)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host

@@ -9,6 +9,7 @@ from kennel.tune.pruners import PRUNERS
 from kennel.tune.request import TuneError, TuneRequest
 from kennel.tune.runner import tune
 from kennel.tune.space import SearchSpace, SpaceError, load_space, shipped_spaces
+from kennel.tune.storage import StorageError
 from kennel.tune.strategies import STRATEGIES
 from kennel.tune.study import StudyNotFound, StudyRecord, list_studies, load_study_record
 
@@ -17,6 +18,7 @@ __all__ = [
     "STRATEGIES",
     "SearchSpace",
     "SpaceError",
+    "StorageError",
     "StudyNotFound",
     "StudyRecord",
     "TuneError",

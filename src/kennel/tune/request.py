@@ -11,21 +11,20 @@ from typing import TYPE_CHECKING, Any, TextIO
 from pydantic import ValidationError
 
 from kennel.config import ConfigError, deep_merge, dotted_value
+from kennel.tune.errors import TuneError
 from kennel.tune.objective import TRIAL_DEFAULTS
-from kennel.tune.results import BASELINE, JOB_ID, WARM_START, finished, trial_config
+from kennel.tune.results import BASELINE, JOB_ID, WARM_START, count, finished, trial_config
 from kennel.tune.settings import StudySettings
+from kennel.tune.shared import SETTINGS_ATTR, published
 from kennel.tune.space import SearchSpace, SpaceError, load_space
+from kennel.tune.storage import open_database, shown
 from kennel.tune.strategies import STRATEGIES, StrategyContext
 from kennel.tune.study import StudyRecord, load_study_record, open_study, process_alive, study_exists
 
 if TYPE_CHECKING:
     import optuna
 
-SETTINGS_ATTR = "kennel.settings"  # the study's settings, kept in its storage for machines that join it
-
-
-class TuneError(ValueError):
-    """A tuning job that cannot start; the message says what to change."""
+    from kennel.config import DataConfig
 
 
 @dataclass
@@ -39,6 +38,7 @@ class TuneRequest:
     session: dict[str, Any] = field(default_factory=dict)  # SessionSettings fields: trials, parallel, ...
     storage: str | None = None
     warm_start: str | None = None
+    worker: bool = False  # join the study in ``storage`` with its stored settings; ``base`` may move the dataset
 
 
 def say(stream: TextIO | None, message: str) -> None:
@@ -63,11 +63,24 @@ def _check_base(base: dict[str, Any], space: SearchSpace) -> dict[str, Any]:
         raise TuneError(str(exc)) from None
     if config.data.root is None and config.data.train is None:
         raise TuneError("no dataset: pass --data DIR (a folder with train/ valid/ test/)")
+    _check_dataset(config.data)
     try:
         space.check_against(under_trials)
     except SpaceError as exc:
         raise TuneError(str(exc)) from None
     return config.model_dump(mode="json")
+
+
+def _check_dataset(data: DataConfig) -> None:
+    """The photos must be on this machine before a study exists whose every trial would fail on them."""
+    from kennel.data.layout import LayoutError, load_layout
+
+    one_by_one = data.train or data.valid or data.test  # split folders given one by one (SageMaker channels)
+    dirs = {s: data.split_dir(s) for s in ("train", "valid", "test")} if one_by_one else None
+    try:
+        load_layout(data.root, dirs=dirs)
+    except (LayoutError, ValueError) as exc:
+        raise TuneError(str(exc)) from None
 
 
 def new_study(name: str, folder: Path, request: TuneRequest, stream: TextIO | None) -> StudyRecord:
@@ -151,6 +164,50 @@ def reopened_study(folder: Path, request: TuneRequest, stream: TextIO | None) ->
         _check_base(request.base, record.study_settings.space)
         record.base = request.base
     say(stream, f"resuming study {record.name}: {finished(record.counts)} trial(s) done")
+    return record
+
+
+def joined_study(name: str, folder: Path, request: TuneRequest, stream: TextIO | None) -> StudyRecord:
+    """``kennel tune --worker``: this machine's record of the study in ``request.storage``, rebuilt from what the
+    study keeps there (:mod:`kennel.tune.shared`); ``request.base`` may only say where the photos are here."""
+    import optuna
+
+    if not request.storage:
+        raise TuneError("a worker joins a study in a shared database: pass --storage URL (e.g. postgresql://...)")
+    where = shown(request.storage)
+    if (folder / "study.json").is_file():
+        local = load_study_record(folder)
+        if local.storage != request.storage:
+            raise TuneError(f"study {name} on this machine uses {local.storage_label()}, not {where}")
+        if local.status == "running" and process_alive(local.pid, local.host):
+            raise TuneError(f"study {name} is running in process {local.pid} on {local.host}")
+    storage = open_database(request.storage)
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        known = ", ".join(optuna.study.get_all_study_names(storage)) or "none"
+        raise TuneError(
+            f"no study {name!r} in {where} (it holds: {known}); create it first with "
+            f"kennel tune --storage URL --study {name} --data DIR"
+        ) from None
+    stored = published(study)
+    if stored is None:
+        raise TuneError(
+            f"study {name!r} in {where} lacks the settings a worker needs; "
+            f"kennel tune --storage URL --study {name} (not --worker) stores them"
+        )
+    record = StudyRecord(name, stored["settings"], stored["session"], stored["base"], request.storage)
+    record.study_dir = str(folder)
+    record.base = deep_merge(record.base, request.base or {})
+    try:
+        _check_base(record.base, record.study_settings.space)
+    except TuneError as exc:
+        raise TuneError(f"{exc} (a worker's --data says where the photos are on this machine)") from None
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "space.yaml").write_text(record.study_settings.space.to_yaml())
+    record.save()
+    done = finished(count(study.get_trials(deepcopy=False)))
+    say(stream, f"joining study {name} in {where}: {done} of {record.session_settings.trials} trial(s) done")
     return record
 
 

@@ -1,5 +1,5 @@
-"""A tuning job from start to end: create or resume the study, warm the feature cache once, run the workers,
-then record the outcome and write the best trial's config."""
+"""A tuning job from start to end: create, resume or join the study, warm the feature cache once, run the
+workers, then record the outcome and write the best trial's config."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ from typing import TextIO
 from kennel.config import ConfigError, deep_merge
 from kennel.jobs import now
 from kennel.tune.objective import TRIAL_DEFAULTS, ObjectiveError
-from kennel.tune.request import TuneError, TuneRequest, new_study, reopened_study, say, validated
+from kennel.tune.request import TuneError, TuneRequest, joined_study, new_study, reopened_study, say, validated
 from kennel.tune.results import JOB_ID, best_summary, best_trial, count, trial_config, write_best_config
 from kennel.tune.settings import SessionSettings, valid_study_name
+from kennel.tune.shared import publish
 from kennel.tune.strategies import STRATEGIES
 from kennel.tune.study import StudyRecord, open_study, studies_dir, this_host
 from kennel.tune.worker import stop_reason, work
@@ -25,13 +26,17 @@ WORKER_STOP_S = 30.0  # how long stopped workers get to mark their trials interr
 
 
 def _session(record: StudyRecord, request: TuneRequest, resumed: bool) -> SessionSettings:
-    previous = {k: v for k, v in record.session.items() if k not in ("deadline", "threads")}
-    session = validated(SessionSettings, {**previous, **request.session}, "session settings")
-    size = STRATEGIES.get(record.study_settings.strategy).size(record.study_settings.space)
-    if size is not None and (session.trials > size or ("trials" not in request.session and not resumed)):
-        session.trials = size  # a grid holds this many distinct trials
-    if session.timeout_s is not None:
-        session.deadline = time.time() + session.timeout_s
+    if request.worker:  # the session its creator started, deadline included; only the workers here are ours
+        joined = {**record.session, "threads": None, **request.session}
+        session = validated(SessionSettings, joined, "session settings")
+    else:
+        previous = {k: v for k, v in record.session.items() if k not in ("deadline", "threads")}
+        session = validated(SessionSettings, {**previous, **request.session}, "session settings")
+        size = STRATEGIES.get(record.study_settings.strategy).size(record.study_settings.space)
+        if size is not None and (session.trials > size or ("trials" not in request.session and not resumed)):
+            session.trials = size  # a grid holds this many distinct trials
+        if session.timeout_s is not None:
+            session.deadline = time.time() + session.timeout_s
     if session.parallel > 1:
         session.threads = max(1, (os.cpu_count() or 1) // session.parallel)
     return session
@@ -132,11 +137,20 @@ def tune(request: TuneRequest, stream: TextIO | None = sys.stdout) -> StudyRecor
         raise TuneError(str(exc)) from None
     folder = studies_dir() / name
     resumed = (folder / "study.json").is_file()
-    record = reopened_study(folder, request, stream) if resumed else new_study(name, folder, request, stream)
+    if request.worker:
+        if request.study is None:
+            raise TuneError("a worker joins an existing study: name it with --study NAME")
+        record = joined_study(name, folder, request, stream)
+    elif resumed:
+        record = reopened_study(folder, request, stream)
+    else:
+        record = new_study(name, folder, request, stream)
     record.session = _session(record, request, resumed).model_dump(mode="json")
     record.status, record.started, record.ended, record.stop_reason = "running", now(), None, None
     record.pid, record.host = os.getpid(), this_host()
     record.save()
+    if not request.worker:  # what a worker joining from another machine reads (the latest session's budget)
+        publish(open_study(record), record)
     settings, session = record.study_settings, record.session_settings
     say(
         stream,

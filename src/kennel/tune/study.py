@@ -5,7 +5,8 @@
     journal.log    Optuna's journal of every trial (the default storage; a database URL replaces it)
     best.yaml      the best trial's training config: ``kennel train --config best.yaml`` retrains it
     report.html    ``kennel report STUDY``
-    claim.lock     workers take it to start a trial, so the study holds exactly the requested number
+    claim.lock     workers take it to start a trial, so the study holds exactly the requested number (a study in
+                   PostgreSQL takes a lock in the database instead, which holds across machines: see claim.py)
 
 The trials themselves are ordinary training jobs under ``$KENNEL_HOME/jobs`` with ``study`` set to the name.
 """
@@ -23,11 +24,11 @@ from kennel.atomic import atomic_write_json
 from kennel.home import kennel_home
 from kennel.jobs import now
 from kennel.tune.settings import SessionSettings, StudySettings
+from kennel.tune.storage import JOURNAL, open_database, open_journal, shown
 
 if TYPE_CHECKING:
     import optuna
 
-JOURNAL = "journal.log"
 STUDY_STATUSES = ("created", "running", "completed", "stopped", "failed")
 
 
@@ -77,7 +78,8 @@ class StudyRecord:
         return asdict(self)
 
     def storage_label(self) -> str:
-        return self.storage or str(self.path / JOURNAL)
+        """Where the trials are, for people: the journal file, or the database URL without its password."""
+        return shown(self.storage) if self.storage else str(self.path / JOURNAL)
 
 
 class StudyNotFound(LookupError):
@@ -117,14 +119,7 @@ def list_studies() -> list[StudyRecord]:
 def open_storage(record: StudyRecord) -> optuna.storages.BaseStorage:
     """The journal file in the study folder (many processes on one machine, no server), or the database at
     ``record.storage`` (many machines; PostgreSQL for real scale)."""
-    import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    if record.storage:
-        return optuna.storages.RDBStorage(record.storage)
-    record.path.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(str(record.path / JOURNAL)))
+    return open_database(record.storage) if record.storage else open_journal(record.path)
 
 
 def open_study(

@@ -2,7 +2,7 @@
 
 ``kennel tune --parallel K`` starts K of these (``python -m kennel.tune STUDY_DIR --index I``); with one
 worker the runner calls :func:`work` in its own process. Workers coordinate only through the study's storage and
-the study folder's claim lock, so they may also run on other machines against one database.
+its claim (:mod:`kennel.tune.claim`), so they may also run on other machines against one PostgreSQL database.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from kennel.tune.claim import claim_lock
 from kennel.tune.objective import ObjectiveError, TrialResult, run_trial
 from kennel.tune.pruners import PRUNERS, PrunerContext
 from kennel.tune.results import (
@@ -130,12 +131,10 @@ def describe(result: TrialResult, objective: str, best: optuna.trial.FrozenTrial
 
 def work(folder: Path, worker: int = 0, stream: TextIO | None = sys.stdout) -> str:
     """Run trials until the study's session says stop; returns why it stopped."""
-    from filelock import FileLock
-
     record = load_study_record(folder)
     settings = record.study_settings
     study = build_study(record, worker)
-    claim = FileLock(str(Path(folder) / "claim.lock"))
+    claim = claim_lock(record)
     while True:
         trial = None
         try:
