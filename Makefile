@@ -7,7 +7,7 @@ PY      = $(VENV)/bin/python
 DATA   ?=
 STAMP   = $(VENV)/.installed
 
-.PHONY: help demo test lint format bench-train bench-tune bench-profiler bench-debugger screenshot browser postgres clean
+.PHONY: help demo test lint format bench-train bench-tune bench-profiler bench-debugger bench-ddp screenshot browser postgres clean
 
 help:
 	@echo "make demo [DATA=DIR]   set up, then fetch/check/train/tune/report/predict end to end"
@@ -16,6 +16,7 @@ help:
 	@echo "make bench-tune        benchmarks/tune.py: a 20-trial study on ../shared/data/dogs10"
 	@echo "make bench-profiler    benchmarks/profiler.py: the profiler's overhead on dogs10"
 	@echo "make bench-debugger    benchmarks/debugger.py: step time with the debugger off, light and full"
+	@echo "make bench-ddp         benchmarks/ddp.py: training images/s with 1 and 2 processes (torchrun)"
 	@echo "make screenshot        refresh docs/console.png (needs Debian's chromium)"
 
 $(STAMP): pyproject.toml
@@ -64,6 +65,9 @@ bench-profiler: $(STAMP)
 
 bench-debugger: $(STAMP)
 	$(PY) benchmarks/debugger.py
+
+bench-ddp: $(STAMP)
+	$(PY) benchmarks/ddp.py
 
 screenshot: $(STAMP)
 	$(PY) scripts/screenshot_console.py

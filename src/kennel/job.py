@@ -208,6 +208,9 @@ def _run(
     device = distributed.process_device(resolve_device(config.device), ranks)
     # Each rank its own random stream (dropout, augmentation); the shuffle is seeded apart, the same on all.
     seed_everything(config.seed + ranks.rank)
+    if device.type == "cuda":
+        # Every step has the same input shape, so cuDNN's search for the fastest kernels pays after one step.
+        torch.backends.cudnn.benchmark = True
     if ranks.is_main:
         record.status, record.started, record.error, record.stop_reason = "running", record.started or now(), None, None
         record.pid = os.getpid()
