@@ -70,6 +70,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(dataset: Path, 
     two = _kennel_train(dataset, settings, "--processes", "2", "--name", "two")
 
     assert two["status"] == "completed" and two["metrics"]["epochs_run"] == 3
+    assert two["params"]["processes"] == 2 and "processes" not in one.params
     for name in COMPARED:
         assert two["metrics"][name] == pytest.approx(one.metrics[name], abs=1e-5), name
     # Some learning happened, so equal metrics say something.

@@ -145,7 +145,7 @@ def train(
         record = create_job(
             config.name or f"{config.model.backbone}",
             backbone=config.model.backbone,
-            params=key_params(config),
+            params={**key_params(config), **({"processes": ranks.world_size} if ranks.distributed else {})},
             config=config.model_dump(mode="json"),
             study=study,
         )

@@ -172,4 +172,11 @@ def _launch(processes: int | None, gpus: int | None, device: str | None) -> int:
     cuda = gpus is not None or device == "cuda" or (device in (None, "auto") and torch.cuda.is_available())
     command = torchrun_command(argv, count)
     typer.echo(f"launching {count} training processes: {' '.join(command[1:])}", err=True)
-    return subprocess.call(command, env=process_env(count, cuda))
+    process = subprocess.Popen(command, env=process_env(count, cuda))
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        # Ctrl-C reached torchrun too, which stops the ranks; rank 0 has marked the job stopped.
+        process.wait()
+        typer.secho("stopped; `kennel train --resume latest` continues from the last finished epoch", err=True)
+        return 130
