@@ -38,6 +38,7 @@ class Ranks:
 
 
 SINGLE = Ranks()
+_joined = False  # whether start() created the process group, so stop() only ends a group kennel began
 
 
 def from_environment() -> Ranks:
@@ -57,15 +58,20 @@ def start(device: torch.device) -> Ranks:
     ranks = from_environment()
     if not ranks.distributed or dist.is_initialized():
         return ranks
+    global _joined
     if device.type == "cuda":
         torch.cuda.set_device(ranks.local_rank)
     dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    _joined = True
     return ranks
 
 
 def stop() -> None:
-    if dist.is_initialized():
+    """Leave the process group :func:`start` joined; a group the caller made is the caller's to end."""
+    global _joined
+    if _joined and dist.is_initialized():
         dist.destroy_process_group()
+    _joined = False
 
 
 def process_device(device: torch.device, ranks: Ranks) -> torch.device:
