@@ -43,7 +43,9 @@ def train_command(
     freeze: str = typer.Option(None, "--freeze", help="backbone stages to freeze: all, 0 (none) or N"),
     epochs: int = typer.Option(None, "--epochs", help="number of epochs"),
     lr: float = typer.Option(None, "--lr", "--learning-rate", "--learning_rate", help="learning rate of the head"),
-    batch_size: int = typer.Option(None, "--batch-size", "--batch_size", help="images per step"),
+    batch_size: int = typer.Option(
+        None, "--batch-size", "--batch_size", help="images per step, over all processes (the global batch)"
+    ),
     optimizer: str = typer.Option(None, "--optimizer", help="adamw or sgd"),
     augment: str = typer.Option(None, "--augment", help="none, light or strong"),
     views: int = typer.Option(None, "--views", help="augmented views per train photo in the feature cache"),
