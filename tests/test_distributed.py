@@ -114,7 +114,7 @@ def test_a_killed_two_process_job_resumes_where_an_uninterrupted_one_ends(datase
     assert 1 <= len(read_metrics(killed.path / "metrics.jsonl", "epoch")) < 6
 
     done = _kennel_train(dataset, {}, "--resume", "killme", "--processes", "2")
-    assert done["status"] == "completed" and done["metrics"]["epochs_run"] == 6
+    assert done["status"] == "completed" and done["metrics"]["epochs_run"] == 6 and done["params"]["processes"] == 2
     # The cut-short epoch ran again from the last checkpoint; no epoch is logged twice.
     assert [e["epoch"] for e in read_metrics(killed.path / "metrics.jsonl", "epoch")] == [1, 2, 3, 4, 5, 6]
     for name in COMPARED:
@@ -155,6 +155,15 @@ def test_launcher_drops_its_own_options_and_runs_torchrun():
     command = torchrun_command(["train", "--data", "d"], 4)
     assert command[1:3] == ["-m", "torch.distributed.run"] and "--nproc-per-node=4" in command
     assert command[-4:] == ["kennel", "train", "--data", "d"]
+
+
+def test_a_batch_the_processes_cannot_share_fails_once_before_launching(dataset: Path):
+    command = [sys.executable, "-m", "kennel", "train", "--data", str(dataset), "--processes", "3"]
+    command += ["--batch-size", "32"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.count("data.batch_size 32 is the global batch, split over 3 processes") == 1
+    assert "launching" not in done.stderr  # torchrun never started
 
 
 def test_gpus_on_a_machine_without_enough_of_them_is_a_clear_error(dataset: Path):

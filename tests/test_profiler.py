@@ -4,6 +4,8 @@ sleeps, one slow step) and those that must not, stopping on a rule, and the torc
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from kennel.engine import LoopConfig, Observer, Trainer
 from kennel.engine.clock import PHASES
 from kennel.findings import ISSUES_FOUND, NO_ISSUES, NOT_APPLICABLE
 from kennel.profiler import PROFILER_RULES, Profile, ProfilerSession
-from kennel.profiler.system import SystemSampler
+from kennel.profiler.system import JobProcesses, SystemSampler
 
 
 class Photos(Dataset):
@@ -176,6 +178,8 @@ def test_the_torch_profiler_window_writes_a_chrome_trace_and_the_top_operators(t
 
 
 def test_the_sampler_sees_every_core_the_job_and_its_loader_workers(tmp_path: Path) -> None:
+    # Processes this test process already runs (a session's test servers) count as the job's too.
+    before = len(psutil.Process().children(recursive=True))
     sampler = SystemSampler(tmp_path / "system.jsonl", interval_s=0.02)
     sampler.start()
     for _ in DataLoader(Photos(48, delay=0.01), batch_size=4, num_workers=2):
@@ -185,7 +189,7 @@ def test_the_sampler_sees_every_core_the_job_and_its_loader_workers(tmp_path: Pa
     assert len(samples) >= 5
     assert [json.loads(line) for line in (tmp_path / "system.jsonl").read_text().splitlines()] == samples
     assert all(len(s["cpu"]) == psutil.cpu_count() and 0 <= min(s["cpu"]) <= max(s["cpu"]) <= 100 for s in samples)
-    assert max(s["workers"] for s in samples) == 2  # the loader's worker processes, seen as the job's
+    assert max(s["workers"] for s in samples) == before + 2  # the loader's worker processes, seen as the job's
     assert all(s["proc_rss_mb"] > 10 and 0 < s["mem"] < 100 for s in samples)
     assert samples[-1]["t"] > samples[0]["t"]
 
@@ -217,3 +221,24 @@ def test_a_resumed_jobs_phases_leave_out_the_time_it_lay_dead() -> None:
     profile = Profile(events=[{"event": e, "t": float(t)} for e, t in events], steps=steps)
     assert profile.phase_seconds() == {"initialization": 3.0, "training": 17.0, "finalization": 1.0}
     assert profile.initialization_seconds() == 2.0 and profile.ended == 111.0
+
+
+def test_under_torchrun_the_job_is_every_process_the_launcher_started() -> None:
+    # A stand-in for torchrun's agent: it starts two "ranks" that sleep; the profiler runs in the first.
+    script = "import subprocess, sys, time; [subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)']) "
+    script += "for _ in range(2)]; time.sleep(30)"
+    launcher = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.time() + 30
+        while len(psutil.Process(launcher.pid).children()) < 2 and time.time() < deadline:
+            time.sleep(0.05)
+        ranks = psutil.Process(launcher.pid).children()
+        sample = JobProcesses(pid=ranks[0].pid, launcher=launcher.pid).sample()
+        expected = sum(rank.memory_info().rss for rank in ranks)
+        assert sample["rss"] == pytest.approx(expected, rel=0.05)  # both ranks' memory
+        assert sample["children"] == 0  # loader workers: the profiling rank's own children only
+    finally:
+        for child in psutil.Process(launcher.pid).children(recursive=True):
+            child.kill()
+        launcher.kill()
+        launcher.wait()

@@ -67,6 +67,14 @@ def test_a_worker_says_what_is_missing(postgres_url: str, dataset: Path, monkeyp
     assert f"cannot open the study database postgresql://kennel:***@127.0.0.1:{closed.split(':')[-1]}" in result.output
     assert "Expected a running postgresql server with this database" in result.output
 
+    # postgres:// (libpq's and many dashboards' spelling) is accepted; an unknown kind of database is named.
+    result = kennel(
+        "tune", "--worker", "--storage", postgres_url.replace("postgresql://", "postgres://"), "--study", "absent"
+    )
+    assert result.exit_code == 2 and "no study 'absent' in postgresql://postgres@127.0.0.1" in result.output
+    result = kennel("tune", "--worker", "--storage", "postgrse://db.lan/kennel", "--study", "s")
+    assert result.exit_code == 2 and "SQLAlchemy knows no database 'postgrse'" in result.output
+
     monkeypatch.setitem(sys.modules, "psycopg", None)  # as if the driver were not installed
     result = kennel("tune", "--data", dataset, "--storage", postgres_url, "--study", "nodriver", "-n", "1", *TINY)
     assert result.exit_code == 2, result.output

@@ -145,7 +145,7 @@ def train(
         record = create_job(
             config.name or f"{config.model.backbone}",
             backbone=config.model.backbone,
-            params={**key_params(config), **({"processes": ranks.world_size} if ranks.distributed else {})},
+            params=key_params(config),
             config=config.model_dump(mode="json"),
             study=study,
         )
@@ -214,6 +214,9 @@ def _run(
     if ranks.is_main:
         record.status, record.started, record.error, record.stop_reason = "running", record.started or now(), None, None
         record.pid = os.getpid()
+        record.params.pop("processes", None)  # a resumed job may run on another number of processes
+        if ranks.distributed:
+            record.params["processes"] = ranks.world_size
         record.save()
     # Tracking starts first, so a job that fails while loading weights or data still shows in MLflow.
     tracker = _tracker(record, config, record.study or "kennel", ranks)

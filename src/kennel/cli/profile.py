@@ -23,6 +23,8 @@ def _print_summary(summary) -> None:
     setup += f", {len(context.get('gpus') or [])} GPU(s)" if context.get("device") == "cuda" else ""
     setup += f", {workers} loader workers" if workers is not None else ""
     setup += f", batch {context['batch_size']}" if context.get("batch_size") else ""
+    ranks = int(context.get("world_size") or 1)
+    setup += f" per process x {ranks} processes (torchrun)" if ranks > 1 else ""
     console.print(f"[bold]{job.get('id', '?')}[/] {job.get('status', '')} on {setup}")
     console.print(
         f"started {summary.started or '-'}, ended {summary.ended or 'not recorded'}, total {duration(summary.total_s)}"

@@ -84,10 +84,12 @@ def train_command(
     from kennel.job import resume, train
 
     use_tracking_uri(tracking_uri)
-    if (processes or gpus) and not print_config:
-        raise typer.Exit(_launch(processes, gpus, device))
+    launching = bool(processes or gpus) and not print_config
     try:
         if resume_job:
+            if launching:
+                _check_launch(_resumed_config(resume_job), processes, gpus)
+                raise typer.Exit(_launch(processes, gpus, device))
             record = resume(resume_job)
         else:
             flags: dict[str, object] = {
@@ -120,13 +122,18 @@ def train_command(
             if print_config:
                 typer.echo(config_to_yaml(config), nl=False)
                 return
+            if launching:
+                _check_launch(config, processes, gpus)
+                raise typer.Exit(_launch(processes, gpus, device))
             record = train(config)
     except ConfigError as exc:
         typer.secho(str(exc), err=True, fg="red")
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
-        # The record says "stopped" and the last epoch's checkpoint is on disk.
-        typer.secho("stopped; `kennel train --resume latest` continues from the last finished epoch", err=True)
+        # The record says "stopped" and the last epoch's checkpoint is on disk. Under torchrun the launcher
+        # says so, once for all the ranks.
+        if not from_environment().distributed:
+            typer.secho("stopped; `kennel train --resume latest` continues from the last finished epoch", err=True)
         raise typer.Exit(130) from None
     if not from_environment().is_main:  # under torchrun, rank 0 reports for the job
         raise typer.Exit(0 if record.status in ("completed", "stopped", "pruned") else 1)
@@ -145,6 +152,40 @@ def train_command(
         raise typer.Exit(1)
 
 
+def _resumed_config(ref: str):
+    from kennel.config import ConfigError, load_config
+    from kennel.jobs import JobNotFound, load_job
+
+    try:
+        return load_config(load_job(ref).path / "config.yaml")
+    except JobNotFound as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _check_launch(config, processes: int | None, gpus: int | None) -> None:
+    """What would fail in every rank, said once before torchrun starts them. Raises ConfigError."""
+    import torch
+
+    from kennel.config import ConfigError
+    from kennel.distributed import Ranks, per_rank_batch
+    from kennel.job import resolve_device
+
+    if processes and gpus and processes != gpus:
+        raise ConfigError(f"--processes {processes} and --gpus {gpus} disagree; give one of them")
+    count = gpus or processes
+    visible = torch.cuda.device_count()
+    if gpus and visible < gpus:
+        raise ConfigError(
+            f"--gpus {gpus}: this machine has {visible} CUDA GPU(s); use --processes N for CPU processes (gloo)"
+        )
+    if resolve_device(config.device).type == "cuda" and visible < count:  # resolve_device: no GPU at all
+        raise ConfigError(f"{count} processes on CUDA need a GPU each; this machine has {visible}")
+    try:
+        per_rank_batch(config.data.batch_size, Ranks(world_size=count))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def _launch(processes: int | None, gpus: int | None, device: str | None) -> int:
     """Run this same command under torchrun with one process per GPU (``--gpus``) or ``--processes`` of them;
     returns torchrun's exit status."""
@@ -155,22 +196,10 @@ def _launch(processes: int | None, gpus: int | None, device: str | None) -> int:
 
     from kennel.launch import process_env, torchrun_command, without_options
 
-    if processes and gpus and processes != gpus:
-        typer.secho(f"--processes {processes} and --gpus {gpus} disagree; give one of them", err=True, fg="red")
-        return 2
     count = gpus or processes
     argv = without_options(sys.argv[1:])
-    if gpus:
-        visible = torch.cuda.device_count()
-        if visible < gpus:
-            typer.secho(
-                f"--gpus {gpus}: this machine has {visible} CUDA GPU(s); use --processes N for CPU processes (gloo)",
-                err=True,
-                fg="red",
-            )
-            return 2
-        if device is None:
-            argv += ["--device", "cuda"]
+    if gpus and device is None:
+        argv += ["--device", "cuda"]
     cuda = gpus is not None or device == "cuda" or (device in (None, "auto") and torch.cuda.is_available())
     command = torchrun_command(argv, count)
     typer.echo(f"launching {count} training processes: {' '.join(command[1:])}", err=True)

@@ -63,7 +63,9 @@ def tune_command(
     worker: bool = typer.Option(
         False, "--worker", help="join the study --study in --storage with its stored settings (another machine's)"
     ),
-    trials: int = typer.Option(None, "--trials", "-n", help="trials in the study when done (default 20; grid: all)"),
+    trials: int = typer.Option(
+        None, "--trials", "-n", help="the study's total trials, all sessions and machines (default 20; grid: all)"
+    ),
     parallel: int = typer.Option(None, "--parallel", "-p", help="worker processes on this machine (default 1)"),
     strategy: str = typer.Option(None, "--strategy", help=_choices(STRATEGIES, "tpe")),
     pruner: str = typer.Option(None, "--pruner", help=_choices(PRUNERS, "median")),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
 import socket
 import time
@@ -106,9 +107,11 @@ def get_client(uri: str | None = None) -> MlflowClient:
     _check_reachable(uri)
     from mlflow.tracking import MlflowClient
 
-    # MLflow's own INFO lines (creating tables, migrations) would interleave with the job's metric lines.
+    # MLflow's own INFO lines (creating tables, migrations) would interleave with the job's metric lines, and
+    # so would its "View run ... at: URL" on stdout after every run logged through a tracking server.
     for noisy in ("mlflow.store.db.utils", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     with _store_lock(uri):
         client = MlflowClient(tracking_uri=uri)
         client.search_experiments(max_results=1)  # opens the store (and migrates it) inside the lock

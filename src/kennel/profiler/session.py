@@ -76,7 +76,9 @@ class ProfilerSession:
         rules = [build_rule(name, self.config.rules.get(name)) for name in PROFILER_RULES.names()]
         self.runner = RuleRunner(rules, self.folder / FINDINGS, self.config.stop_on)
         self.trace = TraceWindow(self.folder, self.config.trace, device) if self.config.trace.enabled else None
-        self.sampler = SystemSampler(self.folder / SYSTEM, self.config.interval_s, gpus)
+        # Under torchrun the ranks on this machine are the launcher's children: the job's processes are its tree.
+        launcher = os.getppid() if world_size > 1 and "TORCHELASTIC_RUN_ID" in os.environ else None
+        self.sampler = SystemSampler(self.folder / SYSTEM, self.config.interval_s, gpus, launcher=launcher)
         self.event("job_start")
         self.sampler.start()
         self._finished = False

@@ -2,7 +2,8 @@
 
 Each sample reads a handful of ``/proc`` files through psutil (well under a millisecond): CPU per core and I/O
 wait for the machine, memory, disk and network rates, and for the job's own processes (this one and its
-descendants, the loader workers) CPU, resident memory and I/O. The job's descendants are found through
+descendants, the loader workers; under torchrun every local rank, found from the launcher) CPU, resident memory
+and I/O. The job's descendants are found through
 ``/proc/PID/task/TID/children``, never by walking every process on the machine. On CUDA jobs NVML adds GPU
 utilisation, memory and power.
 """
@@ -42,21 +43,26 @@ def _children(pid: int) -> list[int]:
 
 
 class JobProcesses:
-    """This process and its descendants, each kept as one ``psutil.Process`` so CPU and I/O are deltas."""
+    """This process and its descendants, each kept as one ``psutil.Process`` so CPU and I/O are deltas.
 
-    def __init__(self, pid: int | None = None) -> None:
+    With a ``launcher`` (torchrun's agent, whose children are the job's ranks on this machine) the CPU, memory
+    and I/O are those of the launcher's whole tree: every rank and its loader workers. ``children`` stays this
+    process's own: its loader workers."""
+
+    def __init__(self, pid: int | None = None, launcher: int | None = None) -> None:
         self.root = psutil.Process(pid)
+        self.launcher = launcher
         self._known: dict[int, psutil.Process] = {self.root.pid: self.root}
         self._io: dict[int, tuple[int, int]] = {}
         self._proc_children = Path(f"/proc/{self.root.pid}/task/{self.root.pid}/children").exists()
 
-    def _descendants(self) -> list[int]:
+    def _descendants(self, pid: int) -> list[int]:
         if not self._proc_children:  # kernels without CONFIG_PROC_CHILDREN: psutil walks the process table
             try:
-                return [p.pid for p in self.root.children(recursive=True)]
+                return [p.pid for p in psutil.Process(pid).children(recursive=True)]
             except psutil.Error:
                 return []
-        found, todo = [], [self.root.pid]
+        found, todo = [], [pid]
         while todo:
             kids = _children(todo.pop())
             found += kids
@@ -64,7 +70,8 @@ class JobProcesses:
         return found
 
     def sample(self) -> dict[str, float]:
-        pids = [self.root.pid, *self._descendants()]
+        own = [self.root.pid, *self._descendants(self.root.pid)]
+        pids = own if self.launcher is None else self._descendants(self.launcher)
         cpu = rss = read = written = 0.0
         alive = 0
         for pid in pids:
@@ -82,7 +89,8 @@ class JobProcesses:
         for gone in set(self._known) - set(pids):
             self._known.pop(gone, None)
             self._io.pop(gone, None)
-        return {"cpu": cpu, "rss": rss, "read": read, "write": written, "children": alive - 1}
+        children = sum(1 for pid in own[1:] if pid in self._known) if self.launcher else alive - 1
+        return {"cpu": cpu, "rss": rss, "read": read, "write": written, "children": children}
 
     def _io_delta(self, process: psutil.Process) -> tuple[int, int]:
         try:
@@ -99,12 +107,19 @@ class SystemSampler:
     """Samples every ``interval_s`` on a daemon thread; each sample is appended to ``path`` as it is taken and
     the last ``keep`` stay in :attr:`samples` for the rules that run while the job does."""
 
-    def __init__(self, path: Path, interval_s: float = 0.5, gpus: GpuReader | None = None, keep: int = 20_000):
+    def __init__(
+        self,
+        path: Path,
+        interval_s: float = 0.5,
+        gpus: GpuReader | None = None,
+        keep: int = 20_000,
+        launcher: int | None = None,
+    ):
         self.path = Path(path)
         self.interval_s = interval_s
         self.gpus = gpus
         self.samples: deque[dict[str, Any]] = deque(maxlen=keep)
-        self._processes = JobProcesses()
+        self._processes = JobProcesses(launcher=launcher)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last: tuple[float, Any, Any] | None = None

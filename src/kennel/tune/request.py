@@ -17,7 +17,7 @@ from kennel.tune.results import BASELINE, JOB_ID, WARM_START, count, finished, t
 from kennel.tune.settings import StudySettings
 from kennel.tune.shared import SETTINGS_ATTR, published
 from kennel.tune.space import SearchSpace, SpaceError, load_space
-from kennel.tune.storage import open_database, shown
+from kennel.tune.storage import normalized_url, open_database, shown
 from kennel.tune.strategies import STRATEGIES, StrategyContext
 from kennel.tune.study import StudyRecord, load_study_record, open_study, process_alive, study_exists
 
@@ -39,6 +39,10 @@ class TuneRequest:
     storage: str | None = None
     warm_start: str | None = None
     worker: bool = False  # join the study in ``storage`` with its stored settings; ``base`` may move the dataset
+
+    def __post_init__(self) -> None:
+        if self.storage:
+            self.storage = normalized_url(self.storage)
 
 
 def say(stream: TextIO | None, message: str) -> None:
@@ -103,7 +107,7 @@ def new_study(name: str, folder: Path, request: TuneRequest, stream: TextIO | No
         _check_unchanged(record, request)
         settings, space = record.study_settings, record.study_settings.space
         resolved = _check_base(request.base, space)
-        say(stream, f"joining study {name} in {request.storage}")
+        say(stream, f"joining study {name} in {shown(request.storage)}")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "space.yaml").write_text(record.study_settings.space.to_yaml())
     if stored is None:

@@ -159,7 +159,9 @@ def tune(request: TuneRequest, stream: TextIO | None = sys.stdout) -> StudyRecor
     )
     started = time.perf_counter()
     try:
-        _warm_cache(record, stream)
+        # A study already done (joined late, or resumed with nothing left) needs no features.
+        if stop_reason(open_study(record).get_trials(deepcopy=False), record) is None:
+            _warm_cache(record, stream)
         status, reason = _run_workers(record, stream)
     except KeyboardInterrupt:
         _finish(record, "stopped", "interrupted", started, stream)

@@ -24,6 +24,15 @@ class StorageError(TuneError):
     """A study database that cannot be opened."""
 
 
+def normalized_url(url: str) -> str:
+    """``url`` as SQLAlchemy names it: ``postgres://`` (the spelling of libpq, Heroku and many dashboards) is
+    ``postgresql://``, a name SQLAlchemy dropped."""
+    scheme, sep, rest = url.partition("://")
+    if sep and (scheme == "postgres" or scheme.startswith("postgres+")):
+        return f"postgresql{scheme.removeprefix('postgres')}://{rest}"
+    return url
+
+
 def parse_url(url: str) -> URL:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
@@ -51,7 +60,15 @@ def backend(url: str) -> str:
 
 def driver(url: str) -> str:
     """The Python module SQLAlchemy loads for ``url``: ``psycopg`` for ``postgresql://...``, ..."""
-    return parse_url(url).get_dialect().driver
+    from sqlalchemy.exc import NoSuchModuleError
+
+    try:
+        return parse_url(url).get_dialect().driver
+    except NoSuchModuleError:
+        raise StorageError(
+            f"storage {shown(url)}: SQLAlchemy knows no database {parse_url(url).drivername!r} "
+            "(expected e.g. postgresql://USER:PASSWORD@HOST/DATABASE)"
+        ) from None
 
 
 def open_journal(folder: Path) -> optuna.storages.BaseStorage:
@@ -67,17 +84,15 @@ def open_database(url: str) -> optuna.storages.BaseStorage:
     import optuna
     from sqlalchemy.exc import OperationalError
 
-    name = backend(url)
+    name, module = backend(url), driver(url)  # an unknown kind of database fails here, plainly
     engine = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}} if name == "postgresql" else {}
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=engine)
     except ImportError:
-        module = driver(url)
         install = f"pip install {DRIVERS[module]}" if module in DRIVERS else f"install the {module} module"
-        raise StorageError(
-            f"storage {shown(url)}: its {name} driver {module} is not installed ({install}; kennel's extra: "
-            "pip install 'kennel[scale]')"
-        ) from None
+        extra = "; kennel's extra: pip install 'kennel[scale]'" if module == "psycopg" else ""
+        message = f"storage {shown(url)}: its {name} driver {module} is not installed ({install}{extra})"
+        raise StorageError(message) from None
     except OperationalError as exc:
         reason = str(exc.orig or exc).strip().splitlines()[0]
         raise StorageError(

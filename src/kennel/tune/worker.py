@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 import time
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -46,6 +47,10 @@ def build_study(record: StudyRecord, worker: int) -> optuna.Study:
     settings, session = record.study_settings, record.session_settings
     # Each worker and each session draws its own random numbers: equal seeds would propose equal trials.
     seed = settings.seed + 1000 * worker + 7919 * sum(record.counts.values())
+    if record.storage:
+        # Machines sharing a database count their workers from 0 alike and may join at the same trial count:
+        # the host and process tell them apart (a one-machine study stays reproducible from its seed).
+        seed = (seed + zlib.crc32(f"{this_host()}:{os.getpid()}".encode())) % 2**32  # NumPy's seed range
     strategy = STRATEGIES.get(settings.strategy)
     sampler = strategy.build(StrategyContext(settings.space, seed, session.trials))
     max_epochs = int(settings.space.upper("epochs", trial_config(record.base, {}, record.name).epochs))
