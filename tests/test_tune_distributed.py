@@ -136,6 +136,8 @@ def test_two_machines_share_one_postgres_study_and_one_tracking_server(
     trials = optuna.load_study(study_name="dist", storage=postgres_url).get_trials(deepcopy=False)
     assert len(trials) == 6 and [outcome(t) for t in trials] == ["complete"] * 6
     assert {t.user_attrs["kennel.pid"] for t in trials} == {a.pid, b.pid}  # both machines ran trials
+    # Both machines number their worker 0 and joined at the same count: their samplers must still differ.
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == 6
 
     jobs = {}
     for name in ("a", "b"):
