@@ -141,3 +141,18 @@ def test_lines_a_killed_run_wrote_after_its_last_checkpoint_are_dropped_on_resum
     steps = [s["global_step"] for s in read_metrics(metrics, "step")]
     assert steps == sorted(set(steps))  # no step logged twice
     assert metrics.read_text().endswith("\n")
+
+
+def test_a_job_interrupted_by_ctrl_c_keeps_the_metrics_of_its_finished_epochs(dataset: Path):
+    from kennel.engine import Observer
+
+    class CtrlC(Observer):
+        def on_batch_end(self, state):
+            if state.epoch == 2:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(dataset, epochs=4, name="interrupted"), observers=[CtrlC()], stream=None)
+    record = load_job("interrupted")
+    assert record.status == "stopped" and record.error.startswith("KeyboardInterrupt")
+    assert record.metrics["epochs_run"] == 2 and "best_valid_accuracy" in record.metrics

@@ -221,6 +221,7 @@ def _run(
     # Tracking starts first, so a job that fails while loading weights or data still shows in MLflow.
     tracker = _tracker(record, config, record.study or "kennel", ranks)
     profiler = _profiler(record, config, device, ranks)
+    trainer = None
     try:
         model, preprocessing = _build_model(config, layout)
         inputs = prepare_inputs(model, layout, config, preprocessing, device, weights_identity(config), ranks)
@@ -270,6 +271,8 @@ def _run(
     except BaseException as error:
         record.status = "stopped" if isinstance(error, KeyboardInterrupt) else "failed"
         record.error = f"{type(error).__name__}: {error}"
+        if trainer is not None:  # the console still shows what the finished epochs reached
+            record.metrics.update(_fit_metrics(trainer.history))
         raise
     finally:
         if ranks.is_main:

@@ -143,6 +143,12 @@ class Trainer:
         self._global_step = 0
         self._history: list[dict[str, float]] = []
 
+    @property
+    def history(self) -> list[dict[str, float]]:
+        """Every finished epoch's metrics, those of a resumed job's earlier runs included (also after a fit
+        that raised: the epochs it finished are here)."""
+        return self._history
+
     # --- checkpoints ------------------------------------------------------------------------------------
 
     def state_dict(self, state: LoopState) -> dict[str, Any]:
