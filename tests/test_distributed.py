@@ -121,6 +121,28 @@ def test_a_killed_two_process_job_resumes_where_an_uninterrupted_one_ends(datase
         assert done["metrics"][name] == pytest.approx(whole["metrics"][name], abs=1e-4), name
 
 
+def test_when_one_rank_fails_the_job_says_which_and_why(dataset: Path, kennel_home: Path, tmp_path: Path):
+    """torchrun stops rank 0 when rank 1 fails: the record must not be left saying "running"."""
+    import shutil
+
+    from kennel.data.layout import load_layout
+
+    photos = shutil.copytree(dataset, tmp_path / "photos")
+    files = load_layout(photos)["train"].files
+    sampler = train_sampler(files, Ranks(rank=1, world_size=2), seed=0)
+    sampler.set_epoch(0)
+    broken = files[next(iter(sampler))][0]  # the first photo rank 1 decodes
+    broken.write_bytes(b"not a jpeg")
+
+    settings = {**BASE, "feature_cache": False}
+    command = [sys.executable, "-m", "kennel", "train", "--data", str(photos), *_flags(settings), "--processes", "2"]
+    done = subprocess.run([*command, "--name", "broken"], capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    record = load_job("broken")
+    assert record.status == "failed", record
+    assert record.error.startswith("rank 1: ImageError") and broken.name in record.error
+
+
 def test_the_global_batch_must_split_evenly(dataset: Path, monkeypatch: pytest.MonkeyPatch):
     from kennel.config import ConfigError
 

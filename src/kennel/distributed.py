@@ -11,6 +11,8 @@ anyone.
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from collections.abc import Sized
 from dataclasses import dataclass
 
@@ -53,11 +55,22 @@ def from_environment() -> Ranks:
         raise ValueError(f"RANK, WORLD_SIZE and LOCAL_RANK must be integers (torchrun sets them): {exc}") from None
 
 
+class RankStopped(KeyboardInterrupt):
+    """torchrun stopped this process (SIGTERM): another rank failed, or the job was interrupted."""
+
+
+def _stopped_by_torchrun(signum: int, frame: object) -> None:
+    raise RankStopped("torchrun stopped this process: another rank failed or the job was interrupted")
+
+
 def start(device: torch.device) -> Ranks:
     """Join the job's process group when torchrun started several processes; returns this process's ranks."""
     ranks = from_environment()
     if not ranks.distributed or dist.is_initialized():
         return ranks
+    if threading.current_thread() is threading.main_thread():
+        # torchrun ends the other ranks with SIGTERM when one fails: end like Ctrl-C, so the job says so.
+        signal.signal(signal.SIGTERM, _stopped_by_torchrun)
     global _joined
     if device.type == "cuda":
         torch.cuda.set_device(ranks.local_rank)

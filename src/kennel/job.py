@@ -273,6 +273,8 @@ def _run(
         record.error = f"{type(error).__name__}: {error}"
         if trainer is not None:  # the console still shows what the finished epochs reached
             record.metrics.update(_fit_metrics(trainer.history))
+        if ranks.distributed:
+            _share_failure(record, ranks, error)
         raise
     finally:
         if ranks.is_main:
@@ -285,6 +287,24 @@ def _run(
             tracker.finish(record)
         distributed.stop()
     return record
+
+
+def _share_failure(record: JobRecord, ranks: Ranks, error: BaseException) -> None:
+    """When a rank fails, the others end too, rank 0 included (torchrun stops them, or their next collective
+    finds the failed rank gone), often before it can say why: the failing rank writes the job's record itself
+    before it leaves the process group, and rank 0 keeps that cause rather than its own consequence."""
+    saved = record.path / "job.json"
+    if not saved.is_file():  # another machine, without the job's folder: rank 0's machine has it
+        return
+    if ranks.is_main:
+        on_disk = load_job(record.path)
+        if on_disk.status == "failed" and (on_disk.error or "").startswith("rank "):
+            record.status, record.error = on_disk.status, on_disk.error
+        return
+    if not isinstance(error, KeyboardInterrupt):
+        shared = load_job(record.path)
+        shared.status, shared.error, shared.ended = "failed", f"rank {ranks.rank}: {record.error}", now()
+        shared.save()
 
 
 def _build_model(config: TrainConfig, layout):
