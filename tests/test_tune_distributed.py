@@ -4,6 +4,7 @@ one MLflow tracking server. Two kennel homes stand for two machines: separate st
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -148,6 +149,18 @@ def test_two_machines_share_one_postgres_study_and_one_tracking_server(
     assert len(jobs) == 6
     roots = {t.user_attrs["kennel.pid"]: jobs[t.user_attrs["kennel.job_id"]]["data"]["root"] for t in trials}
     assert roots == {a.pid: str(dataset), b.pid: str(elsewhere)}  # the worker trained on its own copy
+
+    # Either machine's console lists the study with the database's counts, not its own last snapshot.
+    stale = tmp_path / "a" / "studies" / "dist" / "study.json"
+    stale.write_text(stale.read_text().replace('"complete": ', '"complete": 1000'))
+    listed = subprocess.run(
+        [sys.executable, "-m", "kennel", "jobs", "studies", "--json"],
+        env={**os.environ, "KENNEL_HOME": str(tmp_path / "a")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert json.loads(listed.stdout)[0]["counts"] == {"complete": 6}, listed.stderr
 
     client = MlflowClient(mlflow_server.url)
     runs = client.search_runs([client.get_experiment_by_name("dist").experiment_id])

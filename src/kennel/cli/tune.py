@@ -159,10 +159,10 @@ def jobs_studies(as_json: bool = typer.Option(False, "--json", help="print JSON 
     """List tuning studies, newest first: status, strategy, trials by outcome and the best objective."""
     from rich.table import Table
 
-    from kennel.tune.results import finished
+    from kennel.tune.results import finished, with_current_counts
     from kennel.tune.study import list_studies, process_alive, studies_dir
 
-    records = list_studies()
+    records = [with_current_counts(r) for r in list_studies()]
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in records], indent=2, default=str))
         return

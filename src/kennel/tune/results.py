@@ -95,3 +95,24 @@ def write_best_config(record: StudyRecord, trial: FrozenTrial) -> Path:
     header = f"# study {record.name}: trial {trial.number}, {record.study_settings.objective} = {trial.value:.6g}\n"
     atomic_write_text(path, header + config_to_yaml(config))
     return path
+
+
+def with_current_counts(record: StudyRecord) -> StudyRecord:
+    """``record`` with its trial counts and best as its database has them now. A study shared by several machines
+    gains trials from the others, which this machine's ``study.json`` last saw when its own worker stopped. The
+    local snapshot stays when the database cannot be read (the caller still lists the study)."""
+    if not record.storage:
+        return record
+    import optuna
+
+    from kennel.tune.errors import TuneError
+    from kennel.tune.study import open_storage
+
+    try:
+        study = optuna.load_study(study_name=record.name, storage=open_storage(record))
+    except (TuneError, KeyError):  # unreachable, or the study was deleted from the database
+        return record
+    trials = study.get_trials(deepcopy=False)
+    record.counts = count(trials)
+    record.best = best_summary(best_trial(trials, record.study_settings.maximize))
+    return record
