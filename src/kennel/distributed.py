@@ -115,13 +115,18 @@ def broadcast_text(text: str, ranks: Ranks) -> str:
     return bytes(data.cpu().tolist()).decode()
 
 
+def summed(values: list[float], ranks: Ranks) -> list[float]:
+    """Each of ``values`` summed over the ranks (all ranks must call this together)."""
+    if not ranks.distributed:
+        return values
+    totals = torch.tensor(values, dtype=torch.float64, device=_collective_device())
+    dist.all_reduce(totals)
+    return totals.tolist()
+
+
 def any_rank(flag: bool, ranks: Ranks) -> bool:
     """Whether ``flag`` holds on any rank (all ranks must call this together)."""
-    if not ranks.distributed:
-        return flag
-    value = torch.tensor([1.0 if flag else 0.0], device=_collective_device())
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item())
+    return summed([float(flag)], ranks)[0] > 0
 
 
 def gather_rows(tensor: torch.Tensor, ranks: Ranks) -> torch.Tensor:

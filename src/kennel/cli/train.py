@@ -88,8 +88,7 @@ def train_command(
     try:
         if resume_job:
             if launching:
-                _check_launch(_resumed_config(resume_job), processes, gpus)
-                raise typer.Exit(_launch(processes, gpus, device))
+                raise typer.Exit(_launch(_resumed_config(resume_job), processes, gpus, device))
             record = resume(resume_job)
         else:
             flags: dict[str, object] = {
@@ -123,8 +122,7 @@ def train_command(
                 typer.echo(config_to_yaml(config), nl=False)
                 return
             if launching:
-                _check_launch(config, processes, gpus)
-                raise typer.Exit(_launch(processes, gpus, device))
+                raise typer.Exit(_launch(config, processes, gpus, device))
             record = train(config)
     except ConfigError as exc:
         typer.secho(str(exc), err=True, fg="red")
@@ -162,13 +160,18 @@ def _resumed_config(ref: str):
         raise ConfigError(str(exc)) from None
 
 
-def _check_launch(config, processes: int | None, gpus: int | None) -> None:
-    """What would fail in every rank, said once before torchrun starts them. Raises ConfigError."""
+def _launch(config, processes: int | None, gpus: int | None, device_flag: str | None) -> int:
+    """Run this same command under torchrun with one process per GPU (``--gpus``) or ``--processes`` of them;
+    returns torchrun's exit status. What would fail in every rank fails here, once, as a ConfigError."""
+    import subprocess
+    import sys
+
     import torch
 
     from kennel.config import ConfigError
     from kennel.distributed import Ranks, per_rank_batch
     from kennel.job import resolve_device
+    from kennel.launch import process_env, torchrun_command, without_options
 
     if processes and gpus and processes != gpus:
         raise ConfigError(f"--processes {processes} and --gpus {gpus} disagree; give one of them")
@@ -178,29 +181,17 @@ def _check_launch(config, processes: int | None, gpus: int | None) -> None:
         raise ConfigError(
             f"--gpus {gpus}: this machine has {visible} CUDA GPU(s); use --processes N for CPU processes (gloo)"
         )
-    if resolve_device(config.device).type == "cuda" and visible < count:  # resolve_device: no GPU at all
+    cuda = resolve_device("cuda" if gpus else config.device).type == "cuda"  # resolve_device: no GPU at all
+    if cuda and visible < count:
         raise ConfigError(f"{count} processes on CUDA need a GPU each; this machine has {visible}")
     try:
         per_rank_batch(config.data.batch_size, Ranks(world_size=count))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
-
-def _launch(processes: int | None, gpus: int | None, device: str | None) -> int:
-    """Run this same command under torchrun with one process per GPU (``--gpus``) or ``--processes`` of them;
-    returns torchrun's exit status."""
-    import subprocess
-    import sys
-
-    import torch
-
-    from kennel.launch import process_env, torchrun_command, without_options
-
-    count = gpus or processes
     argv = without_options(sys.argv[1:])
-    if gpus and device is None:
+    if gpus and device_flag is None:
         argv += ["--device", "cuda"]
-    cuda = gpus is not None or device == "cuda" or (device in (None, "auto") and torch.cuda.is_available())
     command = torchrun_command(argv, count)
     typer.echo(f"launching {count} training processes: {' '.join(command[1:])}", err=True)
     process = subprocess.Popen(command, env=process_env(count, cuda))

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kennel.distributed import SINGLE, Ranks, any_rank, gather_rows
+from kennel.distributed import SINGLE, Ranks, any_rank, gather_rows, summed
 from kennel.engine.clock import StepClock
 from kennel.engine.observer import Observer, ObserverList, StopTraining
 from kennel.engine.state import LoopState
@@ -265,7 +265,8 @@ class Trainer:
             clock.start()
         clock.reset()
         state.batch = state.outputs = None
-        seen, correct, loss_sum = self._summed(seen, correct, loss_sum)
+        # The epoch's counts over every rank's shard, so its metrics describe the whole training split.
+        seen, correct, loss_sum = summed([seen, correct, loss_sum], self.loop.ranks)
         metrics = {
             "epoch": state.epoch + 1,
             "train_loss": loss_sum / max(seen, 1),
@@ -309,16 +310,3 @@ class Trainer:
         ranks = self.loop.ranks
         if ranks.distributed and any_rank(state.should_stop, ranks) and not state.should_stop:
             state.request_stop("stopped by rank 0")
-
-    def _summed(self, seen: int, correct: int, loss_sum: float) -> tuple[int, int, float]:
-        """The epoch's counts over every rank's shard, so its metrics describe the whole training split."""
-        if not self.loop.ranks.distributed:
-            return seen, correct, loss_sum
-        import torch.distributed as dist
-
-        totals = torch.tensor([seen, correct, loss_sum], dtype=torch.float64)
-        if dist.get_backend() == "nccl":
-            totals = totals.to(self.loop.device)
-        dist.all_reduce(totals)
-        seen_all, correct_all, loss_all = totals.tolist()
-        return int(seen_all), int(correct_all), loss_all

@@ -9,6 +9,7 @@ from typing import Any, TextIO
 
 from kennel.atomic import atomic_write_text
 from kennel.engine import LoopState, Observer
+from kennel.jsonl import read_jsonl
 
 
 def metric_line(prefix: str, values: dict[str, Any]) -> str:
@@ -37,11 +38,8 @@ class MetricsLogger(Observer):
     def on_fit_start(self, state: LoopState) -> None:
         """A resumed job starts again after its last checkpoint: lines written after it (by the run that was
         killed) are dropped, or the epoch it repeats would be logged twice."""
-        if not self.path.is_file():
-            return
-        records = read_metrics(self.path)
+        records, cut_short = read_jsonl(self.path)  # cut short: the kill landed mid-line
         kept = [r for r in records if r.get("global_step", 0) <= state.global_step]
-        cut_short = not self.path.read_text().endswith("\n")  # the kill landed mid-line
         if len(kept) < len(records) or cut_short:
             atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
@@ -61,14 +59,5 @@ class MetricsLogger(Observer):
 
 def read_metrics(path: Path, kind: str | None = None) -> list[dict[str, Any]]:
     """The records of a ``metrics.jsonl``; a last line cut short by a kill is ignored."""
-    if not Path(path).is_file():
-        return []
-    records = []
-    for line in Path(path).read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if kind is None or record.get("kind") == kind:
-            records.append(record)
-    return records
+    records, _ = read_jsonl(path)
+    return [r for r in records if kind is None or r.get("kind") == kind]
