@@ -235,6 +235,8 @@ def _run(
             observers.append(tracker)
         if profiler is not None:
             observers.append(profiler.observer(inputs.train))
+        if ranks.is_main:
+            observers += extra
         trainer = Trainer(
             trainable,
             optimizer,
@@ -247,7 +249,7 @@ def _run(
                 compile=config.compile,
                 ranks=ranks,
             ),
-            [*observers, *extra] if ranks.is_main else observers,
+            observers,
             scheduler=schedule,
             loss_fn=torch.nn.CrossEntropyLoss(label_smoothing=config.optim.label_smoothing),
         )
@@ -258,12 +260,11 @@ def _run(
         state = trainer.fit(inputs.train, inputs.valid)
         # Every rank's step records are on disk before rank 0's profiler reads them for its last check.
         distributed.barrier(ranks)
+        record.status, record.stop_reason = state.status, state.stop_reason
         if not ranks.is_main:
-            record.status, record.stop_reason = state.status, state.stop_reason
             return record
         if (checkpoints / "best.pt").is_file():
             trainable.load_state_dict(load_checkpoint(checkpoints / "best.pt")["model"])
-        record.status, record.stop_reason = state.status, state.stop_reason
         record.metrics.update(_fit_metrics(state.history))
         if inputs.feature_seconds:
             record.metrics["feature_seconds"] = round(inputs.feature_seconds, 2)
