@@ -84,7 +84,7 @@ def profile_command(
         )
         raise typer.Exit(1)
     try:
-        path = write_profile_report(record.path)
+        path = write_profile_report(record.path, data)
     except OSError as exc:
         typer.echo(f"error: cannot write the profiler report of {record.id}: {exc}", err=True)
         raise typer.Exit(1) from None

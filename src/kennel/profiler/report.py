@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kennel.atomic import atomic_write_text
 from kennel.profiler import plots
-from kennel.profiler.profile import OPERATORS, TRACE, Profile
+from kennel.profiler.profile import FOLDER, OPERATORS, TRACE, Profile
 from kennel.profiler.rules import PROFILER_RULES
 from kennel.profiler.summary import Summary, configured_rule, format_numbers, summarize
-from kennel.report import MissingInput, Section, render_section, render_template
+from kennel.report import MissingInput, Section, render_template
+from kennel.report.section import write_page
 
 PROFILE_FILE = "profile.html"
 
@@ -45,7 +45,7 @@ class ProfileData:
 
     def operators(self) -> list[dict[str, Any]] | None:
         try:
-            return json.loads((self.job_dir / "profiler" / OPERATORS).read_text())
+            return json.loads((self.job_dir / FOLDER / OPERATORS).read_text())
         except (OSError, json.JSONDecodeError):
             return None
 
@@ -66,7 +66,7 @@ def _system(data: ProfileData) -> str:
 
 def _framework(data: ProfileData) -> str:
     data.need_steps()
-    trace = data.job_dir / "profiler" / TRACE
+    trace = data.job_dir / FOLDER / TRACE
     return render_template(
         "profile_framework.html",
         rows=data.summary.breakdown,
@@ -112,22 +112,14 @@ SECTIONS = [
 ]
 
 
-def render_profile(job_dir: Path | str) -> str:
-    data = ProfileData.load(job_dir)
+def write_profile_report(job_dir: Path | str, data: ProfileData | None = None) -> Path:
+    """Write ``job_dir/profile.html`` (atomically) and return its path; ``data``: the job's profile, if loaded."""
+    data = ProfileData.load(job_dir) if data is None else data
     if data.profile.empty:
-        raise FileNotFoundError(f"{Path(job_dir) / 'profiler'} holds no profiler records")
-    rendered = [render_section(section, data) for section in SECTIONS]
+        raise FileNotFoundError(f"{data.job_dir / FOLDER} holds no profiler records")
     job = data.summary.job
-    title = f"kennel profiler report: {job.get('name') or job.get('id') or Path(job_dir).name}"
-    return render_template("report.html", title=title, job=job, sections=rendered)
-
-
-def write_profile_report(job_dir: Path | str) -> Path:
-    """Write ``job_dir/profile.html`` (atomically) and return its path."""
-    path = Path(job_dir) / PROFILE_FILE
-    atomic_write_text(path, render_profile(job_dir))
-    path.chmod(0o644)
-    return path
+    title = f"kennel profiler report: {job.get('name') or job.get('id') or data.job_dir.name}"
+    return write_page(data.job_dir / PROFILE_FILE, title, job, SECTIONS, data)
 
 
 def job_report_section(job_dir: Path, job: dict[str, Any] | None = None) -> str:

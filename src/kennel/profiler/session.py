@@ -9,6 +9,7 @@ window, the rules and, at the end, profile.html.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -35,7 +36,6 @@ from kennel.profiler.profile import (
     TIMELINE,
     Profile,
     rank_steps_file,
-    read_rank_steps,
 )
 from kennel.profiler.rules import PROFILER_RULES, RuleRunner, build_rule
 from kennel.profiler.system import SystemSampler
@@ -73,6 +73,7 @@ class ProfilerSession:
         self._save_context()
         self.events: list[dict[str, Any]] = []
         self.steps: deque[dict[str, Any]] = deque(maxlen=KEEP_STEPS)
+        self.other_ranks = {rank: RankTail(self.folder / rank_steps_file(rank)) for rank in range(1, world_size)}
         rules = [build_rule(name, self.config.rules.get(name)) for name in PROFILER_RULES.names()]
         self.runner = RuleRunner(rules, self.folder / FINDINGS, self.config.stop_on)
         self.trace = TraceWindow(self.folder, self.config.trace, device) if self.config.trace.enabled else None
@@ -116,7 +117,9 @@ class ProfilerSession:
         if last is not None:
             steps, samples = steps[-last:], samples[-last:]
         profile = Profile(self.context, list(self.events), steps, samples)
-        profile.other_ranks = read_rank_steps(self.folder, profile.world_size, last)
+        for rank, tail in self.other_ranks.items():
+            records = list(tail.read())
+            profile.other_ranks[rank] = records[-last:] if last else records
         return profile
 
     def check(self, state: LoopState | None = None, final: bool = False) -> None:
@@ -145,6 +148,34 @@ class ProfilerSession:
         except Exception:
             log.warning("the profiler could not finish for %s", self.job_dir, exc_info=True)
         return None
+
+
+class RankTail:
+    """Another rank's step records as it appends them: each read takes only the lines added since the last one
+    (a line still being written waits for the next), so a live check costs the same late in a long job."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.steps: deque[dict[str, Any]] = deque(maxlen=KEEP_STEPS)
+
+    def read(self) -> deque[dict[str, Any]]:
+        try:
+            with self.path.open("rb") as handle:
+                handle.seek(self.offset)
+                added = handle.read()
+        except FileNotFoundError:
+            return self.steps
+        added = added[: added.rfind(b"\n") + 1]
+        self.offset += len(added)
+        for line in added.splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:  # blank, cut short by a kill, or not UTF-8
+                continue
+            if isinstance(record, dict):
+                self.steps.append(record)
+        return self.steps
 
 
 class RankSteps:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kennel.atomic import atomic_write_text
 from kennel.report.data import ReportData
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -42,6 +43,17 @@ def environment():
 def render_template(name: str, **context: Any) -> str:
     """Render ``templates/<name>`` (autoescaped); sections added later may ship their own templates elsewhere."""
     return environment().get_template(name).render(**context)
+
+
+def write_page(path: Path, title: str, job: dict[str, Any], sections: list[Section], data: Any) -> Path:
+    """Render ``sections`` from ``data`` into one report page at ``path`` (written atomically, readable by all) and
+    return ``path``."""
+    from kennel.report import render_section  # kennel.report imports this module
+
+    rendered = [render_section(section, data) for section in sections]
+    atomic_write_text(path, render_template("report.html", title=title, job=job, sections=rendered))
+    path.chmod(0o644)
+    return path
 
 
 def pct(value: Any, digits: int = 1) -> str:
