@@ -79,6 +79,13 @@ def train_model(data: Path) -> Path:
     return Path(record["artifact"]) if record.get("artifact") else Path(record["path"]) / "model"
 
 
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model under test and the photos sent to it (this benchmark's and ``serve_soak.py``'s)."""
+    parser.add_argument("--model", help="artifact folder, job folder or job id (default: train lite0 on breeds4)")
+    parser.add_argument("--train-data", type=Path, default=SHARED / "breeds4", help="data to train on without --model")
+    parser.add_argument("--photos", type=Path, default=SHARED / "dogs10", help="folder of real photos to send")
+
+
 def pick_photos(data: Path, count: int, seed: int) -> list[Path]:
     """``count`` JPEG files under ``data`` (real JPEG bytes, not PNGs under a .jpg name), in a seeded order."""
     from kennel.data.layout import is_image_file
@@ -336,9 +343,7 @@ def kennel_serve_available() -> str | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", help="artifact folder, job folder or job id (default: train lite0 on breeds4)")
-    parser.add_argument("--train-data", type=Path, default=SHARED / "breeds4", help="data to train on without --model")
-    parser.add_argument("--photos", type=Path, default=SHARED / "dogs10", help="folder of real photos to send")
+    add_model_arguments(parser)
     parser.add_argument("--count", type=int, default=300, help="how many photos")
     parser.add_argument("--seconds", type=float, default=8.0, help="load duration per cell")
     parser.add_argument("--batch-sizes", default="1,8,16,32,64", help="batch sizes for the model-alone ceiling")

@@ -19,10 +19,9 @@ import statistics
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import psutil
-from serve import SHARED, load, pick_photos, start, train_model
+from serve import add_model_arguments, load, pick_photos, start, train_model
 
 from kennel.localhost import free_port, stop_process
 
@@ -53,9 +52,7 @@ def slope_mb_per_1000(readings: list[tuple[int, float]]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", help="artifact folder, job folder or job id (default: train lite0 on breeds4)")
-    parser.add_argument("--train-data", type=Path, default=SHARED / "breeds4", help="data to train on without --model")
-    parser.add_argument("--photos", type=Path, default=SHARED / "dogs10", help="folder of real photos to send")
+    add_model_arguments(parser)
     parser.add_argument("--requests", type=int, default=10_000, help="requests in all")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--chunk", type=int, default=1000, help="requests between memory readings")

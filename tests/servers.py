@@ -8,7 +8,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -18,14 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from kennel.localhost import free_port
+
 PROGRAMS = ("initdb", "pg_ctl", "createdb")
 SERVER_USER = "postgres"  # PostgreSQL refuses to run as root; as root, the cluster runs as this user
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def postgres_bin() -> Path | None:

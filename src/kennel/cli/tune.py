@@ -162,7 +162,7 @@ def jobs_studies(as_json: bool = typer.Option(False, "--json", help="print JSON 
     from kennel.tune.results import finished, with_current_counts
     from kennel.tune.study import list_studies, process_alive, studies_dir
 
-    records = [with_current_counts(r) for r in list_studies()]
+    records = with_current_counts(list_studies())
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in records], indent=2, default=str))
         return

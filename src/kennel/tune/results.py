@@ -97,22 +97,34 @@ def write_best_config(record: StudyRecord, trial: FrozenTrial) -> Path:
     return path
 
 
-def with_current_counts(record: StudyRecord) -> StudyRecord:
-    """``record`` with its trial counts and best as its database has them now. A study shared by several machines
-    gains trials from the others, which this machine's ``study.json`` last saw when its own worker stopped. The
-    local snapshot stays when the database cannot be read (the caller still lists the study)."""
-    if not record.storage:
-        return record
+def with_current_counts(records: list[StudyRecord]) -> list[StudyRecord]:
+    """``records`` with the trial counts and best of each study in a database as the database has them now. A
+    study shared by several machines gains trials from the others, which this machine's ``study.json`` last saw
+    when its own worker stopped. Each database is opened once, however many studies it holds; a study keeps its
+    local snapshot when its database cannot be read (the caller still lists the study)."""
+    import functools
+
     import optuna
 
     from kennel.tune.errors import TuneError
-    from kennel.tune.study import open_storage
+    from kennel.tune.storage import open_database
 
-    try:
-        study = optuna.load_study(study_name=record.name, storage=open_storage(record))
-    except (TuneError, KeyError):  # unreachable, or the study was deleted from the database
-        return record
-    trials = study.get_trials(deepcopy=False)
-    record.counts = count(trials)
-    record.best = best_summary(best_trial(trials, record.study_settings.maximize))
-    return record
+    @functools.cache
+    def database(url: str) -> optuna.storages.BaseStorage | None:
+        try:
+            return open_database(url)
+        except TuneError:  # unreachable: wait for it once, not once per study
+            return None
+
+    for record in records:
+        storage = database(record.storage) if record.storage else None
+        if storage is None:
+            continue
+        try:
+            study = optuna.load_study(study_name=record.name, storage=storage)
+        except KeyError:  # the study was deleted from the database
+            continue
+        trials = study.get_trials(deepcopy=False)
+        record.counts = count(trials)
+        record.best = best_summary(best_trial(trials, record.study_settings.maximize))
+    return records

@@ -149,8 +149,9 @@ def tune(request: TuneRequest, stream: TextIO | None = sys.stdout) -> StudyRecor
     record.status, record.started, record.ended, record.stop_reason = "running", now(), None, None
     record.pid, record.host = os.getpid(), this_host()
     record.save()
+    study = open_study(record)
     if not request.worker:  # what a worker joining from another machine reads (the latest session's budget)
-        publish(open_study(record), record)
+        publish(study, record)
     settings, session = record.study_settings, record.session_settings
     say(
         stream,
@@ -160,7 +161,7 @@ def tune(request: TuneRequest, stream: TextIO | None = sys.stdout) -> StudyRecor
     started = time.perf_counter()
     try:
         # A study already done (joined late, or resumed with nothing left) needs no features.
-        if stop_reason(open_study(record).get_trials(deepcopy=False), record) is None:
+        if stop_reason(study.get_trials(deepcopy=False), record) is None:
             _warm_cache(record, stream)
         status, reason = _run_workers(record, stream)
     except KeyboardInterrupt:
