@@ -37,6 +37,11 @@ def _given(**values: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
+def _set(value: Any) -> bool:
+    """Whether an option was given: ``--seed 0`` and ``--target 0`` were; an empty ``--set`` or an unset switch not."""
+    return value is not None and value is not False and value != []
+
+
 def _check_worker(study: str | None, storage: str | None, refused: list[str]) -> None:
     """A worker runs the study as its creator defined it: it names the study and the database, nothing more
     than where the photos are on this machine and how many workers run here."""
@@ -111,7 +116,7 @@ def tune_command(
                 "--timeout": timeout, "--target": target, "--warm-start": warm_start, "--seed": seed,
                 "--no-baseline": no_baseline,
             }  # fmt: skip
-            _check_worker(study, storage, [flag for flag, value in study_flags.items() if value])
+            _check_worker(study, storage, [flag for flag, value in study_flags.items() if _set(value)])
             request = TuneRequest(
                 study=study, base=base or None, session=_given(parallel=parallel), storage=storage, worker=True
             )

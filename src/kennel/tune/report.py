@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kennel.atomic import atomic_write_text
 from kennel.jobs import JobNotFound, JobRecord, load_job
-from kennel.report import MissingInput, Section, render_section, render_template
+from kennel.report import MissingInput, Section, render_template
 from kennel.report.plots import _png
+from kennel.report.section import write_page
 from kennel.tune.results import ERROR, JOB, JOB_ID, best_trial, count, finished, outcome
 from kennel.tune.study import StudyRecord, load_study_record, open_study
 
@@ -214,10 +214,6 @@ STUDY_SECTIONS: list[Section] = [
 def write_study_report(ref: str | Path) -> Path:
     """Write the study's ``report.html`` (atomically) and return its path."""
     record = load_study_record(ref)
-    data = StudyData.load(record)
-    rendered = [render_section(section, data) for section in STUDY_SECTIONS]
-    html = render_template("report.html", title=f"kennel study: {record.name}", job={}, sections=rendered)
-    path = record.path / REPORT_FILE
-    atomic_write_text(path, html)
-    path.chmod(0o644)
-    return path
+    return write_page(
+        record.path / REPORT_FILE, f"kennel study: {record.name}", {}, STUDY_SECTIONS, StudyData.load(record)
+    )
