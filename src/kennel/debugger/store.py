@@ -205,20 +205,23 @@ def load_records(job: str | Path) -> DebugRecords:
     frame = read_table(folder).to_pandas()
     for column in ("mode", "collection", "tensor", "layer"):
         frame[column] = frame[column].astype(str)
-    rules_path = folder / RULES
-    rules = json.loads(rules_path.read_text()) if rules_path.is_file() else {}
-    return DebugRecords(folder, frame, load_findings(folder / FINDINGS), rules)
+    return DebugRecords(folder, frame, load_findings(folder / FINDINGS), read_rule_statuses(folder))
 
 
 def write_rule_statuses(folder: Path, statuses: dict[str, Any]) -> None:
     atomic_write_json(Path(folder) / RULES, statuses)
 
 
+def read_rule_statuses(folder: Path) -> dict[str, Any]:
+    """The statuses :func:`write_rule_statuses` wrote to a ``debug`` folder; empty before the first."""
+    path = Path(folder) / RULES
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def rule_tags(job_dir: Path | str) -> dict[str, str]:
     """``{"kennel.debug.<rule>": status}`` of a job folder's ``debug/rules.json``, for its MLflow run."""
-    path = Path(job_dir) / FOLDER / RULES
     try:
-        rules = json.loads(path.read_text()) if path.is_file() else {}
+        rules = read_rule_statuses(Path(job_dir) / FOLDER)
     except (OSError, json.JSONDecodeError):
         return {}
     return {f"kennel.{FOLDER}.{rule}": str(entry.get("status", "")) for rule, entry in rules.items()}
