@@ -35,7 +35,6 @@ FOLDER = "debug"
 FINDINGS = "findings.jsonl"
 RULES = "rules.json"
 REPORT = "report.html"
-KEYS = ("mode", "step", "mode_step", "epoch", "collection", "tensor", "layer")
 
 
 def _schema() -> pa.Schema:
@@ -90,7 +89,7 @@ class RecordWriter:
         import pyarrow as pa
 
         n = len(save.names)
-        columns = [
+        return [
             pa.array([save.mode] * n).dictionary_encode(),
             pa.array(np.full(n, save.step, dtype=np.int64)),
             pa.array(np.full(n, save.mode_step, dtype=np.int64)),
@@ -101,7 +100,6 @@ class RecordWriter:
             pa.array(save.layers).dictionary_encode(),
             *[pa.array(save.values[:, i].astype(np.float32)) for i in range(len(COLUMNS))],
         ]
-        return columns
 
     def _open(self) -> None:
         import pyarrow as pa
