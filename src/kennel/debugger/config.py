@@ -27,8 +27,7 @@ class Capture(_Strict):
 
     def saves(self, step: int) -> bool:
         """Whether step ``step`` (counted from 0 in this mode) saves its collections."""
-        in_range = step >= self.start_step and (self.end_step is None or step < self.end_step)
-        return in_range and (step - self.start_step) % self.save_interval == 0
+        return self.in_range(step) and (step - self.start_step) % self.save_interval == 0
 
     def in_range(self, step: int) -> bool:
         return step >= self.start_step and (self.end_step is None or step < self.end_step)

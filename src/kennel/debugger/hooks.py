@@ -120,12 +120,11 @@ class Debugger(Observer):
         self._valid_targets = []
 
     def on_after_backward(self, state: LoopState) -> None:
-        step = state.global_step
-        capture = self.captures.get("TRAIN")
-        if capture is not None and capture.in_range(step):
-            self.history.add_loss("TRAIN", step, state.loss)
+        self._add_loss("TRAIN", state.global_step, state.loss)
         inputs, targets = state.batch
-        self._count_classes(state, targets)
+        # Kept as they come and counted once per epoch: a bincount per step would cost more than the step.
+        if self._classified(state.outputs, targets):
+            self._train_targets.append(targets)
         if self._saving["TRAIN"] and self._wants("TRAIN", "inputs"):
             self._add_inputs(inputs)
 
@@ -133,19 +132,11 @@ class Debugger(Observer):
         if not self._saving["TRAIN"]:
             return
         if self._wants("TRAIN", "gradients"):
-            with_grad = [(n, layer, p.grad) for n, _, layer, p in self._params if p.grad is not None]
-            self.reducer.add_many(
-                [f"{n}/grad" for n, _, _ in with_grad],
-                "gradients",
-                [x[1] for x in with_grad],
-                [x[2] for x in with_grad],
-            )
+            grads = [(f"{n}/grad", layer, p.grad) for n, _, layer, p in self._params if p.grad is not None]
+            self._add_params("gradients", grads)
         for collection in ("weights", "biases"):
-            chosen = [(n, layer, p) for n, c, layer, p in self._params if c == collection]
-            if self._wants("TRAIN", collection) and chosen:
-                self.reducer.add_many(
-                    [n for n, _, _ in chosen], collection, [x[1] for x in chosen], [x[2] for x in chosen]
-                )
+            if self._wants("TRAIN", collection):
+                self._add_params(collection, [(n, layer, p) for n, c, layer, p in self._params if c == collection])
         if self._wants("TRAIN", "weights") or self._wants("TRAIN", "biases"):
             self._before = [p.detach().clone() for *_, p in self._params]
 
@@ -177,11 +168,10 @@ class Debugger(Observer):
     def on_eval_batch_end(self, state: LoopState) -> None:
         self._last_step_at = time.monotonic()
         step = self.eval_step
-        capture = self.captures.get("EVAL")
-        if capture is not None and capture.in_range(step):
-            self.history.add_loss("EVAL", step, state.loss)
+        self._add_loss("EVAL", step, state.loss)
         inputs, targets = state.batch
-        self._count_valid(state.outputs, targets)
+        if self._classified(state.outputs, targets):
+            self._valid_targets.append((targets, state.outputs.argmax(1)))
         if self._saving["EVAL"]:
             if self._wants("EVAL", "inputs"):
                 self._add_inputs(inputs)
@@ -205,16 +195,23 @@ class Debugger(Observer):
             self.history.inputs_are_images = inputs.dim() == 4 and inputs.shape[1] in (1, 3)
         self.reducer.add("inputs", "inputs", "", inputs)
 
-    def _count_classes(self, state: LoopState, targets: torch.Tensor) -> None:
-        # Kept as they come and counted once per epoch: a bincount per step would cost more than the step.
-        if state.outputs is not None and state.outputs.dim() == 2 and targets.dim() == 1:
-            self._classes = state.outputs.shape[1]
-            self._train_targets.append(targets)
+    def _add_loss(self, mode: str, mode_step: int, loss: float) -> None:
+        capture = self.captures.get(mode)
+        if capture is not None and capture.in_range(mode_step):
+            self.history.add_loss(mode, mode_step, loss)
 
-    def _count_valid(self, outputs: torch.Tensor | None, targets: torch.Tensor) -> None:
-        if outputs is not None and outputs.dim() == 2 and targets.dim() == 1:
-            self._classes = outputs.shape[1]
-            self._valid_targets.append((targets, outputs.argmax(1)))
+    def _add_params(self, collection: str, rows: list[tuple[str, str, torch.Tensor]]) -> None:
+        """Reduce ``(name, layer, tensor)`` rows of a parameter collection."""
+        if rows:
+            names, layers, tensors = zip(*rows, strict=True)
+            self.reducer.add_many(names, collection, layers, tensors)
+
+    def _classified(self, outputs: torch.Tensor | None, targets: torch.Tensor) -> bool:
+        """Whether a batch is a classifier's (a score per class, a label per sample); notes the class count."""
+        if outputs is None or outputs.dim() != 2 or targets.dim() != 1:
+            return False
+        self._classes = outputs.shape[1]
+        return True
 
     def _counted(self) -> None:
         """Fold the epoch's labels into the class counts the rules see."""

@@ -38,9 +38,6 @@ class Reducer:
         self._scalars: list[tuple[str, str, float]] = []
         self._extras: list[tuple[int, str, torch.Tensor]] = []
 
-    def __len__(self) -> int:
-        return len(self.names) + len(self._scalars)
-
     def add_scalar(self, name: str, collection: str, value: float) -> None:
         """A number the host already has (the loss): its row needs no kernel at all."""
         self._scalars.append((name, collection, float(value)))

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from kennel.atomic import atomic_write_text
-from kennel.debugger.store import FINDINGS, FOLDER, REPORT, RULES, DebugRecords, load_records
+from kennel.debugger.store import FINDINGS, FOLDER, REPORT, RULES, DebugRecords, load_records, read_rule_statuses
 from kennel.findings import NO_ISSUES, Finding, load_findings
 from kennel.report.data import MissingInput, ReportData
 from kennel.report.plots import _figure, _png
@@ -38,8 +38,7 @@ def rules_summary(folder: Path) -> tuple[list[RuleSummary], dict[str, str]]:
     """Rows of the rules summary of a ``debug`` folder and, per rule, why it did not apply (if so). The
     statuses come from ``rules.json`` (rewritten at every epoch's end), the findings from ``findings.jsonl``
     (appended as they happen), so a killed job's summary still shows what fired after its last epoch."""
-    path = folder / RULES
-    rules = json.loads(path.read_text()) if path.is_file() else {}
+    rules = read_rule_statuses(folder)
     firsts: dict[str, Finding] = {}
     for finding in load_findings(folder / FINDINGS):
         firsts.setdefault(finding.rule, finding)

@@ -35,7 +35,6 @@ FOLDER = "debug"
 FINDINGS = "findings.jsonl"
 RULES = "rules.json"
 REPORT = "report.html"
-KEYS = ("mode", "step", "mode_step", "epoch", "collection", "tensor", "layer")
 
 
 def _schema() -> pa.Schema:
@@ -90,7 +89,7 @@ class RecordWriter:
         import pyarrow as pa
 
         n = len(save.names)
-        columns = [
+        return [
             pa.array([save.mode] * n).dictionary_encode(),
             pa.array(np.full(n, save.step, dtype=np.int64)),
             pa.array(np.full(n, save.mode_step, dtype=np.int64)),
@@ -101,7 +100,6 @@ class RecordWriter:
             pa.array(save.layers).dictionary_encode(),
             *[pa.array(save.values[:, i].astype(np.float32)) for i in range(len(COLUMNS))],
         ]
-        return columns
 
     def _open(self) -> None:
         import pyarrow as pa
@@ -205,20 +203,23 @@ def load_records(job: str | Path) -> DebugRecords:
     frame = read_table(folder).to_pandas()
     for column in ("mode", "collection", "tensor", "layer"):
         frame[column] = frame[column].astype(str)
-    rules_path = folder / RULES
-    rules = json.loads(rules_path.read_text()) if rules_path.is_file() else {}
-    return DebugRecords(folder, frame, load_findings(folder / FINDINGS), rules)
+    return DebugRecords(folder, frame, load_findings(folder / FINDINGS), read_rule_statuses(folder))
 
 
 def write_rule_statuses(folder: Path, statuses: dict[str, Any]) -> None:
     atomic_write_json(Path(folder) / RULES, statuses)
 
 
+def read_rule_statuses(folder: Path) -> dict[str, Any]:
+    """The statuses :func:`write_rule_statuses` wrote to a ``debug`` folder; empty before the first."""
+    path = Path(folder) / RULES
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def rule_tags(job_dir: Path | str) -> dict[str, str]:
     """``{"kennel.debug.<rule>": status}`` of a job folder's ``debug/rules.json``, for its MLflow run."""
-    path = Path(job_dir) / FOLDER / RULES
     try:
-        rules = json.loads(path.read_text()) if path.is_file() else {}
+        rules = read_rule_statuses(Path(job_dir) / FOLDER)
     except (OSError, json.JSONDecodeError):
         return {}
     return {f"kennel.{FOLDER}.{rule}": str(entry.get("status", "")) for rule, entry in rules.items()}
