@@ -59,6 +59,8 @@ def test_a_worker_says_what_is_missing(postgres_url: str, dataset: Path, monkeyp
     )
     result = kennel("tune", "--worker", "--storage", postgres_url, "--study", "s", "--trials", "3")
     assert result.exit_code == 2 and "leave out --trials" in result.output
+    result = kennel("tune", "--worker", "--storage", postgres_url, "--study", "s", "--seed", "0")
+    assert result.exit_code == 2 and "leave out --seed" in result.output  # 0 is a value, not "not given"
     result = kennel("tune", "--worker", "--storage", postgres_url, "--study", "absent")
     assert result.exit_code == 2 and "no study 'absent' in postgresql://postgres@127.0.0.1" in result.output
 

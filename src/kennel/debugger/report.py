@@ -9,12 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from kennel.atomic import atomic_write_text
 from kennel.debugger.store import FINDINGS, FOLDER, REPORT, RULES, DebugRecords, load_records, read_rule_statuses
 from kennel.findings import NO_ISSUES, Finding, load_findings
 from kennel.report.data import MissingInput, ReportData
 from kennel.report.plots import _figure, _png
-from kennel.report.section import Section, render_template
+from kennel.report.section import Section, render_template, write_page
 
 MAX_LINES = 12  # layers drawn per plot: the ones with the largest values
 
@@ -147,8 +146,6 @@ def _update_ratio(records: DebugRecords):
 
 def write_debug_report(job_dir: Path | str) -> Path:
     """Write ``debug/report.html`` of a job folder and return its path."""
-    from kennel.report import render_section
-
     job_dir = Path(job_dir)
     records = load_records(job_dir)
     folder = job_dir / FOLDER
@@ -191,10 +188,5 @@ def write_debug_report(job_dir: Path | str) -> Path:
             ),
         ),
     ]
-    rendered = [render_section(section, records) for section in sections]
     job = json.loads((job_dir / "job.json").read_text()) if (job_dir / "job.json").is_file() else {}
-    title = f"kennel debugger: {job.get('name') or job_dir.name}"
-    path = folder / REPORT
-    atomic_write_text(path, render_template("report.html", title=title, job=job, sections=rendered))
-    path.chmod(0o644)
-    return path
+    return write_page(folder / REPORT, f"kennel debugger: {job.get('name') or job_dir.name}", job, sections, records)
