@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from kennel import artifact as artifact_module
 from kennel.artifact import ArtifactError, OnnxExportError, load_artifact, save_artifact
+from kennel.inference import export as export_module
 from kennel.models import Classifier, create_model, get_backbone
 
 CLASSES = ["Beagle", "Bulldog", "Corgi"]
@@ -129,7 +129,7 @@ def test_replacing_an_artifact_and_a_failed_export_keep_a_whole_one(tmp_path: Pa
     assert load_artifact(out).info.onnx is None
     # A failed ONNX check leaves the previous artifact exactly as it was, and no temporary folder.
     before = (out / "model.safetensors").read_bytes()
-    monkeypatch.setattr(artifact_module, "ONNX_TOLERANCE", -1.0)
+    monkeypatch.setattr(export_module, "TOLERANCE", -1.0)
     with pytest.raises(OnnxExportError, match="disagrees with PyTorch"):
         save_artifact(tiny_model(2), CLASSES, pre, out, metrics={"n": 2})
     assert (out / "model.safetensors").read_bytes() == before

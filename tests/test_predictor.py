@@ -47,10 +47,17 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return files
 
 
-def test_auto_uses_onnx_on_cpu(artifact_dir: Path) -> None:
+def test_auto_runs_the_fastest_backend_measured_here(artifact_dir: Path) -> None:
     predictor = Predictor.load(artifact_dir)
-    assert predictor.runtime == "onnx" and predictor.device.type == "cpu"
-    assert predictor.artifact.model is None  # ONNX-only use does not build the PyTorch model
+    speeds = predictor.engine.speeds
+    assert {"onnxruntime", "torch-eager", "torch-channels-last"} <= set(speeds)
+    assert predictor.runtime == max(speeds, key=speeds.__getitem__) and predictor.device.type == "cpu"
+    assert "onnxruntime-int8" not in speeds  # the artifact has no int8 model
+
+
+def test_onnx_only_use_does_not_build_the_pytorch_model(artifact_dir: Path) -> None:
+    predictor = Predictor.load(artifact_dir, runtime="onnxruntime")
+    assert predictor.runtime == "onnxruntime" and predictor.artifact.model is None
 
 
 def test_top_k_is_sorted_and_probabilities_sum_to_one(artifact_dir: Path, photos: list[Path]) -> None:
@@ -69,8 +76,8 @@ def test_top_k_is_sorted_and_probabilities_sum_to_one(artifact_dir: Path, photos
 
 def test_onnx_and_torch_runtimes_agree(artifact_dir: Path, photos: list[Path]) -> None:
     onnx = Predictor.load(artifact_dir, runtime="onnx")
-    torch_ = Predictor.load(artifact_dir, runtime="torch")
-    assert torch_.runtime == "torch"
+    torch_ = Predictor.load(artifact_dir, runtime="torch")  # a runtime's name: the fastest of its backends
+    assert onnx.runtime == "onnxruntime" and torch_.runtime.startswith("torch-")
     batch = onnx.preprocess(photos)
     a, b = onnx.predict_batch(batch), torch_.predict_batch(batch)
     torch.testing.assert_close(a.logits, b.logits, atol=1e-4, rtol=1e-4)
@@ -111,15 +118,15 @@ def test_bad_inputs_fail_clearly(artifact_dir: Path, tmp_path: Path) -> None:
         predictor.predict([tmp_path / "missing.jpg"])
     with pytest.raises(ValueError, match="expected a batch"):
         predictor.predict_batch(torch.zeros(1, 3, 64, 64))
-    with pytest.raises(ValueError, match="unknown runtime"):
+    with pytest.raises(ValueError, match="unknown inference backend 'tensorrt'"):
         Predictor.load(artifact_dir, runtime="tensorrt")
 
 
 def test_without_onnx_auto_falls_back_to_torch(tmp_path: Path) -> None:
     model = create_model("tiny", 2, pretrained=False)
     path = save_artifact(model, ["a", "b"], get_backbone("tiny").preprocessing, tmp_path / "m", export_onnx=False)
-    assert Predictor.load(path).runtime == "torch"
-    with pytest.raises(ArtifactError, match="no ONNX model"):
+    assert Predictor.load(path).runtime.startswith("torch-")
+    with pytest.raises(ArtifactError, match="no fp32 ONNX file"):
         Predictor.load(path, runtime="onnx")
 
 

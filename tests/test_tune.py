@@ -225,19 +225,23 @@ class CountingFeatures(torch.nn.Module):
 
 def test_concurrent_trials_compute_a_feature_cache_entry_once(dataset: Path, tmp_path: Path) -> None:
     from kennel.data.layout import load_layout
-    from kennel.features import FeatureKey, cached_features, split_fingerprint
+    from kennel.features import cached_features, feature_key
+    from kennel.inference import features_graph, open_engine
     from kennel.models import create_model, get_backbone
 
     split = load_layout(dataset)["train"]
     preprocessing = get_backbone("tiny").preprocessing
     features = CountingFeatures(create_model("tiny", num_classes=3, pretrained=False).features)
-    fingerprint = split_fingerprint(split)
-    key = FeatureKey("train", fingerprint, "tiny", "random", preprocessing.to_dict(), "none", 1, 0, "float32")
+    graph = features_graph(features, "tiny", "random", preprocessing.input_size)
+    key = feature_key("train", split, "tiny", "random", preprocessing, "fp32")
     start, results = threading.Barrier(2), []
+
+    def engine():
+        return open_engine(graph, torch.device("cpu"), "torch-eager")
 
     def ask() -> None:
         start.wait()
-        results.append(cached_features(features, split, key, preprocessing, torch.device("cpu"), 0, tmp_path))
+        results.append(cached_features(engine, split, key, preprocessing, tmp_path))
 
     callers = [threading.Thread(target=ask) for _ in range(2)]
     for caller in callers:

@@ -5,6 +5,7 @@
     artifact.json       format version, backbone, classes, preprocessing, metrics, ONNX details
     model.safetensors   the whole Classifier state dict (features, head, the frozen ImageNet head)
     model.onnx          optional: fp32, dynamic batch; input ``image``, outputs ``logits`` (+ ``imagenet_logits``)
+    model.int8.onnx     optional: the same, static int8, calibrated on the job's training photos
 
 Training writes it, evaluation and serving read it; the preprocessing is stored once, here.
 """
@@ -16,15 +17,16 @@ import logging
 import os
 import secrets
 import shutil
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from kennel.atomic import atomic_write_json
+from kennel.inference.export import OnnxExportError as OnnxExportError  # raised by save_artifact
+from kennel.inference.export import export_onnx, quantize_int8
+from kennel.inference.graph import Calibration, classifier_outputs
 from kennel.jobs import now
 from kennel.models import Classifier
 from kennel.preprocessing import Preprocessing
@@ -35,16 +37,11 @@ FORMAT_VERSION = 1
 INFO_FILE = "artifact.json"
 WEIGHTS_FILE = "model.safetensors"
 ONNX_FILE = "model.onnx"
-ONNX_OPSET = 18
-ONNX_TOLERANCE = 1e-3  # max abs difference of logits between ONNX Runtime and PyTorch on a random batch
+INT8_FILE = "model.int8.onnx"
 
 
 class ArtifactError(ValueError):
     """A folder that is not a usable model artifact; the message names the folder and what is wrong."""
-
-
-class OnnxExportError(RuntimeError):
-    """The ONNX export failed or disagrees with PyTorch; ``save_artifact(..., export_onnx=False)`` skips it."""
 
 
 @dataclass
@@ -61,6 +58,7 @@ class ArtifactInfo:
     metrics: dict[str, Any] = field(default_factory=dict)
     created: str = field(default_factory=now)
     onnx: dict[str, Any] | None = None  # file, opset, inputs, outputs, export_s, max_abs_diff, verified_batch
+    onnx_int8: dict[str, Any] | None = None  # file, quantize_s, method; present when the job ran int8
     format_version: int = FORMAT_VERSION
 
     @classmethod
@@ -87,6 +85,14 @@ class Artifact:
         path = self.path / ONNX_FILE
         return path if self.info.onnx and path.is_file() else None
 
+    @property
+    def onnx_files(self) -> dict[str, Path]:
+        """The ONNX files the engine can run, by precision."""
+        files = {"fp32": self.onnx_path}
+        int8 = self.path / INT8_FILE
+        files["int8"] = int8 if self.info.onnx_int8 and int8.is_file() else None
+        return {precision: path for precision, path in files.items() if path is not None}
+
 
 def is_artifact(folder: Path | str) -> bool:
     return (Path(folder) / INFO_FILE).is_file()
@@ -103,13 +109,14 @@ def save_artifact(
     metrics: dict[str, Any] | None = None,
     class_folders: list[str] | None = None,
     export_onnx: bool = True,
+    int8_calibration: Calibration | None = None,
 ) -> Path:
     """Write the artifact of ``model`` to ``out_dir`` and return that path.
 
     The folder is built beside ``out_dir`` and renamed into place, so a reader (a server, a concurrent
     ``kennel predict``) sees the old artifact or the new one, never a half-written one. With ``export_onnx``
     the ONNX file is verified against PyTorch; a mismatch raises :class:`OnnxExportError` and leaves
-    ``out_dir`` untouched.
+    ``out_dir`` untouched. ``int8_calibration`` adds the static int8 model, calibrated on its batches.
     """
     model = unwrap(model)
     if len(class_names) != model.num_classes:
@@ -134,6 +141,8 @@ def save_artifact(
         )
         if export_onnx:
             info.onnx = export_onnx_file(cpu_model, preprocessing.input_size, tmp / ONNX_FILE)
+            if int8_calibration is not None:
+                info.onnx_int8 = quantize_onnx_file(tmp / ONNX_FILE, tmp / INT8_FILE, int8_calibration)
         atomic_write_json(tmp / INFO_FILE, asdict(info))
         _make_readable(tmp)
         _swap_into_place(tmp, out_dir, token)
@@ -193,87 +202,17 @@ def _swap_into_place(tmp: Path, out_dir: Path, token: str) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-class _OnnxOutputs(nn.Module):
-    """The forward the ONNX file holds: the breed logits and, when the backbone has one, the ImageNet logits."""
-
-    def __init__(self, model: Classifier) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, image: torch.Tensor):
-        features = self.model.features(image)
-        if self.model.imagenet_head is None:
-            return self.model.head(features)
-        return self.model.head(features), self.model.imagenet_head(features)
-
-
-def _export(wrapper: nn.Module, example: torch.Tensor, path: Path, outputs: list[str]) -> None:
-    """The TorchScript-based exporter takes half a second for lite0 where the dynamo exporter takes seven; use
-    it while this torch has it, and the dynamo exporter otherwise (or when it fails)."""
-    import warnings
-
-    common = {"input_names": ["image"], "output_names": outputs, "opset_version": ONNX_OPSET}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            dynamic_axes = {name: {0: "batch"} for name in ["image", *outputs]}
-            torch.onnx.export(wrapper, (example,), str(path), dynamo=False, dynamic_axes=dynamic_axes, **common)
-        return
-    except Exception as exc:  # removed in a future torch, or an operator it cannot trace
-        log.info("TorchScript ONNX export failed (%s); using the dynamo exporter", exc)
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    torch.onnx.export(
-        wrapper, (example,), str(path), dynamo=True, external_data=False, dynamic_shapes={"image": {0: batch}}, **common
-    )
-
-
-def export_onnx_file(model: Classifier, input_size: int, path: Path, batch: int = 2) -> dict[str, Any]:
-    """Export ``model`` (CPU, eval) to ``path`` as one self-contained file, check it with ONNX Runtime on
-    another batch size than the export's, and return what ``artifact.json`` records about it."""
-    wrapper = _OnnxOutputs(model).eval()
+def export_onnx_file(model: Classifier, input_size: int, path: Path) -> dict[str, Any]:
+    """Export ``model`` (CPU, eval) to ``path`` as one self-contained fp32 file, checked with ONNX Runtime against
+    PyTorch, and return what ``artifact.json`` records about it."""
     outputs = ["logits", "imagenet_logits"] if model.imagenet_head is not None else ["logits"]
-    example = torch.randn(batch, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
-    started = time.perf_counter()
-    try:
-        _export(wrapper, example, path, outputs)
-    except Exception as exc:
-        raise OnnxExportError(f"ONNX export of {model.backbone} failed: {type(exc).__name__}: {exc}") from exc
-    export_s = time.perf_counter() - started
-    verified_batch = batch + 1
-    diff = verify_onnx(wrapper, path, input_size, verified_batch)
-    worst = max(diff.values())
-    if worst > ONNX_TOLERANCE:
-        raise OnnxExportError(
-            f"ONNX export of {model.backbone} disagrees with PyTorch: max abs difference {diff} "
-            f"exceeds {ONNX_TOLERANCE}"
-        )
-    log.info("exported %s to ONNX in %.1f s (max abs diff %.2e)", model.backbone, export_s, worst)
-    return {
-        "file": ONNX_FILE,
-        "opset": ONNX_OPSET,
-        "inputs": {"image": ["batch", 3, input_size, input_size]},
-        "outputs": outputs,
-        "dtype": "float32",
-        "export_s": round(export_s, 3),
-        "max_abs_diff": diff,
-        "tolerance": ONNX_TOLERANCE,
-        "verified_batch": verified_batch,
-        "torch_version": torch.__version__,
-    }
+    details = export_onnx(classifier_outputs(model), input_size, path, outputs, model.backbone)
+    return {"file": path.name, **details}
 
 
-@torch.no_grad()
-def verify_onnx(wrapper: nn.Module, path: Path, input_size: int, batch: int) -> dict[str, float]:
-    """Max abs difference per output between ONNX Runtime and PyTorch on a random batch."""
-    import onnxruntime as ort
-
-    images = torch.randn(batch, 3, input_size, input_size, generator=torch.Generator().manual_seed(1))
-    expected = wrapper(images)
-    expected = expected if isinstance(expected, tuple) else (expected,)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    got = session.run(names, {"image": images.numpy()})
-    return {name: float((torch.from_numpy(g) - e).abs().max()) for name, g, e in zip(names, got, expected, strict=True)}
+def quantize_onnx_file(fp32: Path, path: Path, calibration: Calibration) -> dict[str, Any]:
+    """The int8 model beside the fp32 one, calibrated on ``calibration`` (the job's own training photos)."""
+    return {"file": path.name, **quantize_int8(fp32, path, calibration())}
 
 
 # --- loading -----------------------------------------------------------------------------------------------------

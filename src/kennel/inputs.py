@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -12,9 +13,12 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from kennel.config import TrainConfig
 from kennel.data.dataset import ImageDataset, make_loader
+from kennel.data.fingerprint import split_fingerprint
 from kennel.data.layout import DatasetLayout
 from kennel.distributed import SINGLE, Ranks, ShardSampler, per_rank_batch, train_sampler
-from kennel.features import FeatureKey, cached_features, extraction_dtype, split_fingerprint
+from kennel.features import Features, cached_features, feature_key
+from kennel.inference import Engine, FrozenGraph, open_engine
+from kennel.inference.graph import Calibration
 from kennel.models import Classifier
 from kennel.preprocessing import Preprocessing
 
@@ -29,6 +33,10 @@ class TrainingInputs:
     test_logits: Callable[[], tuple[torch.Tensor, torch.Tensor]]  # (logits, targets) over the test split
     cached: bool  # trained on cached features
     feature_seconds: float = 0.0
+    engine: dict[str, Any] = field(default_factory=dict)  # what ran the frozen forward passes, and how fast
+    # Valid top-1 of the trained head on fp32 and int8 features, where the features are int8.
+    precision_accuracy: Callable[[], dict[str, float]] | None = None
+    int8_calibration: Calibration | None = None  # for the artifact's int8 model, where the features are int8
 
 
 def _feature_inputs(
@@ -42,28 +50,60 @@ def _feature_inputs(
 ) -> TrainingInputs:
     import time
 
-    dtype = extraction_dtype(device, config.amp)
+    from kennel.extraction import int8_verdict, plan
+
     started = time.perf_counter()
-    tensors = {}
-    for split in ("train", "valid", "test"):
-        train_views = split == "train" and config.feature_views > 1
-        key = FeatureKey(
-            split=split,
-            fingerprint=split_fingerprint(layout[split]),
-            backbone=model.backbone,
-            weights=weights_id,
-            preprocessing=preprocessing.to_dict(),
-            augment=config.data.augment if train_views else "none",
-            views=config.feature_views if split == "train" else 1,
-            seed=config.seed,
-            dtype=str(dtype).removeprefix("torch."),
+    extraction = plan(
+        model.features,
+        model.backbone,
+        weights_id,
+        preprocessing,
+        layout["train"],
+        split_fingerprint(layout["train"]),
+        device,
+        config.engine.backend,
+        config.engine.precision,
+    )
+    computed: list[str] = []
+
+    def features_of(split: str, engine: Engine) -> Features:
+        views = config.feature_views if split == "train" else 1
+        precision = f"int8:{engine.graph.calibration_id}" if engine.precision == "int8" else engine.precision
+        key = feature_key(
+            split,
+            layout[split],
+            model.backbone,
+            weights_id,
+            preprocessing,
+            precision,
+            views,
+            config.data.augment,
+            config.seed,
         )
-        feats, was_cached = cached_features(
-            model.features, layout[split], key, preprocessing, device, workers=config.data.workers
-        )
+        feats, was_cached = cached_features(lambda: engine, layout[split], key, preprocessing)
         log.info("%s features: %s (%s)", split, tuple(feats.features.shape), "cached" if was_cached else "computed")
-        tensors[split] = feats
+        if not was_cached:
+            computed.append(split)
+        return feats
+
+    verdict, valid_fp32 = None, None
+    if extraction.fp32 is not None:  # int8 features: check them against fp32 on the valid split first
+        valid_fp32 = features_of("valid", extraction.fp32)
+        valid_int8 = features_of("valid", extraction.engine)
+        verdict = int8_verdict(valid_fp32, valid_int8, extraction.check_key(layout["valid"]))
+        if config.engine.precision == "auto" and not verdict["ok"]:
+            log.warning(
+                "int8 features lost %.2f points of valid top-1 (more than 0.5); computing fp32 features instead",
+                verdict["loss_points"],
+            )
+            extraction.engine.reason = f"not int8: it lost {verdict['loss_points']:.2f} points of valid top-1"
+            extraction.engine, extraction.fp32 = extraction.fp32, None
+    tensors = {split: features_of(split, extraction.engine) for split in ("train", "valid", "test")}
     seconds = time.perf_counter() - started
+    engine = extraction.engine
+    summary = {**engine.summary(), "cached": not computed}
+    if verdict is not None:
+        summary["int8_check"] = verdict
     batch = per_rank_batch(config.data.batch_size, ranks)
 
     def loader(split: str, shuffle: bool) -> DataLoader:
@@ -73,13 +113,35 @@ def _feature_inputs(
 
     head = model.head
 
-    def test_logits() -> tuple[torch.Tensor, torch.Tensor]:
+    @torch.no_grad()
+    def logits_of(features: torch.Tensor) -> torch.Tensor:
         head.eval()
-        with torch.no_grad():
-            logits = head(tensors["test"].features.to(device)).float().cpu()
-        return logits, tensors["test"].labels
+        return head(features.to(device)).float().cpu()
 
-    return TrainingInputs(head, loader("train", True), loader("valid", False), test_logits, True, seconds)
+    def test_logits() -> tuple[torch.Tensor, torch.Tensor]:
+        return logits_of(tensors["test"].features), tensors["test"].labels
+
+    precision_accuracy = None
+    if engine.precision == "int8" and valid_fp32 is not None:
+
+        def precision_accuracy() -> dict[str, float]:
+            labels = tensors["valid"].labels
+            return {
+                f"valid_accuracy_{name}": float((logits_of(f.features).argmax(1) == labels).float().mean())
+                for name, f in (("fp32", valid_fp32), ("int8", tensors["valid"]))
+            }
+
+    return TrainingInputs(
+        head,
+        loader("train", True),
+        loader("valid", False),
+        test_logits,
+        True,
+        seconds,
+        {"extraction": summary},
+        precision_accuracy,
+        engine.graph.calibration if engine.precision == "int8" else None,
+    )
 
 
 def _image_inputs(
@@ -101,15 +163,27 @@ def _image_inputs(
         return make_loader(dataset, batch, shuffle, workers, pin, config.seed, drop_last=shuffle, sampler=sampler)
 
     def test_logits() -> tuple[torch.Tensor, torch.Tensor]:
-        from kennel.engine import evaluate
+        # Rank 0 alone evaluates the test split, in file order, after training, on the fastest PyTorch backend
+        # (the trained weights are new: an ONNX export for one pass would cost more than it saves).
+        graph = FrozenGraph(
+            module=lambda: model,
+            outputs=("logits",),
+            input_size=preprocessing.input_size,
+            architecture=f"{model.backbone}@{preprocessing.input_size}:classifier",
+            identity="",
+            exportable=False,
+        )
+        precision = "auto" if device.type == "cuda" and config.amp else "fp32"
+        engine = open_engine(graph, device, "torch", precision)
+        test = ImageDataset(layout["test"], preprocessing.eval_transform(), draft_size=draft)
+        (logits,) = engine.run_dataset(test, batch, description="test split")
+        engines["test"] = engine.summary()
+        return logits, torch.tensor([label for _, label in layout["test"].files])
 
-        # Rank 0 alone evaluates the test split, in file order, after training.
-        test = loader("test", preprocessing.eval_transform(), False, shard=SINGLE)
-        result = evaluate(model, test, device, amp=config.amp)
-        return result["logits"], result["targets"]
-
+    engines: dict[str, Any] = {}
     train = loader("train", preprocessing.train_transform(config.data.augment), True)
-    return TrainingInputs(model, train, loader("valid", preprocessing.eval_transform(), False), test_logits, False)
+    valid = loader("valid", preprocessing.eval_transform(), False)
+    return TrainingInputs(model, train, valid, test_logits, False, engine=engines)
 
 
 def prepare_inputs(

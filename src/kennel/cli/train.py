@@ -50,6 +50,10 @@ def train_command(
     augment: str = typer.Option(None, "--augment", help="none, light or strong"),
     views: int = typer.Option(None, "--views", help="augmented views per train photo in the feature cache"),
     device: str = typer.Option(None, "--device", help="auto, cpu or cuda"),
+    engine: str = typer.Option(
+        None, "--engine", help="backend of the frozen forward passes: auto (measured; see `kennel doctor`) or a name"
+    ),
+    precision: str = typer.Option(None, "--precision", help="of the frozen backbone: auto, fp32, bf16 or int8"),
     name: str = typer.Option(None, "--name", help="job name"),
     seed: int = typer.Option(None, "--seed", help="random seed"),
     overrides: list[str] = typer.Option([], "--set", help="any config key, e.g. --set optim.weight_decay=0.01"),
@@ -104,6 +108,8 @@ def train_command(
                 "data.augment": augment,
                 "feature_views": views,
                 "device": device,
+                "engine.backend": engine,
+                "engine.precision": precision,
                 "name": name,
                 "seed": seed,
                 "debug.preset": debug,

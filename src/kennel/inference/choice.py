@@ -1,0 +1,130 @@
+"""``auto``: time a few batches of every backend that can run here, keep the figures, use the fastest.
+
+The figures are kept in the cache keyed by the machine (CPU model and flags, cores, library versions, device)
+and the graph's architecture, so the next job on this machine chooses at once, and a new CPU or a new library
+version is measured again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from kennel.atomic import atomic_write_json
+from kennel.inference import machine
+from kennel.inference.backends import BACKENDS, Backend
+from kennel.inference.graph import FrozenGraph
+from kennel.inference.store import store_dir
+from kennel.jobs import now
+
+log = logging.getLogger(__name__)
+
+MEASURE_BATCH = 32
+MEASURE_RUNS = 3  # timed batches per backend, after one untimed warm-up; the fastest counts
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
+
+
+@dataclass
+class Measurement:
+    """One machine's figures for one architecture: photos/s of the forward pass per backend, or why not."""
+
+    speeds: dict[str, float] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+    measured: str = field(default_factory=now)
+    batch_size: int = MEASURE_BATCH
+
+    def fastest(self, names: list[str]) -> str | None:
+        timed = [name for name in names if name in self.speeds]
+        return max(timed, key=self.speeds.__getitem__) if timed else None
+
+
+def choices_path() -> Path:
+    return store_dir() / "choices.json"
+
+
+def _read() -> dict:
+    try:
+        return json.loads(choices_path().read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def stored(graph: FrozenGraph, device: torch.device) -> Measurement | None:
+    entry = _read().get(machine.machine_key(device), {}).get("graphs", {}).get(graph.architecture)
+    return Measurement(**entry) if entry else None
+
+
+def _store(graph: FrozenGraph, device: torch.device, measurement: Measurement) -> None:
+    from filelock import FileLock
+
+    path = choices_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{path}.lock"):
+        data = _read()
+        entry = data.setdefault(machine.machine_key(device), {"machine": machine.facts(device), "graphs": {}})
+        entry["graphs"][graph.architecture] = measurement.__dict__
+        atomic_write_json(path, data)
+
+
+def candidates(graph: FrozenGraph, device: torch.device, precision: str = "auto") -> tuple[list[Backend], dict]:
+    """The backends that can run ``graph`` here at ``precision``, and why each other one cannot."""
+    usable, skipped = [], {}
+    for name in BACKENDS:
+        backend = BACKENDS.get(name)
+        if precision != "auto" and backend.precision != precision:
+            continue
+        reason = backend.unavailable(graph, device)
+        if reason is None:
+            usable.append(backend)
+        else:
+            skipped[name] = reason
+    return usable, skipped
+
+
+def time_backend(backend: Backend, graph: FrozenGraph, device: torch.device, batch_size: int = MEASURE_BATCH) -> float:
+    """Photos/s of ``backend``'s forward pass over a random batch: the fastest of a few timed runs."""
+    run = backend.open(graph, device)
+    batch = torch.randn(batch_size, 3, graph.input_size, graph.input_size, generator=torch.Generator().manual_seed(0))
+    run(batch)  # the first call plans memory and picks kernels
+    best = float("inf")
+    for _ in range(MEASURE_RUNS):
+        started = time.perf_counter()
+        run(batch)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - started)
+    return batch_size / best
+
+
+def measure(graph: FrozenGraph, device: torch.device, backends: list[Backend], progress=None) -> Measurement:
+    """Time every backend in ``backends`` and store the figures; one that fails to open is recorded with why."""
+    measurement = stored(graph, device) or Measurement()
+    for backend in backends:
+        if progress is not None:
+            progress(backend)
+        try:
+            measurement.speeds[backend.name] = round(time_backend(backend, graph, device), 1)
+            measurement.failures.pop(backend.name, None)
+        except Exception as exc:  # a backend that cannot run this graph is skipped, not fatal
+            log.info("backend %s cannot run %s: %s", backend.name, graph.architecture, exc)
+            measurement.failures[backend.name] = f"{type(exc).__name__}: {str(exc)[:300]}"
+            measurement.speeds.pop(backend.name, None)
+    measurement.measured = now()
+    _store(graph, device, measurement)
+    return measurement
+
+
+def figures(graph: FrozenGraph, device: torch.device, backends: list[Backend], remeasure: bool = False) -> Measurement:
+    """The stored figures for ``backends``, measuring those not measured yet on this machine (or all of them)."""
+    known = stored(graph, device)
+    done = set() if remeasure or known is None else {*known.speeds, *known.failures}
+    missing = [b for b in backends if b.name not in done]
+    if not missing:
+        return known
+    log.info("measuring %s on this machine: %s", graph.architecture, ", ".join(b.name for b in missing))
+    return measure(graph, device, missing)
