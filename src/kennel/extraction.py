@@ -115,6 +115,15 @@ def probe_accuracy(fit: torch.Tensor, labels: torch.Tensor, *scored: tuple[torch
         return [float((linear((f - mean) / std).argmax(1) == y).float().mean()) for f, y in scored]
 
 
+def _alternate_within_class(labels: torch.Tensor) -> torch.Tensor:
+    """0, 1, 0, 1, ... along each class's rows: two folds that each hold half of every class."""
+    rank = torch.zeros_like(labels)
+    for label in labels.unique():
+        rows = (labels == label).nonzero().squeeze(1)
+        rank[rows] = torch.arange(len(rows)) % 2
+    return rank
+
+
 def int8_verdict(valid_fp32, valid_int8, key: str) -> dict[str, Any]:
     """Whether int8 features keep the accuracy, before the training split is computed at all: in two folds of
     the valid split, a probe fitted on one fold's fp32 features scores the other fold's fp32 and int8 features.
@@ -125,7 +134,7 @@ def int8_verdict(valid_fp32, valid_int8, key: str) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError):
         pass
     fp32, int8, labels = valid_fp32.features, valid_int8.features, valid_fp32.labels
-    folds = [torch.arange(len(labels)) % 2 == k for k in (0, 1)]  # files are sorted by class: both folds hold each
+    folds = [_alternate_within_class(labels) == k for k in (0, 1)]
     right = {"fp32": 0.0, "int8": 0.0}
     for fit, score in (folds, folds[::-1]):
         a, b = probe_accuracy(fp32[fit], labels[fit], (fp32[score], labels[score]), (int8[score], labels[score]))

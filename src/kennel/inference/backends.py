@@ -49,7 +49,7 @@ def _torch_runner(memory_format: torch.memory_format, autocast: torch.dtype | No
     def open_(graph: FrozenGraph, device: torch.device) -> Runner:
         module = graph.module().eval().to(device, memory_format=memory_format)
 
-        @torch.inference_mode()
+        @torch.no_grad()  # not inference_mode: a head trains on these outputs, and autograd refuses those tensors
         def run(batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
             batch = batch.to(device, non_blocking=True).contiguous(memory_format=memory_format)
             with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):

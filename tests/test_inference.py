@@ -1,0 +1,231 @@
+"""The inference engine on the tiny backbone: every backend agrees with PyTorch fp32, ``auto`` measures once per
+machine, cached ONNX exports are checked and rebuilt, int8 is checked, and a warm job opens no photo."""
+
+from __future__ import annotations
+
+import builtins
+import io
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from kennel.data.dataset import ImageDataset
+from kennel.data.images import ImageError
+from kennel.data.layout import load_layout
+from kennel.inference import BACKENDS, EngineError, choice, features_graph, machine, open_engine, store
+from kennel.inference.pipeline import batches
+from kennel.models import create_model, get_backbone
+
+CPU = torch.device("cpu")
+PRE = get_backbone("tiny").preprocessing
+
+
+def photos(count: int, seed: int = 0) -> torch.Tensor:
+    """Preprocessed batches of smooth random images (blurred noise: like photos, not like static)."""
+    generator = torch.Generator().manual_seed(seed)
+    small = torch.rand(count, 3, 8, 8, generator=generator)
+    images = torch.nn.functional.interpolate(small, size=PRE.input_size, mode="bilinear", align_corners=False)
+    return (images - 0.5) / 0.25
+
+
+@pytest.fixture
+def graph():
+    torch.manual_seed(0)
+    features = create_model("tiny", num_classes=4, pretrained=False).features
+    calibration = photos(64, seed=1).numpy()
+    return features_graph(
+        features,
+        "tiny",
+        "random:seed0",
+        PRE.input_size,
+        calibration=lambda: (calibration[i : i + 16] for i in range(0, 64, 16)),
+        calibration_id="test",
+    )
+
+
+def runnable_here(graph) -> list[str]:
+    return [name for name in BACKENDS if BACKENDS.get(name).unavailable(graph, CPU) is None]
+
+
+def test_every_backend_matches_pytorch_fp32(graph) -> None:
+    images = photos(200, seed=2)
+    (reference,) = open_engine(graph, CPU, "torch-eager")(images)
+    head = torch.nn.Linear(reference.shape[1], 10)
+    torch.manual_seed(3)
+    torch.nn.init.normal_(head.weight, std=1.0)
+    expected_top1 = head(reference).argmax(1)
+    names = runnable_here(graph)
+    assert {"torch-eager", "torch-channels-last", "onnxruntime", "onnxruntime-int8"} <= set(names)
+    for name in names:
+        (got,) = open_engine(graph, CPU, name)(images)
+        assert got.shape == reference.shape and got.dtype == torch.float32, name
+        precision = BACKENDS.get(name).precision
+        if precision == "fp32":
+            torch.testing.assert_close(got, reference, atol=1e-4, rtol=1e-4, msg=name)
+        elif precision == "bf16":  # 8 bits of mantissa: about 1% relative
+            torch.testing.assert_close(got, reference, atol=0.05, rtol=0.05, msg=name)
+        else:  # int8: what matters is the answer a head gives
+            agreement = (head(got).argmax(1) == expected_top1).float().mean().item()
+            assert agreement >= 0.99, f"{name}: top-1 agreement {agreement:.3f}"
+
+
+def test_auto_measures_once_per_machine_and_again_when_it_changes(graph, monkeypatch) -> None:
+    timed: list[str] = []
+    real = choice.time_backend
+
+    def counting(backend, *args, **kwargs):
+        timed.append(backend.name)
+        return real(backend, *args, **kwargs)
+
+    monkeypatch.setattr(choice, "time_backend", counting)
+    engine = open_engine(graph, CPU)
+    assert sorted(timed) == sorted(runnable_here(graph))
+    assert engine.backend.name == max(engine.speeds, key=engine.speeds.__getitem__)
+    assert engine.reason.startswith("fastest measured here")
+
+    timed.clear()
+    again = open_engine(graph, CPU)  # the stored figures, no timing
+    assert timed == [] and again.backend.name == engine.backend.name and again.speeds == engine.speeds
+
+    versions = machine.library_versions()
+    monkeypatch.setattr(machine, "library_versions", lambda: {**versions, "onnxruntime": "99.0"})
+    open_engine(graph, CPU)
+    assert sorted(timed) == sorted(runnable_here(graph))  # a new library version is measured again
+
+    timed.clear()
+    monkeypatch.setattr(machine, "cpu_model", lambda: "Another CPU")
+    open_engine(graph, CPU)
+    assert sorted(timed) == sorted(runnable_here(graph))  # and so is another CPU
+    stored = choice._read()
+    assert len(stored) == 3 and all(graph.architecture in entry["graphs"] for entry in stored.values())
+
+
+def test_auto_restricted_to_a_precision_or_a_runtime(graph) -> None:
+    assert open_engine(graph, CPU, precision="fp32").precision == "fp32"
+    assert open_engine(graph, CPU, precision="int8").backend.name == "onnxruntime-int8"
+    assert open_engine(graph, CPU, "torch").backend.runtime == "torch"
+    assert open_engine(graph, CPU, "onnx").backend.name == "onnxruntime"  # the older name still works
+
+
+def test_backends_that_cannot_run_say_why(graph, monkeypatch) -> None:
+    monkeypatch.setattr(machine, "has_native_bf16", lambda: False)
+    with pytest.raises(EngineError, match="torch-bf16 cannot run here: this CPU has no native bf16"):
+        open_engine(graph, CPU, "torch-bf16")
+    with pytest.raises(EngineError, match="needs a CUDA GPU"):
+        open_engine(graph, CPU, "torch-cuda")
+    with pytest.raises(EngineError, match=r"unknown inference backend 'tensorrt'.*onnxruntime"):
+        open_engine(graph, CPU, "tensorrt")
+    with pytest.raises(EngineError, match="runs at fp32, not int8"):
+        open_engine(graph, CPU, "onnxruntime", "int8")
+    uncalibrated = features_graph(graph.module().features, "tiny", "random:seed0", PRE.input_size)
+    with pytest.raises(EngineError, match="int8 needs calibration photos"):
+        open_engine(uncalibrated, CPU, "onnxruntime-int8")
+
+
+def test_a_damaged_or_missing_cached_export_is_rebuilt(graph, caplog) -> None:
+    path = store.onnx_file(graph, "fp32")
+    checksum = store.sha256(path)
+    assert store.onnx_file(graph, "fp32") == path and store.sha256(path) == checksum  # kept, not rebuilt
+    path.write_bytes(path.read_bytes()[:1000])  # cut short, as a killed copy would leave it
+    with caplog.at_level(logging.WARNING):
+        assert store.onnx_file(graph, "fp32") == path
+    assert "checksum does not match" in caplog.text and "rebuilding" in caplog.text
+    assert store.sha256(path) == checksum  # the same export again
+    path.unlink()
+    assert store.onnx_file(graph, "fp32") == path and path.is_file()
+    (got,) = open_engine(graph, CPU, "onnxruntime")(photos(4))
+    assert got.shape == (4, 32)  # the tiny backbone's 32 pooled features
+
+
+def test_int8_exports_differ_by_calibration(graph) -> None:
+    int8 = store.onnx_file(graph, "int8")
+    other = features_graph(
+        graph.module().features,
+        "tiny",
+        "random:seed0",
+        PRE.input_size,
+        calibration=lambda: iter([photos(16, seed=9).numpy()]),
+        calibration_id="other",
+    )
+    assert store.onnx_file(other, "int8") != int8
+    assert store.onnx_file(other, "fp32") == store.onnx_file(graph, "fp32")  # one fp32 export for both
+
+
+def test_the_decode_pipeline_keeps_order_and_names_a_bad_photo(dataset: Path, tmp_path: Path) -> None:
+    split = load_layout(dataset)["train"]
+    data = ImageDataset(split, PRE.eval_transform(), draft_size=PRE.resize_size)
+    serial = torch.stack([data[i][0] for i in range(len(data))])
+    parallel = torch.cat([images for images, _ in batches(data, 5, threads=3)])
+    labels = torch.cat([labels for _, labels in batches(data, 5, threads=3)])
+    assert torch.equal(parallel, serial)
+    assert labels.tolist() == [label for _, label in split.files]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not really a jpeg")
+    files = [*list(split.files)[:7], (broken, 0)]
+    with pytest.raises(ImageError, match=r"broken\.jpg"):
+        list(batches(ImageDataset(files, PRE.eval_transform()), 4, threads=2))
+
+
+def test_int8_verdict_rejects_features_that_lose_accuracy(tmp_path: Path) -> None:
+    from kennel.extraction import int8_verdict
+    from kennel.features import Features
+
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(400) % 4
+    centres = torch.randn(4, 16, generator=generator) * 3
+    fp32 = centres[labels] + torch.randn(400, 16, generator=generator)
+    same = Features(fp32 + 0.01 * torch.randn(400, 16, generator=generator), labels, [])
+    noisy = Features(fp32 + 12.0 * torch.randn(400, 16, generator=generator), labels, [])
+    reference = Features(fp32, labels, [])
+    kept = int8_verdict(reference, same, "same")
+    lost = int8_verdict(reference, noisy, "noisy")
+    assert kept["ok"] and abs(kept["loss_points"]) <= 0.5
+    assert not lost["ok"] and lost["loss_points"] > 0.5
+    assert lost["valid_top1_fp32"] > lost["valid_top1_int8"]
+    assert int8_verdict(reference, same, "noisy") == lost  # kept in the cache by its key
+
+
+def test_a_warm_job_opens_no_photo(dataset: Path, monkeypatch) -> None:
+    from kennel.config import load_config
+    from kennel.job import train, warm_feature_cache
+
+    config = load_config(
+        overrides={
+            "data.root": str(dataset),
+            "model.backbone": "tiny",
+            "model.pretrained": False,
+            "epochs": 1,
+            "tracking": False,
+            "export_onnx": False,
+            "profiler.enabled": False,
+        }
+    )
+    first = train(config, stream=None)
+    assert first.engine["extraction"]["cached"] is False and first.engine["extraction"]["photos_per_s"] > 0
+    assert first.engine["extraction"]["backend"] in BACKENDS
+    root = str(dataset.resolve())
+    opened: list[str] = []
+    real_open, real_io_open, real_image_open = builtins.open, io.open, Image.open
+
+    def watch(file, *args, **kwargs):
+        if isinstance(file, (str, Path)) and str(Path(file).resolve()).startswith(root):
+            opened.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    def watch_image(file, *args, **kwargs):
+        opened.append(str(file))
+        return real_image_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", watch)
+    monkeypatch.setattr(io, "open", watch)
+    monkeypatch.setattr(Image, "open", watch_image)
+    assert warm_feature_cache(config)  # the job's whole feature path: layout, fingerprints, cache lookups
+    monkeypatch.setattr(builtins, "open", real_open)
+    monkeypatch.setattr(io, "open", real_io_open)
+    assert opened == []
+    second = train(config, stream=None)
+    assert second.engine["extraction"]["cached"] is True
+    assert second.metrics["test_accuracy"] == first.metrics["test_accuracy"]
