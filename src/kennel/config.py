@@ -91,7 +91,7 @@ class EngineConfig(_Strict):
         runtimes = {BACKENDS.get(b).runtime for b in BACKENDS}
         if name not in {"auto", *runtimes, *BACKENDS, *ALIASES}:
             raise ValueError(
-                f"unknown inference backend {name!r}; known: auto, {', '.join(sorted(runtimes) + BACKENDS.names())}"
+                f"unknown inference backend {name!r}; known: auto, {', '.join(sorted(runtimes | set(BACKENDS)))}"
             )
         return name
 

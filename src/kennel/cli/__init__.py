@@ -34,7 +34,7 @@ def tracking_uri_option() -> typer.models.OptionInfo:
 
 def _register() -> None:
     # Each module registers its own commands on ``app`` when imported; the order is the order in --help.
-    from kennel.cli import data, debug, demo, jobs, models, predict, profile, report, serve, train, tune, ui  # noqa: F401
+    from kennel.cli import data, debug, demo, doctor, jobs, models, predict, profile, report, serve, train, tune, ui  # noqa: F401
 
 
 def main() -> None:

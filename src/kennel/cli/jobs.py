@@ -12,7 +12,7 @@ from typing import Any
 import typer
 
 from kennel.cli import app
-from kennel.jobs import STATUSES, JobNotFound, JobRecord, list_jobs, load_job
+from kennel.jobs import STATUSES, JobNotFound, JobRecord, engine_lines, list_jobs, load_job
 
 jobs_app = typer.Typer(
     help="The jobs console: status, duration, hyperparameters and accuracy of every training job.",
@@ -205,6 +205,7 @@ def _flatten(config: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
 def job_panel(record: JobRecord):
     """One job on a page: the record, its hyperparameters, metrics, epochs, configuration and files."""
     from rich.console import Group
+    from rich.markup import escape
     from rich.panel import Panel
     from rich.rule import Rule
 
@@ -230,6 +231,8 @@ def job_panel(record: JobRecord):
     if record.metrics:
         metrics = [(k, _percent(v) if "accuracy" in k or "top5" in k else v) for k, v in record.metrics.items()]
         parts += [Rule("metrics"), _grid(metrics, columns=3)]
+    if record.engine:
+        parts += [Rule("inference engine"), _grid([(use, escape(line)) for use, line in engine_lines(record.engine)])]
     epochs = read_epochs(record.path / "metrics.jsonl")
     if epochs:
         parts += [Rule(), _epochs_table(epochs)]

@@ -109,10 +109,10 @@ def random_photo(folder: Path, seed: int | None) -> Path:
 class _Local:
     """Answers from a model artifact, in the endpoint's shape (predictions only: no dog or face checks)."""
 
-    def __init__(self, model: str, runtime: str, device: str) -> None:
+    def __init__(self, model: str, runtime: str, device: str, precision: str = "auto") -> None:
         from kennel.predictor import Predictor
 
-        self.predictor = Predictor.load(resolve_model(model), runtime=runtime, device=device)
+        self.predictor = Predictor.load(resolve_model(model), runtime=runtime, device=device, precision=precision)
         self.index = {name: i for i, name in enumerate(self.predictor.class_names)}
 
     def answers(self, files: list[Path], top_k: int) -> Iterator[dict[str, Any] | Exception]:
@@ -227,7 +227,11 @@ def predict_command(
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
     concurrency: int = typer.Option(4, "--concurrency", min=1, help="requests in flight with --endpoint"),
     timeout: float = typer.Option(30.0, "--timeout", help="seconds to wait for the endpoint per request"),
-    runtime: str = typer.Option("auto", help="auto (ONNX Runtime on CPU when available), onnx or torch"),
+    runtime: str = typer.Option(
+        "auto",
+        help="auto (the fastest measured here, see `kennel doctor`), a runtime (onnxruntime, torch) or a backend",
+    ),
+    precision: str = typer.Option("auto", help="auto, fp32, bf16 or int8 (with --model)"),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
 ) -> None:
     """Predict the top classes of photos with a trained model (--model) or a running endpoint (--endpoint)."""
@@ -253,7 +257,7 @@ def predict_command(
     if not files:
         fail("no photos: give photo files or folders, or --random-from DIR", 2)
     try:
-        backend = _Remote(endpoint, timeout, concurrency) if endpoint else _Local(model, runtime, device)
+        backend = _Remote(endpoint, timeout, concurrency) if endpoint else _Local(model, runtime, device, precision)
     except (ArtifactError, EndpointError, ValueError) as exc:
         fail(str(exc))
     try:

@@ -17,7 +17,13 @@ def serve_command(
     max_wait_ms: float = typer.Option(5.0, min=0, help="how long a request waits for others to share a batch"),
     max_body_mb: float = typer.Option(6.0, min=0.001, help="largest request body, in MB (413 beyond)"),
     max_pixels: int = typer.Option(50_000_000, min=1, help="largest image in pixels (422 beyond)"),
-    runtime: str = typer.Option("auto", help="auto (ONNX Runtime on CPU when available), onnx or torch"),
+    runtime: str = typer.Option(
+        "auto",
+        help="auto (the fastest measured here, see `kennel doctor`), a runtime (onnxruntime, torch) or a backend",
+    ),
+    precision: str = typer.Option(
+        "auto", help="auto, fp32, bf16 or int8 (int8 needs a model trained with --precision int8 or auto)"
+    ),
     dog_threshold: float = typer.Option(0.5, min=0, max=1, help="dog score from which a photo counts as a dog"),
     faces: str = typer.Option(
         "not-dog", help="look for human faces: not-dog (only where no dog is seen), always, or off"
@@ -46,6 +52,7 @@ def serve_command(
             max_batch_size=max_batch_size,
             max_wait_ms=max_wait_ms,
             runtime=runtime,
+            precision=precision,
             dog_threshold=dog_threshold,
             faces=faces,
         )

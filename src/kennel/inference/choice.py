@@ -56,7 +56,13 @@ def _read() -> dict:
 
 def stored(graph: FrozenGraph, device: torch.device) -> Measurement | None:
     entry = _read().get(machine.machine_key(device), {}).get("graphs", {}).get(graph.architecture)
-    return Measurement(**entry) if entry else None
+    if not isinstance(entry, dict):
+        return None
+    known = {k: v for k, v in entry.items() if k in Measurement.__dataclass_fields__}
+    try:  # written by another kennel version: measure again rather than fail
+        return Measurement(**known)
+    except TypeError:
+        return None
 
 
 def _store(graph: FrozenGraph, device: torch.device, measurement: Measurement) -> None:
@@ -65,8 +71,15 @@ def _store(graph: FrozenGraph, device: torch.device, measurement: Measurement) -
     path = choices_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{path}.lock"):
+        # Merged under the lock: another process (a tuning worker, kennel doctor) may have stored figures for
+        # other backends since this one read the file.
         data = _read()
         entry = data.setdefault(machine.machine_key(device), {"machine": machine.facts(device), "graphs": {}})
+        old = entry["graphs"].get(graph.architecture) or {}
+        speeds = {k: v for k, v in old.get("speeds", {}).items() if k not in measurement.failures}
+        failures = {k: v for k, v in old.get("failures", {}).items() if k not in measurement.speeds}
+        measurement.speeds = {**speeds, **measurement.speeds}
+        measurement.failures = {**failures, **measurement.failures}
         entry["graphs"][graph.architecture] = measurement.__dict__
         atomic_write_json(path, data)
 

@@ -95,6 +95,7 @@ class Engine:
         """What a job records about the engine that ran its forward passes."""
         summary: dict[str, Any] = {
             "backend": self.backend.name,
+            "label": self.label,
             "runtime": self.backend.runtime,
             "precision": self.precision,
             "forward_photos_per_s": self.speeds.get(self.backend.name),
@@ -129,7 +130,7 @@ def open_engine(
         return _named(graph, device, backend, precision)
     families = {BACKENDS.get(name).runtime for name in BACKENDS}
     if backend != "auto" and backend not in families:
-        known = ", ".join(["auto", *sorted(families), *BACKENDS.names()])
+        known = ", ".join(["auto", *sorted(families | set(BACKENDS))])
         raise EngineError(f"unknown inference backend {backend!r}; choose one of {known}")
     usable, skipped = choice.candidates(graph, device, precision)
     # A runtime's name ("torch", "onnxruntime") means the fastest of its backends.
@@ -146,9 +147,7 @@ def open_engine(
         raise EngineError(f"every inference backend failed on {graph.architecture}: {failures}")
     speeds = {b.name: measurement.speeds[b.name] for b in usable if b.name in measurement.speeds}
     runner_up = sorted(speeds.values(), reverse=True)[1:2]
-    reason = f"fastest measured here ({speeds[best]:.0f} photos/s" + (
-        f", next {runner_up[0]:.0f})" if runner_up else ")"
-    )
+    reason = f"fastest measured here: {speeds[best]:.0f} photos/s" + (f", next {runner_up[0]:.0f}" if runner_up else "")
     return Engine(graph, BACKENDS.get(best), device, speeds, reason)
 
 
@@ -159,4 +158,6 @@ def _named(graph: FrozenGraph, device: torch.device, name: str, precision: str) 
     why_not = backend.unavailable(graph, device)
     if why_not is not None:
         raise EngineError(f"inference backend {name} cannot run here: {why_not}")
-    return Engine(graph, backend, device, {}, "asked for")
+    known = choice.stored(graph, device)  # this machine's figures, where it has them
+    speeds = {name: known.speeds[name]} if known and name in known.speeds else {}
+    return Engine(graph, backend, device, speeds, "asked for")

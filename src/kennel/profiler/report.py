@@ -51,7 +51,11 @@ class ProfileData:
 
 
 def _summary(data: ProfileData) -> str:
-    return render_template("profile_summary.html", s=data.summary, problems=data.profile.problems)
+    from kennel.jobs import engine_lines  # the lines `kennel jobs show` prints, so both read the same
+
+    engine = data.summary.job.get("engine")
+    lines = engine_lines(engine) if isinstance(engine, dict) else []
+    return render_template("profile_summary.html", s=data.summary, problems=data.profile.problems, engine=lines)
 
 
 def _system(data: ProfileData) -> str:

@@ -56,8 +56,14 @@ class Endpoint:
         self.class_index = {name: i for i, name in enumerate(predictor.class_names)}
 
     @classmethod
-    def load(cls, artifact_dir: Path | str, runtime: str = "auto", options: EndpointOptions | None = None):
-        return cls(Predictor.load(artifact_dir, runtime=runtime), options)
+    def load(
+        cls,
+        artifact_dir: Path | str,
+        runtime: str = "auto",
+        options: EndpointOptions | None = None,
+        precision: str = "auto",
+    ) -> Endpoint:
+        return cls(Predictor.load(artifact_dir, runtime=runtime, precision=precision), options)
 
     def model_info(self) -> dict[str, Any]:
         info = self.predictor.artifact.info
@@ -67,6 +73,7 @@ class Endpoint:
             "class_names": list(info.class_names),
             "has_imagenet_head": info.has_imagenet_head,
             "runtime": self.predictor.runtime,
+            "precision": self.predictor.engine.precision,
             "metrics": info.metrics,
             "preprocessing": info.preprocessing,
             "created": info.created,

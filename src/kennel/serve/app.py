@@ -44,7 +44,8 @@ class ServeSettings(BaseSettings):
     max_batch_size: int = 32
     max_wait_ms: float = 5.0
     top_k: int = 5
-    runtime: Literal["auto", "onnx", "torch"] = "auto"
+    runtime: str = "auto"  # an inference backend, a runtime, or auto (kennel.inference)
+    precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = "auto"
     dog_threshold: float = 0.5
     faces: FaceSearch = "not-dog"
 
@@ -178,7 +179,7 @@ def create_app(artifact_dir: Path | str, settings: ServeSettings | None = None, 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ep = endpoint or await asyncio.to_thread(
-            Endpoint.load, artifact_dir, settings.runtime, settings.endpoint_options()
+            Endpoint.load, artifact_dir, settings.runtime, settings.endpoint_options(), settings.precision
         )
         batcher = DynamicBatcher(
             ep.predictor.predict_batch, settings.max_batch_size, settings.max_wait_ms, metrics.observe_batch
@@ -186,7 +187,7 @@ def create_app(artifact_dir: Path | str, settings: ServeSettings | None = None, 
         app.state.endpoint, app.state.batcher = ep, batcher
         async with batcher:
             log.info(
-                "serving %s (%s, %s runtime)", artifact_dir, ep.predictor.artifact.info.backbone, ep.predictor.runtime
+                "serving %s (%s, %s)", artifact_dir, ep.predictor.artifact.info.backbone, ep.predictor.engine.describe()
             )
             yield
 

@@ -1,0 +1,182 @@
+"""``kennel doctor``: what this machine gives the inference engine (CPU, libraries, devices) and how fast every
+registered backend runs a backbone's frozen forward pass here: the figures ``auto`` chooses by."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import typer
+
+from kennel.cli import app
+
+CALIBRATION = (4, 16)  # generated batches x photos: int8's speed does not depend on which photos set its ranges
+
+
+class DoctorError(Exception):
+    """An option doctor cannot work with; printed as one red line."""
+
+
+def _model(name: str):
+    """The backbone as a classifier, its weights' identity (the ONNX export's key) and a note on the weights."""
+    import torch
+
+    from kennel.models import WeightsUnavailable, available_offline, create_model, get_backbone
+
+    try:
+        source = available_offline(get_backbone(name))  # never a download: speed does not depend on the weights
+    except KeyError as exc:
+        raise DoctorError(f"{exc.args[0]} (kennel models lists them)") from None
+    note = "random weights: none offline (speed does not depend on them)"
+    if source is not None:
+        try:
+            return create_model(name, 2), f"{source.kind}:{source.where}", f"{source.kind} weights"
+        except WeightsUnavailable as exc:
+            note = f"random weights: {exc}"
+    torch.manual_seed(0)  # the same weights every run, so their cached ONNX export stays valid
+    return create_model(name, 2, pretrained=False), "random:doctor", note
+
+
+def _graph(name: str, data: str | None):
+    """The backbone's features graph with int8 calibration photos; notes on its weights and the photos."""
+    import torch
+
+    from kennel.inference import features_graph
+    from kennel.models import get_backbone
+
+    model, weights_id, weights = _model(name)
+    pre = get_backbone(name).preprocessing
+    if data is None:
+        mean, std = torch.tensor(pre.mean).view(1, 3, 1, 1), torch.tensor(pre.std).view(1, 3, 1, 1)
+
+        def calibration():
+            generator = torch.Generator().manual_seed(0)
+            for _ in range(CALIBRATION[0]):
+                pixels = torch.rand(CALIBRATION[1], 3, pre.input_size, pre.input_size, generator=generator)
+                yield ((pixels - mean) / std).numpy()
+
+        calibration_id, photos = "doctor:random", f"{CALIBRATION[0] * CALIBRATION[1]} random images (--data DIR: yours)"
+    else:
+        from kennel.data.fingerprint import split_fingerprint
+        from kennel.data.layout import LayoutError, load_layout
+        from kennel.extraction import calibration_batches
+
+        try:
+            train = load_layout(data, splits=("train",))["train"]
+        except LayoutError as exc:
+            raise DoctorError(str(exc)) from None
+        calibration, calibration_id = lambda: calibration_batches(train, pre), f"doctor:{split_fingerprint(train)}"
+        photos = f"the train split of {data}"
+    graph = features_graph(model.features, name, weights_id, pre.input_size, calibration, calibration_id)
+    return graph, weights, photos
+
+
+def _rows(graph, device, remeasure: bool) -> tuple[list[dict[str, Any]], bool]:
+    """One row per registered backend, fastest first: photos/s here or why not; and whether any was timed now."""
+    from rich.console import Console
+
+    from kennel.inference import BACKENDS, choice
+
+    usable, skipped = choice.candidates(graph, device)
+    known = choice.stored(graph, device)
+    done = set() if remeasure or known is None else {*known.speeds, *known.failures}
+    missing = [backend for backend in usable if backend.name not in done]
+    figures = known or choice.Measurement()
+    if missing:  # choice.figures, with a status line saying which backend is being timed
+        with Console(stderr=True).status(f"measuring {graph.architecture}") as status:
+
+            def progress(backend) -> None:
+                step = f"{missing.index(backend) + 1} of {len(missing)}, batch {choice.MEASURE_BATCH}"
+                status.update(f"measuring {backend.name} on {graph.architecture} ({step})")
+
+            figures = choice.measure(graph, device, missing, progress)
+    fastest = figures.fastest([backend.name for backend in usable])
+    rows = []
+    for name in BACKENDS:
+        backend, speed = BACKENDS.get(name), None if name in skipped else figures.speeds.get(name)
+        why = skipped.get(name) or (None if speed else figures.failures.get(name, "not measured"))
+        row = {"backend": name, "runtime": backend.runtime, "precision": backend.precision, "summary": backend.summary}
+        rows.append({**row, "photos_per_s": speed, "reason": why, "auto": name == fastest})
+    return sorted(rows, key=lambda row: -(row["photos_per_s"] or 0)), bool(missing)
+
+
+def _print(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 140)
+    libraries = ", ".join(f"{name} {version}" for name, version in report["libraries"].items())
+    when = f"{report['measured'][:16].replace('T', ' ')} UTC"
+    for key, value in [
+        ("CPU", report["cpu"]),
+        ("libraries", libraries + ("" if "openvino" in libraries else " (no openvino)")),
+        ("devices", ", ".join(report["devices"]) + f"; timed on {report['device']}"),
+        ("backbone", f"{report['model']} @{report['input_size']}, {report['weights']}"),
+        ("int8", f"calibrated on {report['calibration']}"),
+        ("figures", f"measured now ({when})" if report["measured_now"] else f"stored {when} (--measure: again)"),
+    ]:
+        console.print(f"[bold]{key:<10}[/bold] {escape(value)}", highlight=False)
+    table = Table(title=f"photos/s of the forward pass, batch {report['batch_size']}", title_justify="left")
+    for column in ("auto", "backend", "runtime", "precision", "photos/s, or why it cannot run here"):
+        table.add_column(column)
+    for row in report["backends"]:
+        speed = f"{row['photos_per_s']:,.0f}" if row["photos_per_s"] else f"[dim]{escape(row['reason'])}[/dim]"
+        cells = ("★" if row["auto"] else "", row["backend"], row["runtime"], row["precision"], speed)
+        table.add_row(*cells, style="bold green" if row["auto"] else None)
+    console.print(table)
+    console.print("★ auto: the fastest here. A training job keeps int8 only if valid top-1 loses ≤ 0.5 points.")
+
+
+@app.command("doctor")
+def doctor_command(
+    model: str = typer.Option("tf_efficientnet_lite0", "--model", "-m", metavar="NAME", help="backbone to time"),
+    measure: bool = typer.Option(False, "--measure", help="time every backend again, even where figures are stored"),
+    data: str = typer.Option(None, "--data", metavar="DIR", help="calibrate int8 on this dataset's train split"),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto (CUDA when present), cpu or cuda"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
+) -> None:
+    """How fast each inference backend runs a backbone here, and the one `auto` would choose.
+
+    Prints the CPU (model, cores, instruction sets), libraries and devices, then each backend's photos/s or why not.
+
+    Figures stored for this machine are reused (training jobs choose by them); --measure times every backend again.
+
+    int8 is calibrated on random images unless --data DIR is given; a backbone's weights do not change its speed."""
+    import torch
+
+    from kennel.config import ConfigError
+    from kennel.inference import choice, machine
+    from kennel.job import resolve_device
+
+    try:
+        if device not in ("auto", "cpu", "cuda"):
+            raise DoctorError(f"unknown device {device!r}; choose auto, cpu or cuda")
+        target = resolve_device(device)
+        graph, weights, calibration = _graph(model, data)
+    except (DoctorError, ConfigError) as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    rows, measured_now = _rows(graph, target, measure)
+    gpus = [f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())]
+    report = {
+        "cpu": machine.describe_cpu(),
+        "facts": machine.facts(target),
+        "libraries": machine.library_versions(),
+        "devices": ["cpu", *gpus] if gpus else ["cpu (no CUDA GPU)"],
+        "device": str(target),
+        "model": model,
+        "input_size": graph.input_size,
+        "weights": weights,
+        "calibration": calibration,
+        "batch_size": choice.MEASURE_BATCH,
+        "measured": (choice.stored(graph, target) or choice.Measurement()).measured,
+        "measured_now": measured_now,
+        "backends": rows,
+        "auto": next((row["backend"] for row in rows if row["auto"]), None),
+    }
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        _print(report)
