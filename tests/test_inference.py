@@ -229,3 +229,37 @@ def test_a_warm_job_opens_no_photo(dataset: Path, monkeypatch) -> None:
     second = train(config, stream=None)
     assert second.engine["extraction"]["cached"] is True
     assert second.metrics["test_accuracy"] == first.metrics["test_accuracy"]
+
+
+def fixed_speeds(monkeypatch) -> None:
+    """int8 the fastest here, then ONNX Runtime fp32, whatever this CPU really measures."""
+    speeds = {"onnxruntime-int8": 1000.0, "onnxruntime": 500.0, "torch-bf16": 400.0, "torch-channels-last": 300.0}
+    monkeypatch.setattr(choice, "time_backend", lambda backend, *a, **k: speeds.get(backend.name, 100.0))
+
+
+@pytest.mark.parametrize("loss", [2.0, 0.1])
+def test_auto_keeps_int8_only_where_the_check_passes(dataset: Path, monkeypatch, loss: float) -> None:
+    import kennel.extraction
+    from kennel.config import load_config
+    from kennel.job import train
+
+    fixed_speeds(monkeypatch)
+    verdict = {"valid_top1_fp32": 0.9, "valid_top1_int8": 0.9 - loss / 100, "loss_points": loss, "ok": loss <= 0.5}
+    monkeypatch.setattr(kennel.extraction, "int8_verdict", lambda *args: verdict)
+    overrides = {"data.root": str(dataset), "model.backbone": "tiny", "model.pretrained": False, "epochs": 1}
+    record = train(load_config(overrides={**overrides, "tracking": False}), stream=None)
+    extraction = record.engine["extraction"]
+    assert extraction["int8_check"] == verdict
+    artifact = Path(record.artifact)
+    if loss > 0.5:  # the fastest backend other than int8, saying why
+        assert extraction["backend"] == "onnxruntime" and extraction["precision"] == "fp32"
+        assert extraction["reason"].startswith("int8 lost 2.00 points of valid top-1; fastest measured here")
+        assert "int8_ok" not in record.metrics and not (artifact / "model.int8.onnx").exists()
+    else:
+        assert extraction["backend"] == "onnxruntime-int8"
+        assert {"valid_accuracy_fp32", "valid_accuracy_int8"} <= set(record.metrics)
+        assert record.metrics["int8_ok"] == 1.0 and (artifact / "model.int8.onnx").is_file()
+        from kennel.predictor import Predictor
+
+        assert Predictor.load(artifact).runtime == "onnxruntime-int8"  # the fastest, and the job cleared it
+        assert Predictor.load(artifact, precision="fp32").runtime == "onnxruntime"

@@ -52,6 +52,7 @@ class Plan:
 
     engine: Engine
     fp32: Engine | None = None  # for the int8 check: valid features at fp32
+    fallback: Engine | None = None  # the fastest other than int8, for where int8 loses accuracy
     verdict: dict[str, Any] = field(default_factory=dict)
 
     def check_key(self, valid: Split) -> str:
@@ -88,10 +89,17 @@ def plan(
         calibration_id=calibration_id,
     )
     engine = open_engine(graph, device, backend, precision)
-    fp32 = None
-    if engine.precision == "int8":  # the valid split at fp32 too: for the check, and to record both accuracies
-        fp32 = open_engine(graph, device, "auto" if backend == "onnxruntime-int8" else backend, "fp32")
-    return Plan(engine, fp32)
+    if engine.precision != "int8":
+        return Plan(engine)
+    # The valid split at fp32 too: for the check, and to record both accuracies.
+    reference = "auto" if backend == "onnxruntime-int8" else backend
+    fp32 = open_engine(graph, device, reference, "fp32")
+    fallback = (
+        open_engine(graph, device, reference, precision, exclude=(engine.backend.name,))
+        if precision == "auto"
+        else None
+    )
+    return Plan(engine, fp32, fallback)
 
 
 def probe_accuracy(fit: torch.Tensor, labels: torch.Tensor, *scored: tuple[torch.Tensor, torch.Tensor]) -> list[float]:

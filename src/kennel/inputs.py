@@ -93,11 +93,13 @@ def _feature_inputs(
         verdict = int8_verdict(valid_fp32, valid_int8, extraction.check_key(layout["valid"]))
         if config.engine.precision == "auto" and not verdict["ok"]:
             log.warning(
-                "int8 features lost %.2f points of valid top-1 (more than 0.5); computing fp32 features instead",
+                "int8 features lost %.2f points of valid top-1 (more than 0.5); computing %s features instead",
                 verdict["loss_points"],
+                extraction.fallback.precision,
             )
-            extraction.engine.reason = f"not int8: it lost {verdict['loss_points']:.2f} points of valid top-1"
-            extraction.engine, extraction.fp32 = extraction.fp32, None
+            fallback = extraction.fallback
+            fallback.reason = f"int8 lost {verdict['loss_points']:.2f} points of valid top-1; {fallback.reason}"
+            extraction.engine = fallback
     tensors = {split: features_of(split, extraction.engine) for split in ("train", "valid", "test")}
     seconds = time.perf_counter() - started
     engine = extraction.engine
