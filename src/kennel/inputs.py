@@ -18,7 +18,7 @@ from kennel.data.layout import DatasetLayout
 from kennel.distributed import SINGLE, Ranks, ShardSampler, per_rank_batch, train_sampler
 from kennel.features import Features, cached_features, feature_key
 from kennel.inference import Engine, FrozenGraph, open_engine
-from kennel.inference.graph import Calibration
+from kennel.inference.graph import Calibration, architecture
 from kennel.models import Classifier
 from kennel.preprocessing import Preprocessing
 
@@ -171,7 +171,7 @@ def _image_inputs(
             module=lambda: model,
             outputs=("logits",),
             input_size=preprocessing.input_size,
-            architecture=f"{model.backbone}@{preprocessing.input_size}:classifier",
+            architecture=architecture(model.backbone, preprocessing.input_size),
             identity="",
             exportable=False,
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ class Measurement:
     failures: dict[str, str] = field(default_factory=dict)
     measured: str = field(default_factory=now)
     batch_size: int = MEASURE_BATCH
+    load: float | None = None  # the machine's 1-minute load average when it was measured
 
     def fastest(self, names: list[str]) -> str | None:
         timed = [name for name in names if name in self.speeds]
@@ -117,6 +119,14 @@ def time_backend(backend: Backend, graph: FrozenGraph, device: torch.device, bat
 def measure(graph: FrozenGraph, device: torch.device, backends: list[Backend], progress=None) -> Measurement:
     """Time every backend in ``backends`` and store the figures; one that fails to open is recorded with why."""
     measurement = stored(graph, device) or Measurement()
+    measurement.load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+    if measurement.load is not None and measurement.load > 0.5 * machine.cores():
+        log.warning(
+            "timing inference backends on a busy machine (load %.1f on %d cores): the figures may mislead the "
+            "choice; `kennel doctor --measure` times them again",
+            measurement.load,
+            machine.cores(),
+        )
     for backend in backends:
         if progress is not None:
             progress(backend)

@@ -50,6 +50,12 @@ class _Outputs(nn.Module):
         return outputs if len(outputs) > 1 else outputs[0]
 
 
+def architecture(backbone: str, input_size: int) -> str:
+    """What a forward pass's speed depends on: the backbone at its input size. The head is one small matrix, so
+    a backbone alone, a job's trained model and its served artifact share one set of figures."""
+    return f"{backbone}@{input_size}"
+
+
 def features_graph(
     features: nn.Module, backbone: str, weights_id: str, input_size: int, calibration=None, calibration_id=None
 ) -> FrozenGraph:
@@ -59,7 +65,7 @@ def features_graph(
         module=lambda: module,
         outputs=("features",),
         input_size=input_size,
-        architecture=f"{backbone}@{input_size}:features",
+        architecture=architecture(backbone, input_size),
         identity=f"{backbone}@{input_size}:features:{weights_id}",
         calibration=calibration,
         calibration_id=calibration_id,
@@ -88,7 +94,7 @@ def classifier_graph(
         module=module,
         outputs=("logits", "imagenet_logits") if has_imagenet_head else ("logits",),
         input_size=input_size,
-        architecture=f"{backbone}@{input_size}:classifier",
+        architecture=architecture(backbone, input_size),
         identity=identity,
         onnx_files=dict(onnx_files or {}),
         exportable=False,
