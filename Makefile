@@ -7,7 +7,7 @@ PY      = $(VENV)/bin/python
 DATA   ?=
 STAMP   = $(VENV)/.installed
 
-.PHONY: help demo test lint format bench-train bench-tune bench-profiler bench-debugger bench-ddp screenshot browser postgres clean
+.PHONY: help demo test lint format bench-train bench-tune bench-profiler bench-debugger bench-ddp bench-extract screenshot browser postgres clean
 
 help:
 	@echo "make demo [DATA=DIR]   set up, then fetch/check/train/tune/report/predict end to end"
@@ -17,6 +17,7 @@ help:
 	@echo "make bench-profiler    benchmarks/profiler.py: the profiler's overhead on dogs10"
 	@echo "make bench-debugger    benchmarks/debugger.py: step time with the debugger off, light and full"
 	@echo "make bench-ddp         benchmarks/ddp.py: training images/s with 1 and 2 processes (torchrun)"
+	@echo "make bench-extract     benchmarks/extract.py: feature-extraction photos/s per backend, job cold/warm"
 	@echo "make screenshot        refresh docs/console.png (needs Debian's chromium)"
 
 $(STAMP): pyproject.toml
@@ -68,6 +69,9 @@ bench-debugger: $(STAMP)
 
 bench-ddp: $(STAMP)
 	$(PY) benchmarks/ddp.py
+
+bench-extract: $(STAMP)
+	$(PY) benchmarks/extract.py
 
 screenshot: $(STAMP)
 	$(PY) scripts/screenshot_console.py
