@@ -16,7 +16,7 @@ from kennel.config import load_config
 from kennel.job import train
 from kennel.jobs import list_jobs
 from kennel.tune import TuneError, TuneRequest, load_study_record, tune
-from kennel.tune.results import JOB_ID, WARM_START, finished, outcome
+from kennel.tune.results import ERROR, JOB_ID, WARM_START, finished, outcome
 from kennel.tune.study import open_study
 
 SPACE = {
@@ -264,3 +264,25 @@ def test_machines_share_a_study_through_a_database(dataset: Path, space: Path, t
     assert joined.settings == first.settings  # the space and pruner came from the database, not the defaults
     assert joined.counts == {"complete": 4}
     assert len(list_jobs(study="shared")) == 2  # this machine ran the other two
+
+
+def test_a_trial_a_rule_stops_before_any_epoch_is_an_outcome_not_the_end(dataset: Path, space: Path, monkeypatch):
+    """A debugger rule that stops a trial in its first epoch leaves no objective; the study records that trial as
+    failed with the rule's reason and runs the others."""
+    import kennel.job
+
+    real_train, calls = kennel.job.train, []
+
+    def stopped_first(config, **kwargs):
+        record = real_train(config.model_copy(update={"epochs": 1}), **kwargs)
+        calls.append(record.id)
+        if len(calls) == 1:  # as a rule leaves it: stopped, with its reason, before any validation
+            record.status, record.stop_reason = "stopped", "debugger rule LossNotDecreasing: the TRAIN loss rose"
+            record.metrics = {k: v for k, v in record.metrics.items() if "valid" not in k}
+        return record
+
+    monkeypatch.setattr(kennel.job, "train", stopped_first)
+    study = run(dataset, space, study="rule", trials=3, pruner="none")
+    assert study.status == "completed" and study.counts == {"complete": 2, "failed": 1}
+    failed = [t for t in trials_of("rule") if t.state == optuna.trial.TrialState.FAIL]
+    assert len(failed) == 1 and "LossNotDecreasing" in failed[0].user_attrs[ERROR]

@@ -120,7 +120,7 @@ def measure(graph: FrozenGraph, device: torch.device, backends: list[Backend], p
     """Time every backend in ``backends`` and store the figures; one that fails to open is recorded with why."""
     measurement = stored(graph, device) or Measurement()
     measurement.load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
-    if measurement.load is not None and measurement.load > 0.5 * machine.cores():
+    if measurement.load is not None and measurement.load > machine.cores():
         log.warning(
             "timing inference backends on a busy machine (load %.1f on %d cores): the figures may mislead the "
             "choice; `kennel doctor --measure` times them again",

@@ -72,6 +72,12 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, record: StudyRecord, set
         study.tell(trial, state=TrialState.PRUNED)
         return result("pruned", pruner.last, job.id, job.stop_reason or "")
     value = job.metrics.get(settings.objective)
+    if not isinstance(value, (int, float)) and job.status == "stopped":
+        # A rule stopped the trial before it measured the objective (a learning rate that diverges at once):
+        # an outcome of these values, recorded with the rule's reason; the study goes on with other trials.
+        failed = fail(f"{job.stop_reason or 'stopped'} (before any {settings.objective})")
+        failed.job = job.id
+        return failed
     if not isinstance(value, (int, float)):
         fail(f"job {job.id} has no metric {settings.objective!r}")
         known = ", ".join(sorted(job.metrics))
