@@ -79,7 +79,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(dataset: Path, 
     # Rank 0 alone wrote the job: one record, one set of checkpoints, one artifact, each epoch logged once.
     assert [j.id for j in list_jobs()] == [two["id"], one.id]
     folder = Path(two["job_dir"])
-    assert sorted(p.name for p in (folder / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+    assert sorted(p.name for p in (folder / "checkpoints").iterdir()) == ["best.pt", "last.pt", "previous.pt"]
     assert Path(two["artifact"]).is_dir() and (Path(two["artifact"]) / "model.safetensors").is_file()
     assert [e["epoch"] for e in read_metrics(folder / "metrics.jsonl", "epoch")] == [1, 2, 3]
     # Each rank recorded its own steps; rank 0's profile reads both, for LoadBalancing.

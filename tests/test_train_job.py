@@ -156,3 +156,42 @@ def test_a_job_interrupted_by_ctrl_c_keeps_the_metrics_of_its_finished_epochs(da
     record = load_job("interrupted")
     assert record.status == "stopped" and record.error.startswith("KeyboardInterrupt")
     assert record.metrics["epochs_run"] == 2 and "best_valid_accuracy" in record.metrics
+
+
+def test_a_damaged_last_checkpoint_resumes_from_the_epoch_before(dataset: Path, caplog):
+    from typer.testing import CliRunner
+
+    from kennel.cli import _register, app
+
+    _register()
+    record = train(_config(dataset, epochs=3, name="damaged"), stream=None)
+    checkpoints = record.path / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["best.pt", "last.pt", "previous.pt"]
+    (checkpoints / "last.pt").write_bytes((checkpoints / "last.pt").read_bytes()[:200])  # cut short
+    job = load_job(record.id)
+    job.status = "running"
+    job.save()
+    resumed = resume(record.id, stream=None)
+    assert resumed.status == "completed"
+    assert "last.pt is damaged" in caplog.text and "resuming from previous.pt" in caplog.text
+    assert [e["epoch"] for e in read_metrics(record.path / "metrics.jsonl", "epoch")] == [1, 2, 3]
+
+    for name in ("last.pt", "previous.pt"):  # nothing left to continue from: one line, no traceback
+        (checkpoints / name).write_bytes(b"not a checkpoint")
+    job = load_job(record.id)
+    job.status = "running"
+    job.save()
+    result = CliRunner().invoke(app, ["train", "--resume", record.id])
+    assert result.exit_code == 2
+    assert "cannot resume from" in result.output and "previous.pt is" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_resuming_a_job_that_does_not_exist_is_one_line() -> None:
+    from typer.testing import CliRunner
+
+    from kennel.cli import _register, app
+
+    _register()
+    result = CliRunner().invoke(app, ["train", "--resume", "nosuch"])
+    assert result.exit_code == 2 and "error: no job 'nosuch'" in result.output and "Traceback" not in result.output

@@ -27,7 +27,7 @@ from kennel.home import jobs_dir
 from kennel.jobs import JobRecord, create_job, load_job, now
 from kennel.models import create_model, get_backbone
 from kennel.models.weights import available_offline
-from kennel.observers.checkpoint import Checkpointer, load_checkpoint
+from kennel.observers.checkpoint import Checkpointer, load_checkpoint, resume_checkpoint
 from kennel.observers.early_stopping import EarlyStopping
 from kennel.observers.metrics_log import MetricsLogger
 from kennel.observers.progress import ProgressBar
@@ -254,8 +254,9 @@ def _run(
             loss_fn=torch.nn.CrossEntropyLoss(label_smoothing=config.optim.label_smoothing),
         )
         checkpoints = record.path / "checkpoints"
-        if resume and (checkpoints / "last.pt").is_file():
-            trainer.load_state_dict(load_checkpoint(checkpoints / "last.pt"))
+        saved = resume_checkpoint(checkpoints) if resume else None
+        if saved is not None:
+            trainer.load_state_dict(saved)
             log.info("resuming %s at epoch %d", record.id, trainer._start_epoch + 1)
         state = trainer.fit(inputs.train, inputs.valid)
         # Every rank's step records are on disk before rank 0's profiler reads them for its last check.

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from kennel.atomic import atomic_write_json
+from kennel.errors import KennelError
 from kennel.home import jobs_dir
 
 STATUSES = ("created", "running", "completed", "stopped", "pruned", "failed")
@@ -90,8 +91,8 @@ def create_job(name: str | None, root: Path | None = None, **fields: Any) -> Job
     return record
 
 
-class JobNotFound(LookupError):
-    pass
+class JobNotFound(KennelError, LookupError):
+    """No job answers to a reference (id, prefix, name, latest); the message says where kennel looked."""
 
 
 def load_job(ref: str | Path, root: Path | None = None) -> JobRecord:

@@ -84,6 +84,7 @@ def train_command(
 
     from kennel.config import ConfigError, config_to_yaml, load_config
     from kennel.distributed import from_environment
+    from kennel.errors import KennelError
     from kennel.home import use_tracking_uri
     from kennel.job import resume, train
 
@@ -133,6 +134,9 @@ def train_command(
     except ConfigError as exc:
         typer.secho(str(exc), err=True, fg="red")
         raise typer.Exit(2) from None
+    except KennelError as exc:
+        typer.secho(f"error: {exc}", err=True, fg="red")
+        raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         # The record says "stopped" and the last epoch's checkpoint is on disk. Under torchrun the launcher
         # says so, once for all the ranks.

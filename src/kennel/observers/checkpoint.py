@@ -1,7 +1,13 @@
-"""Atomic checkpoints at each epoch's end (what ``--resume`` continues from), and the best weights so far."""
+"""Atomic checkpoints at each epoch's end (what ``--resume`` continues from), and the best weights so far.
+
+The epoch before the last is kept too (``previous.pt``): writes are atomic, but a file can still be damaged after
+it was written (a full disk while copying a job, a bad sector), and a resume then continues from the one before.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +15,15 @@ import torch
 
 from kennel.atomic import atomic_write
 from kennel.engine import LoopState, Observer
+from kennel.errors import KennelError
+
+log = logging.getLogger(__name__)
+
+LAST, PREVIOUS, BEST = "last.pt", "previous.pt", "best.pt"
+
+
+class CheckpointError(KennelError):
+    """No checkpoint of a job can be read; the message names the files and why."""
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
@@ -18,6 +33,40 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 def load_checkpoint(path: Path) -> dict[str, Any]:
     # weights_only: a checkpoint is tensors and plain containers; never unpickle arbitrary objects.
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _readable(path: Path) -> tuple[dict[str, Any] | None, str]:
+    try:
+        return load_checkpoint(path), ""
+    except FileNotFoundError:
+        return None, "missing"
+    except Exception as exc:  # truncated, overwritten, not a checkpoint: all mean "cannot continue from it"
+        return None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else 'unreadable'}"
+
+
+def resume_checkpoint(folder: Path) -> dict[str, Any] | None:
+    """What a resumed job continues from: ``last.pt``, or ``previous.pt`` where the last is damaged (saying so);
+    None where the job never finished an epoch. Raises :class:`CheckpointError` when neither can be read."""
+    folder = Path(folder)
+    if not (folder / LAST).exists() and not (folder / PREVIOUS).exists():
+        return None
+    last, why = _readable(folder / LAST)
+    if last is not None:
+        return last
+    previous, why_previous = _readable(folder / PREVIOUS)
+    if previous is not None:
+        log.warning(
+            "%s is damaged (%s); resuming from %s, one epoch earlier (epoch %s)",
+            folder / LAST,
+            why,
+            PREVIOUS,
+            previous.get("epoch", "?"),
+        )
+        return previous
+    raise CheckpointError(
+        f"cannot resume from {folder}: {LAST} is damaged ({why}) and {PREVIOUS} is {why_previous or 'unreadable'}; "
+        "start a new job with the same config (kennel train --config JOB/config.yaml)"
+    )
 
 
 class Checkpointer(Observer):
@@ -32,11 +81,11 @@ class Checkpointer(Observer):
 
     @property
     def last_path(self) -> Path:
-        return self.folder / "last.pt"
+        return self.folder / LAST
 
     @property
     def best_path(self) -> Path:
-        return self.folder / "best.pt"
+        return self.folder / BEST
 
     def on_epoch_end(self, state: LoopState) -> None:
         value = state.epoch_metrics.get(self.monitor)
@@ -44,6 +93,8 @@ class Checkpointer(Observer):
             self.best, self.best_epoch = value, state.epoch + 1
             save_checkpoint(self.best_path, {"model": state.model.state_dict(), "epoch": self.best_epoch})
         # After updating best: the saved observer state must already include this epoch.
+        if self.last_path.is_file():
+            os.replace(self.last_path, self.folder / PREVIOUS)
         save_checkpoint(self.last_path, state.snapshot())
 
     def state_dict(self) -> dict[str, Any]:
