@@ -195,3 +195,24 @@ def test_resuming_a_job_that_does_not_exist_is_one_line() -> None:
     _register()
     result = CliRunner().invoke(app, ["train", "--resume", "nosuch"])
     assert result.exit_code == 2 and "error: no job 'nosuch'" in result.output and "Traceback" not in result.output
+
+
+def test_the_record_says_completed_only_with_its_end_and_the_report_shows_both(dataset: Path, monkeypatch):
+    """A job killed at any point reads "running" (or failed), never "completed" without an end time."""
+    from kennel.jobs import JobRecord
+
+    saves, real_save = [], JobRecord.save
+
+    def watched(self):
+        saves.append((self.status, self.ended))
+        real_save(self)
+
+    monkeypatch.setattr(JobRecord, "save", watched)
+    record = train(_config(dataset, epochs=1), stream=None)
+    assert saves[-1][0] == "completed" and saves[-1][1] is not None
+    assert all(ended is not None for status, ended in saves if status == "completed")
+    assert [status for status, _ in saves].count("completed") == 1
+    from kennel.report.section import duration
+
+    page = (record.path / "report.html").read_text()
+    assert "status-completed" in page and f"<td>{duration(record.duration_s)}</td>" in page

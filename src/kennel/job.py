@@ -221,7 +221,7 @@ def _run(
     # Tracking starts first, so a job that fails while loading weights or data still shows in MLflow.
     tracker = _tracker(record, config, record.study or "kennel", ranks)
     profiler = _profiler(record, config, device, ranks)
-    trainer = None
+    trainer, finished = None, False
     try:
         model, preprocessing = _build_model(config, layout)
         inputs = prepare_inputs(model, layout, config, preprocessing, device, weights_identity(config), ranks)
@@ -261,8 +261,9 @@ def _run(
         state = trainer.fit(inputs.train, inputs.valid)
         # Every rank's step records are on disk before rank 0's profiler reads them for its last check.
         distributed.barrier(ranks)
-        record.status, record.stop_reason = state.status, state.stop_reason
+        outcome = state.status, state.stop_reason
         if not ranks.is_main:
+            record.status, record.stop_reason = outcome
             return record
         if (checkpoints / "best.pt").is_file():
             trainable.load_state_dict(load_checkpoint(checkpoints / "best.pt")["model"])
@@ -272,6 +273,10 @@ def _run(
         if inputs.feature_seconds:
             record.metrics["feature_seconds"] = round(inputs.feature_seconds, 2)
         _finish(record, config, model.cpu() if device.type != "cuda" else model, layout, preprocessing, inputs)
+        # The outcome is saved with `ended`, in the one write below: a job killed before it still reads "running",
+        # never "completed" without an end.
+        record.status, record.stop_reason = outcome
+        finished = True
     except BaseException as error:
         record.status = "stopped" if isinstance(error, KeyboardInterrupt) else "failed"
         record.error = f"{type(error).__name__}: {error}"
@@ -285,6 +290,8 @@ def _run(
             record.ended = now()
             record.duration_s = round(earlier_seconds + time.perf_counter() - started, 2)
             record.save()
+            if finished:
+                _write_report(record)  # after the final record, so the page shows its end and duration
         if profiler is not None:
             profiler.finish()  # before the tracker's finish, which copies profile.html into MLflow
         if tracker is not None:
@@ -352,7 +359,7 @@ def _fit_metrics(history: list[dict[str, float]]) -> dict[str, float]:
 
 
 def _finish(record: JobRecord, config: TrainConfig, model, layout, preprocessing, inputs) -> None:
-    """Evaluate the best weights on the test split, export the artifact, write the report."""
+    """Evaluate the best weights on the test split and export the artifact."""
     from kennel.artifact import OnnxExportError, save_artifact
     from kennel.evaluation import summarize
 
@@ -388,6 +395,9 @@ def _finish(record: JobRecord, config: TrainConfig, model, layout, preprocessing
         artifact = save(False)
     record.artifact = str(artifact)
     record.save()
+
+
+def _write_report(record: JobRecord) -> None:
     try:
         from kennel.report import write_report
 
