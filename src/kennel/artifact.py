@@ -24,6 +24,7 @@ from typing import Any
 from torch import nn
 
 from kennel.atomic import atomic_write_json
+from kennel.errors import KennelError
 from kennel.inference.export import OnnxExportError as OnnxExportError  # raised by save_artifact
 from kennel.inference.export import export_onnx, quantize_int8
 from kennel.inference.graph import Calibration, classifier_outputs
@@ -40,7 +41,7 @@ ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
 
 
-class ArtifactError(ValueError):
+class ArtifactError(KennelError, ValueError):
     """A folder that is not a usable model artifact; the message names the folder and what is wrong."""
 
 

@@ -19,6 +19,8 @@ from typing import Any
 
 import requests
 
+from kennel.errors import KennelError
+
 PhotoInput = Path | str | bytes
 
 # Leading bytes of the formats the server decodes, and the content type sent for each.
@@ -28,8 +30,10 @@ _SIGNATURES: tuple[tuple[bytes, str], ...] = (
 )
 
 
-class EndpointError(RuntimeError):
+class EndpointError(KennelError, RuntimeError):
     """The endpoint answered with an error; ``code`` and ``message`` are the server's own."""
+
+    exit_code = 1
 
     def __init__(self, message: str, code: str = "error", status: int | None = None, url: str = "") -> None:
         super().__init__(f"{message} (HTTP {status}, {code})" if status else message)

@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kennel.debugger.config import DebugConfig
+from kennel.errors import KennelError
 
 
 class _Strict(BaseModel):
@@ -169,7 +170,7 @@ class TrainConfig(_Strict):
         return self
 
 
-class ConfigError(ValueError):
+class ConfigError(KennelError, ValueError):
     """A configuration that cannot be used; the message names the key and the problem."""
 
 

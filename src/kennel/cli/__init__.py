@@ -38,5 +38,18 @@ def _register() -> None:
 
 
 def main() -> None:
+    """The ``kennel`` command. An expected failure (:class:`~kennel.errors.KennelError`) that a command did not
+    handle itself ends here as one line and its exit code; ``KENNEL_DEBUG_ERRORS=1`` shows the traceback."""
+    import os
+    import sys
+
+    from kennel.errors import KennelError
+
     _register()
-    app()
+    try:
+        app()
+    except KennelError as exc:
+        if os.environ.get("KENNEL_DEBUG_ERRORS"):
+            raise
+        typer.secho(f"error: {exc}", err=True, fg="red")
+        sys.exit(exc.exit_code)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from kennel.data.layout import SPLITS
+from kennel.errors import KennelError
 from kennel.home import cache_dir
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,10 @@ RESUME_ATTEMPTS = 5
 CHUNK = 1 << 20
 
 
-class FetchError(RuntimeError):
+class FetchError(KennelError, RuntimeError):
     """Downloading, verifying or unpacking failed; the message says what to do next."""
+
+    exit_code = 1
 
 
 @dataclass(frozen=True)

@@ -6,13 +6,17 @@ from pathlib import Path
 
 from PIL import Image, ImageFile
 
+from kennel.errors import KennelError
+
 # Decompression-bomb guard: refuse images beyond this many pixels (a 12,000 x 8,000 photo fits).
 MAX_PIXELS = 100_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 
-class ImageError(ValueError):
+class ImageError(KennelError, ValueError):
     """A file that cannot be used as an image; the message names the file and the problem."""
+
+    exit_code = 1
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -6,12 +6,14 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kennel.errors import KennelError
+
 SPLITS = ("train", "valid", "test")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
 _NUMBERED = re.compile(r"^\d+\.(.+)$")
 
 
-class LayoutError(ValueError):
+class LayoutError(KennelError, ValueError):
     """The folder does not have the layout kennel expects."""
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from kennel.errors import KennelError
 from kennel.inference import choice, machine
 from kennel.inference.backends import BACKENDS, Backend, Runner
 from kennel.inference.graph import FrozenGraph
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 ALIASES = {"onnx": "onnxruntime"}  # the name earlier versions of kennel gave the ONNX Runtime path
 
 
-class EngineError(ValueError):
+class EngineError(KennelError, ValueError):
     """A backend or precision that cannot run here; the message says why and what can."""
 
 

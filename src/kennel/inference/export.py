@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from kennel.errors import KennelError
+
 log = logging.getLogger(__name__)
 
 OPSET = 18
@@ -22,8 +24,10 @@ TOLERANCE = 1e-3  # max abs difference between ONNX Runtime and PyTorch on a ran
 INPUT = "image"
 
 
-class OnnxExportError(RuntimeError):
+class OnnxExportError(KennelError, RuntimeError):
     """An export failed or disagrees with PyTorch; the message names the module and the difference."""
+
+    exit_code = 1
 
 
 def _export(module: nn.Module, example: torch.Tensor, path: Path, outputs: list[str]) -> None:

@@ -13,13 +13,16 @@ from pathlib import Path
 
 import torch
 
+from kennel.errors import KennelError
 from kennel.models.backbones import BackboneSpec
 
 log = logging.getLogger(__name__)
 
 
-class WeightsUnavailable(RuntimeError):
+class WeightsUnavailable(KennelError, RuntimeError):
     """No source could provide the weights; the message says what to install or pass."""
+
+    exit_code = 1
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kennel.config import ConfigError, deep_merge
+from kennel.errors import KennelError
 from kennel.tune.results import ERROR, JOB, JOB_ID, trial_config
 from kennel.tune.settings import StudySettings
 from kennel.tune.study import StudyRecord
@@ -19,8 +20,10 @@ if TYPE_CHECKING:
 TRIAL_DEFAULTS: dict[str, Any] = {"export_onnx": False}
 
 
-class ObjectiveError(RuntimeError):
+class ObjectiveError(KennelError, RuntimeError):
     """The objective is not a metric the jobs record: every trial would fail the same way, so the study stops."""
+
+    exit_code = 1
 
 
 @dataclass

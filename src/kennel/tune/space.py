@@ -21,13 +21,15 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from kennel.errors import KennelError
+
 if TYPE_CHECKING:
     import optuna
 
 Scalar = bool | int | float | str | None
 
 
-class SpaceError(ValueError):
+class SpaceError(KennelError, ValueError):
     """A search space that cannot be used; the message names the parameter and the problem."""
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kennel.atomic import atomic_write_json
+from kennel.errors import KennelError
 from kennel.home import kennel_home
 from kennel.jobs import now
 from kennel.tune.settings import SessionSettings, StudySettings
@@ -82,7 +83,7 @@ class StudyRecord:
         return shown(self.storage) if self.storage else str(self.path / JOURNAL)
 
 
-class StudyNotFound(LookupError):
+class StudyNotFound(KennelError, LookupError):
     pass
 
 
