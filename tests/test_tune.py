@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import optuna
 import pytest
@@ -211,14 +212,22 @@ def test_the_study_report_has_every_section(dataset: Path, space: Path) -> None:
 
 
 class CountingFeatures(torch.nn.Module):
-    """A backbone's feature module that counts the photos it sees; slow enough that two callers overlap."""
+    """A backbone's feature module that counts the photos it sees; slow enough that two callers overlap. The
+    count lives on the class: the engine runs a copy of the module, and every copy counts into it."""
+
+    seen: ClassVar[list[int]] = []
 
     def __init__(self, inner: torch.nn.Module) -> None:
         super().__init__()
-        self.inner, self.photos = inner, 0
+        self.inner = inner
+        CountingFeatures.seen.clear()
+
+    @property
+    def photos(self) -> int:
+        return sum(CountingFeatures.seen)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        self.photos += len(images)
+        CountingFeatures.seen.append(len(images))
         time.sleep(0.05)
         return self.inner(images)
 
