@@ -216,3 +216,34 @@ def test_the_record_says_completed_only_with_its_end_and_the_report_shows_both(d
 
     page = (record.path / "report.html").read_text()
     assert "status-completed" in page and f"<td>{duration(record.duration_s)}</td>" in page
+
+
+def test_a_full_disk_during_the_export_fails_the_job_and_says_so(dataset: Path, monkeypatch):
+    """Out of space while writing the model is not an ONNX problem to work around: the job fails with the cause."""
+    import errno
+
+    import kennel.inference.export
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(kennel.inference.export, "_export", full)
+    with pytest.raises(OSError, match="No space left"):
+        train(_config(dataset, epochs=1, name="full", export_onnx=True), stream=None)
+    record = load_job("full")
+    assert record.status == "failed" and "No space left on device" in record.error and record.ended is not None
+    assert "onnx_export_failed" not in record.metrics
+
+
+def test_an_export_the_exporter_cannot_do_keeps_the_pytorch_model(dataset: Path, monkeypatch):
+    import kennel.inference.export
+
+    def untraceable(*args, **kwargs):
+        raise RuntimeError("an operator the exporter cannot trace")
+
+    monkeypatch.setattr(kennel.inference.export, "_export", untraceable)
+    record = train(_config(dataset, epochs=1, export_onnx=True), stream=None)
+    assert record.status == "completed" and record.metrics["onnx_export_failed"] == 1.0
+    assert (Path(record.artifact) / "model.safetensors").is_file() and not (
+        Path(record.artifact) / "model.onnx"
+    ).exists()

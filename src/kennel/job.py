@@ -389,12 +389,23 @@ def _finish(record: JobRecord, config: TrainConfig, model, layout, preprocessing
     try:
         artifact = save(config.export_onnx)
     except OnnxExportError as exc:
+        if _write_failure(exc) is not None:  # a full disk is no export problem: the job fails, saying why
+            raise _write_failure(exc) from exc
         # Never lose a trained model to an export problem: keep the PyTorch weights, say why ONNX is missing.
         log.warning("ONNX export failed for %s (%s); the artifact has PyTorch weights only", record.id, exc)
         record.metrics["onnx_export_failed"] = 1.0
         artifact = save(False)
     record.artifact = str(artifact)
     record.save()
+
+
+def _write_failure(error: BaseException) -> OSError | None:
+    """The OSError (no space left, a read-only folder) behind ``error``, if a failed write caused it."""
+    while error is not None:
+        if isinstance(error, OSError):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def _write_report(record: JobRecord) -> None:
