@@ -31,6 +31,7 @@ from kennel.observers.checkpoint import Checkpointer, load_checkpoint, resume_ch
 from kennel.observers.early_stopping import EarlyStopping
 from kennel.observers.metrics_log import MetricsLogger
 from kennel.observers.progress import ProgressBar
+from kennel.observers.report import ReportWriter
 from kennel.optim import build_optimizer, build_schedule, param_groups
 
 log = logging.getLogger(__name__)
@@ -221,7 +222,12 @@ def _run(
     # Tracking starts first, so a job that fails while loading weights or data still shows in MLflow.
     tracker = _tracker(record, config, record.study or "kennel", ranks)
     profiler = _profiler(record, config, device, ranks)
-    trainer, finished = None, False
+    # The job's own observers, in the order their on_job_end must run: the report first, then the profiler's
+    # page, then the tracker, which copies both into MLflow and closes the run.
+    job_observers = [o for o in (ReportWriter() if ranks.is_main else None, profiler, tracker) if o is not None]
+    job_observers += [o for o in extra if ranks.is_main]
+    _job_event(job_observers, "on_job_start", record)
+    trainer = None
     try:
         model, preprocessing = _build_model(config, layout)
         inputs = prepare_inputs(model, layout, config, preprocessing, device, weights_identity(config), ranks)
@@ -276,7 +282,6 @@ def _run(
         # The outcome is saved with `ended`, in the one write below: a job killed before it still reads "running",
         # never "completed" without an end.
         record.status, record.stop_reason = outcome
-        finished = True
     except BaseException as error:
         record.status = "stopped" if isinstance(error, KeyboardInterrupt) else "failed"
         record.error = f"{type(error).__name__}: {error}"
@@ -290,12 +295,7 @@ def _run(
             record.ended = now()
             record.duration_s = round(earlier_seconds + time.perf_counter() - started, 2)
             record.save()
-            if finished:
-                _write_report(record)  # after the final record, so the page shows its end and duration
-        if profiler is not None:
-            profiler.finish()  # before the tracker's finish, which copies profile.html into MLflow
-        if tracker is not None:
-            tracker.finish(record)
+        _job_event(job_observers, "on_job_end", record)
         distributed.stop()
     return record
 
@@ -408,10 +408,11 @@ def _write_failure(error: BaseException) -> OSError | None:
     return None
 
 
-def _write_report(record: JobRecord) -> None:
-    try:
-        from kennel.report import write_report
-
-        write_report(record.path)
-    except Exception as exc:  # the report is a convenience; the job's results are already saved
-        log.warning("could not write the report for %s: %s", record.id, exc)
+def _job_event(observers: Sequence[Observer], event: str, record: JobRecord) -> None:
+    """Tell every job-level observer; one that fails is logged and keeps no other from its turn (the tracker
+    must close its run whatever the report did)."""
+    for observer in observers:
+        try:
+            getattr(observer, event)(record)
+        except Exception as exc:
+            log.warning("%s.%s failed for %s: %s", type(observer).__name__, event, record.id, exc)

@@ -22,6 +22,11 @@ EVENTS = (
 )
 
 
+# The job around the loop: kennel.job calls these, the loop never does. A tracker opens and closes its run here,
+# the profiler stops sampling and writes its page, the report is written once the record is final.
+JOB_EVENTS = ("on_job_start", "on_job_end")
+
+
 class StopTraining(Exception):
     """Raised by an observer to stop at once (the loop ends with status ``stopped``)."""
 
@@ -50,6 +55,13 @@ class Observer:
     def on_fit_end(self, state: LoopState) -> None: ...
 
     def on_exception(self, state: LoopState, error: BaseException) -> None: ...
+
+    def on_job_start(self, record: Any) -> None:
+        """Once the job's record (a :class:`~kennel.jobs.JobRecord`) says it runs, before data or model load."""
+
+    def on_job_end(self, record: Any) -> None:
+        """After the job's final record is written, on every path (completed, stopped, pruned, failed): close
+        what the observer holds open and write what it reports. Raising here fails no job: it is logged."""
 
     def state_dict(self) -> dict[str, Any]:
         return {}

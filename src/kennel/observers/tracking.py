@@ -317,6 +317,9 @@ class MLflowTracker(Observer):
 
     # --- the end of the job ----------------------------------------------------------------------------
 
+    def on_job_end(self, record: JobRecord) -> None:
+        self.finish(record)
+
     @_safely
     def finish(self, record: JobRecord | None = None) -> None:
         """After evaluation: log ``record.metrics`` (e.g. test_accuracy, test_top5), the job's files, and end the

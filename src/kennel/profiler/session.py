@@ -23,7 +23,7 @@ import torch
 from kennel.atomic import atomic_write_json
 from kennel.config import ProfilerConfig
 from kennel.data.dataset import available_cores
-from kennel.engine import LoopState
+from kennel.engine import LoopState, Observer
 from kennel.jsonl import append_jsonl
 from kennel.profiler.gpu import GpuReader
 from kennel.profiler.observer import ProfilerObserver
@@ -46,7 +46,9 @@ KEEP_STEPS = 20_000  # step records kept in memory for the rules
 LIVE_RECORDS = 2_000  # steps and samples the rules look at while the job runs (every window is shorter)
 
 
-class ProfilerSession:
+class ProfilerSession(Observer):
+    """A job's profiling: system sampling from the job's start, the loop's observer, the rules, profile.html."""
+
     def __init__(
         self,
         job_dir: Path | str,
@@ -129,6 +131,9 @@ class ProfilerSession:
 
     # --- the end ----------------------------------------------------------------------------------------------
 
+    def on_job_end(self, record: Any) -> None:
+        self.finish()
+
     def finish(self) -> Path | None:
         """Stop sampling, run the rules a last time and write profile.html (unless turned off); returns its
         path. Safe to call twice; never raises, since the job's own results are already saved."""
@@ -178,7 +183,7 @@ class RankTail:
         return self.steps
 
 
-class RankSteps:
+class RankSteps(Observer):
     """What a rank other than 0 profiles: its own step records, in ``steps-rank<N>.jsonl``, which rank 0's
     LoadBalancing rule reads. Rank 0's session samples the machine and runs the rules for the whole job."""
 
@@ -203,6 +208,9 @@ class RankSteps:
 
     def check(self, state: LoopState | None = None, final: bool = False) -> None:
         return None
+
+    def on_job_end(self, record: Any) -> None:
+        self.finish()
 
     def finish(self) -> None:
         return None

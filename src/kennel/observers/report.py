@@ -1,0 +1,22 @@
+"""The job's report page, written once its record is final (so the page shows the end and the duration)."""
+
+from __future__ import annotations
+
+import logging
+
+from kennel.engine.observer import Observer
+from kennel.jobs import JobRecord
+
+log = logging.getLogger(__name__)
+
+
+class ReportWriter(Observer):
+    """Writes ``report.html`` for a job that trained to its end (completed, or stopped or pruned by a rule); a
+    failed or interrupted job has nothing to report beyond its record."""
+
+    def on_job_end(self, record: JobRecord) -> None:
+        if record.status not in ("completed", "stopped", "pruned") or record.error or not record.artifact:
+            return
+        from kennel.report import write_report
+
+        write_report(record.path)
