@@ -175,11 +175,10 @@ class ConfigError(KennelError, ValueError):
 
 
 def _format_validation(error: ValidationError, source: str) -> str:
+    from kennel.validation import problems
+
     lines = [f"invalid configuration ({source}):"]
-    for item in error.errors():
-        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
-        lines.append(f"  {key}: {message}" + (f" (got {item['input']!r})" if "input" in item else ""))
+    lines += [f"  {where}: {what}" for where, what in problems(error)]
     return "\n".join(lines)
 
 

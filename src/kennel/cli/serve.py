@@ -57,8 +57,10 @@ def serve_command(
             faces=faces,
         )
     except ValidationError as exc:
-        for problem in exc.errors():
-            typer.echo(f"error: --{'-'.join(map(str, problem['loc'])).replace('_', '-')}: {problem['msg']}", err=True)
+        from kennel.validation import problems
+
+        for where, what in problems(exc):
+            typer.echo(f"error: --{where.replace('_', '-')}: {what}", err=True)
         raise typer.Exit(2) from None
     # Workers are separate processes: they rebuild the app from the environment (see serve_factory).
     os.environ["KENNEL_SERVE_ARTIFACT"] = str(folder)

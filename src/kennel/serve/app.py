@@ -206,7 +206,7 @@ def create_app(artifact_dir: Path | str, settings: ServeSettings | None = None, 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         metrics.errors.labels("bad_request").inc()
-        details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())  # FastAPI's shape
         return error(400, "bad_request", details or "bad request")
 
     @app.exception_handler(StarletteHTTPException)

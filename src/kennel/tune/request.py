@@ -20,6 +20,7 @@ from kennel.tune.space import SearchSpace, SpaceError, load_space
 from kennel.tune.storage import normalized_url, open_database, shown
 from kennel.tune.strategies import STRATEGIES, StrategyContext
 from kennel.tune.study import StudyRecord, load_study_record, open_study, process_alive, study_exists
+from kennel.validation import one_line
 
 if TYPE_CHECKING:
     import optuna
@@ -54,8 +55,7 @@ def validated(model, data: dict[str, Any], what: str):
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or what}: {e['msg']}" for e in exc.errors())
-        raise TuneError(f"invalid {what}: {problems}") from None
+        raise TuneError(f"invalid {what}: {one_line(exc, what)}") from None
 
 
 def _check_base(base: dict[str, Any], space: SearchSpace) -> dict[str, Any]:

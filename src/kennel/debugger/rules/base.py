@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 from kennel.debugger.window import CaptureOptions, Window
 from kennel.findings import ISSUES_FOUND, Finding
 from kennel.registry import Registry
+from kennel.validation import one_line
 
 
 class NotApplicable(Exception):
@@ -64,8 +65,7 @@ class Rule:
         try:
             return TypeAdapter(cls).validate_python(dict(params))
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise ValueError(f"debug.rules.{cls.name}: {problems}") from None
+            raise ValueError(f"debug.rules.{cls.name}: {one_line(exc, cls.name)}") from None
 
 
 RULES: Registry[type[Rule]] = Registry("debugger rule")

@@ -12,6 +12,7 @@ import pydantic
 
 from kennel.findings import ISSUES_FOUND, NO_ISSUES, NOT_APPLICABLE, Finding
 from kennel.registry import Registry
+from kennel.validation import one_line
 
 if TYPE_CHECKING:
     from kennel.profiler.profile import Profile
@@ -94,9 +95,8 @@ def build_rule(name: str, settings: dict[str, Any] | None = None) -> Rule:
     try:
         return pydantic.TypeAdapter(cls).validate_python(dict(settings or {}))
     except pydantic.ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or name}: {e['msg']}" for e in exc.errors())
         fields = ", ".join(f.name for f in dataclasses.fields(cls)) or "none"
-        raise ValueError(f"profiler rule {name}: {problems} (thresholds: {fields})") from None
+        raise ValueError(f"profiler rule {name}: {one_line(exc, name)} (thresholds: {fields})") from None
 
 
 def recent(profile: Profile, values: np.ndarray, window: int) -> np.ndarray:
