@@ -4,29 +4,36 @@ from __future__ import annotations
 
 import typer
 
+from kennel import serve_defaults as defaults
 from kennel.cli import app
 
 
 @app.command("serve")
 def serve_command(
     model: str = typer.Argument(..., help="model artifact folder, job folder, or job id/name"),
-    host: str = typer.Option("127.0.0.1", help="address to bind; 0.0.0.0 to accept other machines"),
-    port: int = typer.Option(8080, help="port (SageMaker uses 8080)"),
+    host: str = typer.Option(defaults.HOST, help="address to bind; 0.0.0.0 to accept other machines"),
+    port: int = typer.Option(defaults.PORT, help="port (SageMaker uses 8080)"),
     workers: int = typer.Option(1, min=1, help="server processes, each with its own copy of the model"),
-    max_batch_size: int = typer.Option(32, min=1, help="most photos per model call"),
-    max_wait_ms: float = typer.Option(5.0, min=0, help="how long a request waits for others to share a batch"),
-    max_body_mb: float = typer.Option(6.0, min=0.001, help="largest request body, in MB (413 beyond)"),
-    max_pixels: int = typer.Option(50_000_000, min=1, help="largest image in pixels (422 beyond)"),
+    max_batch_size: int = typer.Option(defaults.MAX_BATCH_SIZE, min=1, help="most photos per model call"),
+    max_wait_ms: float = typer.Option(
+        defaults.MAX_WAIT_MS, min=0, help="how long a request waits for others to share a batch"
+    ),
+    max_body_mb: float = typer.Option(
+        defaults.MAX_BODY_BYTES / 1_000_000, min=0.001, help="largest request body, in MB (413 beyond)"
+    ),
+    max_pixels: int = typer.Option(defaults.MAX_PIXELS, min=1, help="largest image in pixels (422 beyond)"),
     runtime: str = typer.Option(
-        "auto",
+        defaults.RUNTIME,
         help="auto (the fastest measured here, see `kennel doctor`), a runtime (onnxruntime, torch) or a backend",
     ),
     precision: str = typer.Option(
-        "auto", help="auto, fp32, bf16 or int8 (int8 needs a model trained with --precision int8 or auto)"
+        defaults.PRECISION, help="auto, fp32, bf16 or int8 (int8 needs a model trained with --precision int8 or auto)"
     ),
-    dog_threshold: float = typer.Option(0.5, min=0, max=1, help="dog score from which a photo counts as a dog"),
+    dog_threshold: float = typer.Option(
+        defaults.DOG_THRESHOLD, min=0, max=1, help="dog score from which a photo counts as a dog"
+    ),
     faces: str = typer.Option(
-        "not-dog", help="look for human faces: not-dog (only where no dog is seen), always, or off"
+        defaults.FACES, help="look for human faces: not-dog (only where no dog is seen), always, or off"
     ),
     graceful_s: int = typer.Option(10, help="seconds to finish in-flight requests on shutdown"),
 ) -> None:

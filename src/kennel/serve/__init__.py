@@ -15,6 +15,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 from PIL import Image
 
+from kennel import serve_defaults as defaults
 from kennel.predictor import Outputs, Predictor
 from kennel.serve.inputs import InputError, parse_top_k, read_body
 from kennel.serve.verdicts import FaceDetector, dog_verdict
@@ -30,10 +31,10 @@ NOT_SEARCHED = {"found": False, "count": 0, "searched": False}
 
 @dataclass(frozen=True)
 class EndpointOptions:
-    max_pixels: int = 50_000_000
-    top_k: int = 5
-    dog_threshold: float = 0.5
-    faces: FaceSearch = "not-dog"
+    max_pixels: int = defaults.MAX_PIXELS
+    top_k: int = defaults.TOP_K
+    dog_threshold: float = defaults.DOG_THRESHOLD
+    faces: FaceSearch = defaults.FACES
 
 
 class Prepared(NamedTuple):

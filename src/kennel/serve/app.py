@@ -23,6 +23,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from kennel import serve_defaults as defaults
 from kennel.serve import Endpoint, EndpointOptions, FaceSearch, Prepared
 from kennel.serve.batcher import BatcherStopped, DynamicBatcher
 from kennel.serve.inputs import InputError
@@ -39,15 +40,15 @@ class ServeSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="KENNEL_SERVE_")
 
-    max_body_bytes: int = 6_000_000
-    max_pixels: int = 50_000_000
-    max_batch_size: int = 32
-    max_wait_ms: float = 5.0
-    top_k: int = 5
-    runtime: str = "auto"  # an inference backend, a runtime, or auto (kennel.inference)
-    precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = "auto"
-    dog_threshold: float = 0.5
-    faces: FaceSearch = "not-dog"
+    max_body_bytes: int = defaults.MAX_BODY_BYTES
+    max_pixels: int = defaults.MAX_PIXELS
+    max_batch_size: int = defaults.MAX_BATCH_SIZE
+    max_wait_ms: float = defaults.MAX_WAIT_MS
+    top_k: int = defaults.TOP_K
+    runtime: str = defaults.RUNTIME  # an inference backend, a runtime, or auto (kennel.inference)
+    precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = defaults.PRECISION
+    dog_threshold: float = defaults.DOG_THRESHOLD
+    faces: FaceSearch = defaults.FACES
 
     def endpoint_options(self) -> EndpointOptions:
         return EndpointOptions(self.max_pixels, self.top_k, self.dog_threshold, self.faces)

@@ -1,0 +1,17 @@
+"""The endpoint's defaults, declared once: ``kennel serve``'s flags, its settings and the SageMaker handlers read
+them here. A module of its own, outside :mod:`kennel.serve`, so the command line can show them without importing
+the web stack or PyTorch."""
+
+from __future__ import annotations
+
+HOST = "127.0.0.1"  # loopback unless told otherwise
+PORT = 8080  # SageMaker's
+MAX_BODY_BYTES = 6_000_000  # SageMaker's invocation payload limit
+MAX_PIXELS = 50_000_000
+MAX_BATCH_SIZE = 32
+MAX_WAIT_MS = 5.0
+TOP_K = 5
+DOG_THRESHOLD = 0.5
+FACES = "not-dog"
+RUNTIME = "auto"
+PRECISION = "auto"
