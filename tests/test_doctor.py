@@ -32,7 +32,7 @@ def test_doctor_lists_every_backend_and_marks_the_fastest_as_auto() -> None:
     for row in rows.values():  # a speed, or why not: never both, never neither
         assert (row["photos_per_s"] is None) != (row["reason"] is None), row
     timed = {name: row["photos_per_s"] for name, row in rows.items() if row["photos_per_s"]}
-    assert "torch-eager" in timed and "onnxruntime" in timed  # CPU fp32 runs everywhere the tests do
+    assert "torch-eager" in timed and "onnxruntime-fp32" in timed  # CPU fp32 runs everywhere the tests do
     chosen = [name for name, row in rows.items() if row["auto"]]
     assert chosen == [report["auto"]] == [max(timed, key=timed.get)]
     assert report["measured_now"] is True
@@ -102,7 +102,7 @@ def test_jobs_show_prints_the_int8_check_and_cached_features() -> None:
     from kennel.jobs import create_job
 
     check = {"valid_top1_fp32": 0.808, "valid_top1_int8": 0.7985, "loss_points": 0.95, "ok": False}
-    entry = {"backend": "onnxruntime", "runtime": "onnxruntime", "precision": "fp32", "cached": True}
+    entry = {"backend": "onnxruntime-fp32", "runtime": "onnxruntime", "precision": "fp32", "cached": True}
     engine = {"extraction": {**entry, "reason": "not int8: it lost 0.95 points", "int8_check": check}}
     record = create_job("cached-int8", backbone="tiny", status="completed", engine=engine)
     output = kennel("jobs", "show", record.id).output

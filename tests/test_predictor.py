@@ -50,14 +50,14 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 def test_auto_runs_the_fastest_backend_measured_here(artifact_dir: Path) -> None:
     predictor = Predictor.load(artifact_dir)
     speeds = predictor.engine.speeds
-    assert {"onnxruntime", "torch-eager", "torch-channels-last"} <= set(speeds)
+    assert {"onnxruntime-fp32", "torch-eager", "torch-channels-last"} <= set(speeds)
     assert predictor.runtime == max(speeds, key=speeds.__getitem__) and predictor.device.type == "cpu"
     assert "onnxruntime-int8" not in speeds  # the artifact has no int8 model
 
 
 def test_onnx_only_use_does_not_build_the_pytorch_model(artifact_dir: Path) -> None:
     predictor = Predictor.load(artifact_dir, runtime="onnxruntime")
-    assert predictor.runtime == "onnxruntime" and predictor.artifact.model is None
+    assert predictor.runtime == "onnxruntime-fp32" and predictor.artifact.model is None
 
 
 def test_top_k_is_sorted_and_probabilities_sum_to_one(artifact_dir: Path, photos: list[Path]) -> None:
@@ -77,7 +77,7 @@ def test_top_k_is_sorted_and_probabilities_sum_to_one(artifact_dir: Path, photos
 def test_onnx_and_torch_runtimes_agree(artifact_dir: Path, photos: list[Path]) -> None:
     onnx = Predictor.load(artifact_dir, runtime="onnx")
     torch_ = Predictor.load(artifact_dir, runtime="torch")  # a runtime's name: the fastest of its backends
-    assert onnx.runtime == "onnxruntime" and torch_.runtime.startswith("torch-")
+    assert onnx.runtime == "onnxruntime-fp32" and torch_.runtime.startswith("torch-")
     batch = onnx.preprocess(photos)
     a, b = onnx.predict_batch(batch), torch_.predict_batch(batch)
     torch.testing.assert_close(a.logits, b.logits, atol=1e-4, rtol=1e-4)

@@ -69,3 +69,13 @@ def test_serves_and_shuts_down_gracefully(artifact_dir: Path) -> None:
         output, _ = process.communicate(timeout=30)
     assert process.returncode in (0, -signal.SIGTERM), output  # uvicorn re-raises the signal once shut down
     assert "Application shutdown complete" in output
+
+
+def test_a_backend_or_precision_the_model_cannot_run_fails_before_the_server_starts(artifact_dir: Path) -> None:
+    _register()
+    runner = CliRunner()
+    result = runner.invoke(app, ["serve", str(artifact_dir), "--precision", "int8"])
+    assert result.exit_code == 2 and "serving" not in result.output
+    assert "onnxruntime-int8: no int8 ONNX file (train with --precision int8 to add one)" in result.output
+    result = runner.invoke(app, ["serve", str(artifact_dir), "--engine", "tensorrt"])
+    assert result.exit_code == 2 and "unknown inference backend 'tensorrt'" in result.output

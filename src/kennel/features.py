@@ -143,8 +143,12 @@ def _compute(engine: Engine, split: Split, key: FeatureKey, preprocessing: Prepr
         transform = preprocessing.eval_transform() if view == 0 else preprocessing.train_transform(key.augment)
         dataset = ImageDataset(split, transform, draft_size=draft)
         label = f"{key.split} features" + (f" (view {view + 1}/{key.views})" if key.views > 1 else "")
-        torch.manual_seed(key.seed + view)
-        (features,) = engine.run_dataset(dataset, EXTRACTION_BATCH, description=label)
+        # Augmented views draw from torch's global generator: seeded per view on a fork of it (the job's own
+        # stream, dropout included, stays where it was, so a cold and a warm job train alike), and decoded by one
+        # thread, so the draws come in file order and the same views come out every time.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(key.seed + view)
+            (features,) = engine.run_dataset(dataset, EXTRACTION_BATCH, description=label, threads=1 if view else None)
         blocks.append(features)
         labels.append(torch.tensor([lbl for _, lbl in split.files]))
     return Features(torch.cat(blocks), torch.cat(labels), [str(p) for p, _ in split.files])

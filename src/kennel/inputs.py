@@ -93,12 +93,14 @@ def _feature_inputs(
         verdict = int8_verdict(valid_fp32, valid_int8, extraction.check_key(layout["valid"]))
         if config.engine.precision == "auto" and not verdict["ok"]:
             log.warning(
-                "int8 features lost %.2f points of valid top-1 (more than 0.5); computing %s features instead",
+                "int8 features lost %.2f points of valid top-1 (more than 0.5); using %s features instead",
                 verdict["loss_points"],
                 extraction.fallback.precision,
             )
             fallback = extraction.fallback
-            fallback.reason = f"int8 lost {verdict['loss_points']:.2f} points of valid top-1; {fallback.reason}"
+            fallback.reason = (
+                f"int8 lost {verdict['loss_points']:.2f} points of valid top-1; of the others, {fallback.reason}"
+            )
             extraction.engine = fallback
     tensors = {split: features_of(split, extraction.engine) for split in ("train", "valid", "test")}
     seconds = time.perf_counter() - started
@@ -199,5 +201,8 @@ def prepare_inputs(
 ) -> TrainingInputs:
     """Loaders for this rank's shard (each step takes ``batch_size / world_size`` photos per rank)."""
     if model.backbone_frozen and config.feature_cache:
-        return _feature_inputs(model, layout, config, preprocessing, device, weights_id, ranks)
+        # Whatever computing the features draws from torch's generator (a probe's init, augmented views), the
+        # job's own stream is left where it was: a job trains the same on a cold cache as on a warm one.
+        with torch.random.fork_rng(devices=[]):
+            return _feature_inputs(model, layout, config, preprocessing, device, weights_id, ranks)
     return _image_inputs(model, layout, config, preprocessing, device, ranks)

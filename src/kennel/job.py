@@ -371,8 +371,9 @@ def _finish(record: JobRecord, config: TrainConfig, model, layout, preprocessing
         record.metrics["test_accuracy"] = result.top1
         record.metrics["test_top5"] = result.top5
     record.engine = dict(inputs.engine)
-    if inputs.int8_calibration is not None:
-        record.metrics["int8_ok"] = 1.0  # the features were int8, checked on valid: serving may run int8 too
+    check = inputs.engine.get("extraction", {}).get("int8_check") or {}
+    if inputs.int8_calibration is not None and check.get("ok"):
+        record.metrics["int8_ok"] = 1.0  # int8 passed its check on valid: the endpoint's auto may run int8 too
 
     def save(export_onnx: bool) -> Path:
         return save_artifact(

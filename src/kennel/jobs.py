@@ -156,7 +156,8 @@ def _percent(value: Any) -> str:
 def _int8_check(check: dict[str, Any], used: bool) -> str:
     fp32, int8, loss = check.get("valid_top1_fp32"), check.get("valid_top1_int8"), check.get("loss_points")
     change = f" ({-loss:+.2f} points)" if isinstance(loss, (int, float)) else ""
-    return f"valid top-1 fp32 {_percent(fp32)}, int8 {_percent(int8)}{change}: {'used' if used else 'not used'}"
+    verdict = "used" if used else "not used"
+    return f"valid top-1 of a probe head, fp32 {_percent(fp32)}, int8 {_percent(int8)}{change}: {verdict}"
 
 
 def engine_lines(engine: dict[str, Any]) -> list[tuple[str, str]]:

@@ -229,6 +229,8 @@ def predict_command(
     timeout: float = typer.Option(30.0, "--timeout", help="seconds to wait for the endpoint per request"),
     runtime: str = typer.Option(
         "auto",
+        "--runtime",
+        "--engine",
         help="auto (the fastest measured here, see `kennel doctor`), a runtime (onnxruntime, torch) or a backend",
     ),
     precision: str = typer.Option("auto", help="auto, fp32, bf16 or int8 (with --model)"),

@@ -24,6 +24,8 @@ def serve_command(
     max_pixels: int = typer.Option(defaults.MAX_PIXELS, min=1, help="largest image in pixels (422 beyond)"),
     runtime: str = typer.Option(
         defaults.RUNTIME,
+        "--runtime",
+        "--engine",
         help="auto (the fastest measured here, see `kennel doctor`), a runtime (onnxruntime, torch) or a backend",
     ),
     precision: str = typer.Option(
@@ -69,11 +71,18 @@ def serve_command(
         for where, what in problems(exc):
             typer.echo(f"error: --{where.replace('_', '-')}: {what}", err=True)
         raise typer.Exit(2) from None
+    try:  # the engine's choice is cheap (the model loads in the server): an impossible one fails here, in a line
+        from kennel.predictor import Predictor
+
+        engine = Predictor.load(folder, runtime=settings.runtime, precision=settings.precision).engine
+    except ArtifactError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     # Workers are separate processes: they rebuild the app from the environment (see serve_factory).
     os.environ["KENNEL_SERVE_ARTIFACT"] = str(folder)
     for name, value in settings.model_dump().items():
         os.environ[f"KENNEL_SERVE_{name.upper()}"] = str(value)
-    typer.echo(f"serving {folder} on http://{host}:{port} (docs at /docs)", err=True)
+    typer.echo(f"serving {folder} on http://{host}:{port} with {engine.label} (docs at /docs)", err=True)
     uvicorn.run(
         "kennel.cli.serve:serve_factory",
         factory=True,

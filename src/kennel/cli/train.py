@@ -131,10 +131,7 @@ def train_command(
             if launching:
                 raise typer.Exit(_launch(config, processes, gpus, device))
             record = train(config)
-    except ConfigError as exc:
-        typer.secho(str(exc), err=True, fg="red")
-        raise typer.Exit(2) from None
-    except KennelError as exc:
+    except KennelError as exc:  # a bad value, a missing job, a damaged checkpoint: said, with no traceback
         typer.secho(f"error: {exc}", err=True, fg="red")
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:

@@ -207,7 +207,7 @@ def _ort_ready(precision: str, provider: str = "CPUExecutionProvider") -> Callab
 
 register_backend(
     Backend(
-        "onnxruntime",
+        "onnxruntime-fp32",
         "onnxruntime",
         "fp32",
         "ONNX Runtime on the CPU, fp32",
@@ -227,7 +227,7 @@ register_backend(
 )
 register_backend(
     Backend(
-        "openvino",
+        "openvino-fp32",
         "openvino",
         "fp32",
         "ONNX Runtime's OpenVINO provider on the CPU (optional: pip install onnxruntime-openvino)",

@@ -92,6 +92,7 @@ def candidates(graph: FrozenGraph, device: torch.device, precision: str = "auto"
     for name in BACKENDS:
         backend = BACKENDS.get(name)
         if precision != "auto" and backend.precision != precision:
+            skipped[name] = f"runs at {backend.precision}"
             continue
         reason = backend.unavailable(graph, device)
         if reason is None:

@@ -135,12 +135,25 @@ def open_engine(
         raise EngineError(f"unknown inference backend {backend!r}; choose one of {known}")
     usable, skipped = choice.candidates(graph, device, precision)
     # A runtime's name ("torch", "onnxruntime") means the fastest of its backends.
-    usable = [b for b in usable if b.name not in exclude and backend in ("auto", b.runtime)]
+    for b in usable:
+        if b.name in exclude:
+            skipped[b.name] = "left out of this choice"
+        elif backend not in ("auto", b.runtime):
+            skipped[b.name] = f"not a {backend} backend"
+    usable = [b for b in usable if b.name not in skipped]
+    asked = " and ".join(
+        f"{what} {value}" for what, value in (("runtime", backend), ("precision", precision)) if value != "auto"
+    )
     if not usable:
-        reasons = "; ".join(f"{name}: {why}" for name, why in skipped.items()) or "none is registered"
-        raise EngineError(f"no inference backend runs {graph.architecture} at precision {precision} here ({reasons})")
+        # The backends of the precision asked for, and why each cannot: the others' "runs at fp32" says little.
+        telling = {n: why for n, why in skipped.items() if not why.startswith("runs at ")} or skipped
+        reasons = "; ".join(f"{name}: {why}" for name, why in telling.items())
+        raise EngineError(
+            f"no inference backend runs {graph.architecture} here{' at ' + asked if asked else ''} ({reasons})"
+        )
     if len(usable) == 1:
-        return Engine(graph, usable[0], device, {}, "the only backend that can run here")
+        only = f"the only backend for {asked} here" if asked else "the only backend that can run here"
+        return Engine(graph, usable[0], device, {}, only)
     measurement = choice.figures(graph, device, usable)
     best = measurement.fastest([b.name for b in usable])
     if best is None:
