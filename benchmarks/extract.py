@@ -1,7 +1,7 @@
 """Feature-extraction benchmark: photos/s end to end (decode included) of every inference backend that runs here,
 and the default training job's wall time with a cold and a warm cache.
 
-    python benchmarks/extract.py                       # dogs10, tf_efficientnet_lite0, CPU (about 5 minutes)
+    python benchmarks/extract.py                       # dogs10, tf_efficientnet_lite0, CPU (about 2 minutes)
     python benchmarks/extract.py --skip-jobs           # table 1 only
     python benchmarks/extract.py --device cuda         # the CUDA backends (says "no CUDA GPU" where there is none)
 
