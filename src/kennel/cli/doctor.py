@@ -109,6 +109,8 @@ def _print(report: dict[str, Any]) -> None:
     console = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 140)
     libraries = ", ".join(f"{name} {version}" for name, version in report["libraries"].items())
     when = f"{report['measured'][:16].replace('T', ' ')} UTC"
+    if report.get("load") is not None:
+        when += f", load average {report['load']:.1f} on {report['facts']['cores']} cores"
     for key, value in [
         ("CPU", report["cpu"]),
         ("libraries", libraries + ("" if "openvino" in libraries else " (no openvino)")),
@@ -171,7 +173,8 @@ def doctor_command(
         "weights": weights,
         "calibration": calibration,
         "batch_size": choice.MEASURE_BATCH,
-        "measured": (choice.stored(graph, target) or choice.Measurement()).measured,
+        "measured": (stored := choice.stored(graph, target) or choice.Measurement()).measured,
+        "load": stored.load,  # the 1-minute load average when timed: figures taken on a busy machine mislead
         "measured_now": measured_now,
         "backends": rows,
         "auto": next((row["backend"] for row in rows if row["auto"]), None),
