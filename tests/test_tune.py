@@ -233,6 +233,7 @@ class CountingFeatures(torch.nn.Module):
 
 
 def test_concurrent_trials_compute_a_feature_cache_entry_once(dataset: Path, tmp_path: Path) -> None:
+    from kennel.data.fingerprint import split_fingerprint
     from kennel.data.layout import load_layout
     from kennel.features import cached_features, feature_key
     from kennel.inference import features_graph, open_engine
@@ -242,7 +243,7 @@ def test_concurrent_trials_compute_a_feature_cache_entry_once(dataset: Path, tmp
     preprocessing = get_backbone("tiny").preprocessing
     features = CountingFeatures(create_model("tiny", num_classes=3, pretrained=False).features)
     graph = features_graph(features, "tiny", "random", preprocessing.input_size)
-    key = feature_key("train", split, "tiny", "random", preprocessing, "fp32")
+    key = feature_key("train", split_fingerprint(split), "tiny", "random", preprocessing, "fp32")
     start, results = threading.Barrier(2), []
 
     def engine():

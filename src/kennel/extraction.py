@@ -11,14 +11,13 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from kennel.atomic import atomic_write_json
-from kennel.data.fingerprint import split_fingerprint
 from kennel.data.images import open_rgb
 from kennel.data.layout import Split
 from kennel.home import cache_dir
@@ -48,17 +47,16 @@ def calibration_batches(split: Split, preprocessing: Preprocessing) -> Iterator[
 
 @dataclass
 class Plan:
-    """The engine the job's features come from, the precision they are keyed by, and the int8 verdict."""
+    """The engine the job's features come from, and where it is int8, the engines its check needs."""
 
     engine: Engine
     fp32: Engine | None = None  # for the int8 check: valid features at fp32
     fallback: Engine | None = None  # the fastest other than int8, for where int8 loses accuracy
-    verdict: dict[str, Any] = field(default_factory=dict)
 
-    def check_key(self, valid: Split) -> str:
+    def check_key(self, valid_fingerprint: str) -> str:
         """What the int8 check's verdict depends on: the backbone and weights, the calibration, the valid photos."""
         graph = self.engine.graph
-        payload = f"{graph.identity}:{graph.calibration_id}:{split_fingerprint(valid)}"
+        payload = f"{graph.identity}:{graph.calibration_id}:{valid_fingerprint}"
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

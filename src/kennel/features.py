@@ -18,7 +18,6 @@ import torch
 
 from kennel.atomic import atomic_write
 from kennel.data.dataset import ImageDataset
-from kennel.data.fingerprint import split_fingerprint
 from kennel.data.layout import Split
 from kennel.home import cache_dir
 from kennel.inference import Engine
@@ -48,7 +47,7 @@ class FeatureKey:
 
 def feature_key(
     name: str,
-    split: Split,
+    fingerprint: str,
     backbone: str,
     weights: str,
     preprocessing: Preprocessing,
@@ -57,12 +56,13 @@ def feature_key(
     augment: str = "none",
     seed: int = 0,
 ) -> FeatureKey:
-    """The cache key of ``split``'s features. The augmentation and the seed belong in it only where they change
-    the features (augmented views): one view is the deterministic eval view, the same for every seed."""
+    """The cache key of a split's features (``fingerprint``: :func:`~kennel.data.fingerprint.split_fingerprint`).
+    The augmentation and the seed belong in it only where they change the features (augmented views): one view is
+    the deterministic eval view, the same for every seed."""
     augmented = views > 1
     return FeatureKey(
         split=name,
-        fingerprint=split_fingerprint(split),
+        fingerprint=fingerprint,
         backbone=backbone,
         weights=weights,
         preprocessing=preprocessing.to_dict(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from kennel import extraction
 from kennel.config import TrainConfig
 from kennel.data.dataset import ImageDataset, make_loader
 from kennel.data.fingerprint import split_fingerprint
@@ -48,18 +50,16 @@ def _feature_inputs(
     weights_id: str,
     ranks: Ranks,
 ) -> TrainingInputs:
-    import time
-
-    from kennel.extraction import int8_verdict, plan
-
     started = time.perf_counter()
-    extraction = plan(
+    # Each split's fingerprint once: every key and the int8 check's verdict are built from them.
+    fingerprints = {split: split_fingerprint(layout[split]) for split in ("train", "valid", "test")}
+    chosen = extraction.plan(
         model.features,
         model.backbone,
         weights_id,
         preprocessing,
         layout["train"],
-        split_fingerprint(layout["train"]),
+        fingerprints["train"],
         device,
         config.engine.backend,
         config.engine.precision,
@@ -68,14 +68,13 @@ def _feature_inputs(
 
     def features_of(split: str, engine: Engine) -> Features:
         views = config.feature_views if split == "train" else 1
-        precision = f"int8:{engine.graph.calibration_id}" if engine.precision == "int8" else engine.precision
         key = feature_key(
             split,
-            layout[split],
+            fingerprints[split],
             model.backbone,
             weights_id,
             preprocessing,
-            precision,
+            extraction.key_precision(engine),
             views,
             config.data.augment,
             config.seed,
@@ -86,25 +85,33 @@ def _feature_inputs(
             computed.append(split)
         return feats
 
-    verdict, valid_fp32 = None, None
-    if extraction.fp32 is not None:  # int8 features: check them against fp32 on the valid split first
-        valid_fp32 = features_of("valid", extraction.fp32)
-        valid_int8 = features_of("valid", extraction.engine)
-        verdict = int8_verdict(valid_fp32, valid_int8, extraction.check_key(layout["valid"]))
+    verdict, valid_fp32, valid_by_precision = None, None, {}
+    if chosen.fp32 is not None:  # int8 features: check them against fp32 on the valid split first
+        valid_fp32 = features_of("valid", chosen.fp32)
+        valid_int8 = features_of("valid", chosen.engine)
+        valid_by_precision = {
+            extraction.key_precision(chosen.fp32): valid_fp32,
+            extraction.key_precision(chosen.engine): valid_int8,
+        }
+        verdict = extraction.int8_verdict(valid_fp32, valid_int8, chosen.check_key(fingerprints["valid"]))
         if config.engine.precision == "auto" and not verdict["ok"]:
             log.warning(
                 "int8 features lost %.2f points of valid top-1 (more than 0.5); using %s features instead",
                 verdict["loss_points"],
-                extraction.fallback.precision,
+                chosen.fallback.precision,
             )
-            fallback = extraction.fallback
+            fallback = chosen.fallback
             fallback.reason = (
                 f"int8 lost {verdict['loss_points']:.2f} points of valid top-1; of the others, {fallback.reason}"
             )
-            extraction.engine = fallback
-    tensors = {split: features_of(split, extraction.engine) for split in ("train", "valid", "test")}
+            chosen.engine = fallback
+    tensors = {split: features_of(split, chosen.engine) for split in ("train", "test")}
+    ready = valid_by_precision.get(
+        extraction.key_precision(chosen.engine)
+    )  # the check's valid features, not read again
+    tensors["valid"] = ready if ready is not None else features_of("valid", chosen.engine)
     seconds = time.perf_counter() - started
-    engine = extraction.engine
+    engine = chosen.engine
     summary = {**engine.summary(), "cached": not computed}
     if verdict is not None:
         summary["int8_check"] = verdict

@@ -79,10 +79,8 @@ def _rows(graph, device, remeasure: bool) -> tuple[list[dict[str, Any]], bool]:
     from kennel.inference import BACKENDS, choice
 
     usable, skipped = choice.candidates(graph, device)
-    known = choice.stored(graph, device)
-    done = set() if remeasure or known is None else {*known.speeds, *known.failures}
-    missing = [backend for backend in usable if backend.name not in done]
-    figures = known or choice.Measurement()
+    missing = choice.unmeasured(graph, device, usable, remeasure)
+    figures = choice.stored(graph, device) or choice.Measurement()
     if missing:  # choice.figures, with a status line saying which backend is being timed
         with Console(stderr=True).status(f"measuring {graph.architecture}") as status:
 

@@ -143,12 +143,19 @@ def measure(graph: FrozenGraph, device: torch.device, backends: list[Backend], p
     return measurement
 
 
-def figures(graph: FrozenGraph, device: torch.device, backends: list[Backend], remeasure: bool = False) -> Measurement:
-    """The stored figures for ``backends``, measuring those not measured yet on this machine (or all of them)."""
+def unmeasured(
+    graph: FrozenGraph, device: torch.device, backends: list[Backend], remeasure: bool = False
+) -> list[Backend]:
+    """Those of ``backends`` this machine has no figure (or failure) for yet; all of them with ``remeasure``."""
     known = stored(graph, device)
     done = set() if remeasure or known is None else {*known.speeds, *known.failures}
-    missing = [b for b in backends if b.name not in done]
+    return [b for b in backends if b.name not in done]
+
+
+def figures(graph: FrozenGraph, device: torch.device, backends: list[Backend], remeasure: bool = False) -> Measurement:
+    """The stored figures for ``backends``, measuring those not measured yet on this machine (or all of them)."""
+    missing = unmeasured(graph, device, backends, remeasure)
     if not missing:
-        return known
+        return stored(graph, device)
     log.info("measuring %s on this machine: %s", graph.architecture, ", ".join(b.name for b in missing))
     return measure(graph, device, missing)
