@@ -120,13 +120,15 @@ def _print(report: dict[str, Any]) -> None:
         console.print(f"[bold]{key:<10}[/bold] {escape(value)}", highlight=False)
     table = Table(title=f"photos/s of the forward pass, batch {report['batch_size']}", title_justify="left")
     for column in ("auto", "backend", "runtime", "precision", "photos/s, or why it cannot run here"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # a long word (a provider's name) wraps, never cut to "…"
     for row in report["backends"]:
         speed = f"{row['photos_per_s']:,.0f}" if row["photos_per_s"] else f"[dim]{escape(row['reason'])}[/dim]"
         cells = ("★" if row["auto"] else "", row["backend"], row["runtime"], row["precision"], speed)
         table.add_row(*cells, style="bold green" if row["auto"] else None)
     console.print(table)
-    console.print("★ auto: the fastest here. A training job keeps int8 only if valid top-1 loses ≤ 0.5 points.")
+    console.print(
+        "★ auto: the fastest here. A training job keeps int8 only if valid top-1 loses ≤ 0.5 points.", highlight=False
+    )
 
 
 @app.command("doctor")

@@ -199,7 +199,7 @@ def _ort_ready(precision: str, provider: str = "CPUExecutionProvider") -> Callab
             import onnxruntime as ort
 
             if provider not in ort.get_available_providers():
-                return f"{provider} is not in this onnxruntime (pip install onnxruntime-openvino)"
+                return f"no {provider} in this onnxruntime (pip install onnxruntime-openvino)"
         return None
 
     return unavailable
