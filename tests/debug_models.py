@@ -64,10 +64,12 @@ def fit(
     rules: dict | None = None,
     observers: tuple[Observer, ...] = (),
     params=None,
+    debugger: Debugger | None = None,
 ):
-    """Train with a :class:`Debugger` in ``folder``; returns ``(loop state, debugger)``."""
-    config = DebugConfig(preset=preset, rules={**QUIET, **(rules or {})})
-    debugger = Debugger(folder, config)
+    """Train with a :class:`Debugger` in ``folder`` (``debugger``, made by the caller, or one with ``preset`` and
+    ``rules``); returns ``(loop state, debugger)``."""
+    if debugger is None:
+        debugger = Debugger(folder, DebugConfig(preset=preset, rules={**QUIET, **(rules or {})}))
     params = list(model.parameters()) if params is None else params
     make = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}[optimizer]
     trainer = Trainer(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -15,10 +14,13 @@ from debug_models import QUIET, fired, fit, healthy_model, images, mlp, vectors
 from torch import nn
 
 from kennel.debugger.config import DebugConfig
-from kennel.debugger.rules import BUILTIN_RULES, RULES, NotApplicable, Rule, register_rule
-from kennel.debugger.window import History
+from kennel.debugger.hooks import Debugger
+from kennel.debugger.report import rules_summary
+from kennel.debugger.rules import BUILTIN_RULES, DEBUGGER_RULES
+from kennel.debugger.window import History, Window
 from kennel.engine import Observer
-from kennel.findings import ISSUES_FOUND, NO_ISSUES, NOT_APPLICABLE, Finding, load_findings
+from kennel.findings import ISSUES_FOUND, NO_DATA, NO_ISSUES, NOT_APPLICABLE, STATUSES, Finding, load_findings
+from kennel.rules import Rule
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +37,7 @@ def test_healthy_run_has_no_findings(healthy):
     assert fired(debugger) == set(), [f.message for f in debugger.runner.fired.values()]
     statuses = {name: row["status"] for name, row in debugger.runner.statuses().items()}
     assert set(statuses.values()) <= {NO_ISSUES}, statuses  # each rule judged the run, none was left out
-    assert not load_findings(debugger.folder / "findings.jsonl")
+    assert not [f for f in load_findings(debugger.folder / "findings.jsonl") if f.fired]
 
 
 # --- one broken run per rule ------------------------------------------------------------------------------
@@ -106,13 +108,17 @@ def _stale(folder: Path):
 
 
 def _stalled(folder: Path):
-    class SlowSteps(Observer):
+    now = [0.0]  # the debugger's clock: it moves only where the test moves it
+    rules = {**QUIET, "StalledTraining": {"threshold": 0.2}}
+    debugger = Debugger(folder, DebugConfig(preset="full", rules=rules), clock=lambda: now[0])
+
+    class StuckStep(Observer):
         def on_batch_end(self, state):
             if state.global_step == 2:
-                time.sleep(1.0)
+                now[0] += 1.0  # a second passes with no step finished, and the watchdog looks
+                debugger.check_clock()
 
-    rules = {"StalledTraining": {"threshold": 0.2}}
-    return fit(folder, mlp(), vectors(n=96), vectors(seed=1), epochs=1, rules=rules, observers=(SlowSteps(),))
+    return fit(folder, mlp(), vectors(n=96), vectors(seed=1), epochs=1, observers=(StuckStep(),), debugger=debugger)
 
 
 def _variance(folder: Path):
@@ -149,14 +155,14 @@ PROVOKE = {
 
 
 def test_every_registered_rule_has_a_provoking_test():
-    assert set(PROVOKE) == {name for name in RULES.names() if not name.startswith("test.")}
+    assert set(PROVOKE) == {name for name in DEBUGGER_RULES.names() if not name.startswith("test.")}
 
 
 @pytest.mark.parametrize("rule", sorted(set(PROVOKE)))
 def test_rule_fires_on_its_broken_run_and_says_what_to_do(rule: str, tmp_path: Path):
     state, debugger = PROVOKE[rule](tmp_path / "debug")
     assert rule in fired(debugger), debugger.runner.statuses().get(rule)
-    finding = next(f for f in load_findings(tmp_path / "debug" / "findings.jsonl") if f.rule == rule)
+    finding = next(f for f in load_findings(tmp_path / "debug" / "findings.jsonl") if f.rule == rule and f.fired)
     assert finding.status == ISSUES_FOUND and finding.mode in ("TRAIN", "EVAL") and finding.step is not None
     assert finding.message and finding.advice and finding.numbers
     assert debugger.runner.statuses()[rule]["status"] == ISSUES_FOUND
@@ -184,33 +190,34 @@ def test_tensor_variance_within_bounds_and_rules_without_data_say_why(healthy, t
 # --- the contract every registered rule meets -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", RULES.names())
+@pytest.mark.parametrize("name", DEBUGGER_RULES.names())
 def test_rule_contract(name: str, healthy):
-    cls = RULES.get(name)
+    cls = DEBUGGER_RULES.get(name)
     assert cls.name == name and dataclasses.is_dataclass(cls) and issubclass(cls, Rule)
+    assert cls.describe() and not cls.describe().startswith(cls.__name__ + "(")  # a docstring, not a signature
     assert cls.events and cls.events <= {"save", "steps", "epoch", "clock"}
-    rule = cls.from_params({})  # every parameter has a default
+    rule = DEBUGGER_RULES.build(name)  # every parameter has a default
     assert isinstance(rule.stop, bool)
-    with pytest.raises(ValueError, match=re.escape(f"debug.rules.{name}: unknown parameter")):
-        cls.from_params({"no_such_parameter": 1})
-    # On every window of a real run and on an empty history, a rule judges, says it cannot, or finds.
+    with pytest.raises(ValueError, match=re.escape(f"debug.rules.{name}: unknown parameter(s) no_such_parameter")):
+        DEBUGGER_RULES.build(name, {"no_such_parameter": 1})
+    # On every window of a real run and on an empty history, a rule judges, says why it cannot, or finds.
     _, debugger = healthy
     history: History = debugger.history
     windows = [history.window(event, mode, 5) for event in cls.events for mode in ("TRAIN", "EVAL")]
     windows += [History().window(event, "TRAIN", 0) for event in cls.events if event != "save"]
     for window in windows:
-        try:
-            result = rule.check(window)
-        except NotApplicable as reason:
-            assert str(reason)
+        result = rule.check(window)
+        assert result is None or (isinstance(result, Finding) and result.rule == name and result.status in STATUSES)
+        if result is None:
             continue
-        assert result is None or (isinstance(result, Finding) and result.rule == name)
-        if result is not None:
-            assert all(isinstance(v, float) for v in result.numbers.values())
+        assert (result.step, result.mode) == (window.step, window.mode)
+        assert all(isinstance(v, float) for v in result.numbers.values())
+        if result.status in (NOT_APPLICABLE, NO_DATA):
+            assert result.message.endswith(".") and not result.advice, result
 
 
 def test_rules_default_to_sagemakers_documented_thresholds():
-    defaults = {name: {f.name: f.default for f in dataclasses.fields(RULES.get(name))} for name in RULES.names()}
+    defaults = {n: {f.name: f.default for f in dataclasses.fields(DEBUGGER_RULES.get(n))} for n in DEBUGGER_RULES}
     assert defaults["VanishingGradient"]["threshold"] == 1e-7
     assert defaults["ExplodingTensor"]["only_nan"] is False
     assert (defaults["LossNotDecreasing"]["num_steps"], defaults["LossNotDecreasing"]["diff_percent"]) == (10, 0.1)
@@ -238,18 +245,21 @@ def test_config_names_the_rule_and_parameter_that_are_wrong():
     assert "Overfit" not in rules and rules["AllZero"].patience == 3 and rules["AllZero"].stop
 
 
-@register_rule("test.LossAboveOne")
+@DEBUGGER_RULES.rule
 @dataclasses.dataclass
-class LossAboveOne(Rule):
+class LossAboveOne(Rule[Window]):
     """A custom rule as a user writes one: fires when a saved TRAIN loss is above ``limit``."""
 
+    name = "test.LossAboveOne"
     limit: float = 1.0
 
     def check(self, window):
         losses = [v for _, v in window.loss_series("TRAIN")]
-        if losses and max(losses) > self.limit:
-            return self.finding(window, f"loss {max(losses):.3g} above {self.limit}", "lower it", ["loss"],
-                                loss=max(losses))  # fmt: skip
+        if not losses:
+            return self.no_data(window, "no TRAIN loss yet")
+        if max(losses) > self.limit:
+            return self.issue(window, f"loss {max(losses):.3g} above {self.limit}", "lower it", ["loss"],
+                              loss=max(losses))  # fmt: skip
         return None
 
 
@@ -261,7 +271,7 @@ def test_custom_rule_registers_by_name_runs_when_selected_and_can_stop_the_job(t
     assert state.status == "stopped" and state.stop_reason.startswith("debugger rule test.LossAboveOne:")
     assert state.global_step == 1  # stopped after the first saved step
     with pytest.raises(ValueError, match="already registered"):
-        register_rule("test.LossAboveOne")(LossAboveOne)
+        DEBUGGER_RULES.rule(LossAboveOne)
 
 
 def test_findings_round_trip_including_nan_evidence(tmp_path: Path):
@@ -279,3 +289,28 @@ def test_quiet_overrides_keep_the_shipped_stop_defaults():
     rules = {r.name: r for r in DebugConfig().build_rules()}
     assert rules["ExplodingTensor"].stop and rules["LossNotDecreasing"].stop and not rules["Overfit"].stop
     assert set(QUIET) <= set(rules)
+
+
+def test_a_rule_with_too_few_records_says_no_data_and_why_until_it_can_judge(tmp_path: Path):
+    # 10 steps per epoch: after the first, LossNotDecreasing has 10 losses, half the two windows it compares.
+    _, short = fit(tmp_path / "short", mlp(), vectors(n=320), vectors(n=64, seed=1), epochs=1)
+    status = short.runner.statuses()["LossNotDecreasing"]
+    assert (
+        status["status"] == NO_DATA
+        and status["why"] == "EVAL validation passes: 1 so far, of the 20 the rule compares."
+    )
+    rows, whys = rules_summary(tmp_path / "short")
+    assert {row.rule: row.status for row in rows}["LossNotDecreasing"] == NO_DATA
+    assert whys["LossNotDecreasing"] == status["why"]
+    # One epoch more and the rule judges; the findings show the change.
+    _, longer = fit(tmp_path / "longer", mlp(), vectors(n=320), vectors(n=64, seed=1), epochs=2)
+    assert longer.runner.statuses()["LossNotDecreasing"]["status"] == NO_ISSUES
+    changes = [f for f in load_findings(tmp_path / "longer" / "findings.jsonl") if f.rule == "LossNotDecreasing"]
+    assert [(f.status, f.message) for f in changes] == [
+        (NO_DATA, "TRAIN steps: 10 so far, of the 20 the rule compares."),
+        (NO_ISSUES, ""),
+    ]
+    # ... and where the loss does not move, the same rule, once it can judge, finds the issue.
+    state, _ = _flat_loss(tmp_path / "flat")
+    changes = [f.status for f in load_findings(tmp_path / "flat" / "findings.jsonl") if f.rule == "LossNotDecreasing"]
+    assert changes == [NO_DATA, ISSUES_FOUND] and state.status == "stopped"

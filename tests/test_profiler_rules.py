@@ -13,10 +13,11 @@ import pytest
 import yaml
 
 from kennel.config import ConfigError, config_to_yaml, load_config
-from kennel.findings import ERROR, ISSUES_FOUND, NO_ISSUES, NOT_APPLICABLE, STATUSES, load_findings
-from kennel.profiler import PROFILER_RULES, Profile, Rule, build_rule
+from kennel.findings import ERROR, ISSUES_FOUND, NO_DATA, NO_ISSUES, NOT_APPLICABLE, STATUSES, load_findings
+from kennel.profiler import PROFILER_RULES, Profile
 from kennel.profiler.plots import rule_png
-from kennel.profiler.rules import RuleRunner
+from kennel.profiler.rules import BUILTIN_RULES
+from kennel.rules import Rule, RuleRunner
 
 T0 = 1_700_000_000.0
 HEALTHY_STEP = {"data": 0.0004, "transfer": 0.0001, "forward": 0.004, "backward": 0.005, "optimizer": 0.0005}
@@ -120,15 +121,20 @@ FIRING: list[tuple[str, Callable[[], Profile], str]] = [
 ]
 
 
+# The GPUs each GPU rule needs; the others judge a CPU-only job too.
+NEEDS_GPUS = {"BatchSize": 1, "CPUBottleneck": 1, "GPUMemoryIncrease": 1, "LowGPUUtilization": 1, "LoadBalancing": 2}
+
+
 def verdict(rule: Rule, profile: Profile):
-    """What the runner records for ``rule`` (not applicable, the rule's finding, or an error)."""
-    return RuleRunner._evaluate(rule, profile)
+    """What the runner records for ``rule``: its finding (no issues when it returns none), or an error."""
+    return RuleRunner([], "unused").evaluate(rule, profile)
 
 
-@pytest.mark.parametrize("name", PROFILER_RULES.names())
+@pytest.mark.parametrize("name", BUILTIN_RULES)
 def test_every_rule_keeps_the_contract(name: str) -> None:
-    rule = build_rule(name)
+    rule = PROFILER_RULES.build(name)
     assert rule.name == name and rule.describe() and not rule.describe().startswith(name)
+    assert rule.stop is False  # a profiler rule stops a job only where its config says so
     for profile in (
         Profile(),
         make_profile(steps=3, samples=2),
@@ -139,10 +145,12 @@ def test_every_rule_keeps_the_contract(name: str) -> None:
         finding = verdict(rule, profile)
         assert finding.rule == name and finding.status in STATUSES and finding.status != ERROR, finding
         assert all(isinstance(v, float) for v in finding.numbers.values())
+        if finding.status in (NOT_APPLICABLE, NO_DATA):  # one sentence says why
+            assert finding.message.endswith(".") and not finding.advice, finding
     cpu = verdict(rule, make_profile())
-    assert cpu.status == (NOT_APPLICABLE if rule.min_gpus else NO_ISSUES), cpu
+    assert cpu.status == (NOT_APPLICABLE if name in NEEDS_GPUS else NO_ISSUES), cpu
     one_gpu = verdict(rule, make_profile(gpus=1))
-    assert one_gpu.status == (NOT_APPLICABLE if rule.min_gpus > 1 else NO_ISSUES), one_gpu
+    assert one_gpu.status == (NOT_APPLICABLE if NEEDS_GPUS.get(name, 0) > 1 else NO_ISSUES), one_gpu
 
 
 @pytest.mark.parametrize(
@@ -150,20 +158,21 @@ def test_every_rule_keeps_the_contract(name: str) -> None:
 )
 def test_each_rule_fires_where_it_should_and_draws_its_evidence(name: str, profile, words: str) -> None:
     profile = profile()
-    rule = build_rule(name)
+    rule = PROFILER_RULES.build(name)
     finding = verdict(rule, profile)
     assert finding.status == ISSUES_FOUND, finding
-    assert words in finding.advice
+    assert finding.message and finding.advice  # what was seen, and what to change
+    assert words in f"{finding.message} {finding.advice}"
     png = base64.b64decode(rule_png(rule, profile, finding))
     assert png.startswith(b"\x89PNG") and len(png) > 5000
 
 
 def test_every_rule_but_the_report_has_a_firing_case() -> None:
-    assert {name for name, *_ in FIRING} == set(PROFILER_RULES.names()) - {"OverallSystemUsage"}
+    assert {name for name, *_ in FIRING} == set(BUILTIN_RULES) - {"OverallSystemUsage"}
 
 
 def test_load_balancing_reads_every_rank_of_a_cpu_job() -> None:
-    rule = build_rule("LoadBalancing")
+    rule = PROFILER_RULES.build("LoadBalancing")
     assert verdict(rule, make_profile()).status == NOT_APPLICABLE  # one process, no GPU
     even = verdict(rule, ranks())
     assert even.status == NO_ISSUES and set(even.numbers) == {"rank0_ms", "rank1_ms", "spread"}
@@ -172,28 +181,41 @@ def test_load_balancing_reads_every_rank_of_a_cpu_job() -> None:
 
 def test_step_outlier_ignores_even_jitter_and_each_epochs_first_step() -> None:
     jitter = make_profile(step=lambda i: {"forward": 0.004 * (1.3 if i % 7 == 0 else 1.0)})
-    assert verdict(build_rule("StepOutlier"), jitter).status == NO_ISSUES  # beyond 3 std, but not twice the median
+    outlier = PROFILER_RULES.build("StepOutlier")
+    assert verdict(outlier, jitter).status == NO_ISSUES  # beyond 3 std, but not twice the median
     warm_up = make_profile(step=lambda i: {"data": 0.5} if i % 50 == 0 else {})
-    assert verdict(build_rule("StepOutlier"), warm_up).status == NO_ISSUES
-    assert verdict(build_rule("StepOutlier", {"skip_first": 0}), warm_up).status == ISSUES_FOUND
+    assert verdict(outlier, warm_up).status == NO_ISSUES
+    assert verdict(PROFILER_RULES.build("StepOutlier", {"skip_first": 0}), warm_up).status == ISSUES_FOUND
 
 
-def test_thresholds_come_from_the_config() -> None:
+def test_thresholds_stop_and_off_come_from_the_config() -> None:
     config = load_config(overrides={"profiler.rules.MaxInitializationTime.threshold_minutes": "0.05"})
-    rule = build_rule("MaxInitializationTime", config.profiler.rules["MaxInitializationTime"])
+    rule = PROFILER_RULES.build("MaxInitializationTime", config.profiler.rules["MaxInitializationTime"])
     assert rule.threshold_minutes == 0.05
     assert verdict(rule, make_profile(init_s=5.0)).status == ISSUES_FOUND
-    assert load_config(overrides={"profiler.stop_on": ["StepOutlier"]}).profiler.stop_on == ["StepOutlier"]
     assert load_config(base=yaml.safe_load(config_to_yaml(config))) == config
+    overrides = {"profiler.rules.StepOutlier.stop": "true", "profiler.rules.Dataloader": False}
+    rules = {rule.name: rule for rule in load_config(overrides=overrides).profiler.build_rules()}
+    assert rules["StepOutlier"].stop and not rules["DataBottleneck"].stop
+    assert "Dataloader" not in rules and set(rules) == set(BUILTIN_RULES) - {"Dataloader"}
+
+
+def test_profiler_stop_on_is_gone_with_an_error_that_says_what_to_write() -> None:
+    with pytest.raises(ConfigError, match="invalid configuration") as error:
+        load_config(overrides={"profiler.stop_on": ["DataBottleneck", "StepOutlier"]})
+    assert "profiler.stop_on is gone: write profiler.rules.DataBottleneck.stop: true" in str(error.value)
+    assert "profiler.rules.StepOutlier.stop: true instead" in str(error.value)
+    # An older job's saved config holds an empty list: it still loads.
+    assert load_config(base={"profiler": {"stop_on": []}}) == load_config()
 
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"profiler.rules.StepOutlier.stdev": 4}, "profiler rule StepOutlier: stdev: Unexpected keyword argument"),
+        ({"profiler.rules.StepOutlier.stdev": 4}, "profiler.rules.StepOutlier: unknown parameter(s) stdev"),
         ({"profiler.rules.StepOutlier.stddev": "lots"}, "StepOutlier: stddev: Input should be a valid number"),
         ({"profiler.rules.NoSuchRule.threshold": 1}, "unknown profiler rule 'NoSuchRule'; known: BatchSize"),
-        ({"profiler.stop_on": ["Nope"]}, "unknown profiler rule 'Nope'"),
+        ({"profiler.imports": ["no_such_rules_module"]}, "profiler.imports: cannot import 'no_such_rules_module'"),
         ({"profiler.interval_s": 0}, "profiler.interval_s"),
         ({"profiler.trace.active": 0}, "profiler.trace.active"),
     ],
@@ -203,12 +225,14 @@ def test_bad_profiler_settings_are_errors_that_name_them(overrides: dict, messag
         load_config(overrides=overrides)
     assert message in str(error.value)
     if "stdev" in str(overrides):  # a misspelt threshold: the message lists the right ones
-        assert "(thresholds: stddev, min_slowdown, skip_first, min_steps)" in str(error.value)
+        assert "known: stop, stddev, min_slowdown, skip_first, min_steps" in str(error.value)
 
 
-@dataclass(frozen=True)
-class Broken(Rule):
+@dataclass
+class Broken(Rule[Profile]):
     """A rule with a bug (not registered)."""
+
+    name = "Broken"
 
     def check(self, profile):
         raise RuntimeError("boom")
@@ -216,14 +240,29 @@ class Broken(Rule):
 
 def test_the_runner_writes_changes_keeps_firings_and_contains_a_broken_rule(tmp_path: Path) -> None:
     path = tmp_path / "findings.jsonl"
-    runner = RuleRunner([build_rule("StepOutlier"), Broken()], path)
+    runner = RuleRunner([PROFILER_RULES.build("StepOutlier"), Broken()], path)
     healthy = make_profile()
     slow = make_profile(step=lambda i: {"forward": 0.3} if i == 210 else {})
-    assert [(f.rule, f.status) for f in runner.check(healthy)] == [("StepOutlier", NO_ISSUES), ("Broken", ERROR)]
-    assert runner.check(healthy) == []  # nothing changed, nothing written
-    assert [(f.rule, f.status, f.step) for f in runner.check(slow)] == [("StepOutlier", ISSUES_FOUND, 211)]
-    assert runner.check(healthy, final=True) == [load_findings(path)[-1]]  # the fired rule stays fired
-    assert runner.latest["StepOutlier"].fired and runner.latest["Broken"].advice == "RuntimeError: boom"
+    assert [(f.rule, f.status) for f in runner.run(healthy)] == [("StepOutlier", NO_ISSUES), ("Broken", ERROR)]
+    assert runner.run(healthy) == []  # nothing changed, nothing written
+    assert [(f.rule, f.status, f.step) for f in runner.run(slow)] == [("StepOutlier", ISSUES_FOUND, 211)]
+    assert runner.run(healthy, final=True) == [load_findings(path)[-1]]  # the fired rule stays fired
+    assert runner.latest["StepOutlier"].fired and runner.latest["Broken"].message == "RuntimeError: boom"
     assert [f.status for f in load_findings(path)] == [NO_ISSUES, ERROR, ISSUES_FOUND, ERROR]
     profile = Profile(findings=load_findings(path))
     assert profile.rule_results()["StepOutlier"].status == ISSUES_FOUND
+
+
+def test_too_few_steps_is_no_data_with_its_reason_until_there_are_enough(tmp_path: Path) -> None:
+    runner = RuleRunner([PROFILER_RULES.build("StepOutlier")], tmp_path / "findings.jsonl")
+    [early] = runner.run(make_profile(steps=6))
+    assert early.status == NO_DATA
+    assert (
+        early.message == "5 timed steps (each epoch's first left out) of the training loop so far; the rule needs 10."
+    )
+    [judged] = runner.run(make_profile())
+    assert judged.status == NO_ISSUES
+    assert runner.run(make_profile(steps=6)) == []  # a shorter window later does not take the verdict back
+    [fired] = runner.run(make_profile(step=lambda i: {"forward": 0.3} if i == 210 else {}))
+    assert fired.status == ISSUES_FOUND
+    assert [f.status for f in load_findings(tmp_path / "findings.jsonl")] == [NO_DATA, NO_ISSUES, ISSUES_FOUND]

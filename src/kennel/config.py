@@ -108,35 +108,45 @@ class TraceConfig(_Strict):
 
 
 class ProfilerConfig(_Strict):
-    """System and step metrics, the profiler rules and profile.html, for every job unless turned off."""
+    """System and step metrics, the profiler rules and profile.html, for every job unless turned off. As
+    ``debug.rules`` does, ``rules`` sets a rule's thresholds, asks it to stop the job (``stop: true``), turns it
+    off (``false``) or selects a custom rule registered by name (in a module listed in ``imports``)."""
 
     enabled: bool = True
     interval_s: float = Field(0.5, ge=0.01, le=60.0, description="seconds between system samples")
     check_every_s: float = Field(10.0, gt=0.0, description="seconds between rule checks while the loop runs")
     report: bool = Field(True, description="write profile.html when the job ends")
     trace: TraceConfig = TraceConfig()
-    rules: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="thresholds per rule, e.g. {StepOutlier: {stddev: 4}}"
+    rules: dict[str, dict[str, Any] | bool] = Field(
+        default_factory=dict, description="rule -> thresholds and stop: true, or false; e.g. {StepOutlier: {stddev: 4}}"
     )
-    stop_on: list[str] = Field(default_factory=list, description="rules that stop the job when they fire")
+    imports: list[str] = Field(default_factory=list, description="modules that register custom rules")
 
-    @field_validator("rules")
+    @model_validator(mode="before")
     @classmethod
-    def _known_thresholds(cls, rules: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        from kennel.profiler.rules import build_rule
+    def _no_stop_on(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "stop_on" in data:
+            names = data["stop_on"]
+            if names:
+                names = names if isinstance(names, list) else [names]
+                example = ", ".join(f"profiler.rules.{name}.stop: true" for name in names)
+                raise ValueError(f"profiler.stop_on is gone: write {example} instead")
+            data = {k: v for k, v in data.items() if k != "stop_on"}  # an empty one, as older jobs saved it
+        return data
 
-        for name, settings in rules.items():
-            build_rule(name, settings)  # raises ValueError naming the rule and the threshold
-        return rules
+    @model_validator(mode="after")
+    def _rules_exist(self) -> ProfilerConfig:
+        if self.rules or self.imports:  # the defaults are sound, and checking them would import PyTorch
+            self.build_rules()  # unknown rules and bad thresholds are errors now, not when the job starts
+        return self
 
-    @field_validator("stop_on")
-    @classmethod
-    def _known_rules(cls, names: list[str]) -> list[str]:
-        from kennel.profiler.rules import rule_class
+    def build_rules(self) -> list:
+        """The rule instances this config selects: the built-in ones it does not turn off, then its custom ones."""
+        from kennel.profiler.rules import BUILTIN_RULES, PROFILER_RULES
+        from kennel.rules import import_modules
 
-        for name in names:
-            rule_class(name)  # raises ValueError listing the known rules
-        return names
+        import_modules(self.imports, "profiler.imports")
+        return PROFILER_RULES.select(self.rules, BUILTIN_RULES)
 
 
 class TrainConfig(_Strict):
@@ -175,11 +185,9 @@ class ConfigError(KennelError, ValueError):
 
 
 def _format_validation(error: ValidationError, source: str) -> str:
-    from kennel.validation import problems
+    from kennel.validation import one_line
 
-    lines = [f"invalid configuration ({source}):"]
-    lines += [f"  {where}: {what}" for where, what in problems(error)]
-    return "\n".join(lines)
+    return f"invalid configuration ({source}): {one_line(error)}"
 
 
 def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

@@ -12,9 +12,10 @@ from kennel.jsonl import append_jsonl, read_jsonl
 
 NO_ISSUES = "no issues"
 ISSUES_FOUND = "issues found"
-ERROR = "error"  # the rule itself failed; ``advice`` says why
-NOT_APPLICABLE = "not applicable"  # e.g. a GPU rule on a CPU-only job
-STATUSES = (NO_ISSUES, ISSUES_FOUND, ERROR, NOT_APPLICABLE)
+ERROR = "error"  # the rule itself failed; ``message`` says how
+NOT_APPLICABLE = "not applicable"  # e.g. a GPU rule on a CPU-only job; ``message`` says why
+NO_DATA = "no data"  # the rule applies but has too few records to judge yet; ``message`` says what it waits for
+STATUSES = (NO_ISSUES, ISSUES_FOUND, ERROR, NOT_APPLICABLE, NO_DATA)
 
 
 @dataclass(frozen=True)
@@ -27,8 +28,8 @@ class Finding:
     mode: str = "TRAIN"  # TRAIN or EVAL
     tensors: tuple[str, ...] = ()  # the tensors involved (debugger rules); empty for the profiler's
     numbers: dict[str, float] = field(default_factory=dict)  # the evidence
-    advice: str = ""  # what to change, in kennel's configuration terms
-    message: str = ""  # what was seen, in one sentence (the debugger's rules say it; a summary shows it)
+    advice: str = ""  # what to change, in kennel's configuration terms (an issue's)
+    message: str = ""  # one sentence: what was seen, or why the rule could not judge (not applicable, no data)
 
     @property
     def fired(self) -> bool:

@@ -18,10 +18,9 @@ _EXPORTS = {
     "Debugger": "kennel.debugger.hooks",
     "DebugRecords": "kennel.debugger.store",
     "load_records": "kennel.debugger.store",
+    "DEBUGGER_RULES": "kennel.debugger.rules",
     "RULES": "kennel.debugger.rules",
-    "Rule": "kennel.debugger.rules",
-    "NotApplicable": "kennel.debugger.rules",
-    "register_rule": "kennel.debugger.rules",
+    "Rule": "kennel.rules",
     "Window": "kennel.debugger.window",
 }
 

@@ -3,7 +3,6 @@ it, and the rules with their parameters. Parsed and checked once, with the rest 
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -92,21 +91,8 @@ class DebugConfig(_Strict):
 
     def build_rules(self) -> list:
         """The rule instances this config selects, in registry order, custom ones after the built-ins."""
-        for module in self.imports:
-            try:
-                importlib.import_module(module)
-            except ImportError as exc:
-                raise ValueError(f"debug.imports: cannot import {module!r} ({exc})") from None
-        from kennel.debugger.rules import BUILTIN_RULES, RULES
+        from kennel.debugger.rules import BUILTIN_RULES, DEBUGGER_RULES
+        from kennel.rules import import_modules
 
-        names = [n for n in BUILTIN_RULES if self.rules.get(n, True) is not False]
-        names += [n for n, params in self.rules.items() if n not in BUILTIN_RULES and params is not False]
-        rules = []
-        for name in names:
-            try:
-                cls = RULES.get(name)
-            except KeyError as exc:
-                raise ValueError(f"debug.rules: {exc.args[0]}") from None
-            params = self.rules.get(name)
-            rules.append(cls.from_params(params if isinstance(params, dict) else {}))
-        return rules
+        import_modules(self.imports, "debug.imports")
+        return DEBUGGER_RULES.select(self.rules, BUILTIN_RULES)

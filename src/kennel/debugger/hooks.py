@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,12 @@ from torch import nn
 
 from kennel.debugger.config import Capture, DebugConfig
 from kennel.debugger.reductions import Reducer, dead_share, saturated_share
+from kennel.debugger.rules.common import DEBUGGER_RULES
 from kennel.debugger.rules.dead_relu import RELU_LAYERS
-from kennel.debugger.runner import RuleRunner
 from kennel.debugger.store import FINDINGS, RecordWriter, write_rule_statuses
-from kennel.debugger.window import LOSS_EVERY, CaptureOptions, History, Save
+from kennel.debugger.window import LOSS_EVERY, CaptureOptions, History, Save, Window
 from kennel.engine import LoopState, Observer
+from kennel.rules import RuleRunner
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +37,12 @@ ACTIVATIONS = (
 
 
 class Debugger(Observer):
-    """Observe a training loop for the debugger: ``Debugger(job_folder / "debug", config.debug)``."""
+    """Observe a training loop for the debugger: ``Debugger(job.folder.debug, config.debug)``. ``clock``
+    (seconds, monotonic) is what the clock rules measure a stall with."""
 
-    def __init__(self, folder: Path | str, config: DebugConfig | None = None) -> None:
+    def __init__(
+        self, folder: Path | str, config: DebugConfig | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.folder = Path(folder)
         self.config = config or DebugConfig()
         self.captures: dict[str, Capture] = {
@@ -47,7 +52,7 @@ class Debugger(Observer):
         self.options = CaptureOptions()
         for rule in self.rules:
             rule.configure(self.options)
-        self.runner = RuleRunner(self.rules, self.folder / FINDINGS)
+        self.runner: RuleRunner[Window] = RuleRunner(self.rules, self.folder / FINDINGS, DEBUGGER_RULES.kind)
         self.history = History()
         self.writer = RecordWriter(self.folder)
         self.reducer = Reducer()
@@ -61,7 +66,8 @@ class Debugger(Observer):
         self._train_targets: list[torch.Tensor] = []
         self._valid_targets: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._state: LoopState | None = None
-        self._last_step_at = time.monotonic()
+        self._clock = clock
+        self._last_step_at = clock()
         self._watchdog: threading.Thread | None = None
         self._stopping = threading.Event()
 
@@ -141,7 +147,7 @@ class Debugger(Observer):
             self._before = [p.detach().clone() for *_, p in self._params]
 
     def on_batch_end(self, state: LoopState) -> None:
-        self._last_step_at = time.monotonic()
+        self._last_step_at = self._clock()
         self.history.lr = state.lr
         step = state.global_step - 1
         if self._saving["TRAIN"]:
@@ -166,7 +172,7 @@ class Debugger(Observer):
     # --- EVAL -----------------------------------------------------------------------------------------
 
     def on_eval_batch_end(self, state: LoopState) -> None:
-        self._last_step_at = time.monotonic()
+        self._last_step_at = self._clock()
         step = self.eval_step
         self._add_loss("EVAL", step, state.loss)
         inputs, targets = state.batch
@@ -239,18 +245,20 @@ class Debugger(Observer):
         self.history.add_save(save)
         self._run(state, self.history.window("save", mode, step))
 
-    def _run(self, state: LoopState, window) -> None:
-        for rule, finding in self.runner.run(window):
-            log.warning("debugger: %s: %s", rule.name, finding.message)
-            if rule.stop:
-                state.request_stop(f"debugger rule {rule.name}: {finding.message}")
+    def _run(self, state: LoopState, window: Window) -> None:
+        self.runner.run(window, state, event=window.event)
+
+    def check_clock(self) -> None:
+        """Run the clock rules on the time since the last step ended (the watchdog thread does, every
+        interval)."""
+        state = self._state
+        since = self._clock() - self._last_step_at
+        self._run(state, self.history.window("clock", state.mode, state.global_step, since))
 
     def _watch(self) -> None:
         interval = min(rule.clock_interval() for rule in self.rules if "clock" in rule.events)
         while not self._stopping.wait(interval):
-            state = self._state
-            window = self.history.window("clock", state.mode, state.global_step, time.monotonic() - self._last_step_at)
-            self._run(state, window)
+            self.check_clock()
 
     def _close(self) -> None:
         self._stopping.set()
@@ -261,6 +269,8 @@ class Debugger(Observer):
         write_rule_statuses(self.folder, self.runner.statuses())
 
     def on_fit_end(self, state: LoopState) -> None:
+        if self.runner.wants("clock"):  # the loop ended on its own: the clock rules' last word
+            self.check_clock()
         self._close()
 
     def on_exception(self, state: LoopState, error: BaseException) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 
 from kennel.engine.clock import PHASES
 from kennel.profiler.profile import Profile
-from kennel.report.plots import _figure, _png
+from kennel.report.plots import figure_png, new_figure
 
 MAX_POINTS = 2000  # longer series are averaged into this many bins before drawing
 PHASE_COLORS = {
@@ -110,7 +110,7 @@ def phase_bars(ax: Any, profile: Profile, limit: float | None = None) -> None:
 def system_png(profile: Profile) -> str:
     """CPU, memory and (on GPU jobs) GPU utilisation over the job's time."""
     gpu = profile.gpu_count > 0
-    figure = _figure(11, 6.6 if gpu else 4.4)
+    figure = new_figure(11, 6.6 if gpu else 4.4)
     axes = figure.subplots(3 if gpu else 2, 1, sharex=True, squeeze=False)[:, 0]
     series(
         axes[0],
@@ -129,12 +129,12 @@ def system_png(profile: Profile) -> str:
     if gpu:
         series(axes[2], profile, {**gpu_lines(profile, "util"), **gpu_lines(profile, "mem")}, "percent")
     figure.tight_layout()
-    return _png(figure)
+    return figure_png(figure)
 
 
 def framework_png(totals: dict[str, float]) -> str:
     """The training loop's time by phase, as one stacked bar of shares."""
-    figure = _figure(9, 1.6)
+    figure = new_figure(9, 1.6)
     ax = figure.subplots()
     whole = sum(totals.values()) or 1.0
     left = 0.0
@@ -145,13 +145,13 @@ def framework_png(totals: dict[str, float]) -> str:
     ax.set(xlim=(0, 1), yticks=[], xlabel="share of the training loop's step time")
     ax.legend(ncol=7, fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     figure.tight_layout()
-    return _png(figure)
+    return figure_png(figure)
 
 
 def steps_png(profile: Profile, marked: Sequence[int] = ()) -> str:
     """Each step's time over the run, stacked by phase (milliseconds), with ``other`` (observers) on top."""
     table = profile.step_table
-    figure = _figure(11, 3.8)
+    figure = new_figure(11, 3.8)
     ax = figure.subplots()
     x = table["step"]
     bottom = np.zeros(len(binned(x, x)[0]))
@@ -166,14 +166,17 @@ def steps_png(profile: Profile, marked: Sequence[int] = ()) -> str:
     ax.grid(alpha=0.3)
     ax.legend(ncol=7, fontsize=8, loc="upper right")
     figure.tight_layout()
-    return _png(figure)
+    return figure_png(figure)
 
 
-def rule_png(rule: Any, profile: Profile, finding: Any) -> str:
-    """The evidence of a rule that fired, drawn by the rule itself."""
-    figure = _figure(10, 3.4)
+def rule_png(rule: Any, profile: Profile, finding: Any) -> str | None:
+    """The evidence of a rule that fired, drawn by the rule itself; None for a rule that draws none."""
+    figure = new_figure(10, 3.4)
     ax = figure.subplots()
-    rule.plot(profile, finding, ax)
+    try:
+        rule.plot(profile, finding, ax)
+    except NotImplementedError:  # a custom rule need not draw
+        return None
     ax.set_title(f"{rule.name}: {finding.status}", fontsize=10)
     figure.tight_layout()
-    return _png(figure)
+    return figure_png(figure)

@@ -23,9 +23,10 @@ import numpy as np
 
 from kennel.engine.clock import PHASES
 from kennel.findings import Finding, load_findings
+from kennel.jobs.folder import JobDir
 from kennel.jsonl import read_jsonl
 
-FOLDER = "profiler"
+FOLDER = JobDir.PROFILER
 CONTEXT, TIMELINE, STEPS, SYSTEM, FINDINGS = (
     "context.json",
     "timeline.jsonl",
@@ -148,6 +149,16 @@ class Profile:
     @property
     def last_step(self) -> int | None:
         return int(self.steps[-1]["step"]) if self.steps else None
+
+    @property
+    def step(self) -> int | None:
+        """The step a rule's finding is at: the last one recorded."""
+        return self.last_step
+
+    @property
+    def mode(self) -> str:
+        """The mode a rule's finding is about: the profiler times the training loop."""
+        return "TRAIN"
 
     # --- steps ------------------------------------------------------------------------------------------------
 

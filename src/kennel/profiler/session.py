@@ -37,9 +37,10 @@ from kennel.profiler.profile import (
     Profile,
     rank_steps_file,
 )
-from kennel.profiler.rules import PROFILER_RULES, RuleRunner, build_rule
+from kennel.profiler.rules import PROFILER_RULES
 from kennel.profiler.system import SystemSampler
 from kennel.profiler.trace import TraceWindow
+from kennel.rules import RuleRunner
 
 log = logging.getLogger(__name__)
 KEEP_STEPS = 20_000  # step records kept in memory for the rules
@@ -62,12 +63,15 @@ class ProfilerSession(Observer):
         self.folder.mkdir(parents=True, exist_ok=True)
         device = device or torch.device("cpu")
         gpus = GpuReader.open() if device.type == "cuda" else None
+        rules = self.config.build_rules()
         self.context: dict[str, Any] = {
             "device": device.type,
             "cores": available_cores(),
             "gpus": gpus.names if gpus else [],
             "interval_s": self.config.interval_s,
             "rules": self.config.rules,  # the thresholds set for this job, for the report's plots
+            "rule_names": [rule.name for rule in rules],  # the rules the job runs, for the report's table
+            "imports": self.config.imports,  # the modules of its custom rules, for a report written later
             "pid": os.getpid(),
             "torch": torch.__version__,
             "world_size": world_size,  # ranks > 0 write their own step files (RankSteps)
@@ -76,8 +80,7 @@ class ProfilerSession(Observer):
         self.events: list[dict[str, Any]] = []
         self.steps: deque[dict[str, Any]] = deque(maxlen=KEEP_STEPS)
         self.other_ranks = {rank: RankTail(self.folder / rank_steps_file(rank)) for rank in range(1, world_size)}
-        rules = [build_rule(name, self.config.rules.get(name)) for name in PROFILER_RULES.names()]
-        self.runner = RuleRunner(rules, self.folder / FINDINGS, self.config.stop_on)
+        self.runner: RuleRunner[Profile] = RuleRunner(rules, self.folder / FINDINGS, PROFILER_RULES.kind)
         self.trace = TraceWindow(self.folder, self.config.trace, device) if self.config.trace.enabled else None
         # Under torchrun the ranks on this machine are the launcher's children: the job's processes are its tree.
         launcher = os.getppid() if world_size > 1 and "TORCHELASTIC_RUN_ID" in os.environ else None
@@ -127,7 +130,7 @@ class ProfilerSession(Observer):
     def check(self, state: LoopState | None = None, final: bool = False) -> None:
         """Run the rules: while the job runs on the latest records (a check then costs a few milliseconds),
         at its end on everything kept."""
-        self.runner.check(self.profile(None if final else LIVE_RECORDS), state, final=final)
+        self.runner.run(self.profile(None if final else LIVE_RECORDS), state, final=final)
 
     # --- the end ----------------------------------------------------------------------------------------------
 
@@ -150,8 +153,10 @@ class ProfilerSession(Observer):
                 from kennel.profiler.report import write_profile_report
 
                 return write_profile_report(self.job_dir)
-        except Exception:
-            log.warning("the profiler could not finish for %s", self.job_dir, exc_info=True)
+        except Exception as exc:  # a full disk is said in one line; anything else is a bug worth its traceback
+            log.warning(
+                "the profiler could not finish for %s: %s", self.job_dir, exc, exc_info=not isinstance(exc, OSError)
+            )
         return None
 
 

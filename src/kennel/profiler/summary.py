@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -9,9 +10,10 @@ from typing import Any
 import numpy as np
 
 from kennel.engine.clock import PHASES
-from kennel.findings import ERROR, ISSUES_FOUND, NO_ISSUES, NOT_APPLICABLE, Finding
+from kennel.findings import ERROR, ISSUES_FOUND, NO_DATA, NO_ISSUES, NOT_APPLICABLE, Finding
 from kennel.profiler.profile import Profile, stats
-from kennel.profiler.rules import PROFILER_RULES, Rule, build_rule
+from kennel.profiler.rules import BUILTIN_RULES, PROFILER_RULES
+from kennel.rules import Rule, import_modules
 
 # (key of Profile.series, label, unit): the system usage table, in this order.
 SYSTEM_METRICS = (
@@ -30,14 +32,16 @@ SYSTEM_METRICS = (
 )
 GPU_METRICS = (("util", "utilisation", "%"), ("mem", "memory", "%"), ("power_w", "power", "W"))
 MAX_CORE_ROWS = 16  # machines with more cores show the mean and the busiest core only
-STATUS_ORDER = {ISSUES_FOUND: 0, ERROR: 1, NO_ISSUES: 2, NOT_APPLICABLE: 3}
+STATUS_ORDER = {ISSUES_FOUND: 0, ERROR: 1, NO_ISSUES: 2, NO_DATA: 3, NOT_APPLICABLE: 4}
 
 
 @dataclass
 class RuleRow:
     name: str
     description: str
-    finding: Finding | None  # None: the rule never ran (e.g. the job ended before its first check)
+    # None: the rule never ran (e.g. the job ended before its first check). The tables give a rule one column
+    # of text, so its advice is led by its message: what it saw, or why it could not judge.
+    finding: Finding | None
 
     @property
     def status(self) -> str:
@@ -68,7 +72,8 @@ def _clock(stamp: float | None) -> str | None:
 
 def configured_rule(profile: Profile, name: str) -> Rule:
     """Rule ``name`` with the thresholds the job ran it with."""
-    return build_rule(name, (profile.context.get("rules") or {}).get(name))
+    params = (profile.context.get("rules") or {}).get(name)
+    return PROFILER_RULES.build(name, params if isinstance(params, dict) else {})
 
 
 def usage_rows(profile: Profile) -> list[tuple[str, str, dict[str, float]]]:
@@ -105,10 +110,19 @@ def step_stats(profile: Profile) -> dict[str, float]:
 
 
 def rule_rows(profile: Profile) -> list[RuleRow]:
+    """A row per rule the job ran (a job from before kennel noted them: the built-in ones), and per rule that
+    left a finding (one since retired)."""
+    # A report written after the job, in another process: its custom rules describe and draw themselves.
+    with contextlib.suppress(ValueError):
+        import_modules(profile.context.get("imports") or (), "profiler.imports")
     results = profile.rule_results()
-    rows = [RuleRow(name, PROFILER_RULES.get(name).describe(), results.get(name)) for name in PROFILER_RULES.names()]
-    rows += [RuleRow(name, "", f) for name, f in results.items() if name not in PROFILER_RULES]  # retired rules
-    return sorted(rows, key=lambda row: (STATUS_ORDER.get(row.status, 4), row.name))
+    names = dict.fromkeys([*(profile.context.get("rule_names") or BUILTIN_RULES), *results])
+    rows = [RuleRow(name, _description(name), results.get(name)) for name in names]
+    return sorted(rows, key=lambda row: (STATUS_ORDER.get(row.status, len(STATUS_ORDER)), row.name))
+
+
+def _description(name: str) -> str:
+    return PROFILER_RULES.get(name).describe() if name in PROFILER_RULES else ""
 
 
 def summarize(profile: Profile, job: dict[str, Any] | None = None) -> Summary:

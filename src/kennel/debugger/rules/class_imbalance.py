@@ -1,19 +1,20 @@
-"""ClassImbalance: some classes have far fewer training samples than others, or are mostly mispredicted."""
-
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from kennel.debugger.rules.base import NotApplicable, Rule, register_rule, short_list
+from kennel.debugger.rules.common import DEBUGGER_RULES, short_list
 from kennel.debugger.window import Window
 from kennel.findings import Finding
+from kennel.rules import Rule
 
 
-@register_rule("ClassImbalance")
+@DEBUGGER_RULES.rule
 @dataclass
-class ClassImbalance(Rule):
+class ClassImbalance(Rule[Window]):
+    """Some classes have far fewer training samples than others, or are mostly mispredicted."""
+
     threshold_imbalance: float = 10.0  # most / fewest training samples of a class
     threshold_misprediction: float = 0.7  # share of a class's validation samples predicted wrong
     samples: int = 500  # samples seen before judging
@@ -23,14 +24,15 @@ class ClassImbalance(Rule):
     def check(self, window: Window) -> Finding | None:
         classes = window.classes
         if not len(classes.train):
-            raise NotApplicable("no class labels seen")
+            return self.not_applicable(window, "no class labels seen")
         if classes.train.sum() < self.samples:
-            raise NotApplicable(f"fewer than {self.samples} training samples seen")
+            seen = int(classes.train.sum())
+            return self.no_data(window, f"{seen} training samples seen so far; the rule judges {self.samples}")
         counts = classes.train
         ratio = counts.max() / counts.min() if counts.min() > 0 else float("inf")
         if ratio > self.threshold_imbalance:
             rare = [f"class {i}" for i in np.argsort(counts)[:3]]
-            return self.finding(
+            return self.issue(
                 window,
                 f"The training classes are imbalanced {ratio:.3g} to 1 (allowed {self.threshold_imbalance:g}); "
                 f"fewest samples: {short_list(rare)} ({int(counts.min())})",
@@ -49,7 +51,7 @@ class ClassImbalance(Rule):
         if not len(bad):
             return None
         names = [f"class {i}" for i in bad]
-        return self.finding(
+        return self.issue(
             window,
             f"{len(bad)} class(es) are mispredicted on validation more than {self.threshold_misprediction:.0%} of "
             f"the time: {short_list(names)} (up to {error.max():.0%})",

@@ -1,19 +1,20 @@
-"""DeadRelu: most units of a ReLU layer output zero for (almost) every input of a batch."""
-
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kennel.debugger.rules.base import Rule, layers_above, register_rule, short_list
+from kennel.debugger.rules.common import DEBUGGER_RULES, layers_above, short_list
 from kennel.debugger.window import CaptureOptions, Window
 from kennel.findings import Finding
+from kennel.rules import Rule
 
 RELU_LAYERS = ("ReLU", "ReLU6")
 
 
-@register_rule("DeadRelu")
+@DEBUGGER_RULES.rule
 @dataclass
-class DeadRelu(Rule):
+class DeadRelu(Rule[Window]):
+    """Most units of a ReLU layer output zero for (almost) every input of a batch."""
+
     threshold_inactivity: float = 1.0  # percent: a unit active for less of a batch than this is dead
     threshold_layer: float = 50.0  # percent of a layer's units dead before the rule fires
 
@@ -22,15 +23,18 @@ class DeadRelu(Rule):
 
     def check(self, window: Window) -> Finding | None:
         save = window.latest
-        missing = (
-            "no ReLU outputs captured: the model trains on cached features or has no ReLU layers, or the "
-            "activations collection is off (--debug full turns it on)"
-        )
-        hit = layers_above(save, save.activations(RELU_LAYERS, "/output"), "dead", self.threshold_layer, missing)
+        rows = save.activations(RELU_LAYERS, "/output")
+        if not len(rows):
+            return self.not_applicable(
+                window,
+                "no ReLU outputs captured: the model trains on cached features or has no ReLU layers, or the "
+                "activations collection is off (--debug full turns it on)",
+            )
+        hit = layers_above(save, rows, "dead", self.threshold_layer)
         if hit is None:
             return None
         names, top = hit
-        return self.finding(
+        return self.issue(
             window,
             f"{len(names)} ReLU layer(s) have more than {self.threshold_layer:g}% dead units (active for under "
             f"{self.threshold_inactivity:g}% of the batch): {short_list(names)}, up to {top:.0f}%",

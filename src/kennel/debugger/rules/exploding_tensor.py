@@ -1,5 +1,3 @@
-"""ExplodingTensor: a loss or a captured tensor holds NaN or infinity; nothing useful comes after that."""
-
 from __future__ import annotations
 
 import math
@@ -7,14 +5,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kennel.debugger.rules.base import Rule, register_rule, sentence, short_list
+from kennel.debugger.rules.common import DEBUGGER_RULES, short_list
 from kennel.debugger.window import LOSS_EVERY, Window
 from kennel.findings import Finding
+from kennel.rules import Rule
 
 
-@register_rule("ExplodingTensor")
+@DEBUGGER_RULES.rule
 @dataclass
-class ExplodingTensor(Rule):
+class ExplodingTensor(Rule[Window]):
+    """A loss or a captured tensor holds NaN or infinity; nothing useful comes after that."""
+
     only_nan: bool = False  # ignore infinities, fire on NaN only
     stop: bool = True  # a job whose numbers are NaN only burns time
 
@@ -50,9 +51,9 @@ class ExplodingTensor(Rule):
         numbers = {"nan_values": float(np.sum(nan)), "inf_values": float(np.sum(inf)), "lr": lr}
         if bad_loss is not None:
             numbers["loss"] = bad_loss[1]
-        return self.finding(
+        return self.issue(
             window,
-            sentence("; ".join(what)),
+            "; ".join(what),
             f"Training diverged. Lower optim.lr, e.g. by 10x (the learning rate had reached {lr:.3g} here); keep "
             "optim.warmup_epochs at 1 or more; look for broken photos with `kennel data check`.",
             (["loss"] if bad_loss is not None else []) + tensors,

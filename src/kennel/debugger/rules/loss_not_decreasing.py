@@ -1,25 +1,26 @@
-"""LossNotDecreasing: the loss over the last ``num_steps`` steps did not fall below that of the ``num_steps``
-before (by ``diff_percent``), or rose above it (by ``increase_threshold_percent``). Checks EVAL, where there are
-enough validation passes, then TRAIN.
-
-A batch's loss is noisy, so a step-by-step comparison would fire on every healthy plateau: the rule compares
-the means of the two windows and fires only when the difference is beyond their noise (``confidence``
-standard errors). A loss that is flat without noise (a model that predicts a constant) has no noise to hide in.
-"""
-
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
-from kennel.debugger.rules.base import Rule, register_rule
+from kennel.debugger.rules.common import DEBUGGER_RULES
 from kennel.debugger.window import Window
 from kennel.findings import Finding
+from kennel.rules import Rule
 
 
-@register_rule("LossNotDecreasing")
+@DEBUGGER_RULES.rule
 @dataclass
-class LossNotDecreasing(Rule):
+class LossNotDecreasing(Rule[Window]):
+    """The loss over the last ``num_steps`` steps did not fall below that of the ``num_steps`` before (by
+    ``diff_percent``), or rose above it (by ``increase_threshold_percent``). Checks EVAL, where there are enough
+    validation passes, then TRAIN.
+
+    A batch's loss is noisy, so a step-by-step comparison would fire on every healthy plateau: the rule compares
+    the means of the two windows and fires only when the difference is beyond their noise (``confidence``
+    standard errors). A loss that is flat without noise (a model that predicts a constant) has no noise to hide
+    in."""
+
     num_steps: int = 10
     diff_percent: float = 0.1
     increase_threshold_percent: float = 5.0
@@ -40,7 +41,7 @@ class LossNotDecreasing(Rule):
     def _judge(self, window: Window, mode: str, series: list[float], unit: str) -> Finding | None:
         n = self.num_steps
         if len(series) < 2 * n:
-            return None
+            return self.no_data(window, f"{mode} {unit}: {len(series)} so far, of the {2 * n} the rule compares")
         before, now = series[-2 * n : -n], series[-n:]
         if not all(math.isfinite(v) for v in series[-2 * n :]):
             return None  # ExplodingTensor's case
@@ -59,7 +60,7 @@ class LossNotDecreasing(Rule):
             else "Raise optim.lr if the loss is high; if it is already low, training has converged: fewer epochs "
             "or early_stopping saves the rest of the time."
         )
-        return self.finding(
+        return self.issue(
             window,
             f"The {mode} loss {what}: {b:.4g} on average over the last {n} {unit}, {a:.4g} over the {n} before",
             advice,

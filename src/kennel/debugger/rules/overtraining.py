@@ -1,12 +1,11 @@
-"""Overtraining: neither the training loss nor the validation loss has improved for a while."""
-
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kennel.debugger.rules.base import NotApplicable, Rule, register_rule
+from kennel.debugger.rules.common import DEBUGGER_RULES
 from kennel.debugger.window import Window
 from kennel.findings import Finding
+from kennel.rules import Rule
 
 
 def epochs_since_best(values: list[float], delta: float) -> int:
@@ -20,9 +19,11 @@ def epochs_since_best(values: list[float], delta: float) -> int:
     return since
 
 
-@register_rule("Overtraining")
+@DEBUGGER_RULES.rule
 @dataclass
-class Overtraining(Rule):
+class Overtraining(Rule[Window]):
+    """Neither the training loss nor the validation loss has improved for a while."""
+
     patience_train: int = 5  # epochs without a training-loss improvement
     patience_validation: int = 10  # epochs without a validation-loss improvement
     delta: float = 0.01  # the smallest improvement that counts
@@ -33,11 +34,11 @@ class Overtraining(Rule):
         train = [e["train_loss"] for e in window.epochs if "train_loss" in e]
         valid = [e["valid_loss"] for e in window.epochs if "valid_loss" in e]
         if not valid:
-            raise NotApplicable("no validation loss: the job has no validation split")
+            return self.not_applicable(window, "no validation loss: the job has no validation split")
         stale_train, stale_valid = epochs_since_best(train, self.delta), epochs_since_best(valid, self.delta)
         if stale_train < self.patience_train or stale_valid < self.patience_validation:
             return None
-        return self.finding(
+        return self.issue(
             window,
             f"Neither loss has improved by {self.delta:g}: training for {stale_train} epochs, validation for "
             f"{stale_valid}",

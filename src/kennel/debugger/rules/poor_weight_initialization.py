@@ -1,16 +1,14 @@
-"""PoorWeightInitialization: in the first steps, the ReLU layers' inputs differ wildly in variance,
-the gradients are all nearly equal, or the loss does not move at all."""
-
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from kennel.debugger.rules.base import Rule, register_rule, short_list
+from kennel.debugger.rules.common import DEBUGGER_RULES, short_list
 from kennel.debugger.rules.dead_relu import RELU_LAYERS
 from kennel.debugger.window import Window
 from kennel.findings import Finding
+from kennel.rules import Rule
 
 ADVICE = (
     "Check how the model's layers are initialised: a layer set to zeros or to a constant passes no signal. "
@@ -19,9 +17,12 @@ ADVICE = (
 )
 
 
-@register_rule("PoorWeightInitialization")
+@DEBUGGER_RULES.rule
 @dataclass
-class PoorWeightInitialization(Rule):
+class PoorWeightInitialization(Rule[Window]):
+    """In the first steps, the ReLU layers' inputs differ wildly in variance, the gradients are all nearly
+    equal, or the loss does not move at all."""
+
     threshold: float = 10.0  # largest allowed ratio of activation-input variances across layers
     distribution_range: float = 0.001  # smallest allowed spread (max - min) of the gradients
     patience: int = 5  # steps the loss may stay put
@@ -46,7 +47,7 @@ class PoorWeightInitialization(Rule):
         if ratio <= self.threshold:
             return None
         flat = [save.names[i] for i in rows[variance <= low * self.threshold]]
-        return self.finding(
+        return self.issue(
             window,
             f"The variance of activation inputs differs by {ratio:.3g}x across layers (allowed {self.threshold:g}x); "
             f"lowest in {short_list(flat)}",
@@ -64,7 +65,7 @@ class PoorWeightInitialization(Rule):
         spread = float(save.column("max", rows).max() - save.column("min", rows).min())
         if spread >= self.distribution_range:
             return None
-        return self.finding(
+        return self.issue(
             window,
             f"All gradients lie within {spread:.3g} of each other (at least {self.distribution_range:g} expected)",
             ADVICE,
@@ -80,7 +81,7 @@ class PoorWeightInitialization(Rule):
         change = float(np.ptp(recent) / max(abs(recent.mean()), 1e-12))
         if change >= self.loss_tolerance:
             return None
-        return self.finding(
+        return self.issue(
             window,
             f"The loss did not move over {len(recent)} of the first {self.steps} steps (it stayed at "
             f"{recent.mean():.5g}, relative change {change:.2g})",

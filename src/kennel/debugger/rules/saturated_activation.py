@@ -1,17 +1,18 @@
-"""SaturatedActivation: the inputs of a tanh or sigmoid layer sit where its gradient is practically zero."""
-
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kennel.debugger.rules.base import Rule, layers_above, register_rule, short_list
+from kennel.debugger.rules.common import DEBUGGER_RULES, layers_above, short_list
 from kennel.debugger.window import CaptureOptions, Window
 from kennel.findings import Finding
+from kennel.rules import Rule
 
 
-@register_rule("SaturatedActivation")
+@DEBUGGER_RULES.rule
 @dataclass
-class SaturatedActivation(Rule):
+class SaturatedActivation(Rule[Window]):
+    """The inputs of a tanh or sigmoid layer sit where its gradient is practically zero."""
+
     threshold_tanh_min: float = -9.4999
     threshold_tanh_max: float = 9.4999
     threshold_sigmoid_min: float = -23.0
@@ -24,16 +25,18 @@ class SaturatedActivation(Rule):
 
     def check(self, window: Window) -> Finding | None:
         save = window.latest
-        missing = (
-            "no tanh or sigmoid inputs captured: the model has no such layers, or the activations collection is "
-            "off (--debug full turns it on)"
-        )
         rows = save.activations(("Tanh", "Sigmoid"), "/input")
-        hit = layers_above(save, rows, "saturated", self.threshold_layer, missing)
+        if not len(rows):
+            return self.not_applicable(
+                window,
+                "no tanh or sigmoid inputs captured: the model has no such layers, or the activations collection "
+                "is off (--debug full turns it on)",
+            )
+        hit = layers_above(save, rows, "saturated", self.threshold_layer)
         if hit is None:
             return None
         names, top = hit
-        return self.finding(
+        return self.issue(
             window,
             f"{len(names)} tanh/sigmoid layer(s) have more than {self.threshold_layer:g}% of their inputs in the "
             f"saturated range: {short_list(names)}, up to {top:.0f}%",

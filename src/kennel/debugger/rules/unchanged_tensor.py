@@ -1,25 +1,26 @@
-"""UnchangedTensor: a parameter the optimizer holds has not changed over several saved steps.
-
-Reductions stand in for the tensor: mean, std, min, max and norm all equal (within rtol and atol) across
-``num_steps`` saves means the tensor did not change, for any change worth the name moves its norm."""
-
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from kennel.debugger.rules.base import Rule, register_rule, short_list
+from kennel.debugger.rules.common import DEBUGGER_RULES, short_list
 from kennel.debugger.window import COLUMN, Window
 from kennel.findings import Finding
+from kennel.rules import Rule
 
 COMPARED = [COLUMN[c] for c in ("mean", "std", "min", "max", "norm")]
 NORM = COLUMN["norm"]
 
 
-@register_rule("UnchangedTensor")
+@DEBUGGER_RULES.rule
 @dataclass
-class UnchangedTensor(Rule):
+class UnchangedTensor(Rule[Window]):
+    """A parameter the optimizer holds has not changed over several saved steps.
+
+    Reductions stand in for the tensor: mean, std, min, max and norm all equal (within rtol and atol) across
+    ``num_steps`` saves means the tensor did not change, for any change worth the name moves its norm."""
+
     num_steps: int = 3  # saved steps
     rtol: float = 1e-5
     atol: float = 1e-8
@@ -27,7 +28,9 @@ class UnchangedTensor(Rule):
 
     def check(self, window: Window) -> Finding | None:
         saves = list(window.history("TRAIN"))[-self.num_steps :]
-        if window.mode != "TRAIN" or len(saves) < self.num_steps or window.winding_down(saves[0].lr):
+        if len(saves) < self.num_steps:
+            return self.no_data(window, f"{len(saves)} saved TRAIN step(s) so far; the rule compares {self.num_steps}")
+        if window.mode != "TRAIN" or window.winding_down(saves[0].lr):
             return None
         first, last = saves[0], saves[-1]
         rows = first.rows(*self.collections)
@@ -45,7 +48,7 @@ class UnchangedTensor(Rule):
         if not same.any():
             return None
         names = [first.names[i] for i in rows[same]]
-        return self.finding(
+        return self.issue(
             window,
             f"{len(names)} parameter tensor(s) did not change from step {first.step} to {last.step}: "
             f"{short_list(names)}",

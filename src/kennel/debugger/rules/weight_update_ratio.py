@@ -1,20 +1,20 @@
-"""WeightUpdateRatio: an optimizer step changes a weight by far too much, or by almost nothing, relative to
-the weight itself."""
-
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from kennel.debugger.rules.base import NotApplicable, Rule, register_rule, short_list
+from kennel.debugger.rules.common import DEBUGGER_RULES, short_list
 from kennel.debugger.window import Window
 from kennel.findings import Finding
+from kennel.rules import Rule
 
 
-@register_rule("WeightUpdateRatio")
+@DEBUGGER_RULES.rule
 @dataclass
-class WeightUpdateRatio(Rule):
+class WeightUpdateRatio(Rule[Window]):
+    """An optimizer step changes a weight by far too much, or by almost nothing, relative to the weight itself."""
+
     large_threshold: float = 10.0
     small_threshold: float = 1e-8
     epsilon: float = 1e-9
@@ -28,14 +28,16 @@ class WeightUpdateRatio(Rule):
         # A tensor of zeros (a fresh bias) has no size to compare its update with.
         known = np.isfinite(update) & (save.column("norm", rows) > self.epsilon)
         if not known.any():
-            raise NotApplicable("no weights captured (debug.modes.TRAIN.collections lacks weights and biases)")
+            return self.not_applicable(
+                window, "no weights captured (debug.modes.TRAIN.collections lacks weights and biases)"
+            )
         rows, update = rows[known], update[known]
         ratio = update / (save.column("norm", rows) + self.epsilon)
         large = ratio > self.large_threshold
         # A schedule that winds the learning rate down to nothing means tiny updates on purpose.
         small = ratio < self.small_threshold if not window.winding_down(save.lr) else np.zeros_like(large)
         if large.any():
-            return self._finding(
+            return self._issue(
                 window,
                 rows[large],
                 f"by up to {ratio.max():.3g}x its own size (more than {self.large_threshold:g}x)",
@@ -44,7 +46,7 @@ class WeightUpdateRatio(Rule):
                 largest_ratio=float(ratio.max()),
             )
         if small.any():
-            return self._finding(
+            return self._issue(
                 window,
                 rows[small],
                 f"by less than {self.small_threshold:g} of its size (smallest ratio {ratio[small].min():.3g})",
@@ -54,7 +56,7 @@ class WeightUpdateRatio(Rule):
             )
         return None
 
-    def _finding(self, window: Window, rows: np.ndarray, how: str, advice: str, **numbers: float) -> Finding:
+    def _issue(self, window: Window, rows: np.ndarray, how: str, advice: str, **numbers: float) -> Finding:
         save = window.latest
         names = [save.names[i] for i in rows]
-        return self.finding(window, f"One step changed {short_list(names)} {how}", advice, names, lr=save.lr, **numbers)
+        return self.issue(window, f"One step changed {short_list(names)} {how}", advice, names, lr=save.lr, **numbers)

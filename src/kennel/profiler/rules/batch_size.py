@@ -5,12 +5,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from kennel.profiler import plots
-from kennel.profiler.rules.base import Rule, recent, register_rule
+from kennel.profiler.profile import Profile
+from kennel.profiler.rules.common import PROFILER_RULES, missing_gpus, recent, too_few
+from kennel.rules import Rule
 
 
-@register_rule
-@dataclass(frozen=True)
-class BatchSize(Rule):
+@PROFILER_RULES.rule
+@dataclass
+class BatchSize(Rule[Profile]):
     """CPU, GPU and GPU memory are all below their p95 thresholds: the batch is too small to use the machine."""
 
     cpu_threshold_p95: float = 70.0
@@ -18,12 +20,13 @@ class BatchSize(Rule):
     gpu_memory_threshold_p95: float = 70.0
     window: int = 500
     min_samples: int = 10
-    min_gpus = 1
 
     def check(self, profile):
+        if reason := missing_gpus(profile, 1):
+            return self.not_applicable(profile, reason)
         cpu = recent(profile, profile.series("cpu"), self.window)
         if len(cpu) < self.min_samples:
-            return self.fine(profile, {"samples": len(cpu)})
+            return self.no_data(profile, too_few(len(cpu), self.min_samples), samples=len(cpu))
         gpu = recent(profile, np.nanmax(profile.gpu_series("util"), axis=1), self.window)
         memory = recent(profile, np.nanmax(profile.gpu_series("mem"), axis=1), self.window)
         numbers = {
@@ -37,13 +40,13 @@ class BatchSize(Rule):
             and numbers["gpu_memory_p95"] < self.gpu_memory_threshold_p95
         ):
             size = profile.context.get("batch_size") or "the batch size"
-            return self.found(
+            return self.issue(
                 profile,
-                numbers,
-                f"Neither the CPU, the GPU nor its memory is near busy: raise data.batch_size (now {size}), and "
-                "scale optim.lr with it (linearly is a common start).",
+                "Neither the CPU, the GPU nor its memory is near busy",
+                f"Raise data.batch_size (now {size}), and scale optim.lr with it (linearly is a common start).",
+                **numbers,
             )
-        return self.fine(profile, numbers)
+        return self.fine(profile, **numbers)
 
     def plot(self, profile, finding, ax):
         values = {

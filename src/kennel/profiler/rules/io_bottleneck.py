@@ -5,12 +5,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from kennel.profiler import plots
-from kennel.profiler.rules.base import Rule, recent, register_rule
+from kennel.profiler.profile import Profile
+from kennel.profiler.rules.common import PROFILER_RULES, recent, too_few
+from kennel.rules import Rule
 
 
-@register_rule
-@dataclass(frozen=True)
-class IOBottleneck(Rule):
+@PROFILER_RULES.rule
+@dataclass
+class IOBottleneck(Rule[Profile]):
     """I/O wait is above io_threshold (and, on a GPU, the GPU below gpu_threshold) for more than threshold % of
     the time. On a CPU-only job the I/O wait alone decides: the cores wait for the disk instead of computing."""
 
@@ -23,21 +25,22 @@ class IOBottleneck(Rule):
     def check(self, profile):
         iowait = recent(profile, profile.series("iowait"), self.window)
         if len(iowait) < self.min_samples:
-            return self.fine(profile, {"samples": len(iowait)})
+            return self.no_data(profile, too_few(len(iowait), self.min_samples), samples=len(iowait))
         waiting = iowait > self.io_threshold
         if profile.gpu_count:
             waiting &= recent(profile, np.nanmax(profile.gpu_series("util"), axis=1), self.window) < self.gpu_threshold
         share = 100.0 * float(np.mean(waiting))
         numbers = {"bottleneck_percent": share, "iowait_p95": np.nanpercentile(iowait, 95)}
         if share > self.threshold:
-            return self.found(
+            return self.issue(
                 profile,
-                numbers,
                 f"For {share:.0f}% of the time the job waited on I/O: the photos are read faster than the disk "
-                "delivers them. Copy the dataset to a local SSD or into memory (/dev/shm), or train on cached "
-                "features (model.freeze: all, feature_cache: true), which reads the photos once.",
+                "delivers them",
+                "Copy the dataset to a local SSD or into memory (/dev/shm), or train on cached features "
+                "(model.freeze: all, feature_cache: true), which reads the photos once.",
+                **numbers,
             )
-        return self.fine(profile, numbers)
+        return self.fine(profile, **numbers)
 
     def plot(self, profile, finding, ax):
         values = {"I/O wait": profile.series("iowait"), **plots.gpu_lines(profile, "util")}

@@ -5,12 +5,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from kennel.profiler import plots
-from kennel.profiler.rules.base import Rule, recent, register_rule
+from kennel.profiler.profile import Profile
+from kennel.profiler.rules.common import PROFILER_RULES, missing_gpus, recent, too_few
+from kennel.rules import Rule
 
 
-@register_rule
-@dataclass(frozen=True)
-class LoadBalancing(Rule):
+@PROFILER_RULES.rule
+@dataclass
+class LoadBalancing(Rule[Profile]):
     """The job's processes or GPUs do unequal work: over the window, the least busy one works less than the
     busiest by more than threshold (as a fraction of the busiest).
 
@@ -21,17 +23,19 @@ class LoadBalancing(Rule):
     threshold: float = 0.5
     window: int = 500
     min_samples: int = 10
-    min_gpus = 2
-    min_ranks = 2
 
     def check(self, profile):
+        if reason := missing_gpus(profile, 2, ranks=2):
+            return self.not_applicable(profile, reason)
         if profile.world_size >= 2:
             finding = self._ranks(profile)
             if finding is not None:
                 return finding
         if profile.gpu_count >= 2:
             return self._gpus(profile)
-        return self.fine(profile, {"ranks_seen": len(profile.rank_work(self.window))})
+        seen = len(profile.rank_work(self.window))
+        reason = f"{seen} of {profile.world_size} ranks have step records so far; the rule compares {self.min_samples}"
+        return self.no_data(profile, reason + " or more of each", ranks_seen=seen)
 
     def _ranks(self, profile):
         work = profile.rank_work(self.window)
@@ -41,31 +45,32 @@ class LoadBalancing(Rule):
         spread = (work[busiest] - work[idlest]) / max(work[busiest], 1e-12)
         numbers = {f"rank{r}_ms": 1000 * s for r, s in sorted(work.items())} | {"spread": spread}
         if spread > self.threshold:
-            return self.found(
+            return self.issue(
                 profile,
-                numbers,
                 f"Rank {busiest} needs {1000 * work[busiest]:.1f} ms per step before the gradient exchange, rank "
-                f"{idlest} {1000 * work[idlest]:.1f} ms: every rank waits for rank {busiest}. Check what else runs "
-                f"on its machine or GPU, give its loader more workers, or give it faster storage.",
+                f"{idlest} {1000 * work[idlest]:.1f} ms: every rank waits for rank {busiest}",
+                "Check what else runs on its machine or GPU, give its loader more workers, or give it faster storage.",
+                **numbers,
             )
-        return self.fine(profile, numbers)
+        return self.fine(profile, **numbers)
 
     def _gpus(self, profile):
         util = recent(profile, profile.gpu_series("util"), self.window)
         if len(util) < self.min_samples:
-            return self.fine(profile, {"samples": len(util)})
+            return self.no_data(profile, too_few(len(util), self.min_samples), samples=len(util))
         means = np.nanmean(util, axis=0)
         spread = float((means.max() - means.min()) / max(means.max(), 1e-9))
         numbers = {f"gpu{i}_mean": m for i, m in enumerate(means)} | {"spread": spread}
         if spread > self.threshold:
-            return self.found(
+            return self.issue(
                 profile,
-                numbers,
                 f"GPU {int(means.argmin())} works {spread:.0%} less than GPU {int(means.argmax())}: the work is not "
-                "shared evenly. Run one process per GPU (torchrun) with a DistributedSampler, and check that "
-                "nothing else runs on the busy GPU.",
+                "shared evenly",
+                "Run one process per GPU (torchrun) with a DistributedSampler, and check that nothing else runs on "
+                "the busy GPU.",
+                **numbers,
             )
-        return self.fine(profile, numbers)
+        return self.fine(profile, **numbers)
 
     def plot(self, profile, finding, ax):
         if any(k.startswith("rank") for k in finding.numbers):

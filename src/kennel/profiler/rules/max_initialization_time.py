@@ -3,12 +3,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kennel.profiler import plots
-from kennel.profiler.rules.base import Rule, register_rule
+from kennel.profiler.profile import Profile
+from kennel.profiler.rules.common import PROFILER_RULES
+from kennel.rules import Rule
 
 
-@register_rule
-@dataclass(frozen=True)
-class MaxInitializationTime(Rule):
+@PROFILER_RULES.rule
+@dataclass
+class MaxInitializationTime(Rule[Profile]):
     """The training loop starts more than threshold_minutes after the job started (data, model, feature cache)."""
 
     threshold_minutes: float = 20.0
@@ -18,24 +20,27 @@ class MaxInitializationTime(Rule):
         seconds = profile.initialization_seconds()
         if seconds is None:  # no loop yet: still initializing, or the job failed before it
             if profile.started is None:
-                return self.fine(profile)
+                return self.no_data(profile, "the job's start is not recorded yet")
             seconds = profile.last_seen - profile.started
             if seconds > limit:
-                return self.found(
+                return self.issue(
                     profile,
-                    {"waiting_s": seconds, "threshold_s": limit},
-                    f"No training step {seconds / 60:.1f} minutes after the job started. " + ADVICE,
+                    f"No training step {seconds / 60:.1f} minutes after the job started",
+                    ADVICE,
+                    waiting_s=seconds,
+                    threshold_s=limit,
                 )
-            return self.fine(profile, {"waiting_s": seconds})
+            return self.fine(profile, waiting_s=seconds)
         numbers = {"initialization_s": seconds, "threshold_s": limit}
         if seconds > limit:
-            return self.found(
+            return self.issue(
                 profile,
-                numbers,
-                f"The training loop began {seconds / 60:.1f} minutes after the job started. " + ADVICE,
+                f"The training loop began {seconds / 60:.1f} minutes after the job started",
+                ADVICE,
                 step=0,
+                **numbers,
             )
-        return self.fine(profile, numbers)
+        return self.fine(profile, **numbers)
 
     def plot(self, profile, finding, ax):
         plots.phase_bars(ax, profile, limit=60.0 * self.threshold_minutes)

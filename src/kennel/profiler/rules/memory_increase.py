@@ -3,12 +3,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kennel.profiler import plots
-from kennel.profiler.rules.base import Rule, growth, register_rule
+from kennel.profiler.profile import Profile
+from kennel.profiler.rules.common import PROFILER_RULES, growth, too_few
+from kennel.rules import Rule
 
 
-@register_rule
-@dataclass(frozen=True)
-class MemoryIncrease(Rule):
+@PROFILER_RULES.rule
+@dataclass
+class MemoryIncrease(Rule[Profile]):
     """The job's processes' resident memory grows by more than increase_percent (and min_mb) during training:
     the host-memory counterpart of GPUMemoryIncrease, for CPU jobs as well."""
 
@@ -20,7 +22,8 @@ class MemoryIncrease(Rule):
     def check(self, profile):
         ends = growth(profile.series("proc_rss_mb")[profile.training_samples()], self.window, self.patience)
         if ends is None:
-            return self.fine(profile, {"samples": int(profile.training_samples().sum())})
+            samples = int(profile.training_samples().sum())
+            return self.no_data(profile, too_few(samples, self.patience + 2 * self.window), samples=samples)
         start, now = ends
         numbers = {
             "rss_start_mb": start,
@@ -28,15 +31,16 @@ class MemoryIncrease(Rule):
             "increase_percent": 100.0 * (now - start) / max(start, 1.0),
         }
         if now - start > self.min_mb and numbers["increase_percent"] > self.increase_percent:
-            return self.found(
+            return self.issue(
                 profile,
-                numbers,
                 f"The job's memory grew from {start:.0f} MB to {now:.0f} MB while training: something accumulates "
                 "across steps (tensors kept with their graph, a growing list in an observer, a dataset caching "
-                "decoded photos). Keep only detached numbers (loss.item()), and watch data.workers: each worker "
-                "holds a copy of what the dataset caches.",
+                "decoded photos)",
+                "Keep only detached numbers (loss.item()), and watch data.workers: each worker holds a copy of what "
+                "the dataset caches.",
+                **numbers,
             )
-        return self.fine(profile, numbers)
+        return self.fine(profile, **numbers)
 
     def plot(self, profile, finding, ax):
         plots.series(ax, profile, {"job processes, resident": profile.series("proc_rss_mb")}, "MB")

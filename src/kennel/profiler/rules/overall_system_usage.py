@@ -5,12 +5,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from kennel.profiler import plots
-from kennel.profiler.rules.base import Rule, register_rule
+from kennel.profiler.profile import Profile
+from kennel.profiler.rules.common import PROFILER_RULES
+from kennel.rules import Rule
 
 
-@register_rule
-@dataclass(frozen=True)
-class OverallSystemUsage(Rule):
+@PROFILER_RULES.rule
+@dataclass
+class OverallSystemUsage(Rule[Profile]):
     """Reports the job's CPU, memory and GPU use (p50, p95, max); never fires."""
 
     def check(self, profile):
@@ -30,7 +32,7 @@ class OverallSystemUsage(Rule):
                     f"{name}_p95": np.percentile(values, 95),
                     f"{name}_max": values.max(),
                 }
-        return self.fine(profile, numbers)
+        return self.fine(profile, **numbers)
 
     def plot(self, profile, finding, ax):
         plots.series(ax, profile, {"CPU": profile.series("cpu"), "memory": profile.series("mem")}, "percent")

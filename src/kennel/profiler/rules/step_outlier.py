@@ -6,12 +6,14 @@ import numpy as np
 
 from kennel.engine.clock import PHASES
 from kennel.profiler import plots
-from kennel.profiler.rules.base import Rule, register_rule
+from kennel.profiler.profile import Profile
+from kennel.profiler.rules.common import PROFILER_RULES, too_few
+from kennel.rules import Rule
 
 
-@register_rule
-@dataclass(frozen=True)
-class StepOutlier(Rule):
+@PROFILER_RULES.rule
+@dataclass
+class StepOutlier(Rule[Profile]):
     """A step takes longer than mean + stddev standard deviations (and at least min_slowdown times the median, so
     that jitter on very even steps does not count). The loop's own step time is used, without the observers'."""
 
@@ -42,8 +44,11 @@ class StepOutlier(Rule):
 
     def check(self, profile):
         marked, numbers = self.outliers(profile)
+        if numbers["steps"] < self.min_steps:
+            reason = too_few(numbers["steps"], self.min_steps, "timed steps (each epoch's first left out)")
+            return self.no_data(profile, reason, **numbers)
         if not marked.any():
-            return self.fine(profile, numbers)
+            return self.fine(profile, **numbers)
         table = profile.step_table
         slowest = int(np.argmax(np.where(marked, table["busy"], -np.inf)))
         phase = max(PHASES, key=lambda name: np.nan_to_num(table[name][slowest]))
@@ -52,15 +57,16 @@ class StepOutlier(Rule):
             "slowest_ms": 1e3 * table["busy"][slowest],
             "slowest_step": table["step"][slowest],
         }
-        return self.found(
+        return self.issue(
             profile,
-            numbers,
             f"{int(marked.sum())} step(s) took longer than {numbers['limit_ms']:.1f} ms "
             f"(mean {numbers['mean_ms']:.1f} ms); "
             f"the slowest, step {int(table['step'][slowest])}, took {numbers['slowest_ms']:.0f} ms, most of it in "
-            f"{phase}. A slow data phase points at a slow file, disk or worker; forward or backward at the machine "
-            "being shared or throttled. Rerun with --profile to trace a window of steps.",
+            f"{phase}",
+            "A slow data phase points at a slow file, disk or worker; forward or backward at the machine being "
+            "shared or throttled. Rerun with --profile to trace a window of steps.",
             step=int(table["step"][np.argmax(marked)]),
+            **numbers,
         )
 
     def marked(self, profile, finding) -> np.ndarray:

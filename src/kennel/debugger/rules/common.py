@@ -1,0 +1,30 @@
+"""What the debugger's rules share: their registry, and reading a saved step's layers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from kennel.debugger.window import Save
+from kennel.rules import RuleRegistry
+
+# The events a debugger rule runs after: "save" (a mode saved a step; the default), "steps" (every LOSS_EVERY
+# training steps, saved or not: the losses of every step are there), "epoch" (an epoch ended, after its
+# validation) or "clock" (a timer, while the loop may be stuck).
+DEBUGGER_RULES = RuleRegistry("debugger rule", "debug.rules", events={"save"})
+
+
+def layers_above(save: Save, rows: np.ndarray, column: str, percent: float) -> tuple[list[str], float] | None:
+    """The names of the tensors of ``rows`` (not empty) whose ``column`` (a share) is above ``percent``, and the
+    largest share in percent; None when none is."""
+    shares = save.column(column, rows) * 100
+    above = rows[shares > percent]
+    return ([save.names[i] for i in above], float(shares.max())) if len(above) else None
+
+
+def short_list(names: Iterable[str], limit: int = 3) -> str:
+    """ "a, b, c and 4 more": tensor names for a sentence."""
+    names = list(names)
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")

@@ -1,0 +1,113 @@
+"""The rule framework both families share: one base class, one registry style, one runner that drives a
+debugger rule and a profiler rule alike (no data, then the issue, the stop, the checkpoint), safely across
+threads."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from kennel.debugger.rules import DEBUGGER_RULES
+from kennel.debugger.window import History
+from kennel.engine.clock import PHASES
+from kennel.findings import ISSUES_FOUND, NO_DATA, NO_ISSUES, load_findings
+from kennel.profiler import Profile
+from kennel.profiler.rules import PROFILER_RULES
+from kennel.rules import Rule, RuleRunner
+
+
+class State:
+    """The part of the loop's state a runner uses: the first stop request wins."""
+
+    def __init__(self) -> None:
+        self.stop_reason: str | None = None
+
+    def request_stop(self, reason: str) -> None:
+        self.stop_reason = self.stop_reason or reason
+
+
+def losses(values: list[float]):
+    """A debugger window after training steps with these losses."""
+    history = History()
+    for step, value in enumerate(values):
+        history.add_loss("TRAIN", step, value)
+    return history.window("steps", "TRAIN", len(values) - 1)
+
+
+def steps(count: int, slow: int | None = None) -> Profile:
+    """A profile of ``count`` even steps of 10 ms, one of them (``slow``) taking 300 ms."""
+    records = []
+    for i in range(count):
+        phase = 0.06 if i == slow else 0.002
+        records.append({"step": i + 1, "epoch": 1, "t": float(i), "wall": 5 * phase, **dict.fromkeys(PHASES, phase)})
+    return Profile(steps=records)
+
+
+FAMILIES = [
+    # (registry, rule, evidence too short to judge, evidence with the issue, what the stop reason says)
+    (DEBUGGER_RULES, "LossNotDecreasing", losses([1.0] * 10), losses([1.0] * 10 + [2.0] * 10), "The TRAIN loss rose"),
+    (PROFILER_RULES, "StepOutlier", steps(5), steps(40, slow=30), "1 step(s) took longer than"),
+]
+
+
+@pytest.mark.parametrize(("registry", "name", "early", "broken", "says"), FAMILIES, ids=["debugger", "profiler"])
+def test_one_runner_drives_a_debugger_rule_and_a_profiler_rule_alike(
+    tmp_path: Path, registry, name: str, early, broken, says: str
+) -> None:
+    rule = registry.build(name, {"stop": True})
+    runner = RuleRunner([rule], tmp_path / "findings.jsonl", registry.kind)
+    state = State()
+    [first] = runner.run(early, state)
+    assert first.status == NO_DATA and first.message.endswith(".") and state.stop_reason is None
+    assert runner.statuses()[name] == {"status": NO_DATA, "why": first.message, "params": {**vars(rule)}}
+    [issue] = runner.run(broken, state)
+    assert issue.status == ISSUES_FOUND and issue.message.startswith(says) and issue.advice
+    assert state.stop_reason == f"{registry.kind} {name}: {issue.message}"
+    assert runner.run(early, state) == []  # the first issue sticks: the rule is not run again
+    assert [f.status for f in load_findings(tmp_path / "findings.jsonl")] == [NO_DATA, ISSUES_FOUND]
+    # A resumed job's runner starts from the checkpoint: the issue is not found, written or acted on twice.
+    resumed = RuleRunner([registry.build(name, {"stop": True})], tmp_path / "findings.jsonl", registry.kind)
+    resumed.load_state_dict(runner.state_dict())
+    assert resumed.run(broken, State()) == [] and resumed.statuses()[name]["status"] == ISSUES_FOUND
+
+
+def test_every_rule_of_both_families_has_the_one_base_class() -> None:
+    classes = [registry.get(name) for registry in (DEBUGGER_RULES, PROFILER_RULES) for name in registry]
+    bases = {base for cls in classes for base in cls.__mro__ if base.__name__ == "Rule"}
+    assert bases == {Rule}
+    assert {DEBUGGER_RULES.key, PROFILER_RULES.key} == {"debug.rules", "profiler.rules"}
+
+
+@dataclass
+class SlowToFire(Rule[Profile]):
+    """Finds an issue after a pause long enough for other threads to run the same rule meanwhile."""
+
+    name = "SlowToFire"
+    stop: bool = True
+
+    def check(self, profile):
+        time.sleep(0.01)
+        return self.issue(profile, "it fired", "nothing")
+
+
+def test_the_runner_is_safe_across_threads(tmp_path: Path) -> None:
+    runner = RuleRunner([SlowToFire()], tmp_path / "findings.jsonl", "profiler rule")
+    state, found = State(), []
+    threads = [threading.Thread(target=lambda: found.extend(runner.run(steps(3), state))) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [f.status for f in found] == [ISSUES_FOUND]  # found once, though eight threads ran the rule
+    assert len(load_findings(tmp_path / "findings.jsonl")) == 1
+
+
+def test_a_later_window_that_says_less_does_not_take_a_verdict_back(tmp_path: Path) -> None:
+    runner = RuleRunner([PROFILER_RULES.build("StepOutlier")], tmp_path / "findings.jsonl")
+    assert [f.status for f in runner.run(steps(40))] == [NO_ISSUES]
+    assert runner.run(steps(5)) == [] and runner.statuses()["StepOutlier"]["status"] == NO_ISSUES
+    assert [f.status for f in runner.run(steps(5), final=True)] == [NO_ISSUES]  # the final run writes every rule
