@@ -22,8 +22,7 @@ from kennel.config import load_config
 from kennel.distributed import Ranks, ShardSampler, train_sampler
 from kennel.findings import NOT_APPLICABLE
 from kennel.job import train
-from kennel.jobs import list_jobs, load_job
-from kennel.observers.metrics_log import read_metrics
+from kennel.jobs import JobDir, list_jobs, load_job
 from kennel.profiler import Profile
 
 # No dropout and no augmentation: nothing random but the shuffle, which both set-ups share.
@@ -74,14 +73,14 @@ def test_two_processes_train_like_one_with_the_same_global_batch(dataset: Path, 
     for name in COMPARED:
         assert two["metrics"][name] == pytest.approx(one.metrics[name], abs=1e-5), name
     # Some learning happened, so equal metrics say something.
-    assert one.metrics["train_loss"] < read_metrics(one.path / "metrics.jsonl", "step")[0]["train_loss"]
+    assert one.metrics["train_loss"] < JobDir(one.path).read_metrics("step")[0]["train_loss"]
 
     # Rank 0 alone wrote the job: one record, one set of checkpoints, one artifact, each epoch logged once.
     assert [j.id for j in list_jobs()] == [two["id"], one.id]
     folder = Path(two["job_dir"])
     assert sorted(p.name for p in (folder / "checkpoints").iterdir()) == ["best.pt", "last.pt", "previous.pt"]
     assert Path(two["artifact"]).is_dir() and (Path(two["artifact"]) / "model.safetensors").is_file()
-    assert [e["epoch"] for e in read_metrics(folder / "metrics.jsonl", "epoch")] == [1, 2, 3]
+    assert [e["epoch"] for e in JobDir(folder).read_metrics("epoch")] == [1, 2, 3]
     # Each rank recorded its own steps; rank 0's profile reads both, for LoadBalancing.
     profile = Profile.load(folder)
     assert profile.world_size == 2 and len(profile.other_ranks[1]) == len(profile.steps) > 0
@@ -102,7 +101,7 @@ def test_a_killed_two_process_job_resumes_where_an_uninterrupted_one_ends(datase
     while time.time() < deadline:
         assert process.poll() is None, f"the job ended before it could be killed: {process.stderr.read()[-2000:]}"
         logs = list(kennel_home.glob("jobs/*killme*/metrics.jsonl"))
-        if logs and read_metrics(logs[0], "epoch"):  # the first epoch ended: its checkpoint is being written
+        if logs and JobDir(logs[0].parent).read_metrics("epoch"):  # the first epoch ended: its checkpoint is written
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
             break
@@ -111,12 +110,12 @@ def test_a_killed_two_process_job_resumes_where_an_uninterrupted_one_ends(datase
         raise AssertionError("timed out waiting to kill the job")
     killed = load_job("killme")
     assert killed.status == "running"  # the record still says so: the processes died without a word
-    assert 1 <= len(read_metrics(killed.path / "metrics.jsonl", "epoch")) < 6
+    assert 1 <= len(JobDir(killed.path).read_metrics("epoch")) < 6
 
     done = _kennel_train(dataset, {}, "--resume", "killme", "--processes", "2")
     assert done["status"] == "completed" and done["metrics"]["epochs_run"] == 6 and done["params"]["processes"] == 2
     # The cut-short epoch ran again from the last checkpoint; no epoch is logged twice.
-    assert [e["epoch"] for e in read_metrics(killed.path / "metrics.jsonl", "epoch")] == [1, 2, 3, 4, 5, 6]
+    assert [e["epoch"] for e in JobDir(killed.path).read_metrics("epoch")] == [1, 2, 3, 4, 5, 6]
     for name in COMPARED:
         assert done["metrics"][name] == pytest.approx(whole["metrics"][name], abs=1e-4), name
 

@@ -8,20 +8,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import kennel, section_statuses
 from PIL import Image
-from typer.testing import CliRunner
 
 from kennel.evaluation import summarize
 from kennel.jobs import JobRecord
-from kennel.report import SECTIONS, MissingInput, Section, add_section, render_report, write_report
+from kennel.pages import render_report, write_report
+from kennel.report import SECTIONS, MissingInput, Section, add_section
 
 SECTION_IDS = [
     "summary", "curves", "debugger", "test-metrics", "per-class", "confusion", "confused-pairs", "mistakes", "profiler",
 ]  # fmt: skip
-
-
-def section_statuses(html: str) -> dict[str, str]:
-    return dict(re.findall(r'<section id="([\w-]+)" data-status="(\w+)"', html))
 
 
 def make_job(folder: Path, status: str = "completed", **fields) -> JobRecord:
@@ -207,10 +204,7 @@ def test_sections_can_be_added_and_a_broken_one_is_contained(full_job: Path, mon
 
 
 def run_cli(*args: str):
-    import kennel.cli.report  # noqa: F401  (registers the command)
-    from kennel.cli import app
-
-    return CliRunner().invoke(app, ["report", *args])
+    return kennel("report", *args)
 
 
 def test_cli_writes_the_report_of_a_job(kennel_home: Path) -> None:
@@ -222,5 +216,5 @@ def test_cli_writes_the_report_of_a_job(kennel_home: Path) -> None:
     assert by_prefix.stdout.strip() == str(folder / "report.html")
     assert run_cli("latest").exit_code == 0 and run_cli(str(folder)).exit_code == 0
     unknown = run_cli("no-such-job")
-    assert unknown.exit_code == 1 and "no job 'no-such-job'" in unknown.output
+    assert unknown.exit_code == 2 and "no job 'no-such-job'" in unknown.output
     assert isinstance(unknown.exception, SystemExit)

@@ -11,37 +11,32 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import kennel, tiny_config
 
 from kennel.config import load_config
 from kennel.job import resume, train
-from kennel.jobs import list_jobs, load_job
-from kennel.observers.metrics_log import read_metrics
+from kennel.job.run import JobFailed
+from kennel.jobs import JobDir, list_jobs, load_job
 from kennel.profiler import Profile
-
-TINY = {"model.backbone": "tiny", "model.pretrained": False, "tracking": False, "export_onnx": False}
-
-
-def _config(dataset: Path, **overrides):
-    return load_config(overrides={**TINY, "data.root": str(dataset), **overrides})
 
 
 def test_frozen_backbone_job_trains_on_cached_features(dataset: Path):
-    record = train(_config(dataset, epochs=3, **{"optim.lr": 0.1}), stream=None)
+    record = train(tiny_config(dataset, epochs=3, **{"optim.lr": 0.1}), stream=None)
     assert record.status == "completed"
     assert record.metrics["epochs_run"] == 3
     assert {"test_accuracy", "test_top5", "best_valid_accuracy", "feature_seconds"} <= set(record.metrics)
     folder = record.path
     assert (folder / "config.yaml").is_file() and (folder / "checkpoints" / "last.pt").is_file()
-    assert [e["epoch"] for e in read_metrics(folder / "metrics.jsonl", "epoch")] == [1, 2, 3]
+    assert [e["epoch"] for e in JobDir(folder).read_metrics("epoch")] == [1, 2, 3]
     assert load_config(folder / "config.yaml").epochs == 3  # the resolved config is saved and re-readable
 
-    again = train(_config(dataset, epochs=1), stream=None)
+    again = train(tiny_config(dataset, epochs=1), stream=None)
     assert again.metrics.get("feature_seconds", 0) < record.metrics["feature_seconds"]  # the cache was hit
     assert [j.id for j in list_jobs()] == [again.id, record.id]
 
 
 def test_fine_tuning_job_learns_the_sample(dataset: Path):
-    record = train(_config(dataset, epochs=6, **{"model.freeze": 0, "optim.lr": 0.03}), stream=None)
+    record = train(tiny_config(dataset, epochs=6, **{"model.freeze": 0, "optim.lr": 0.03}), stream=None)
     assert record.status == "completed"
     assert record.metrics["best_valid_accuracy"] >= 0.8
 
@@ -49,7 +44,7 @@ def test_fine_tuning_job_learns_the_sample(dataset: Path):
 def test_metric_lines_on_stdout_are_regex_readable(dataset: Path, capsys: pytest.CaptureFixture):
     import re
 
-    train(_config(dataset, epochs=2), stream=sys.stdout)
+    train(tiny_config(dataset, epochs=2), stream=sys.stdout)
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[epoch")]
     assert len(lines) == 2
     assert all(re.search(r"valid_accuracy=([0-9.eE+-]+);?", line) for line in lines)
@@ -57,7 +52,7 @@ def test_metric_lines_on_stdout_are_regex_readable(dataset: Path, capsys: pytest
 
 def test_early_stopping_ends_the_job_with_its_reason(dataset: Path):
     # A learning rate of zero never improves the validation loss, so patience 1 stops after epoch 2.
-    record = train(_config(dataset, epochs=10, early_stopping=1, **{"optim.lr": 1e-12}), stream=None)
+    record = train(tiny_config(dataset, epochs=10, early_stopping=1, **{"optim.lr": 1e-12}), stream=None)
     assert record.status == "stopped"
     assert "early stopping" in record.stop_reason
     assert record.metrics["epochs_run"] == 2
@@ -90,13 +85,13 @@ def test_job_killed_mid_epoch_resumes_to_the_full_epoch_count(dataset: Path, ken
 
     def mid_second_epoch(home: Path) -> bool:
         jobs = list(home.glob("jobs/*/metrics.jsonl"))
-        steps = read_metrics(jobs[0], "step") if jobs else []
+        steps = JobDir(jobs[0].parent).read_metrics("step") if jobs else []
         return any(s["epoch"] == 2 and s["global_step"] >= 40 for s in steps)
 
     _kill_when(kennel_home, mid_second_epoch, process)
     killed = load_job("killme")
     assert killed.status == "running"  # the record still says so: the process died without a word
-    assert len(read_metrics(killed.path / "metrics.jsonl", "epoch")) == 1
+    assert len(JobDir(killed.path).read_metrics("epoch")) == 1
 
     done = subprocess.run(
         [sys.executable, "-m", "kennel", "train", "--resume", "killme", "--json"],
@@ -106,14 +101,14 @@ def test_job_killed_mid_epoch_resumes_to_the_full_epoch_count(dataset: Path, ken
     record = json.loads(done.stdout.strip().splitlines()[-1])
     assert record["status"] == "completed"
     assert record["metrics"]["epochs_run"] == 4
-    epochs = [e["epoch"] for e in read_metrics(killed.path / "metrics.jsonl", "epoch")]
+    epochs = [e["epoch"] for e in JobDir(killed.path).read_metrics("epoch")]
     assert epochs == [1, 2, 3, 4]  # epoch 2 ran again from the checkpoint of epoch 1; nothing twice
     timeline = [e["event"] for e in Profile.load(killed.path).events]  # the profiler appends across the kill
     assert timeline == ["job_start", "fit_start", "job_start", "fit_start", "fit_end", "job_end"]
 
 
 def test_resume_of_a_completed_job_changes_nothing(dataset: Path):
-    record = train(_config(dataset, epochs=1), stream=None)
+    record = train(tiny_config(dataset, epochs=1), stream=None)
     assert resume(record.id, stream=None).to_dict() == load_job(record.id).to_dict()
 
 
@@ -121,7 +116,7 @@ def test_lines_a_killed_run_wrote_after_its_last_checkpoint_are_dropped_on_resum
     """A kill between an epoch's metric line and its checkpoint: the resumed run repeats that epoch, once."""
     from kennel.observers.checkpoint import load_checkpoint, save_checkpoint
 
-    record = train(_config(dataset, epochs=2), stream=None)
+    record = train(tiny_config(dataset, epochs=2), stream=None)
     checkpoints, metrics = record.path / "checkpoints", record.path / "metrics.jsonl"
     # Roll the job back to just after epoch 1's metric line: epoch 2's checkpoint never made it to disk.
     last = load_checkpoint(checkpoints / "last.pt")
@@ -137,8 +132,8 @@ def test_lines_a_killed_run_wrote_after_its_last_checkpoint_are_dropped_on_resum
 
     resumed = resume(record.id, stream=None)
     assert resumed.status == "completed"
-    assert [e["epoch"] for e in read_metrics(metrics, "epoch")] == [1, 2]
-    steps = [s["global_step"] for s in read_metrics(metrics, "step")]
+    assert [e["epoch"] for e in JobDir(metrics.parent).read_metrics("epoch")] == [1, 2]
+    steps = [s["global_step"] for s in JobDir(metrics.parent).read_metrics("step")]
     assert steps == sorted(set(steps))  # no step logged twice
     assert metrics.read_text().endswith("\n")
 
@@ -152,19 +147,14 @@ def test_a_job_interrupted_by_ctrl_c_keeps_the_metrics_of_its_finished_epochs(da
                 raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(_config(dataset, epochs=4, name="interrupted"), observers=[CtrlC()], stream=None)
+        train(tiny_config(dataset, epochs=4, name="interrupted"), observers=[CtrlC()], stream=None)
     record = load_job("interrupted")
     assert record.status == "stopped" and record.error.startswith("KeyboardInterrupt")
     assert record.metrics["epochs_run"] == 2 and "best_valid_accuracy" in record.metrics
 
 
 def test_a_damaged_last_checkpoint_resumes_from_the_epoch_before(dataset: Path, caplog):
-    from typer.testing import CliRunner
-
-    from kennel.cli import _register, app
-
-    _register()
-    record = train(_config(dataset, epochs=3, name="damaged"), stream=None)
+    record = train(tiny_config(dataset, epochs=3, name="damaged"), stream=None)
     checkpoints = record.path / "checkpoints"
     assert sorted(p.name for p in checkpoints.iterdir()) == ["best.pt", "last.pt", "previous.pt"]
     (checkpoints / "last.pt").write_bytes((checkpoints / "last.pt").read_bytes()[:200])  # cut short
@@ -174,26 +164,21 @@ def test_a_damaged_last_checkpoint_resumes_from_the_epoch_before(dataset: Path, 
     resumed = resume(record.id, stream=None)
     assert resumed.status == "completed"
     assert "last.pt is damaged" in caplog.text and "resuming from previous.pt" in caplog.text
-    assert [e["epoch"] for e in read_metrics(record.path / "metrics.jsonl", "epoch")] == [1, 2, 3]
+    assert [e["epoch"] for e in JobDir(record.path).read_metrics("epoch")] == [1, 2, 3]
 
     for name in ("last.pt", "previous.pt"):  # nothing left to continue from: one line, no traceback
         (checkpoints / name).write_bytes(b"not a checkpoint")
     job = load_job(record.id)
     job.status = "running"
     job.save()
-    result = CliRunner().invoke(app, ["train", "--resume", record.id])
-    assert result.exit_code == 2
+    result = kennel("train", "--resume", record.id)
+    assert result.exit_code == 1  # the request was fine; the job's files cannot be read
     assert "cannot resume from" in result.output and "previous.pt is" in result.output
     assert "Traceback" not in result.output
 
 
 def test_resuming_a_job_that_does_not_exist_is_one_line() -> None:
-    from typer.testing import CliRunner
-
-    from kennel.cli import _register, app
-
-    _register()
-    result = CliRunner().invoke(app, ["train", "--resume", "nosuch"])
+    result = kennel("train", "--resume", "nosuch")
     assert result.exit_code == 2 and "error: no job 'nosuch'" in result.output and "Traceback" not in result.output
 
 
@@ -208,7 +193,7 @@ def test_the_record_says_completed_only_with_its_end_and_the_report_shows_both(d
         real_save(self)
 
     monkeypatch.setattr(JobRecord, "save", watched)
-    record = train(_config(dataset, epochs=1), stream=None)
+    record = train(tiny_config(dataset, epochs=1), stream=None)
     assert saves[-1][0] == "completed" and saves[-1][1] is not None
     assert all(ended is not None for status, ended in saves if status == "completed")
     assert [status for status, _ in saves].count("completed") == 1
@@ -228,11 +213,28 @@ def test_a_full_disk_during_the_export_fails_the_job_and_says_so(dataset: Path, 
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(kennel.inference.export, "_export", full)
-    with pytest.raises(OSError, match="No space left"):
-        train(_config(dataset, epochs=1, name="full", export_onnx=True), stream=None)
+    with pytest.raises(JobFailed, match="No space left"):
+        train(tiny_config(dataset, epochs=1, name="full", export_onnx=True), stream=None)
     record = load_job("full")
     assert record.status == "failed" and "No space left on device" in record.error and record.ended is not None
     assert "onnx_export_failed" not in record.metrics
+
+
+def test_an_export_that_failed_for_want_of_space_fails_the_job(dataset: Path, monkeypatch):
+    """Some exporters turn a short write into a parse error of their own file: the free space tells."""
+    import shutil
+    from types import SimpleNamespace
+
+    import kennel.inference.export
+
+    def garbled(*args, **kwargs):
+        raise ValueError("Failed to find proper ai.onnx domain")
+
+    monkeypatch.setattr(kennel.inference.export, "_export", garbled)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(total=10**9, used=10**9, free=1000))
+    with pytest.raises(JobFailed, match="No space left on device"):
+        train(tiny_config(dataset, epochs=1, name="garbled", export_onnx=True), stream=None)
+    assert load_job("garbled").status == "failed"
 
 
 def test_an_export_the_exporter_cannot_do_keeps_the_pytorch_model(dataset: Path, monkeypatch):
@@ -242,7 +244,7 @@ def test_an_export_the_exporter_cannot_do_keeps_the_pytorch_model(dataset: Path,
         raise RuntimeError("an operator the exporter cannot trace")
 
     monkeypatch.setattr(kennel.inference.export, "_export", untraceable)
-    record = train(_config(dataset, epochs=1, export_onnx=True), stream=None)
+    record = train(tiny_config(dataset, epochs=1, export_onnx=True), stream=None)
     assert record.status == "completed" and record.metrics["onnx_export_failed"] == 1.0
     assert (Path(record.artifact) / "model.safetensors").is_file() and not (
         Path(record.artifact) / "model.onnx"

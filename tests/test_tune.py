@@ -4,18 +4,17 @@ workers on one journal, stopping criteria, warm starts, the best config and the 
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 from typing import ClassVar
 
 import optuna
 import pytest
 import torch
-import yaml
+from helpers import space_file
 
 from kennel.config import load_config
 from kennel.job import train
-from kennel.jobs import list_jobs
+from kennel.jobs import list_jobs, load_job
 from kennel.tune import TuneError, TuneRequest, load_study_record, tune
 from kennel.tune.results import ERROR, JOB_ID, WARM_START, finished, outcome
 from kennel.tune.study import open_study
@@ -30,9 +29,7 @@ SPACE = {
 
 @pytest.fixture
 def space(tmp_path: Path) -> Path:
-    path = tmp_path / "space.yaml"
-    path.write_text(yaml.safe_dump(SPACE))
-    return path
+    return space_file(tmp_path / "space.yaml", SPACE)
 
 
 def base(dataset: Path, **extra) -> dict:
@@ -121,7 +118,7 @@ def test_two_workers_share_one_journal_and_finish_exactly_the_trials_asked(datas
 
 
 def test_trials_are_recorded_in_mlflow_under_the_study(dataset: Path, space: Path, kennel_home: Path) -> None:
-    from kennel.observers.tracking import get_client
+    from kennel.mlflow_store import get_client
 
     request = TuneRequest(study="tracked", space=space, base={**base(dataset), "tracking": True}, session={"trials": 2})
     tune(request, stream=None)
@@ -212,27 +209,32 @@ def test_the_study_report_has_every_section(dataset: Path, space: Path) -> None:
 
 
 class CountingFeatures(torch.nn.Module):
-    """A backbone's feature module that counts the photos it sees; slow enough that two callers overlap. The
-    count lives on the class: the engine runs a copy of the module, and every copy counts into it."""
+    """A backbone's feature module that counts the photos it sees, and sees none before ``both_missed`` is set.
+    The count and the event live on the class: the engine runs a copy of the module, every copy shares them, and
+    an event held by the module itself could not be copied (its lock cannot)."""
 
     seen: ClassVar[list[int]] = []
+    both_missed: ClassVar[threading.Event] = threading.Event()
 
     def __init__(self, inner: torch.nn.Module) -> None:
         super().__init__()
         self.inner = inner
         CountingFeatures.seen.clear()
+        CountingFeatures.both_missed.clear()
 
     @property
     def photos(self) -> int:
         return sum(CountingFeatures.seen)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if not CountingFeatures.both_missed.wait(30):
+            raise TimeoutError("the second caller never looked for the cache entry")
         CountingFeatures.seen.append(len(images))
-        time.sleep(0.05)
         return self.inner(images)
 
 
-def test_concurrent_trials_compute_a_feature_cache_entry_once(dataset: Path, tmp_path: Path) -> None:
+def test_concurrent_trials_compute_a_feature_cache_entry_once(dataset: Path, tmp_path: Path, monkeypatch) -> None:
+    from kennel import features as features_module
     from kennel.data.fingerprint import split_fingerprint
     from kennel.data.layout import load_layout
     from kennel.features import cached_features, feature_key
@@ -245,6 +247,19 @@ def test_concurrent_trials_compute_a_feature_cache_entry_once(dataset: Path, tmp
     graph = features_graph(features, "tiny", "random", preprocessing.input_size)
     key = feature_key("train", split_fingerprint(split), "tiny", "random", preprocessing, "fp32")
     start, results = threading.Barrier(2), []
+    # The features are computed only once both callers have found the entry missing, so the second one is bound
+    # to meet the first at the lock, whichever starts first and however fast this machine is.
+    missed, load = set(), features_module._load_cached
+
+    def lookup(path: Path):
+        found = load(path)
+        if found is None:
+            missed.add(threading.get_ident())
+            if len(missed) == 2:
+                CountingFeatures.both_missed.set()
+        return found
+
+    monkeypatch.setattr(features_module, "_load_cached", lookup)
 
     def engine():
         return open_engine(graph, torch.device("cpu"), "torch-eager")
@@ -276,23 +291,62 @@ def test_machines_share_a_study_through_a_database(dataset: Path, space: Path, t
     assert len(list_jobs(study="shared")) == 2  # this machine ran the other two
 
 
-def test_a_trial_a_rule_stops_before_any_epoch_is_an_outcome_not_the_end(dataset: Path, space: Path, monkeypatch):
-    """A debugger rule that stops a trial in its first epoch leaves no objective; the study records that trial as
-    failed with the rule's reason and runs the others."""
-    import kennel.job
+def test_a_trial_a_rule_stops_before_any_epoch_is_an_outcome_not_the_end(dataset: Path, space: Path):
+    """A debugger rule that stops a trial at its first step leaves no objective; the study records that trial as
+    failed with the rule's reason and runs the others (grid: lr 0.003, then 0.3, which the rule stops)."""
+    debug = {"imports": ["stopping_rule"], "rules": {"StopsHighLearningRates": {"lr_above": 0.1}}}
+    request = TuneRequest(
+        study="rule",
+        space=space,
+        base=base(dataset, debug=debug, optim={"warmup_epochs": 0}),  # the first step runs at the trial's rate
+        settings={"strategy": "grid", "pruner": "none"},
+        session={"trials": 4, "parallel": 1},
+    )
+    study = tune(request, stream=None)
+    assert study.status == "completed"
+    trials = trials_of("rule")
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert failed and all(t.params["optim.lr"] == 0.3 for t in failed)
+    assert all("StopsHighLearningRates" in t.user_attrs[ERROR] for t in failed)
+    assert any(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    stopped = [job for job in list_jobs(study="rule") if job.status == "stopped"]
+    assert stopped and all("StopsHighLearningRates" in job.stop_reason for job in stopped)
 
-    real_train, calls = kennel.job.train, []
 
-    def stopped_first(config, **kwargs):
-        record = real_train(config.model_copy(update={"epochs": 1}), **kwargs)
-        calls.append(record.id)
-        if len(calls) == 1:  # as a rule leaves it: stopped, with its reason, before any validation
-            record.status, record.stop_reason = "stopped", "debugger rule LossNotDecreasing: the TRAIN loss rose"
-            record.metrics = {k: v for k, v in record.metrics.items() if "valid" not in k}
-        return record
+def test_a_trial_job_left_running_by_a_killed_process_is_closed_with_its_mlflow_run() -> None:
+    """After kill -9 the trial's record says running and its MLflow run RUNNING; the study's recovery ends both."""
+    from kennel.jobs import create_job
+    from kennel.mlflow_store import get_client
+    from kennel.observers.tracking import MLflowTracker
+    from kennel.tune.worker import _close_job
 
-    monkeypatch.setattr(kennel.job, "train", stopped_first)
-    study = run(dataset, space, study="rule", trials=3, pruner="none")
-    assert study.status == "completed" and study.counts == {"complete": 2, "failed": 1}
-    failed = [t for t in trials_of("rule") if t.state == optuna.trial.TrialState.FAIL]
-    assert len(failed) == 1 and "LossNotDecreasing" in failed[0].user_attrs[ERROR]
+    record = create_job("t003", backbone="tiny", config={"epochs": 1})
+    record.status = "running"
+    tracker = MLflowTracker(record, {"epochs": 1}, experiment="killed")
+    run_id = tracker._start_run()
+    record.mlflow_run_id = run_id
+    record.save()
+    assert get_client().get_run(run_id).info.status == "RUNNING"
+
+    _close_job(record.id, 3)
+    closed = load_job(record.id)
+    assert closed.status == "stopped" and closed.ended is not None and "trial 3" in closed.stop_reason
+    run = get_client().get_run(run_id)
+    assert run.info.status == "KILLED" and "trial 3" in run.data.tags["kennel.stop_reason"]
+
+
+def test_a_trial_killed_after_its_record_completed_still_gets_its_mlflow_run_ended() -> None:
+    """The kill fell between the job's last write and its tracker closing the run: the record is whole, the run
+    is ended FINISHED on recovery."""
+    from kennel.jobs import create_job
+    from kennel.mlflow_store import get_client
+    from kennel.observers.tracking import MLflowTracker
+    from kennel.tune.worker import _close_job
+
+    record = create_job("t004", backbone="tiny", config={"epochs": 1})
+    record.mlflow_run_id = MLflowTracker(record, {"epochs": 1}, experiment="killed")._start_run()
+    record.status = "completed"
+    record.save()
+    _close_job(record.id, 4)
+    assert load_job(record.id).status == "completed"
+    assert get_client().get_run(record.mlflow_run_id).info.status == "FINISHED"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -177,10 +178,19 @@ def _clean_copy(model: Classifier) -> Classifier:
 
 
 def _save_weights(model: nn.Module, path: Path) -> None:
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path), metadata={"format": "pt", "kennel_backbone": str(model.backbone)})
+    try:
+        save_file(state, str(path), metadata={"format": "pt", "kennel_backbone": str(model.backbone)})
+    except SafetensorError as exc:
+        # safetensors reports a failed write ("I/O error: No space left on device (os error 28)") as its own
+        # error; it is an OSError, so a caller can tell a full disk from a model it cannot save.
+        code = re.search(r"os error (\d+)", str(exc))
+        if code is None:
+            raise
+        raise OSError(int(code[1]), os.strerror(int(code[1])), str(path)) from exc
 
 
 def _make_readable(folder: Path) -> None:

@@ -3,7 +3,6 @@ gradient norms, weight update ratios and activation zero fractions over steps (`
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -11,9 +10,11 @@ import numpy as np
 
 from kennel.debugger.store import FINDINGS, FOLDER, REPORT, RULES, DebugRecords, load_records, read_rule_statuses
 from kennel.findings import NO_ISSUES, Finding, load_findings
+from kennel.jobs.folder import JobDir
 from kennel.report.data import MissingInput, ReportData
-from kennel.report.plots import _figure, _png
+from kennel.report.plots import figure_png, new_figure
 from kennel.report.section import Section, render_template, write_page
+from kennel.report.sections import add_section
 
 MAX_LINES = 12  # layers drawn per plot: the ones with the largest values
 
@@ -34,26 +35,34 @@ class RuleSummary:
 
 
 def rules_summary(folder: Path) -> tuple[list[RuleSummary], dict[str, str]]:
-    """Rows of the rules summary of a ``debug`` folder and, per rule, why it did not apply (if so). The
-    statuses come from ``rules.json`` (rewritten at every epoch's end), the findings from ``findings.jsonl``
-    (appended as they happen), so a killed job's summary still shows what fired after its last epoch."""
+    """Rows of the rules summary of a ``debug`` folder and, per rule, why it could not judge (not applicable,
+    no data), if so. A rule's row is its first issue, else its latest status: from ``findings.jsonl`` (appended
+    as statuses change), else ``rules.json`` (rewritten at every epoch's end), so a killed job's summary still
+    shows what happened after its last epoch."""
     rules = read_rule_statuses(folder)
-    firsts: dict[str, Finding] = {}
+    whys = {name: entry.get("why", "") for name, entry in rules.items()}
+    verdicts: dict[str, Finding] = {}
     for finding in load_findings(folder / FINDINGS):
-        firsts.setdefault(finding.rule, finding)
+        if finding.rule not in verdicts or not verdicts[finding.rule].fired:
+            verdicts[finding.rule] = finding
     rows = []
-    for name in dict.fromkeys([*rules, *firsts]):
-        first = firsts.get(name)
-        if first is None:
+    for name in dict.fromkeys([*rules, *verdicts]):
+        verdict = verdicts.get(name)
+        if verdict is None:
             rows.append(RuleSummary(name, rules[name].get("status", NO_ISSUES)))
+        elif verdict.fired:
+            rows.append(RuleSummary(name, verdict.status, verdict.step, verdict.mode, verdict.message, verdict.advice))
         else:
-            rows.append(RuleSummary(name, first.status, first.step, first.mode, first.message, first.advice))
-    return rows, {name: entry.get("why", "") for name, entry in rules.items()}
+            rows.append(RuleSummary(name, verdict.status))
+            if rules.get(name, {}).get("status") != verdict.status:  # it changed after rules.json was written
+                whys[name] = verdict.message
+    return rows, whys
 
 
 def rules_html(folder: Path, page: str | None = None) -> str:
     rows, whys = rules_summary(folder)
-    findings = sorted(load_findings(folder / FINDINGS), key=lambda f: (f.step is None, f.step or 0))
+    issues = [f for f in load_findings(folder / FINDINGS) if f.fired]
+    findings = sorted(issues, key=lambda f: (f.step is None, f.step or 0))
     return render_template("debugger_rules.html", rows=rows, whys=whys, findings=findings, page=page)
 
 
@@ -64,6 +73,9 @@ def report_section(data: ReportData) -> str:
         raise MissingInput("no debugger output: the job ran with debug.preset off, or before its first epoch ended")
     page = f"{FOLDER}/{REPORT}" if (folder / REPORT).is_file() else None
     return rules_html(folder, page)
+
+
+add_section(Section("debugger", "Debugger rules", report_section), before="test-metrics")
 
 
 # --- plots -------------------------------------------------------------------------------------------
@@ -87,7 +99,7 @@ def _lines(ax, records: DebugRecords, names: list[str], reduction: str, transfor
 
 
 def loss_plot(records: DebugRecords) -> str:
-    figure = _figure(8, 3.6)
+    figure = new_figure(8, 3.6)
     ax = figure.subplots()
     frame = records.frame[records.frame["collection"] == "losses"]
     if frame.empty:
@@ -107,7 +119,7 @@ def loss_plot(records: DebugRecords) -> str:
     ax.set(title="loss", xlabel="training step", ylabel="loss")
     ax.legend()
     ax.grid(alpha=0.3)
-    return _png(figure)
+    return figure_png(figure)
 
 
 def layer_plot(
@@ -123,7 +135,7 @@ def layer_plot(
     names = [n for n in records.tensor_names(collection, "TRAIN") if only is None or only(n)]
     if not names:
         raise MissingInput(f"no {collection} captured in TRAIN mode")
-    figure = _figure(8, 3.8)
+    figure = new_figure(8, 3.8)
     ax = figure.subplots()
     count = _lines(ax, records, names, reduction, transform)
     ax.set(
@@ -133,7 +145,7 @@ def layer_plot(
     )
     if log:
         ax.set_yscale("log")
-    return _png(figure)
+    return figure_png(figure)
 
 
 def _update_ratio(records: DebugRecords):
@@ -188,5 +200,5 @@ def write_debug_report(job_dir: Path | str) -> Path:
             ),
         ),
     ]
-    job = json.loads((job_dir / "job.json").read_text()) if (job_dir / "job.json").is_file() else {}
+    job = JobDir(job_dir).read_record_data() or {}
     return write_page(folder / REPORT, f"kennel debugger: {job.get('name') or job_dir.name}", job, sections, records)

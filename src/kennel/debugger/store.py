@@ -24,6 +24,7 @@ import numpy as np
 from kennel.atomic import atomic_write_json
 from kennel.debugger.window import COLUMNS, Save
 from kennel.findings import Finding, load_findings
+from kennel.jobs.folder import JobDir
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FOLDER = "debug"
+FOLDER = JobDir.DEBUG
 FINDINGS = "findings.jsonl"
 RULES = "rules.json"
 REPORT = "report.html"

@@ -15,14 +15,14 @@ import torch
 
 from kennel.atomic import atomic_write
 from kennel.engine import LoopState, Observer
-from kennel.errors import KennelError
+from kennel.errors import Failure
 
 log = logging.getLogger(__name__)
 
 LAST, PREVIOUS, BEST = "last.pt", "previous.pt", "best.pt"
 
 
-class CheckpointError(KennelError):
+class CheckpointError(Failure):
     """No checkpoint of a job can be read; the message names the files and why."""
 
 
@@ -67,6 +67,12 @@ def resume_checkpoint(folder: Path) -> dict[str, Any] | None:
         f"cannot resume from {folder}: {LAST} is damaged ({why}) and {PREVIOUS} is {why_previous or 'unreadable'}; "
         "start a new job with the same config (kennel train --config JOB/config.yaml)"
     )
+
+
+def best_weights(folder: Path) -> dict[str, Any] | None:
+    """The model weights of the best epoch so far (``best.pt``), or None where no epoch was validated."""
+    path = Path(folder) / BEST
+    return load_checkpoint(path)["model"] if path.is_file() else None
 
 
 class Checkpointer(Observer):

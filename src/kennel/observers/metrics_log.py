@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import sys
-from pathlib import Path
 from typing import Any, TextIO
 
-from kennel.atomic import atomic_write_text
 from kennel.engine import LoopState, Observer
-from kennel.jsonl import read_jsonl
+from kennel.jobs import JobDir
 
 
 def metric_line(prefix: str, values: dict[str, Any]) -> str:
@@ -19,17 +16,16 @@ def metric_line(prefix: str, values: dict[str, Any]) -> str:
 
 
 class MetricsLogger(Observer):
-    """Appends step and epoch metrics to ``metrics.jsonl`` and echoes them to a stream."""
+    """Appends step and epoch metrics to the job's ``metrics.jsonl`` and echoes them to a stream."""
 
-    def __init__(self, path: Path, every: int = 10, stream: TextIO | None = sys.stdout, echo_steps: bool = False):
-        self.path = Path(path)
+    def __init__(self, job: JobDir, every: int = 10, stream: TextIO | None = sys.stdout, echo_steps: bool = False):
+        self.job = job
         self.every = every
         self.stream = stream
         self.echo_steps = echo_steps
 
     def _append(self, record: dict[str, Any]) -> None:
-        with self.path.open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        self.job.append_metrics(record)
 
     def _echo(self, line: str) -> None:
         if self.stream is not None:
@@ -38,10 +34,10 @@ class MetricsLogger(Observer):
     def on_fit_start(self, state: LoopState) -> None:
         """A resumed job starts again after its last checkpoint: lines written after it (by the run that was
         killed) are dropped, or the epoch it repeats would be logged twice."""
-        records, cut_short = read_jsonl(self.path)  # cut short: the kill landed mid-line
+        records, cut_short = self.job.read_metrics_counted()  # cut short: the kill landed mid-line
         kept = [r for r in records if r.get("global_step", 0) <= state.global_step]
         if len(kept) < len(records) or cut_short:
-            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+            self.job.rewrite_metrics(kept)
 
     def on_batch_end(self, state: LoopState) -> None:
         if state.global_step % self.every and state.step != state.steps_per_epoch:
@@ -55,9 +51,3 @@ class MetricsLogger(Observer):
         self._append({"kind": "epoch", "global_step": state.global_step, **state.epoch_metrics})
         shown = {k: v for k, v in state.epoch_metrics.items() if k != "epoch"}
         self._echo(metric_line(f"epoch {state.epoch + 1}/{state.epochs}", shown))
-
-
-def read_metrics(path: Path, kind: str | None = None) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl``; a last line cut short by a kill is ignored."""
-    records, _ = read_jsonl(path)
-    return [r for r in records if kind is None or r.get("kind") == kind]

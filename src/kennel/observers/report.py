@@ -12,11 +12,21 @@ log = logging.getLogger(__name__)
 
 class ReportWriter(Observer):
     """Writes ``report.html`` for a job that trained to its end (completed, or stopped or pruned by a rule); a
-    failed or interrupted job has nothing to report beyond its record."""
+    failed or interrupted job has nothing to report beyond its record. The page is optional (``kennel report
+    JOB`` writes it again), so a failure to write it is a warning, never the job's end."""
 
     def on_job_end(self, record: JobRecord) -> None:
         if record.status not in ("completed", "stopped", "pruned") or record.error or not record.artifact:
             return
-        from kennel.report import write_report
+        from kennel.pages import write_report
 
-        write_report(record.path)
+        try:
+            write_report(record.path)
+        except Exception as exc:
+            log.warning(
+                "the report of %s could not be written (%s); kennel report %s tries again",
+                record.id,
+                exc,
+                record.id,
+                exc_info=not isinstance(exc, OSError),
+            )

@@ -3,40 +3,38 @@
 The job folder stays the source of truth; this observer only copies params, metrics, tags and files into an
 MLflow run. It talks to the store through ``MlflowClient`` (no fluent ``mlflow.start_run`` global), so several
 jobs in one process cannot clash, and it imports mlflow lazily because that import alone takes one to two seconds.
-A tracking failure never stops training: it logs one warning and the tracker goes quiet.
+A tracking failure never stops training: it logs one warning and the tracker goes quiet; the run is still
+closed when the job ends, and a job whose run cannot be closed fails.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import os
-import re
-import socket
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
+from kennel.debugger.store import rule_tags
 from kennel.engine.observer import Observer
 from kennel.engine.state import LoopState
+from kennel.errors import Failure
 from kennel.home import tracking_uri as default_tracking_uri
-from kennel.jobs import JobRecord
+from kennel.jobs import JobDir, JobRecord
+from kennel.mlflow_store import RUN_STATUS, ensure_experiment, get_client
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
 
-# Job status -> MLflow run status. "stopped" (early stopping, a rule, Ctrl-C) and "pruned" (a tuning trial a
-# pruner ended early) read KILLED in the UI; the reason is in the ``kennel.stop_reason`` tag.
-RUN_STATUS = {"completed": "FINISHED", "failed": "FAILED", "stopped": "KILLED", "pruned": "KILLED"}
-ARTIFACTS = ("config.yaml", "metrics.jsonl", "report.html", "evaluation", "profile.html", "profiler", "debug")
+
+class TrackingError(Failure):
+    """The job's MLflow run could not be written or closed (the store is gone, its disk is full)."""
+
+
 MAX_PARAM_CHARS = 500
-# MLflow 3's UI shows GenAI pages (traces, prompts) unless told that an experiment trains models.
-EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def flatten_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -50,93 +48,6 @@ def flatten_params(config: Mapping[str, Any], prefix: str = "") -> dict[str, str
             text = str(value)
             flat[name[:250]] = text if len(text) <= MAX_PARAM_CHARS else text[: MAX_PARAM_CHARS - 3] + "..."
     return flat
-
-
-def _sqlite_path(uri: str) -> Path | None:
-    if not uri.startswith("sqlite:///") or ":memory:" in uri:
-        return None
-    return Path(uri[len("sqlite:///") :].split("?")[0]).expanduser().resolve()
-
-
-def artifact_location(uri: str, experiment: str) -> str | None:
-    """Beside a SQLite store, artifacts go to ``<store folder>/mlartifacts/<experiment>``; MLflow's own default
-    would be ``./mlruns`` under whatever folder the job was started from. Other stores decide for themselves."""
-    database = _sqlite_path(uri)
-    if database is None:
-        return None
-    folder = database.parent
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", experiment).strip("-") or "experiment"
-    return (folder / "mlartifacts" / safe).as_uri()
-
-
-def _check_reachable(uri: str, timeout: float = 3.0) -> None:
-    """An unreachable tracking server would make MLflow retry with backoff for minutes; fail in seconds instead."""
-    parsed = urlparse(uri)
-    if parsed.scheme not in ("http", "https"):
-        return
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    with socket.create_connection((parsed.hostname or "localhost", port), timeout=timeout):
-        pass
-
-
-@contextmanager
-def _store_lock(uri: str) -> Iterator[None]:
-    """Serialize opening a SQLite store across processes: parallel trials that all find a new file would each
-    run MLflow's table migrations and fail with "table experiments already exists"."""
-    database = _sqlite_path(uri)
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock, init_store() first avoids the race
-        fcntl = None
-    if database is None or fcntl is None:
-        yield
-        return
-    database.parent.mkdir(parents=True, exist_ok=True)
-    with open(database.with_name(database.name + ".lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def get_client(uri: str | None = None) -> MlflowClient:
-    """An ``MlflowClient`` on ``uri`` (default: kennel's store). Opening a new SQLite file creates its tables,
-    which takes seconds; an existing one about half a second, once per process."""
-    uri = uri or default_tracking_uri()
-    _check_reachable(uri)
-    from mlflow.tracking import MlflowClient
-
-    # MLflow's own INFO lines (creating tables, migrations) would interleave with the job's metric lines, and
-    # so would its "View run ... at: URL" on stdout after every run logged through a tracking server.
-    for noisy in ("mlflow.store.db.utils", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    with _store_lock(uri):
-        client = MlflowClient(tracking_uri=uri)
-        client.search_experiments(max_results=1)  # opens the store (and migrates it) inside the lock
-    return client
-
-
-def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
-    """The id of experiment ``name``, creating it if needed; safe when parallel trials race to create it."""
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    try:
-        return client.create_experiment(name, artifact_location=artifact_location(uri, name), tags=EXPERIMENT_TAGS)
-    except Exception:
-        experiment = client.get_experiment_by_name(name)
-        if experiment is None:
-            raise
-        return experiment.experiment_id
-
-
-def init_store(experiment: str = "kennel", uri: str | None = None) -> str:
-    """Create the store and the experiment up front, e.g. in a tuner before it starts parallel workers, so the
-    first trial does not pay for it (trackers also serialize this themselves). Returns the experiment id."""
-    uri = uri or default_tracking_uri()
-    return ensure_experiment(get_client(uri), experiment, uri)
 
 
 def _safely(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -187,7 +98,7 @@ class MLflowTracker(Observer):
         tracking_uri: str | None = None,
         log_every: int = 10,
         flush_seconds: float = 5.0,
-        artifacts: tuple[str, ...] = ARTIFACTS,
+        artifacts: tuple[str, ...] = JobDir.OUTPUTS,
         log_model: bool = True,
     ) -> None:
         self.record = record
@@ -246,7 +157,7 @@ class MLflowTracker(Observer):
         for start in range(0, len(params), 100):
             self.client.log_batch(self.run_id, params=params[start : start + 100])
         self.record.mlflow_run_id = self.run_id
-        if self.record.job_dir and (self.record.path / "job.json").is_file():
+        if self.record.job_dir and self.record.folder.has_record():
             self.record.save()
         return self.run_id
 
@@ -320,29 +231,38 @@ class MLflowTracker(Observer):
     def on_job_end(self, record: JobRecord) -> None:
         self.finish(record)
 
-    @_safely
     def finish(self, record: JobRecord | None = None) -> None:
         """After evaluation: log ``record.metrics`` (e.g. test_accuracy, test_top5), the job's files, and end the
         run as FINISHED, FAILED or KILLED after ``record.status``. Starts the run first if the job failed before
-        the loop did, so failed jobs show in the UI too."""
+        the loop did, so failed jobs show in the UI too. The run is ended even when tracking was turned off by
+        an error during the job; :class:`TrackingError` when it cannot be (the job then lost its run)."""
         record = record or self.record
         self.record = record
-        if not self.run_id:
-            self._start_run()
+        status = RUN_STATUS.get(record.status, "FINISHED")
         try:
-            final = {**record.metrics, **({"duration_s": record.duration_s} if record.duration_s is not None else {})}
-            self._log_metrics(final, self._last_epoch)
-            self._set_tags(
-                {"kennel.status": record.status, "kennel.stop_reason": record.stop_reason, "kennel.error": record.error}
-            )
-            if record.job_dir:  # each debugger rule's status
-                from kennel.debugger.store import rule_tags
+            if not self.run_id:
+                if not self.enabled:  # the store was unreachable from the start: no run was left open
+                    return
+                self._start_run()
+            try:
+                if self.enabled:
+                    self._log_results(record)
+            except Exception:
+                status = "FAILED"
+                raise
+            finally:
+                self.client.set_terminated(self.run_id, status=status)
+        except Exception as exc:
+            raise TrackingError(f"MLflow run of job {record.id} in {self.tracking_uri}: {exc}") from exc
 
-                self._set_tags(rule_tags(record.path))
-            self._log_files(record)
-        finally:
-            status = RUN_STATUS.get(record.status, "FINISHED")
-            self.client.set_terminated(self.run_id, status=status)
+    def _log_results(self, record: JobRecord) -> None:
+        final = {**record.metrics, **({"duration_s": record.duration_s} if record.duration_s is not None else {})}
+        self._log_metrics(final, self._last_epoch)
+        tags = {"kennel.status": record.status, "kennel.stop_reason": record.stop_reason, "kennel.error": record.error}
+        self._set_tags(tags)
+        if record.job_dir:  # each debugger rule's status
+            self._set_tags(rule_tags(record.path))
+        self._log_files(record)
 
     def _log_files(self, record: JobRecord) -> None:
         folder = record.path
@@ -352,6 +272,6 @@ class MLflowTracker(Observer):
                 self.client.log_artifact(self.run_id, str(path))
             elif path.is_dir():
                 self.client.log_artifacts(self.run_id, str(path), artifact_path=name)
-        model = Path(record.artifact) if record.artifact else folder / "model"
+        model = Path(record.artifact) if record.artifact else record.folder.model
         if self.log_model and model.is_dir():
             self.client.log_artifacts(self.run_id, str(model), artifact_path="model")

@@ -7,7 +7,8 @@ the rules (:mod:`~kennel.profiler.rules`) turn them into findings while the job 
 """
 
 from kennel.profiler.profile import Profile
-from kennel.profiler.rules import PROFILER_RULES, Rule, build_rule
-from kennel.profiler.session import ProfilerSession
+from kennel.profiler.rules import PROFILER_RULES, Rule
 
-__all__ = ["PROFILER_RULES", "Profile", "ProfilerSession", "Rule", "build_rule"]
+# ProfilerSession (kennel.profiler.session) is not imported here: it reads the job's config, and the config
+# module names the profiler's rules, so the package stays importable from the config.
+__all__ = ["PROFILER_RULES", "Profile", "Rule"]

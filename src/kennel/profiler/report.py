@@ -9,14 +9,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kennel.jobs.folder import JobDir
 from kennel.profiler import plots
 from kennel.profiler.profile import FOLDER, OPERATORS, TRACE, Profile
 from kennel.profiler.rules import PROFILER_RULES
 from kennel.profiler.summary import Summary, configured_rule, format_numbers, summarize
-from kennel.report import MissingInput, Section, render_template
+from kennel.report import MissingInput, Section, add_section, render_template
 from kennel.report.section import write_page
 
-PROFILE_FILE = "profile.html"
+PROFILE_FILE = JobDir.PROFILE_PAGE
 
 
 @dataclass
@@ -28,10 +29,7 @@ class ProfileData:
     @classmethod
     def load(cls, job_dir: Path | str) -> ProfileData:
         job_dir = Path(job_dir)
-        try:
-            job = json.loads((job_dir / "job.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            job = {}
+        job = JobDir(job_dir).read_record_data() or {}
         profile = Profile.load(job_dir)
         return cls(job_dir, profile, summarize(profile, job))
 
@@ -133,3 +131,6 @@ def job_report_section(job_dir: Path, job: dict[str, Any] | None = None) -> str:
         raise MissingInput("no profiler records: the job ran with profiler.enabled false")
     summary = summarize(profile, job)
     return render_template("profile_job_section.html", s=summary, link=PROFILE_FILE)
+
+
+add_section(Section("profiler", "Profiler", lambda data: job_report_section(data.job_dir, data.job)))

@@ -1,43 +1,21 @@
 """``kennel report``: one self-contained HTML page per job (figures embedded, no external assets).
 
 The page is a list of sections (:data:`SECTIONS`); each renders from the job folder or, when its input is
-missing, leaves a note, so a job that failed early still gets a useful report. Later features (debugger,
-profiler) add theirs with :func:`add_section`.
+missing, leaves a note, so a job that failed early still gets a useful report. Features built on it (the
+debugger, the profiler) add theirs with :func:`add_section`; :mod:`kennel.pages` writes the page with them.
 """
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 from kennel.atomic import atomic_write_text
+from kennel.jobs.folder import JobDir
 from kennel.report.data import MissingInput, ReportData
-from kennel.report.section import Section, render_template
+from kennel.report.section import RenderedSection, Section, render_section, render_template
 from kennel.report.sections import SECTIONS, add_section
 
-log = logging.getLogger(__name__)
-
-REPORT_FILE = "report.html"
-
-
-@dataclass(frozen=True)
-class RenderedSection:
-    id: str
-    title: str
-    status: str  # ok, missing (input absent: a note), error (the renderer failed: a note)
-    html: str = ""
-    note: str = ""
-
-
-def render_section(section: Section, data: ReportData) -> RenderedSection:
-    try:
-        return RenderedSection(section.id, section.title, "ok", html=section.render(data))
-    except MissingInput as exc:
-        return RenderedSection(section.id, section.title, "missing", note=str(exc))
-    except Exception as exc:  # one broken section must not cost the whole report
-        log.warning("report section %s failed", section.id, exc_info=True)
-        return RenderedSection(section.id, section.title, "error", note=f"{type(exc).__name__}: {exc}")
+REPORT_FILE = JobDir.REPORT
 
 
 def render_report(job_dir: Path | str, sections: list[Section] | None = None) -> str:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kennel.evaluation import EvaluationResult
-from kennel.jsonl import read_jsonl
+from kennel.jobs.folder import JobDir
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +28,15 @@ class ReportData:
 
     @classmethod
     def load(cls, job_dir: Path | str) -> ReportData:
-        data = cls(Path(job_dir))
-        data.job = data._read("job.json", lambda p: json.loads(p.read_text()))
-        data._read_metrics()
-        data.evaluation = data._read("evaluation", EvaluationResult.load, must_be_dir=True)
+        folder = JobDir(job_dir)
+        data = cls(folder.path)
+        data.job = data._read(JobDir.RECORD, folder.record_file, lambda _: folder.read_record_data(strict=True))
+        data._read_metrics(folder)
+        data.evaluation = data._read(JobDir.EVALUATION, folder.evaluation, lambda _: folder.read_evaluation())
         return data
 
-    def _read(self, name: str, reader, must_be_dir: bool = False):
-        path = self.job_dir / name
-        if not (path.is_dir() if must_be_dir else path.is_file()):
+    def _read(self, name: str, path: Path, reader):
+        if not path.exists():
             return None
         try:
             return reader(path)
@@ -46,24 +45,25 @@ class ReportData:
             self.problems[name] = f"{type(exc).__name__}: {exc}"
             return None
 
-    def _read_metrics(self) -> None:
-        records, skipped = read_jsonl(self.job_dir / "metrics.jsonl")  # skipped: e.g. a line cut short by a kill
+    def _read_metrics(self, folder: JobDir) -> None:
+        records, skipped = folder.read_metrics_counted()  # skipped: e.g. a line cut short by a kill
         for record in records:
             if record.get("kind") == "epoch":
                 self.epochs.append(record)
             elif record.get("kind") == "step":
                 self.steps.append(record)
         if skipped:
-            self.problems["metrics.jsonl"] = f"{skipped} unreadable line(s) skipped"
+            self.problems[JobDir.METRICS] = f"{skipped} unreadable line(s) skipped"
 
     def need_job(self) -> dict[str, Any]:
         if self.job is None:
-            raise MissingInput(self._why("job.json", "no job.json in the job folder"))
+            raise MissingInput(self._why(JobDir.RECORD, f"no {JobDir.RECORD} in the job folder"))
         return self.job
 
     def need_evaluation(self) -> EvaluationResult:
         if self.evaluation is None:
-            raise MissingInput(self._why("evaluation", "no test evaluation: the job did not reach its test phase"))
+            why = "no test evaluation: the job did not reach its test phase"
+            raise MissingInput(self._why(JobDir.EVALUATION, why))
         return self.evaluation
 
     def _why(self, name: str, default: str) -> str:

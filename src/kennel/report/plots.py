@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 
-def _figure(width: float, height: float, **kwargs: Any):
+def new_figure(width: float, height: float, **kwargs: Any):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -21,7 +21,7 @@ def _figure(width: float, height: float, **kwargs: Any):
     return figure
 
 
-def _png(figure) -> str:
+def figure_png(figure) -> str:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", bbox_inches="tight")
     return base64.b64encode(buffer.getvalue()).decode("ascii")
@@ -35,7 +35,7 @@ def _series(records: Sequence[dict[str, Any]], x: str, y: str) -> tuple[list[flo
 def curves_png(epochs: Sequence[dict[str, Any]], steps: Sequence[dict[str, Any]]) -> str:
     """Loss and accuracy per epoch, and the per-step loss with the learning rate."""
     panels = (2 if epochs else 0) + (1 if steps else 0)
-    figure = _figure(5.2 * panels, 3.8)
+    figure = new_figure(5.2 * panels, 3.8)
     axes = figure.subplots(1, panels, squeeze=False)[0]
     if epochs:
         loss, accuracy = axes[0], axes[1]
@@ -63,7 +63,7 @@ def curves_png(epochs: Sequence[dict[str, Any]], steps: Sequence[dict[str, Any]]
             twin.plot(steps_x, lrs, lw=1, color="tab:orange", label="learning rate")
             twin.set_ylabel("learning rate", color="tab:orange")
     figure.tight_layout()
-    return _png(figure)
+    return figure_png(figure)
 
 
 def confused_classes(confusion: np.ndarray, limit: int) -> list[int]:
@@ -83,7 +83,7 @@ def confusion_png(confusion: np.ndarray, class_names: Sequence[str], classes: Se
     rates = np.divide(sub, support, out=np.zeros_like(sub), where=support > 0)
     n = len(classes)
     side = min(max(4.0, 0.32 * n + 2.5), 22.0)
-    figure = _figure(side + 1.5, side)
+    figure = new_figure(side + 1.5, side)
     ax = figure.subplots()
     image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     names = [_short(class_names[i]) for i in classes]
@@ -97,7 +97,7 @@ def confusion_png(confusion: np.ndarray, class_names: Sequence[str], classes: Se
                 ax.text(col, row, str(int(count)), ha="center", va="center", fontsize=7, color=color)
     figure.colorbar(image, ax=ax, fraction=0.04, label="share of the true class")
     figure.tight_layout()
-    return _png(figure)
+    return figure_png(figure)
 
 
 def _short(name: str, limit: int = 30) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from kennel.atomic import atomic_write_text
-from kennel.report.data import ReportData
+from kennel.report.data import MissingInput, ReportData
+
+log = logging.getLogger(__name__)
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -45,11 +48,28 @@ def render_template(name: str, **context: Any) -> str:
     return environment().get_template(name).render(**context)
 
 
+@dataclass(frozen=True)
+class RenderedSection:
+    id: str
+    title: str
+    status: str  # ok, missing (input absent: a note), error (the renderer failed: a note)
+    html: str = ""
+    note: str = ""
+
+
+def render_section(section: Section, data: ReportData) -> RenderedSection:
+    try:
+        return RenderedSection(section.id, section.title, "ok", html=section.render(data))
+    except MissingInput as exc:
+        return RenderedSection(section.id, section.title, "missing", note=str(exc))
+    except Exception as exc:  # one broken section must not cost the whole report
+        log.warning("report section %s failed", section.id, exc_info=True)
+        return RenderedSection(section.id, section.title, "error", note=f"{type(exc).__name__}: {exc}")
+
+
 def write_page(path: Path, title: str, job: dict[str, Any], sections: list[Section], data: Any) -> Path:
     """Render ``sections`` from ``data`` into one report page at ``path`` (written atomically, readable by all) and
     return ``path``."""
-    from kennel.report import render_section  # kennel.report imports this module
-
     rendered = [render_section(section, data) for section in sections]
     atomic_write_text(path, render_template("report.html", title=title, job=job, sections=rendered))
     path.chmod(0o644)

@@ -1,4 +1,6 @@
-"""The built-in sections of a job report, in page order. Add one with :func:`add_section`."""
+"""The sections of a job report this package knows, in page order. A feature built on the report (the
+debugger, the profiler) adds its own with :func:`add_section` when its report module is imported;
+:mod:`kennel.pages` imports them all."""
 
 from __future__ import annotations
 
@@ -91,28 +93,14 @@ def mistakes(data: ReportData) -> str:
     return render_template("mistakes.html", cards=cards, total=len(result.mistakes))
 
 
-def debugger(data: ReportData) -> str:
-    from kennel.debugger.report import report_section
-
-    return report_section(data)
-
-
-def profiler(data: ReportData) -> str:
-    from kennel.profiler.report import job_report_section
-
-    return job_report_section(data.job_dir, data.job)
-
-
 SECTIONS: list[Section] = [
     Section("summary", "Job summary", summary),
     Section("curves", "Training curves", curves),
-    Section("debugger", "Debugger rules", debugger),
     Section("test-metrics", "Test metrics", test_metrics),
     Section("per-class", "Per-class precision and recall", per_class),
     Section("confusion", "Confusion matrix", confusion),
     Section("confused-pairs", "Most-confused pairs", confused_pairs),
     Section("mistakes", "Most confident mistakes", mistakes),
-    Section("profiler", "Profiler", profiler),
 ]
 
 

@@ -17,6 +17,8 @@ import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from kennel.mlflow_store import RUN_STATUS, end_abandoned_run
+from kennel.processes import process_alive, this_host
 from kennel.tune.claim import claim_lock
 from kennel.tune.objective import ObjectiveError, TrialResult, run_trial
 from kennel.tune.pruners import PRUNERS, PrunerContext
@@ -36,7 +38,7 @@ from kennel.tune.results import (
 )
 from kennel.tune.settings import SessionSettings
 from kennel.tune.strategies import STRATEGIES, StrategyContext
-from kennel.tune.study import StudyRecord, load_study_record, open_study, process_alive, this_host
+from kennel.tune.study import StudyRecord, load_study_record, open_study
 
 if TYPE_CHECKING:
     import optuna
@@ -89,17 +91,22 @@ def interrupt(study: optuna.Study, trial_id: int) -> None:
 
 
 def _close_job(name: str | None, number: int) -> None:
-    """The killed trial's job record still says running: say what happened to it."""
+    """The killed trial's job: a record that still says running says what happened to it, and the MLflow run
+    the kill left RUNNING (even after the record's last write) is ended with the record's status."""
     from kennel.jobs import JobNotFound, load_job, now
 
     try:
         job = load_job(name) if name else None
     except JobNotFound:
         return
-    if job is not None and job.status == "running":
+    if job is None:
+        return
+    if job.status == "running":
         job.status, job.ended = "stopped", now()
         job.stop_reason = f"its tuning process died; the study runs trial {number}'s values again"
         job.save()
+    reason = job.stop_reason or f"its tuning process died after the job {job.status}"
+    end_abandoned_run(job.mlflow_run_id, reason, RUN_STATUS.get(job.status, "KILLED"))
 
 
 def stop_reason(trials: list[optuna.trial.FrozenTrial], record: StudyRecord) -> str | None:

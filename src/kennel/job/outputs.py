@@ -1,0 +1,89 @@
+"""What a trained job leaves: its test evaluation and its model artifact, written through its :class:`JobDir`.
+A write that fails for want of space fails the job; an export the exporter cannot do keeps the PyTorch model."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from kennel.config import TrainConfig
+from kennel.jobs import JobRecord
+
+log = logging.getLogger(__name__)
+
+
+def save_results(record: JobRecord, config: TrainConfig, model, layout, preprocessing, inputs) -> None:
+    """Evaluate the best weights on the test split, then save the artifact (ONNX exports with it); the record
+    names the artifact once it is whole."""
+    from kennel.artifact import OnnxExportError, save_artifact
+    from kennel.evaluation import summarize
+
+    if config.evaluate_test:
+        logits, targets = inputs.test_logits()
+        files = [str(p) for p, _ in layout["test"].files]
+        result = summarize(logits, targets, layout.class_names, files)
+        record.folder.write_evaluation(result)
+        record.metrics["test_accuracy"] = result.top1
+        record.metrics["test_top5"] = result.top5
+    record.engine = dict(inputs.engine)
+    check = inputs.engine.get("extraction", {}).get("int8_check") or {}
+    if inputs.int8_calibration is not None and check.get("ok"):
+        record.metrics["int8_ok"] = 1.0  # int8 passed its check on valid: the endpoint's auto may run int8 too
+
+    def save(export_onnx: bool) -> Path:
+        return save_artifact(
+            model.eval(),
+            layout.class_names,
+            preprocessing,
+            record.folder.model,
+            metrics=dict(record.metrics),
+            class_folders=list(layout.classes),
+            export_onnx=export_onnx,
+            int8_calibration=inputs.int8_calibration if export_onnx else None,
+        )
+
+    try:
+        artifact = save(config.export_onnx)
+    except OnnxExportError as exc:
+        # A full disk is no export problem: the job fails, saying why. Some exporters turn the short write into
+        # a parse error of the file they wrote, so the free space is asked too.
+        full = write_failure(exc) or out_of_space(record.folder.model, model, int8=inputs.int8_calibration is not None)
+        if full is not None:
+            raise full from exc
+        # Never lose a trained model to an export problem: keep the PyTorch weights, say why ONNX is missing.
+        log.warning("ONNX export failed for %s (%s); the artifact has PyTorch weights only", record.id, exc)
+        record.metrics["onnx_export_failed"] = 1.0
+        artifact = save(False)
+    record.artifact = str(artifact)
+    record.save()
+
+
+def out_of_space(folder: Path, model: torch.nn.Module, int8: bool) -> OSError | None:
+    """ENOSPC when the disk of ``folder`` cannot hold the artifact with its exports, measured after the failed
+    save gave its space back: the weights, the fp32 ONNX file of the same size, and for int8 the quantizer's
+    own fp32 copy and the int8 file (a quarter)."""
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    needed = weights * (2 + (1.25 if int8 else 0))
+    free = shutil.disk_usage(folder if folder.exists() else folder.parent).free
+    if free >= needed:
+        return None
+    return OSError(
+        errno.ENOSPC,
+        f"{os.strerror(errno.ENOSPC)} ({free / 2**20:.1f} MiB free; the model with its ONNX exports needs "
+        f"about {needed / 2**20:.1f} MiB)",
+        str(folder),
+    )
+
+
+def write_failure(error: BaseException) -> OSError | None:
+    """The OSError (no space left, a read-only folder) behind ``error``, if a failed write caused it."""
+    while error is not None:
+        if isinstance(error, OSError):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
