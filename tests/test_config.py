@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from helpers import kennel
 
-from kennel.cli import _register, app
 from kennel.config import ConfigError, TrainConfig, config_to_yaml, load_config
 
 
@@ -58,23 +57,20 @@ def test_bad_files_are_clear(tmp_path: Path):
 
 
 def test_cli_reports_config_errors_without_a_traceback(tmp_path: Path):
-    _register()
-    result = CliRunner().invoke(app, ["train", "--data", str(tmp_path), "--set", "optim.nope=1", "--print-config"])
+    result = kennel("train", "--data", tmp_path, "--set", "optim.nope=1", "--print-config")
     assert result.exit_code == 2
     assert "optim.nope: unknown key" in result.output
     assert "Traceback" not in result.output
 
 
 def test_cli_print_config_applies_flags():
-    _register()
-    result = CliRunner().invoke(app, ["train", "--lr", "0.5", "--model", "tiny", "--print-config"])
+    result = kennel("train", "--lr", "0.5", "--model", "tiny", "--print-config")
     assert result.exit_code == 0, result.output
     assert "lr: 0.5" in result.output and "backbone: tiny" in result.output
 
 
 def test_cli_missing_dataset_is_a_clear_error(tmp_path: Path):
-    _register()
-    result = CliRunner().invoke(app, ["train", "--data", str(tmp_path / "nowhere"), "--model", "tiny"])
+    result = kennel("train", "--data", tmp_path / "nowhere", "--model", "tiny")
     assert result.exit_code == 2
     assert "does not exist" in result.output
 

@@ -7,16 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from helpers import kennel
 
 from kennel.inference import BACKENDS
-
-
-def kennel(*args: str):
-    from kennel.cli import _register, app
-
-    _register()
-    return CliRunner().invoke(app, list(args))
 
 
 def doctor_json(*args: str) -> dict:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -11,22 +10,16 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from helpers import kennel, wait_until
 
 from kennel.jobs import JobRecord, create_job, load_job
+from kennel.localhost import free_port
 
 EPOCHS = [
     {"kind": "epoch", "epoch": 1, "train_loss": 1.9, "valid_accuracy": 0.61, "valid_top5": 0.9, "epoch_seconds": 12.5},
     {"kind": "step", "global_step": 20, "train_loss": 1.5},
     {"kind": "epoch", "epoch": 2, "train_loss": 1.2, "valid_accuracy": 0.83, "valid_top5": 0.97, "epoch_seconds": 12.1},
 ]
-
-
-def kennel(*args: str):
-    from kennel.cli import _register, app
-
-    _register()
-    return CliRunner().invoke(app, list(args))
 
 
 def make_job(name: str, status: str = "completed", study: str | None = None, **metrics: float) -> JobRecord:
@@ -73,7 +66,7 @@ def test_jobs_filters_and_json(jobs: list[JobRecord]) -> None:
     assert [r["name"] for r in failed] == ["bad-lr"]
     assert len(json.loads(kennel("jobs", "--limit", "2", "--json").output)) == 2
     bad = kennel("jobs", "--status", "sleeping")
-    assert bad.exit_code == 1 and "unknown status" in bad.output
+    assert bad.exit_code == 2 and "unknown status" in bad.output
 
 
 def test_show_json_round_trips_the_record(jobs: list[JobRecord]) -> None:
@@ -100,16 +93,16 @@ def test_show_prints_the_record_epochs_and_files(jobs: list[JobRecord]) -> None:
     assert "metrics.jsonl" in out
 
 
-def test_unknown_or_ambiguous_job_exits_1(jobs: list[JobRecord]) -> None:
+def test_unknown_or_ambiguous_job_exits_2(jobs: list[JobRecord]) -> None:
     missing = kennel("jobs", "show", "no-such-job")
-    assert missing.exit_code == 1 and "no job 'no-such-job'" in missing.output
+    assert missing.exit_code == 2 and "no job 'no-such-job'" in missing.output
     ambiguous = kennel("jobs", "show", "trial")
-    assert ambiguous.exit_code == 1 and "ambiguous" in ambiguous.output
+    assert ambiguous.exit_code == 2 and "ambiguous" in ambiguous.output
 
 
 def test_best_of_a_study(jobs: list[JobRecord]) -> None:
     assert json.loads(kennel("jobs", "best", "lr-search", "--json").output)["name"] == "trial-2"
-    assert kennel("jobs", "best", "no-study").exit_code == 1
+    assert kennel("jobs", "best", "no-study").exit_code == 2
 
 
 def test_a_running_job_whose_process_is_gone_says_so() -> None:
@@ -145,15 +138,9 @@ def test_ui_command_line(kennel_home: Path) -> None:
     assert kennel("ui", "--help").exit_code == 0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_ui_serves_the_store_offline_and_stops_cleanly(kennel_home: Path) -> None:
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "kennel", "ui", "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
@@ -174,7 +161,14 @@ def test_ui_serves_the_store_offline_and_stops_cleanly(kennel_home: Path) -> Non
     finally:
         process.terminate()
         process.wait(timeout=30)
-    time.sleep(1)
-    with pytest.raises(OSError):  # the server's own processes went with it: nothing answers any more
-        urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+    # The server's own processes go with it, though they may close their socket a moment after kennel ui exits.
+    wait_until(lambda: not answers(f"http://127.0.0.1:{port}/health"), "the server's processes ending")
     assert (kennel_home / "mlflow.db").is_file()
+
+
+def answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except OSError:
+        return False

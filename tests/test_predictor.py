@@ -7,15 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import ARTIFACT_CLASSES, kennel, tiny_artifact
 from PIL import Image
-from typer.testing import CliRunner
 
-from kennel.artifact import ArtifactError, load_artifact, save_artifact
+from kennel.artifact import ArtifactError, load_artifact
 from kennel.data.images import ImageError
-from kennel.models import create_model, get_backbone
 from kennel.predictor import Prediction, Predictor
 
-CLASSES = ["Akita", "Beagle", "Boxer", "Collie", "Dachshund", "Pug"]
+CLASSES = ARTIFACT_CLASSES  # the shared artifact_dir fixture's
 
 
 def same(top: list[tuple[str, float]], other: list[tuple[str, float]], tolerance: float = 1e-5) -> bool:
@@ -23,15 +22,6 @@ def same(top: list[tuple[str, float]], other: list[tuple[str, float]], tolerance
     return [n for n, _ in top] == [n for n, _ in other] and all(
         abs(p - q) <= tolerance for (_, p), (_, q) in zip(top, other, strict=True)
     )
-
-
-@pytest.fixture(scope="module")
-def artifact_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    model = create_model("tiny", len(CLASSES), pretrained=False)
-    with torch.no_grad():  # a head with larger weights, so probabilities differ clearly between classes
-        model.head[-1].weight.mul_(20)
-    return save_artifact(model, CLASSES, get_backbone("tiny").preprocessing, tmp_path_factory.mktemp("a") / "model")
 
 
 @pytest.fixture(scope="module")
@@ -123,8 +113,7 @@ def test_bad_inputs_fail_clearly(artifact_dir: Path, tmp_path: Path) -> None:
 
 
 def test_without_onnx_auto_falls_back_to_torch(tmp_path: Path) -> None:
-    model = create_model("tiny", 2, pretrained=False)
-    path = save_artifact(model, ["a", "b"], get_backbone("tiny").preprocessing, tmp_path / "m", export_onnx=False)
+    path = tiny_artifact(tmp_path / "m", ["a", "b"], export_onnx=False)
     assert Predictor.load(path).runtime.startswith("torch-")
     with pytest.raises(ArtifactError, match="no fp32 ONNX file"):
         Predictor.load(path, runtime="onnx")
@@ -144,10 +133,7 @@ def test_prediction_to_dict() -> None:
 
 
 def run_cli(*args: str):
-    import kennel.cli.predict  # noqa: F401  (registers the command)
-    from kennel.cli import app
-
-    return CliRunner().invoke(app, ["predict", *args])
+    return kennel("predict", *args)
 
 
 def test_cli_prints_a_table_per_photo(artifact_dir: Path, photos: list[Path]) -> None:
@@ -177,10 +163,10 @@ def test_cli_accepts_a_job_folder(artifact_dir: Path, photos: list[Path], tmp_pa
 
 def test_cli_errors_are_clear(artifact_dir: Path, photos: list[Path], tmp_path: Path) -> None:
     missing = run_cli("--model", str(tmp_path / "no-such-model"), str(photos[0]))
-    assert missing.exit_code == 1 and "no model folder" in missing.output
+    assert missing.exit_code == 2 and "no model folder" in missing.output
     assert "Traceback" not in missing.output and isinstance(missing.exception, SystemExit)
     not_artifact = run_cli("--model", str(tmp_path), str(photos[0]))
-    assert not_artifact.exit_code == 1 and "artifact.json is missing" in not_artifact.output
+    assert not_artifact.exit_code == 2 and "artifact.json is missing" in not_artifact.output
     text = tmp_path / "readme.jpg"
     text.write_text("hello")
     bad = run_cli("--model", str(artifact_dir), str(text), str(photos[0]), "--json")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from typer.testing import CliRunner
+from helpers import kennel, section_statuses, use_home
 
 from kennel.browser import CHROMIUM_ARGS, find_chromium
 from kennel.config import load_config
@@ -18,16 +18,13 @@ from kennel.data.sample import write_sample_dataset
 from kennel.findings import ISSUES_FOUND, Finding
 from kennel.job import train
 from kennel.jobs import JobRecord
-from kennel.profiler import PROFILER_RULES, Profile
+from kennel.profiler import Profile
 from kennel.profiler.report import SECTIONS
+from kennel.profiler.rules import BUILTIN_RULES
 from kennel.profiler.summary import configured_rule
 
 PROFILE_SECTIONS = ["profile-summary", "system", "framework", "rules", "steps", "rule-plots"]
 CHROMIUM = find_chromium()
-
-
-def section_statuses(html: str) -> dict[str, str]:
-    return dict(re.findall(r'<section id="([\w-]+)" data-status="(\w+)"', html))
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +53,7 @@ def job(tmp_path_factory: pytest.TempPathFactory) -> JobRecord:
         "profiler.rules.StepOutlier.min_slowdown": 1000.0,
     }
     with pytest.MonkeyPatch.context() as env:
-        env.setenv("KENNEL_HOME", str(home))
-        env.setenv("KENNEL_CACHE", str(home / "cache"))
-        env.delenv("MLFLOW_TRACKING_URI", raising=False)
-        env.delenv("KENNEL_TRACKING_URI", raising=False)
+        use_home(env, home)
         record = train(load_config(overrides=overrides), stream=None)
     assert record.status == "completed", record.error
     return record
@@ -80,7 +74,7 @@ def test_the_profile_report_renders_every_section_with_its_plots(job: JobRecord)
     for phase in ("data", "forward", "backward", "optimizer", "other"):
         assert f"<td>{phase}</td>" in sections["framework"]
     assert 'id="operators"' in sections["framework"] and "aten::" in sections["framework"]
-    assert all(name in sections["rules"] for name in PROFILER_RULES.names())
+    assert all(name in sections["rules"] for name in BUILTIN_RULES)
     assert sections["rules"].count("not applicable") >= 5  # the GPU rules, on this CPU job
     assert 'id="rule-plot-MaxInitializationTime"' in sections["rule-plots"]
     for attribute in re.findall(r'(?:src|href)="([^"]*)"', html):
@@ -97,7 +91,7 @@ def test_the_chrome_trace_is_valid_json_with_events(job: JobRecord) -> None:
 def test_the_findings_are_saved_in_the_shared_shape(job: JobRecord) -> None:
     lines = (job.path / "profiler" / "findings.jsonl").read_text().splitlines()
     findings = [Finding.from_dict(json.loads(line)) for line in lines]
-    assert {f.rule for f in findings} == set(PROFILER_RULES.names())
+    assert {f.rule for f in findings} == set(BUILTIN_RULES)
     fired = [f for f in findings if f.status == ISSUES_FOUND]
     assert [f.rule for f in fired] == ["MaxInitializationTime"]
     assert fired[0].mode == "TRAIN" and fired[0].tensors == () and fired[0].numbers["initialization_s"] > 0
@@ -114,7 +108,7 @@ def test_the_job_report_shows_the_profiler_and_links_its_page(job: JobRecord) ->
 
 
 def test_mlflow_records_the_profile_with_the_job(job: JobRecord) -> None:
-    from kennel.observers.tracking import get_client
+    from kennel.mlflow_store import get_client
 
     client = get_client(f"sqlite:///{job.path.parents[1] / 'mlflow.db'}")  # the job's $KENNEL_HOME/mlflow.db
     artifacts = {a.path for a in client.list_artifacts(job.mlflow_run_id)}
@@ -123,16 +117,9 @@ def test_mlflow_records_the_profile_with_the_job(job: JobRecord) -> None:
     assert {"profiler/steps.jsonl", "profiler/system.jsonl", "profiler/findings.jsonl", "profiler/trace.json"} <= files
 
 
-def cli(*args: str):
-    from kennel.cli import _register, app
-
-    _register()
-    return CliRunner().invoke(app, list(args))
-
-
 def test_kennel_profile_prints_the_summary_and_writes_the_page(job: JobRecord) -> None:
     (job.path / "profile.html").unlink()
-    result = cli("profile", str(job.path))
+    result = kennel("profile", str(job.path))
     assert result.exit_code == 0, result.output
     for title in ("Job summary", "System usage", "Framework breakdown", "Rules"):
         assert title in result.stdout
@@ -140,27 +127,27 @@ def test_kennel_profile_prints_the_summary_and_writes_the_page(job: JobRecord) -
     assert result.stdout.strip().splitlines()[-1] == str(job.path / "profile.html")
     assert (job.path / "profile.html").is_file()
 
-    as_json = cli("profile", str(job.path), "--json")
+    as_json = kennel("profile", str(job.path), "--json")
     findings = [Finding.from_dict(json.loads(line)) for line in as_json.stdout.strip().splitlines()[:-1]]
-    assert {f.rule for f in findings} == set(PROFILER_RULES.names())
+    assert {f.rule for f in findings} == set(BUILTIN_RULES)
 
 
 def test_kennel_report_writes_both_pages(job: JobRecord) -> None:
-    result = cli("report", str(job.path))
+    result = kennel("report", str(job.path))
     assert result.exit_code == 0, result.output
     assert result.stdout.split() == [str(job.path / "report.html"), str(job.path / "profile.html")]
 
 
 def test_kennel_profile_of_a_job_without_records_says_why(tmp_path: Path) -> None:
     JobRecord(id="20250101-000000-old-0000", name="old", job_dir=str(tmp_path)).save()
-    result = cli("profile", str(tmp_path))
+    result = kennel("profile", str(tmp_path))
     assert result.exit_code == 1 and "has no profiler records" in result.output
-    assert cli("profile", "no-such-job").exit_code == 1
-    assert cli("profile", "--help").exit_code == 0
+    assert kennel("profile", "no-such-job").exit_code == 2
+    assert kennel("profile", "--help").exit_code == 0
 
 
 def test_kennel_train_profile_asks_for_a_torch_profiler_window() -> None:
-    result = cli("train", "--profile", "--print-config")
+    result = kennel("train", "--profile", "--print-config")
     assert result.exit_code == 0, result.output
     assert yaml.safe_load(result.stdout)["profiler"]["trace"]["enabled"] is True
 

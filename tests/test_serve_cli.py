@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import signal
 import socket
 import subprocess
@@ -12,34 +11,16 @@ from pathlib import Path
 
 import httpx
 import pytest
-import torch
+from helpers import ARTIFACT_CLASSES, encode, kennel
 from PIL import Image
-from typer.testing import CliRunner
 
-from kennel.artifact import save_artifact
-from kennel.cli import _register, app
-from kennel.models import create_model, get_backbone
-
-
-@pytest.fixture(scope="module")
-def artifact_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    model = create_model("tiny", 3, pretrained=False)
-    return save_artifact(model, ["a", "b", "c"], get_backbone("tiny").preprocessing, tmp_path_factory.mktemp("a") / "m")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from kennel.localhost import free_port
 
 
 def test_help_and_a_missing_model() -> None:
-    _register()
-    runner = CliRunner()
-    result = runner.invoke(app, ["serve", "--help"])
+    result = kennel("serve", "--help")
     assert result.exit_code == 0 and "--max-batch-size" in result.output and "--max-body-mb" in result.output
-    result = runner.invoke(app, ["serve", "/no/such/model"])
+    result = kennel("serve", "/no/such/model")
     assert result.exit_code == 2 and "no model folder" in result.output
 
 
@@ -58,10 +39,10 @@ def test_serves_and_shuts_down_gracefully(artifact_dir: Path) -> None:
                 time.sleep(0.2)
         else:
             pytest.fail("the server did not answer /ping")
-        buffer = io.BytesIO()
-        Image.new("RGB", (64, 48), (10, 200, 30)).save(buffer, "JPEG")
-        response = httpx.post(f"{url}/invocations", content=buffer.getvalue(), headers={"content-type": "image/jpeg"})
-        assert response.status_code == 200 and response.json()["model"] == {"backbone": "tiny", "classes": 3}
+        photo = encode(Image.new("RGB", (64, 48), (10, 200, 30)))
+        response = httpx.post(f"{url}/invocations", content=photo, headers={"content-type": "image/jpeg"})
+        assert response.status_code == 200
+        assert response.json()["model"] == {"backbone": "tiny", "classes": len(ARTIFACT_CLASSES)}
         too_large = httpx.post(f"{url}/invocations", content=b"x" * 200_000, headers={"content-type": "image/jpeg"})
         assert too_large.status_code == 413
     finally:
@@ -72,10 +53,33 @@ def test_serves_and_shuts_down_gracefully(artifact_dir: Path) -> None:
 
 
 def test_a_backend_or_precision_the_model_cannot_run_fails_before_the_server_starts(artifact_dir: Path) -> None:
-    _register()
-    runner = CliRunner()
-    result = runner.invoke(app, ["serve", str(artifact_dir), "--precision", "int8"])
+    result = kennel("serve", artifact_dir, "--precision", "int8")
     assert result.exit_code == 2 and "serving" not in result.output
     assert "onnxruntime-int8: no int8 ONNX file (train with --precision int8 to add one)" in result.output
-    result = runner.invoke(app, ["serve", str(artifact_dir), "--engine", "tensorrt"])
+    result = kennel("serve", artifact_dir, "--engine", "tensorrt")
     assert result.exit_code == 2 and "unknown inference backend 'tensorrt'" in result.output
+
+
+def test_a_port_in_use_fails_in_one_line_before_the_model_loads(artifact_dir: Path, monkeypatch) -> None:
+    from kennel.predictor import Predictor
+
+    def load(*args, **kwargs):
+        raise AssertionError("the model loaded before the port was checked")
+
+    monkeypatch.setattr(Predictor, "load", load)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = kennel("serve", artifact_dir, "--port", port)
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip().splitlines() == [
+        f"error: port {port} on 127.0.0.1 is in use by another process; choose another with --port"
+    ]
+
+
+def test_a_bad_setting_names_its_flag(artifact_dir: Path) -> None:
+    result = kennel("serve", artifact_dir, "--faces", "sometimes")
+    assert result.exit_code == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: --faces: Input should be 'not-dog', 'always' or 'off' (got 'sometimes'")

@@ -12,8 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
-from typer.testing import CliRunner
+from helpers import kennel, space_file
 
 from kennel.config import load_config
 from kennel.jobs import list_jobs, load_job
@@ -32,16 +31,7 @@ SPACE = {
 
 @pytest.fixture
 def space(tmp_path: Path) -> Path:
-    path = tmp_path / "space.yaml"
-    path.write_text(yaml.safe_dump(SPACE))
-    return path
-
-
-def kennel(*args: str):
-    from kennel.cli import _register, app
-
-    _register()
-    return CliRunner().invoke(app, [str(a) for a in args])
+    return space_file(tmp_path / "space.yaml", SPACE)
 
 
 def test_tune_help_names_the_strategies_pruners_and_spaces() -> None:
@@ -61,8 +51,7 @@ BAD_SPACES = {
 @pytest.mark.parametrize("case", list(BAD_SPACES))
 def test_a_planted_bad_space_fails_clearly_before_any_trial(dataset: Path, tmp_path: Path, case: str) -> None:
     parameters, message = BAD_SPACES[case]
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"parameters": parameters}))
+    bad = space_file(tmp_path / "bad.yaml", {"parameters": parameters})
     result = kennel("tune", "--data", dataset, "--space", bad, "--study", "bad", *TINY)
     assert result.exit_code == 2
     assert message in result.output

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from kennel.cli import app
+from kennel.cli.app import app
+from kennel.errors import PathError, UsageError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -39,7 +40,10 @@ def sample_command(
     """Write a small synthetic dataset in dogImages layout: learnable in seconds, for smoke tests and demos."""
     from kennel.data.sample import write_sample_dataset
 
-    root = write_sample_dataset(directory, classes, _parse_counts(per_split), size, seed)
+    try:
+        root = write_sample_dataset(directory, classes, _parse_counts(per_split), size, seed)
+    except OSError as exc:
+        raise PathError.of(exc, "cannot write the dataset", directory) from None
     total = classes * sum(_parse_counts(per_split))
     typer.echo(f"wrote {total} images in {classes} classes to {root}")
 
@@ -53,11 +57,10 @@ def fetch_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
 ) -> None:
     """Download (resumable), verify and unpack a dataset; prints the folder to pass as --data."""
-    from kennel.data.fetch import DATASETS, FetchError, default_dest, fetch_dataset, is_unpacked
+    from kennel.data.fetch import DATASETS, default_dest, fetch_dataset, is_unpacked
 
     if name not in DATASETS:
-        typer.echo(f"unknown dataset {name!r}; kennel can fetch: {', '.join(sorted(DATASETS))}", err=True)
-        raise typer.Exit(2)
+        raise UsageError(f"unknown dataset {name!r}; kennel can fetch: {', '.join(sorted(DATASETS))}")
     target = (dest.expanduser() if dest else default_dest()) / DATASETS[name].folder
     if is_unpacked(target):
         typer.echo(f"{name} is already unpacked at {target}")
@@ -65,11 +68,7 @@ def fetch_command(
     if from_file is None:
         size = "" if url else f" ({DATASETS[name].size})"
         typer.echo(f"downloading {name}{size} from {url or DATASETS[name].url}", err=True)
-    try:
-        root = fetch_dataset(name, dest, from_file, url, progress=not quiet)
-    except FetchError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+    root = fetch_dataset(name, dest, from_file, url, progress=not quiet)
     typer.echo(f"{name} is ready at {root}\nuse it with: --data {root}")
 
 

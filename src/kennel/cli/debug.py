@@ -6,14 +6,15 @@ import json
 
 import typer
 
-from kennel.cli import app
-
-STATUS_STYLE = {"issues found": "red", "no issues": "green", "error": "magenta", "not applicable": "dim"}
+from kennel.cli.app import app
+from kennel.cli.lookup import JOB_HELP, find_job
+from kennel.cli.output import RULE_STATUS_STYLE, styled
+from kennel.errors import Failure
 
 
 @app.command("debug")
 def debug_command(
-    job: str = typer.Argument(..., help="job id, id prefix, name, folder, or 'latest'"),
+    job: str = typer.Argument(..., help=JOB_HELP),
     html: bool = typer.Option(True, "--html/--no-html", help="write debug/report.html with the plots"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON instead of a table"),
     open_browser: bool = typer.Option(False, "--open", help="open the report in the default browser"),
@@ -27,18 +28,11 @@ def debug_command(
     from rich.table import Table
 
     from kennel.debugger.report import rules_summary, write_debug_report
-    from kennel.debugger.store import FOLDER
-    from kennel.jobs import JobNotFound, load_job
 
-    try:
-        record = load_job(job)
-    except JobNotFound as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    folder = record.path / FOLDER
+    record = find_job(job)
+    folder = record.folder.debug
     if not folder.is_dir():
-        typer.echo(f"error: job {record.id} has no debugger output (it ran with --debug off)", err=True)
-        raise typer.Exit(1)
+        raise Failure(f"job {record.id} has no debugger output (it ran with --debug off)")
     rows, whys = rules_summary(folder)
     if as_json:
         typer.echo(json.dumps([{**row.to_dict(), "why": whys.get(row.rule, "")} for row in rows], indent=2))
@@ -47,10 +41,9 @@ def debug_command(
         for column, justify in (("rule", "left"), ("status", "left"), ("first step", "right"), ("finding", "left")):
             table.add_column(column, justify=justify, overflow="fold")
         for row in rows:
-            style = STATUS_STYLE.get(row.status, "")
             finding = row.finding or whys.get(row.rule, "")
             step = "-" if row.step is None else f"{row.step} {row.mode or ''}".strip()
-            table.add_row(row.rule, f"[{style}]{row.status}[/]", step, finding)
+            table.add_row(row.rule, styled(row.status, RULE_STATUS_STYLE.get(row.status)), step, finding)
         Console(width=max(Console().width, 120)).print(table)
         for row in rows:
             if row.advice:

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import typer
 
-from kennel.cli import app, tracking_uri_option
+from kennel.cli.app import app, tracking_uri_option
+from kennel.cli.output import console, print_prediction, print_verdicts
+from kennel.errors import Failure
 
 
 @dataclass
@@ -25,22 +27,12 @@ class DemoRun:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def _console():
-    from rich.console import Console
-
-    return Console()
-
-
 def step_data(run: DemoRun) -> None:
-    from kennel.data.fetch import FetchError, fetch_dogimages
+    from kennel.data.fetch import fetch_dogimages
 
     if run.data is None:
-        try:
-            run.data = fetch_dogimages()
-        except FetchError as exc:
-            typer.secho(str(exc), err=True, fg="red")
-            raise typer.Exit(1) from None
-    _console().print(f"dataset: {run.data}")
+        run.data = fetch_dogimages()
+    console().print(f"dataset: {run.data}")
 
 
 def step_check(run: DemoRun) -> None:
@@ -48,11 +40,11 @@ def step_check(run: DemoRun) -> None:
 
     report = check_dataset(run.data)
     totals = report.split_totals()
-    console = _console()
-    console.print(f"{len(report.classes)} classes; " + ", ".join(f"{s} {n:,}" for s, n in totals.items()))
-    console.print(f"{len(report.errors)} errors, {len(report.warnings)} warnings (`kennel data check` shows them)")
+    out = console()
+    out.print(f"{len(report.classes)} classes; " + ", ".join(f"{s} {n:,}" for s, n in totals.items()))
+    out.print(f"{len(report.errors)} errors, {len(report.warnings)} warnings (`kennel data check` shows them)")
     for finding in report.errors[:5]:
-        console.print(f"  [red]error[/red] {finding.code}: {finding.message}")
+        out.print(f"  [red]error[/red] {finding.code}: {finding.message}")
 
 
 def step_train(run: DemoRun) -> None:
@@ -62,7 +54,7 @@ def step_train(run: DemoRun) -> None:
     config = load_config(overrides={"data.root": str(run.data), "name": "demo", **run.overrides})
     run.record = train(config)
     metrics = run.record.metrics
-    _console().print(
+    console().print(
         f"job {run.record.id}: test accuracy {metrics['test_accuracy']:.2%}, top-5 {metrics['test_top5']:.2%}"
     )
 
@@ -82,33 +74,32 @@ def step_tune(run: DemoRun) -> None:
     run.study = f"demo-{datetime.now():%Y%m%d-%H%M%S}"
     base = dotted_to_nested({"data.root": str(run.data), **run.overrides})
     request = TuneRequest(run.study, "default", base, {"seed": run.seed}, {"trials": DEMO_TRIALS})
-    _console().print(f"$ kennel tune --data {run.data} --study {run.study} --trials {DEMO_TRIALS}", highlight=False)
+    console().print(f"$ kennel tune --data {run.data} --study {run.study} --trials {DEMO_TRIALS}", highlight=False)
     tune(request, stream=sys.stdout)
-    _console().print(f"study report: {write_study_report(run.study)}")
+    console().print(f"study report: {write_study_report(run.study)}")
 
 
 def step_report(run: DemoRun) -> None:
-    from kennel.report import write_report
+    from kennel.pages import write_report
 
-    _console().print(f"report: {write_report(run.record.path)}")
-    profile = run.record.path / "profile.html"  # written by the job's profiler when it ended
+    console().print(f"report: {write_report(run.record.path)}")
+    profile = run.record.folder.profile_page  # written by the job's profiler when it ended
     if profile.is_file():
-        _console().print(f"profile: {profile} (`kennel profile {run.record.id}` prints its summary)")
+        console().print(f"profile: {profile} (`kennel profile {run.record.id}` prints its summary)")
 
 
 def step_predict(run: DemoRun) -> None:
-    from kennel.cli.predict import _print_table
     from kennel.data.layout import load_layout
     from kennel.predictor import Predictor
 
     test = load_layout(run.data)["test"]
     photo, label = random.Random(run.seed).choice(test.files)
     prediction = Predictor.load(run.record.artifact).predict([photo])[0]
-    console = _console()
-    _print_table(console, photo, prediction)
+    out = console()
+    print_prediction(out, photo, prediction)
     truth = test.classes[label]
     verdict = "[green]right[/green]" if prediction.index == label else "[red]wrong[/red]"
-    console.print(f"true breed: {truth.split('.', 1)[-1].replace('_', ' ')} ({verdict})")
+    out.print(f"true breed: {truth.split('.', 1)[-1].replace('_', ' ')} ({verdict})")
 
 
 def step_serve(run: DemoRun, startup_s: float = 120) -> None:
@@ -116,43 +107,40 @@ def step_serve(run: DemoRun, startup_s: float = 120) -> None:
     import subprocess
     import sys
 
-    from kennel.cli.predict import _print_table, _print_verdicts
     from kennel.client import EndpointClient, EndpointError
     from kennel.data.layout import load_layout, readable_name
     from kennel.localhost import free_port, stop_process
 
     port = free_port()
     command = [sys.executable, "-m", "kennel", "serve", str(run.record.artifact), "--port", str(port)]
-    console = _console()
-    console.print(f"$ kennel serve {run.record.artifact} --port {port}", highlight=False)
+    out = console()
+    out.print(f"$ kennel serve {run.record.artifact} --port {port}", highlight=False)
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     client = EndpointClient(f"http://127.0.0.1:{port}", timeout=30)
     try:
         deadline = time.monotonic() + startup_s
         while True:
             if server.poll() is not None:
-                typer.secho(f"kennel serve exited ({server.returncode}): {server.stderr.read()[-1500:]}", err=True)
-                raise typer.Exit(1)
+                raise Failure(f"kennel serve exited ({server.returncode}): {server.stderr.read()[-1500:]}")
             try:
                 client.ping()
                 break
             except EndpointError:
                 if time.monotonic() > deadline:
-                    typer.secho(f"kennel serve did not answer within {startup_s:.0f} s", err=True, fg="red")
-                    raise typer.Exit(1) from None
+                    raise Failure(f"kennel serve did not answer within {startup_s:.0f} s") from None
                 time.sleep(0.25)
         test = load_layout(run.data)["test"]
         photo, label = random.Random(run.seed + 1).choice(test.files)
-        console.print(f"$ kennel predict --endpoint {client.url} {photo}", highlight=False)
+        out.print(f"$ kennel predict --endpoint {client.url} {photo}", highlight=False)
         answer = client.predict(photo)
-        _print_table(console, photo, answer["predictions"])
-        _print_verdicts(console, answer)
+        print_prediction(out, photo, answer["predictions"])
+        print_verdicts(out, answer)
         truth = readable_name(test.classes[label])
         verdict = "[green]right[/green]" if answer["predictions"][0]["index"] == label else "[red]wrong[/red]"
-        console.print(f"true breed: {truth} ({verdict}); answered in {answer['latency_ms']:.0f} ms")
+        out.print(f"true breed: {truth} ({verdict}); answered in {answer['latency_ms']:.0f} ms")
     finally:
         stop_process(server)
-    console.print("endpoint stopped")
+    out.print("endpoint stopped")
 
 
 # The steps in order; later capabilities (tuning) add theirs here.
@@ -181,13 +169,13 @@ def demo_command(
     use_tracking_uri(tracking_uri)
     overrides = {k: v for k, v in {"model.backbone": model, "epochs": epochs, "seed": seed}.items() if v is not None}
     run = DemoRun(data, seed, overrides)
-    console = _console()
+    out = console()
     started = time.perf_counter()
     for index, (name, step) in enumerate(STEPS, 1):
-        console.rule(f"[bold]{index}/{len(STEPS)} {name}")
+        out.rule(f"[bold]{index}/{len(STEPS)} {name}")
         step_started = time.perf_counter()
         step(run)
         run.timings[name] = time.perf_counter() - step_started
-    console.rule("[bold]done")
-    console.print("  ".join(f"{name} {seconds:.0f}s" for name, seconds in run.timings.items()))
-    console.print(f"total {time.perf_counter() - started:.0f}s; `kennel jobs` lists the job, `kennel ui` opens MLflow")
+    out.rule("[bold]done")
+    out.print("  ".join(f"{name} {seconds:.0f}s" for name, seconds in run.timings.items()))
+    out.print(f"total {time.perf_counter() - started:.0f}s; `kennel jobs` lists the job, `kennel ui` opens MLflow")

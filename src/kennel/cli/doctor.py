@@ -9,13 +9,10 @@ from typing import Any
 
 import typer
 
-from kennel.cli import app
+from kennel.cli.app import app
+from kennel.errors import UsageError
 
 CALIBRATION = (4, 16)  # generated batches x photos: int8's speed does not depend on which photos set its ranges
-
-
-class DoctorError(Exception):
-    """An option doctor cannot work with; printed as one red line."""
 
 
 def _model(name: str):
@@ -27,7 +24,7 @@ def _model(name: str):
     try:
         source = available_offline(get_backbone(name))  # never a download: speed does not depend on the weights
     except KeyError as exc:
-        raise DoctorError(f"{exc.args[0]} (kennel models lists them)") from None
+        raise UsageError(f"{exc.args[0]} (kennel models lists them)") from None
     note = "random weights: none offline (speed does not depend on them)"
     if source is not None:
         try:
@@ -59,13 +56,10 @@ def _graph(name: str, data: str | None):
         calibration_id, photos = "doctor:random", f"{CALIBRATION[0] * CALIBRATION[1]} random images (--data DIR: yours)"
     else:
         from kennel.data.fingerprint import split_fingerprint
-        from kennel.data.layout import LayoutError, load_layout
+        from kennel.data.layout import load_layout
         from kennel.extraction import calibration_batches
 
-        try:
-            train = load_layout(data, splits=("train",))["train"]
-        except LayoutError as exc:
-            raise DoctorError(str(exc)) from None
+        train = load_layout(data, splits=("train",))["train"]
         calibration, calibration_id = lambda: calibration_batches(train, pre), f"doctor:{split_fingerprint(train)}"
         photos = f"the train split of {data}"
     graph = features_graph(model.features, name, weights_id, pre.input_size, calibration, calibration_id)
@@ -148,18 +142,13 @@ def doctor_command(
     int8 is calibrated on random images unless --data DIR is given; a backbone's weights do not change its speed."""
     import torch
 
-    from kennel.config import ConfigError
     from kennel.inference import choice, machine
     from kennel.job import resolve_device
 
-    try:
-        if device not in ("auto", "cpu", "cuda"):
-            raise DoctorError(f"unknown device {device!r}; choose auto, cpu or cuda")
-        target = resolve_device(device)
-        graph, weights, calibration = _graph(model, data)
-    except (DoctorError, ConfigError) as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
+    if device not in ("auto", "cpu", "cuda"):
+        raise UsageError(f"unknown device {device!r}; choose auto, cpu or cuda")
+    target = resolve_device(device)
+    graph, weights, calibration = _graph(model, data)
     rows, measured_now = _rows(graph, target, measure)
     gpus = [f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())]
     report = {

@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from kennel.cli import app
+from kennel.cli.app import app
 
 
 @app.command("models")

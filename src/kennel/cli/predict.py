@@ -5,7 +5,6 @@ SageMaker's batch transform)."""
 from __future__ import annotations
 
 import csv
-import json
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,85 +12,33 @@ from typing import Any
 
 import typer
 
-from kennel.cli import app
+from kennel import serve_defaults
+from kennel.cli.app import app
+from kennel.cli.lookup import resolve_model
+from kennel.cli.output import console, print_error, print_json, print_prediction, print_verdicts
+from kennel.errors import PathError, UsageError
 
 CHUNK = 64  # photos decoded and predicted at a time
 
 
-def resolve_model(ref: str) -> Path:
-    """An artifact folder, a job folder holding ``model/``, or a job reference (id, prefix, name, latest)."""
-    from kennel.artifact import ArtifactError, is_artifact
-    from kennel.jobs import JobNotFound, load_job
-
-    path = Path(ref).expanduser()
-    if is_artifact(path):
-        return path
-    if is_artifact(path / "model"):
-        return path / "model"
-    try:
-        job = load_job(ref)
-    except JobNotFound:
-        if path.exists():
-            raise ArtifactError(f"{path} is not a kennel model artifact: artifact.json is missing") from None
-        raise ArtifactError(f"no model folder {path} and no job {ref!r} (kennel jobs lists them)") from None
-    folder = Path(job.artifact) if job.artifact else job.path / "model"
-    if not is_artifact(folder):
-        raise ArtifactError(f"job {job.id} ({job.status}) has no model artifact at {folder}")
-    return folder
-
-
 def expand_photos(paths: list[Path]) -> list[Path]:
-    """Files as given; folders become the image files under them (sorted, recursively)."""
+    """Files as given; folders become the image files under them (sorted, recursively). A path that does not
+    exist fails here, before a model loads."""
     from kennel.data.layout import is_image_file
 
     photos: list[Path] = []
     for path in paths:
+        if not path.exists():
+            raise PathError(path, "no such file or folder")
         photos += sorted(p for p in path.rglob("*") if is_image_file(p)) if path.is_dir() else [path]
     return photos
 
 
-def _bar(probability: float, width: int = 30) -> str:
-    filled = round(probability * width)
-    return "█" * filled + "·" * (width - filled)
-
-
-def _print_table(console, photo: Path, prediction) -> None:
-    """A ranked table of one photo's top classes; ``prediction`` is a :class:`Prediction` or an endpoint answer."""
-    from rich.table import Table
-
-    top = prediction.top if hasattr(prediction, "top") else [(p["label"], p["probability"]) for p in prediction]
-    table = Table(title=str(photo), title_justify="left")
-    table.add_column("#", justify="right")
-    table.add_column("class")
-    table.add_column("probability", justify="right")
-    table.add_column("")
-    for rank, (name, probability) in enumerate(top, 1):
-        style = "bold green" if rank == 1 else None
-        table.add_row(str(rank), name, f"{100 * probability:.1f}%", _bar(probability), style=style)
-    console.print(table)
-
-
-def _print_verdicts(console, answer: dict[str, Any]) -> None:
-    """The endpoint's plain verdicts under the table: is it a dog, is there a human face."""
-    dog, face = answer.get("dog"), answer.get("human_face")
-    if dog:
-        console.print(f"dog: {'yes' if dog['is_dog'] else 'no'} (score {dog['score']:.2f})")
-    if face:
-        if face.get("found"):
-            console.print(
-                f"human face found: {face.get('count', 1)} - the breeds above are the ones the face resembles"
-            )
-        elif face.get("searched") is False:
-            console.print("human face: not looked for (the endpoint looks only where it sees no dog)")
-        else:
-            console.print("human face found: no")
-
-
 def true_label(photo: Path) -> str | None:
     """The breed a dataset folder names (``.../042.Cavalier_king_charles_spaniel/x.jpg``), else None."""
-    from kennel.data.layout import _NUMBERED, readable_name
+    from kennel.data.layout import is_numbered, readable_name
 
-    return readable_name(photo.parent.name) if _NUMBERED.match(photo.parent.name) else None
+    return readable_name(photo.parent.name) if is_numbered(photo.parent.name) else None
 
 
 def random_photo(folder: Path, seed: int | None) -> Path:
@@ -99,20 +46,26 @@ def random_photo(folder: Path, seed: int | None) -> Path:
     if (folder / "test").is_dir():
         folder = folder / "test"
     if not folder.is_dir():
-        raise ValueError(f"--random-from {folder}: no such folder")
+        raise PathError(folder, "no such folder (--random-from)")
     photos = expand_photos([folder])
     if not photos:
-        raise ValueError(f"--random-from {folder}: no photos in it")
+        raise UsageError(f"--random-from {folder}: no photos in it")
     return random.Random(seed).choice(photos)
+
+
+def problem(file: Path, error: Exception) -> str:
+    """What went wrong with one photo, without its path: the line or the CSV row names the photo already."""
+    message = getattr(error, "message", None) or str(error)
+    return message.removeprefix(f"{file}: ")
 
 
 class _Local:
     """Answers from a model artifact, in the endpoint's shape (predictions only: no dog or face checks)."""
 
-    def __init__(self, model: str, runtime: str, device: str, precision: str = "auto") -> None:
+    def __init__(self, folder: Path, runtime: str, device: str, precision: str = "auto") -> None:
         from kennel.predictor import Predictor
 
-        self.predictor = Predictor.load(resolve_model(model), runtime=runtime, device=device, precision=precision)
+        self.predictor = Predictor.load(folder, runtime=runtime, device=device, precision=precision)
         self.index = {name: i for i, name in enumerate(self.predictor.class_names)}
 
     def answers(self, files: list[Path], top_k: int) -> Iterator[dict[str, Any] | Exception]:
@@ -172,7 +125,7 @@ def _csv_row(file: Path, answer: dict[str, Any] | Exception) -> dict[str, Any]:
     row = dict.fromkeys(CSV_COLUMNS, "")
     row.update(path=str(file), true_label=truth or "")
     if isinstance(answer, Exception):
-        row["error"] = getattr(answer, "message", None) or str(answer)
+        row["error"] = problem(file, answer)
         return row
     top = answer["predictions"]
     row.update(
@@ -185,14 +138,18 @@ def _csv_row(file: Path, answer: dict[str, Any] | Exception) -> dict[str, Any]:
     return row
 
 
-def batch_transform(backend, files: list[Path], top_k: int, out: Path, console, errors) -> int:
+def batch_transform(backend, files: list[Path], top_k: int, out: Path, shown, errors) -> int:
     """Write one CSV row per photo to ``out`` with a progress bar on stderr; print a summary; count failures."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        handle = out.open("w", newline="")
+    except OSError as exc:
+        raise PathError.of(exc, "cannot write the CSV", out) from None
     rows: list[dict[str, Any]] = []
     columns = (TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with out.open("w", newline="") as handle, Progress(*columns, console=errors) as progress:
+    with handle, Progress(*columns, console=errors) as progress:
         writer = csv.DictWriter(handle, CSV_COLUMNS)
         writer.writeheader()
         task = progress.add_task("predict", total=len(files))
@@ -209,7 +166,7 @@ def batch_transform(backend, files: list[Path], top_k: int, out: Path, console, 
     if labelled:
         right = sum(int(r["correct"]) for r in labelled)
         summary += f"; accuracy {right / len(labelled):.1%} ({right} of {len(labelled)} with a known label)"
-    console.print(summary, highlight=False)
+    shown.print(summary, highlight=False)
     return failed
 
 
@@ -223,7 +180,7 @@ def predict_command(
     ),
     seed: int = typer.Option(None, "--seed", help="seed for --random-from"),
     out: Path = typer.Option(None, "--out", "-o", help="batch transform: write one CSV row per photo here"),
-    top_k: int = typer.Option(5, "--top-k", "-k", min=1, help="how many classes to show per photo"),
+    top_k: int = typer.Option(serve_defaults.TOP_K, "--top-k", "-k", min=1, help="how many classes to show per photo"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
     concurrency: int = typer.Option(4, "--concurrency", min=1, help="requests in flight with --endpoint"),
     timeout: float = typer.Option(30.0, "--timeout", help="seconds to wait for the endpoint per request"),
@@ -236,57 +193,41 @@ def predict_command(
     precision: str = typer.Option("auto", help="auto, fp32, bf16 or int8 (with --model)"),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
 ) -> None:
-    """Predict the top classes of photos with a trained model (--model) or a running endpoint (--endpoint)."""
-    from rich.console import Console
+    """Predict the top classes of photos with a trained model (--model) or a running endpoint (--endpoint).
 
-    from kennel.artifact import ArtifactError
-    from kennel.client import EndpointError
-
-    console, errors = Console(), Console(stderr=True)
-
-    def fail(message: str, code: int = 1):
-        errors.print(f"[red]error:[/red] {message}", highlight=False)
-        raise typer.Exit(code)
-
+    Exits 1 when a photo could not be predicted (the others are), 2 for options it cannot use."""
     if (model is None) == (endpoint is None):
-        fail("give either --model DIR (predict here) or --endpoint URL (ask a running endpoint)", 2)
+        raise UsageError("give either --model DIR (predict here) or --endpoint URL (ask a running endpoint)")
     if random_from is not None and photos:
-        fail("give photos or --random-from DIR, not both", 2)
-    try:
-        files = [random_photo(random_from, seed)] if random_from is not None else expand_photos(photos or [])
-    except ValueError as exc:
-        fail(str(exc), 2)
+        raise UsageError("give photos or --random-from DIR, not both")
+    folder = resolve_model(model) if model is not None else None  # a name that is no model fails before the photos
+    files = [random_photo(random_from, seed)] if random_from is not None else expand_photos(photos or [])
     if not files:
-        fail("no photos: give photo files or folders, or --random-from DIR", 2)
-    try:
-        backend = _Remote(endpoint, timeout, concurrency) if endpoint else _Local(model, runtime, device, precision)
-    except (ArtifactError, EndpointError, ValueError) as exc:
-        fail(str(exc))
-    try:
-        if out is not None:
-            if batch_transform(backend, files, top_k, out, console, errors):
-                raise typer.Exit(1)
-            return
-        results: list[dict[str, Any]] = []
-        for file, answer in zip(files, backend.answers(files, top_k), strict=True):
-            if isinstance(answer, Exception):
-                message = getattr(answer, "message", None) or str(answer)
-                errors.print(f"[red]error:[/red] {file}: {message}", highlight=False)
-                results.append({"file": str(file), "error": message})
-                continue
-            truth = true_label(file) if random_from is not None else None
-            results.append({"file": str(file), **_json_row(answer), **({"true_label": truth} if truth else {})})
-            if as_json:
-                continue
-            _print_table(console, file, answer["predictions"])
-            _print_verdicts(console, answer)
-            if truth is not None:
-                right = answer["predictions"][0]["label"].casefold() == truth.casefold()
-                verdict = "[green]right[/green]" if right else "[red]wrong[/red]"
-                console.print(f"true breed: {truth} ({verdict})")
-    except EndpointError as exc:  # unreachable in the middle of a batch
-        fail(str(exc))
+        raise UsageError("no photos: give photo files or folders, or --random-from DIR")
+    backend = _Remote(endpoint, timeout, concurrency) if folder is None else _Local(folder, runtime, device, precision)
+    shown, errors = console(), console(stderr=True)
+    if out is not None:
+        if batch_transform(backend, files, top_k, out, shown, errors):
+            raise typer.Exit(1)
+        return
+    results: list[dict[str, Any]] = []
+    for file, answer in zip(files, backend.answers(files, top_k), strict=True):
+        if isinstance(answer, Exception):
+            message = problem(file, answer)
+            print_error(f"{file}: {message}")
+            results.append({"file": str(file), "error": message})
+            continue
+        truth = true_label(file) if random_from is not None else None
+        results.append({"file": str(file), **_json_row(answer), **({"true_label": truth} if truth else {})})
+        if as_json:
+            continue
+        print_prediction(shown, file, answer["predictions"])
+        print_verdicts(shown, answer)
+        if truth is not None:
+            right = answer["predictions"][0]["label"].casefold() == truth.casefold()
+            verdict = "[green]right[/green]" if right else "[red]wrong[/red]"
+            shown.print(f"true breed: {truth} ({verdict})")
     if as_json:
-        typer.echo(json.dumps(results, indent=2))
+        print_json(results)
     if any("error" in r for r in results):
         raise typer.Exit(1)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import typer
 
-from kennel.cli import app
-
-STATUS_STYLE = {"issues found": "red", "error": "red", "no issues": "green", "not applicable": "dim"}
+from kennel.cli.app import app
+from kennel.cli.lookup import JOB_HELP, find_job
+from kennel.cli.output import RULE_STATUS_STYLE, styled
+from kennel.errors import Failure, PathError
 
 
 def _print_summary(summary) -> None:
@@ -50,16 +51,17 @@ def _print_summary(summary) -> None:
     rules = Table("rule", "status", "step", "evidence / advice", title="Rules", title_justify="left")
     for row in summary.rules:
         finding = row.finding
-        text = (finding.advice or format_numbers(finding.numbers)) if finding else ""
+        said = " ".join(t for t in (finding.message, finding.advice) if t) if finding else ""
+        text = (said or format_numbers(finding.numbers)) if finding else ""
         step = str(finding.step) if finding and finding.step is not None else "-"
-        rules.add_row(row.name, f"[{STATUS_STYLE.get(row.status, '')}]{row.status}[/]", step, text)
+        rules.add_row(row.name, styled(row.status, RULE_STATUS_STYLE.get(row.status)), step, text)
     for table in (phases, usage, loop, rules):
         console.print(table)
 
 
 @app.command("profile")
 def profile_command(
-    job: str = typer.Argument(..., help="job id, id prefix, name, folder, or 'latest'"),
+    job: str = typer.Argument(..., help=JOB_HELP),
     open_browser: bool = typer.Option(False, "--open", help="open profile.html in the default browser"),
     as_json: bool = typer.Option(False, "--json", help="print the rules' findings as JSON lines instead of tables"),
 ) -> None:
@@ -67,27 +69,19 @@ def profile_command(
     phase, the profiler rules with their advice. Writes JOB's profile.html and prints its path last."""
     import json
 
-    from kennel.jobs import JobNotFound, load_job
     from kennel.profiler.report import ProfileData, write_profile_report
 
-    try:
-        record = load_job(job)
-    except JobNotFound as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+    record = find_job(job)
     data = ProfileData.load(record.path)
     if data.profile.empty:
-        typer.echo(
-            f"error: job {record.id} has no profiler records in {record.path / 'profiler'} "
-            "(it ran with profiler.enabled false, or before kennel had a profiler)",
-            err=True,
+        raise Failure(
+            f"job {record.id} has no profiler records in {record.path / 'profiler'} "
+            "(it ran with profiler.enabled false, or before kennel had a profiler)"
         )
-        raise typer.Exit(1)
     try:
         path = write_profile_report(record.path, data)
     except OSError as exc:
-        typer.echo(f"error: cannot write the profiler report of {record.id}: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise PathError.of(exc, f"cannot write the profiler report of {record.id}", record.path) from None
     if as_json:
         for row in data.summary.rules:
             if row.finding is not None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import typer
 
-from kennel.cli import app
+from kennel.cli.app import app
+from kennel.cli.lookup import JOB_HELP, find_job
+from kennel.errors import PathError
+from kennel.jobs import JobDir
 
 
 def _study_report(name: str, open_browser: bool) -> None:
@@ -13,8 +16,7 @@ def _study_report(name: str, open_browser: bool) -> None:
     try:
         path = write_study_report(name)
     except OSError as exc:
-        typer.echo(f"error: cannot write the report of study {name}: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise PathError.of(exc, f"cannot write the report of study {name}") from None
     typer.echo(str(path))
     if open_browser:
         import webbrowser
@@ -24,28 +26,22 @@ def _study_report(name: str, open_browser: bool) -> None:
 
 @app.command("report")
 def report_command(
-    job: str = typer.Argument(..., help="job id, id prefix, name, folder, or 'latest'; or a tuning study's name"),
+    job: str = typer.Argument(..., help=f"{JOB_HELP}; or a tuning study's name"),
     open_browser: bool = typer.Option(False, "--open", help="open the report in the default browser"),
 ) -> None:
     """Write JOB's report.html (summary, curves, the debugger's rules, test metrics, per-class scores, confusions,
     mistakes, and the profiler's summary) and, for a profiled job, its profile.html (the page report.html links to)."""
-    from kennel.jobs import JobNotFound, load_job
-    from kennel.report import write_report
+    from kennel.pages import write_report
     from kennel.tune.study import study_exists
 
     if study_exists(job):  # a tuning study's page: trials, history, importances, parallel coordinates
         _study_report(job, open_browser)
         return
-    try:
-        record = load_job(job)
-    except JobNotFound as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+    record = find_job(job)
     try:
         path = write_report(record.path)
     except OSError as exc:
-        typer.echo(f"error: cannot write the report of {record.id}: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise PathError.of(exc, f"cannot write the report of {record.id}", record.path) from None
     typer.echo(str(path))
     profile = _profile_report(record.path)
     if profile is not None:
@@ -58,7 +54,7 @@ def report_command(
 
 def _profile_report(job_dir):
     """Write profile.html when the job has profiler records; a problem only warns (report.html is written)."""
-    if not (job_dir / "profiler").is_dir():
+    if not JobDir(job_dir).profiler.is_dir():
         return None
     from kennel.profiler.report import write_profile_report
 

@@ -5,14 +5,42 @@ from __future__ import annotations
 import typer
 
 from kennel import serve_defaults as defaults
-from kennel.cli import app
+from kennel.cli.app import app
+from kennel.cli.lookup import resolve_model
+from kennel.errors import Failure, PortInUse, UsageError
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail now, in a line, when the server could not listen at ``host:port``. uvicorn binds only after the
+    model has loaded, and then says so in a log record among others."""
+    import errno
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise UsageError(f"--host {host}: {exc.strerror}") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no conflict
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(host, port) from None
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise UsageError(f"--host {host}: not an address of this machine") from None
+            if exc.errno == errno.EACCES:
+                raise Failure(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+            raise
 
 
 @app.command("serve")
 def serve_command(
     model: str = typer.Argument(..., help="model artifact folder, job folder, or job id/name"),
     host: str = typer.Option(defaults.HOST, help="address to bind; 0.0.0.0 to accept other machines"),
-    port: int = typer.Option(defaults.PORT, help="port (SageMaker uses 8080)"),
+    port: int = typer.Option(defaults.PORT, help="port to listen on (the default is SageMaker's)"),
     workers: int = typer.Option(1, min=1, help="server processes, each with its own copy of the model"),
     max_batch_size: int = typer.Option(defaults.MAX_BATCH_SIZE, min=1, help="most photos per model call"),
     max_wait_ms: float = typer.Option(
@@ -45,15 +73,11 @@ def serve_command(
     import uvicorn
     from pydantic import ValidationError
 
-    from kennel.artifact import ArtifactError
-    from kennel.cli.predict import resolve_model
+    from kennel.predictor import Predictor
     from kennel.serve.app import ServeSettings
+    from kennel.validation import one_line
 
-    try:
-        folder = resolve_model(model)
-    except ArtifactError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    folder = resolve_model(model)
     try:
         settings = ServeSettings(
             max_body_bytes=int(max_body_mb * 1_000_000),
@@ -66,18 +90,10 @@ def serve_command(
             faces=faces,
         )
     except ValidationError as exc:
-        from kennel.validation import problems
-
-        for where, what in problems(exc):
-            typer.echo(f"error: --{where.replace('_', '-')}: {what}", err=True)
-        raise typer.Exit(2) from None
-    try:  # the engine's choice is cheap (the model loads in the server): an impossible one fails here, in a line
-        from kennel.predictor import Predictor
-
-        engine = Predictor.load(folder, runtime=settings.runtime, precision=settings.precision).engine
-    except ArtifactError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise UsageError(one_line(exc, name=lambda loc: "--" + "-".join(loc).replace("_", "-"))) from None
+    check_port(host, port)
+    # The engine's choice is cheap (the model loads in the server): an impossible one fails here, in a line.
+    engine = Predictor.load(folder, runtime=settings.runtime, precision=settings.precision).engine
     # Workers are separate processes: they rebuild the app from the environment (see serve_factory).
     os.environ["KENNEL_SERVE_ARTIFACT"] = str(folder)
     for name, value in settings.model_dump().items():

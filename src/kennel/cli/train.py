@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from kennel.cli import app, tracking_uri_option
+from kennel.cli.app import app, tracking_uri_option
 
 
 def sagemaker_env() -> dict[str, object]:
@@ -26,12 +26,11 @@ def _export_sagemaker_outputs(record) -> None:
     if os.environ.get("SM_OUTPUT_DATA_DIR"):
         out = Path(os.environ["SM_OUTPUT_DATA_DIR"])
         out.mkdir(parents=True, exist_ok=True)
-        for name in ("evaluation", "report.html", "profile.html", "profiler", "metrics.jsonl", "job.json"):
-            source = record.path / name
+        for source in [*record.folder.outputs(), record.folder.record_file]:
             if source.is_dir():
-                shutil.copytree(source, out / name, dirs_exist_ok=True)
-            elif source.is_file():
-                shutil.copy2(source, out / name)
+                shutil.copytree(source, out / source.name, dirs_exist_ok=True)
+            else:
+                shutil.copy2(source, out / source.name)
 
 
 @app.command("train")
@@ -80,11 +79,8 @@ def train_command(
     Precedence: defaults, then --config FILE, then flags. Metric lines on stdout look like
     `\\[epoch 3/20] train_loss=0.41 valid_accuracy=0.913;` for a regex to read.
     """
-    import yaml
-
-    from kennel.config import ConfigError, config_to_yaml, load_config
+    from kennel.config import config_to_yaml, load_config, parse_assignments
     from kennel.distributed import from_environment
-    from kennel.errors import KennelError
     from kennel.home import use_tracking_uri
     from kennel.job import resume, train
 
@@ -119,11 +115,7 @@ def train_command(
                 flags["tracking"] = False
             if profile:
                 flags["profiler.trace.enabled"] = True
-            for item in overrides:
-                key, sep, value = item.partition("=")
-                if not sep:
-                    raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
-                flags[key.strip()] = yaml.safe_load(value)
+            flags.update(parse_assignments(overrides))
             config = load_config(config_file, flags)
             if print_config:
                 typer.echo(config_to_yaml(config), nl=False)
@@ -131,9 +123,6 @@ def train_command(
             if launching:
                 raise typer.Exit(_launch(config, processes, gpus, device))
             record = train(config)
-    except KennelError as exc:  # a bad value, a missing job, a damaged checkpoint: said, with no traceback
-        typer.secho(f"error: {exc}", err=True, fg="red")
-        raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         # The record says "stopped" and the last epoch's checkpoint is on disk. Under torchrun the launcher
         # says so, once for all the ranks.
@@ -158,13 +147,10 @@ def train_command(
 
 
 def _resumed_config(ref: str):
-    from kennel.config import ConfigError, load_config
-    from kennel.jobs import JobNotFound, load_job
+    from kennel.config import load_config
+    from kennel.jobs import load_job
 
-    try:
-        return load_config(load_job(ref).path / "config.yaml")
-    except JobNotFound as exc:
-        raise ConfigError(str(exc)) from None
+    return load_config(load_job(ref).folder.config_file)
 
 
 def _launch(config, processes: int | None, gpus: int | None, device_flag: str | None) -> int:

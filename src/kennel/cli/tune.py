@@ -1,5 +1,5 @@
 """``kennel tune``: a hyperparameter tuning job; ``kennel jobs studies`` lists them and ``kennel jobs best STUDY``
-(in :mod:`kennel.cli.jobs`) shows the winner."""
+shows the winner (both in :mod:`kennel.cli.jobs`)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from typing import Any
 
 import typer
 
-from kennel.cli import app, tracking_uri_option
-from kennel.cli.jobs import _console, jobs_app
+from kennel.cli.app import app, tracking_uri_option
 from kennel.tune.pruners import PRUNERS
 from kennel.tune.strategies import STRATEGIES
 
@@ -99,53 +98,50 @@ def tune_command(
     On several machines: `kennel tune --storage postgresql://... --study NAME --data DIR` on one creates the
     study; `kennel tune --worker --storage postgresql://... --study NAME` on the others joins it.
     """
-    from kennel.config import ConfigError, deep_merge, dotted_to_nested, parse_assignments, read_config_file
+    from kennel.config import deep_merge, dotted_to_nested, parse_assignments, read_config_file
     from kennel.home import use_tracking_uri
-    from kennel.tune import TuneError, TuneRequest, tune
+    from kennel.tune import TuneRequest, tune
 
     use_tracking_uri(tracking_uri)
+    flags = _given(**{"data.root": str(data) if data else None}, **parse_assignments(overrides))
+    if no_tracking:
+        flags["tracking"] = False
+    base = deep_merge(read_config_file(config_file) if config_file else {}, dotted_to_nested(flags))
+    if worker:
+        study_flags = {
+            "--config": config_file, "--set": overrides, "--space": space, "--trials": trials,
+            "--strategy": strategy, "--pruner": pruner, "--objective": objective, "--direction": direction,
+            "--timeout": timeout, "--target": target, "--warm-start": warm_start, "--seed": seed,
+            "--no-baseline": no_baseline,
+        }  # fmt: skip
+        _check_worker(study, storage, [flag for flag, value in study_flags.items() if _set(value)])
+        request = TuneRequest(
+            study=study, base=base or None, session=_given(parallel=parallel), storage=storage, worker=True
+        )
+    else:
+        request = TuneRequest(
+            study=study,
+            space=space,
+            base=base or None,
+            settings=_given(
+                objective=objective,
+                direction=direction,
+                strategy=strategy,
+                pruner=pruner,
+                seed=seed,
+                baseline=False if no_baseline else None,
+            ),
+            session=_given(
+                trials=trials,
+                parallel=parallel,
+                target=target,
+                timeout_s=parse_duration(timeout) if timeout else None,
+            ),
+            storage=storage,
+            warm_start=warm_start,
+        )
     try:
-        flags = _given(**{"data.root": str(data) if data else None}, **parse_assignments(overrides))
-        if no_tracking:
-            flags["tracking"] = False
-        base = deep_merge(read_config_file(config_file) if config_file else {}, dotted_to_nested(flags))
-        if worker:
-            study_flags = {
-                "--config": config_file, "--set": overrides, "--space": space, "--trials": trials,
-                "--strategy": strategy, "--pruner": pruner, "--objective": objective, "--direction": direction,
-                "--timeout": timeout, "--target": target, "--warm-start": warm_start, "--seed": seed,
-                "--no-baseline": no_baseline,
-            }  # fmt: skip
-            _check_worker(study, storage, [flag for flag, value in study_flags.items() if _set(value)])
-            request = TuneRequest(
-                study=study, base=base or None, session=_given(parallel=parallel), storage=storage, worker=True
-            )
-        else:
-            request = TuneRequest(
-                study=study,
-                space=space,
-                base=base or None,
-                settings=_given(
-                    objective=objective,
-                    direction=direction,
-                    strategy=strategy,
-                    pruner=pruner,
-                    seed=seed,
-                    baseline=False if no_baseline else None,
-                ),
-                session=_given(
-                    trials=trials,
-                    parallel=parallel,
-                    target=target,
-                    timeout_s=parse_duration(timeout) if timeout else None,
-                ),
-                storage=storage,
-                warm_start=warm_start,
-            )
         record = tune(request, stream=sys.stdout)
-    except (ConfigError, TuneError) as exc:
-        typer.secho(f"error: {exc}", err=True, fg="red")
-        raise typer.Exit(2) from None
     except KeyboardInterrupt:  # before the trials began (while the features were computed)
         typer.secho("stopped before any trial ran", err=True, fg="yellow")
         raise typer.Exit(130) from None
@@ -157,94 +153,3 @@ def tune_command(
         raise typer.Exit(130)
     if record.status == "failed":
         raise typer.Exit(1)
-
-
-@jobs_app.command("studies")
-def jobs_studies(as_json: bool = typer.Option(False, "--json", help="print JSON records instead of a table")) -> None:
-    """List tuning studies, newest first: status, strategy, trials by outcome and the best objective."""
-    from rich.table import Table
-
-    from kennel.tune.results import finished, with_current_counts
-    from kennel.tune.study import list_studies, process_alive, studies_dir
-
-    records = with_current_counts(list_studies())
-    if as_json:
-        typer.echo(json.dumps([r.to_dict() for r in records], indent=2, default=str))
-        return
-    if not records:
-        typer.echo(f"no studies under {studies_dir()} yet; 'kennel tune --data DIR' runs one")
-        return
-    table = Table(title="kennel tuning studies", caption=str(studies_dir()), caption_justify="left")
-    for column in ("study", "status", "strategy", "objective", "trials", "complete", "pruned", "failed", "best"):
-        table.add_column(column, justify="right" if column in ("trials", "complete", "pruned", "failed") else "left")
-    table.add_column("best job", overflow="fold")
-    for r in records:
-        settings, counts = r.settings, r.counts
-        done = finished(counts)
-        best = r.best or {}
-        value = f"{best['value']:.4f} (trial {best['number']})" if best.get("value") is not None else "-"
-        gone = r.status == "running" and not process_alive(r.pid, r.host)
-        table.add_row(
-            r.name,
-            "running? process gone" if gone else r.status,
-            f"{settings.get('strategy')}/{settings.get('pruner')}",
-            f"{settings.get('objective')} ({str(settings.get('direction'))[:3]})",
-            f"{done}/{r.session.get('trials', '-')}",
-            str(counts.get("complete", 0)),
-            str(counts.get("pruned", 0)),
-            str(counts.get("failed", 0)),
-            value,
-            str(best.get("job") or "-"),
-        )
-    _console().print(table)
-
-
-def show_best(name: str, as_json: bool) -> None:
-    """``kennel jobs best STUDY`` for a tuning study: the best values, the best job and its metrics, and
-    ``best.yaml`` written for a retrain."""
-    from rich.table import Table
-
-    from kennel.cli.jobs import _fail, _print_json, job_panel
-    from kennel.config import dotted_value
-    from kennel.jobs import JobNotFound, load_job
-    from kennel.tune.results import JOB_ID, best_trial, count, trial_config, write_best_config
-    from kennel.tune.study import load_study_record, open_study
-
-    record = load_study_record(name)
-    settings = record.study_settings
-    trials = open_study(record).get_trials(deepcopy=False)
-    best = best_trial(trials, settings.maximize)
-    if best is None:
-        raise _fail(f"study {name!r} has no completed trial yet (kennel jobs --study {name} lists its jobs)")
-    path = write_best_config(record, best)
-    try:
-        job = load_job(best.user_attrs[JOB_ID])
-    except (KeyError, JobNotFound):
-        job = None
-    if as_json:
-        _print_json(
-            {
-                "study": record.name,
-                "objective": settings.objective,
-                "direction": settings.direction,
-                "trial": best.number,
-                "value": best.value,
-                "params": best.params,
-                "config": str(path),
-                "counts": count(trials),
-                "job": job.to_dict() if job else None,
-            }
-        )
-        return
-    base = trial_config(record.base, {}, "base").model_dump(mode="json")
-    table = Table(title=f"study {record.name}: best of {len(trials)} trials, trial {best.number}", title_justify="left")
-    for column in ("parameter", "best", "base config"):
-        table.add_column(column, justify="left" if column == "parameter" else "right")
-    for key, value in best.params.items():
-        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value), str(dotted_value(base, key)))
-    console = _console()
-    console.print(f"{settings.objective} = {best.value:.4f} ({settings.direction})", highlight=False)
-    console.print(table)
-    if job is not None:
-        console.print(job_panel(job))
-    console.print(f"config: {path}\nretrain: kennel train --config {path}", highlight=False, soft_wrap=True)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import typer
 
-from kennel.cli import app
+from kennel.cli.app import app
+from kennel.errors import Failure, UsageError
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -26,7 +27,7 @@ def server_command(
     """The ``mlflow server`` command line for kennel's store (or ``tracking_uri``'s).
 
     Runs are logged with their own artifact locations (beside the SQLite store, see
-    ``kennel.observers.tracking.artifact_location``), which the server reads directly; experiments created from
+    ``kennel.mlflow_store.artifact_location``), which the server reads directly; experiments created from
     the UI keep theirs under ``$KENNEL_HOME/mlartifacts`` too instead of ``./mlartifacts`` of the current folder.
     Runs that machines log through the server (``--tracking-uri http://...``) keep their artifacts under
     ``artifacts`` (default ``$KENNEL_HOME/mlartifacts``), which the server serves as ``mlflow-artifacts:``.
@@ -90,17 +91,13 @@ def ui_command(
     from kennel.home import kennel_home, tracking_uri, use_tracking_uri
 
     if not _has_mlflow():
-        typer.secho("error: mlflow is not installed (pip install mlflow)", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1)
+        raise Failure("mlflow is not installed (pip install mlflow)")
     use_tracking_uri(tracking_uri_flag)
     if tracking_uri().startswith(("http://", "https://")):
-        typer.secho(
-            f"error: {tracking_uri()} is a tracking server already (open it in a browser); "
-            "kennel ui serves a store: SQLite, or a database URL such as postgresql://...",
-            fg=typer.colors.RED,
-            err=True,
+        raise UsageError(
+            f"{tracking_uri()} is a tracking server already (open it in a browser); "
+            "kennel ui serves a store: SQLite, or a database URL such as postgresql://..."
         )
-        raise typer.Exit(2)
     (kennel_home() / "mlartifacts").mkdir(parents=True, exist_ok=True)
     command = server_command(host, port, workers=workers, allowed_hosts=allowed_hosts)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
@@ -117,8 +114,7 @@ def ui_command(
         stop_server(process)
         code = 0
     if code:
-        typer.secho(f"error: mlflow server exited with status {code}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(code)
+        raise Failure(f"mlflow server exited with status {code}")
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -17,6 +17,11 @@ class LayoutError(KennelError, ValueError):
     """The folder does not have the layout kennel expects."""
 
 
+def is_numbered(folder: str) -> bool:
+    """Whether ``folder`` is named as a dataset's class folders are (``001.Affenpinscher``)."""
+    return _NUMBERED.match(folder) is not None
+
+
 def readable_name(folder: str) -> str:
     """``001.Affenpinscher`` -> ``Affenpinscher``; ``042.Cavalier_king_charles_spaniel`` -> spaces."""
     match = _NUMBERED.match(folder)

@@ -60,9 +60,9 @@ class Endpoint:
     def load(
         cls,
         artifact_dir: Path | str,
-        runtime: str = "auto",
+        runtime: str = defaults.RUNTIME,
         options: EndpointOptions | None = None,
-        precision: str = "auto",
+        precision: str = defaults.PRECISION,
     ) -> Endpoint:
         return cls(Predictor.load(artifact_dir, runtime=runtime, precision=precision), options)
 

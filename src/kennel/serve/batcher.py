@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 import torch
 
+from kennel import serve_defaults as defaults
 from kennel.predictor import Outputs
 
 
@@ -38,8 +39,8 @@ class DynamicBatcher:
     def __init__(
         self,
         run_batch: Callable[[torch.Tensor], Outputs],
-        max_batch_size: int = 32,
-        max_wait_ms: float = 5,
+        max_batch_size: int = defaults.MAX_BATCH_SIZE,
+        max_wait_ms: float = defaults.MAX_WAIT_MS,
         on_batch: Callable[[int, float], None] | None = None,
     ) -> None:
         if max_batch_size < 1 or max_wait_ms < 0:

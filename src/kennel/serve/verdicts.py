@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from kennel import serve_defaults as defaults
+
 log = logging.getLogger(__name__)
 
 DOG_CLASSES = slice(151, 269)  # ImageNet classes 151 (Chihuahua) to 268 (Mexican hairless) are dogs
@@ -21,7 +23,7 @@ FACE_NEIGHBOURS = 10
 FACE_SCALE_STEP = 1.2  # the window grows 20% per scale: half the scales of OpenCV's usual 1.1
 
 
-def dog_verdict(imagenet_logits: torch.Tensor | None, threshold: float = 0.5) -> dict[str, Any]:
+def dog_verdict(imagenet_logits: torch.Tensor | None, threshold: float = defaults.DOG_THRESHOLD) -> dict[str, Any]:
     """The softmax mass of ImageNet's dog classes for one photo; unavailable without an ImageNet head."""
     if imagenet_logits is None:
         return {"is_dog": False, "score": 0.0, "available": False}

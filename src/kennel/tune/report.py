@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from kennel.jobs import JobNotFound, JobRecord, load_job
 from kennel.report import MissingInput, Section, render_template
-from kennel.report.plots import _png
+from kennel.report.plots import figure_png
 from kennel.report.section import write_page
 from kennel.tune.results import ERROR, JOB, JOB_ID, best_trial, count, finished, outcome
 from kennel.tune.study import StudyRecord, load_study_record, open_study
@@ -53,7 +53,7 @@ class StudyData:
         return count(self.trials).get("complete", 0) + count(self.trials).get("warm", 0)
 
     def link(self, job: JobRecord | None) -> str | None:
-        report = job.path / "report.html" if job else None
+        report = job.folder.report if job else None
         return os.path.relpath(report, self.record.path) if report and report.is_file() else None
 
 
@@ -140,14 +140,14 @@ def _optuna_figure():
                 plt.close(number)
 
 
-def _figure(
+def _study_figure(
     plot, data: StudyData, caption: str, alt: str, header: list[str] | None = None, rows: list | None = None
 ) -> str:
     with _optuna_figure():
         axes = plot(data.study)
         figure = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
         figure.set_size_inches(9, 4.5)
-        png = _png(figure)
+        png = figure_png(figure)
     return render_template("study_figure.html", png=png, caption=caption, alt=alt, header=header, rows=rows)
 
 
@@ -157,7 +157,7 @@ def history(data: StudyData) -> str:
     if not data.completed:
         raise MissingInput("no completed trial yet")
     caption = "The objective of every completed trial in the order they ran, and the best so far."
-    return _figure(plot_optimization_history, data, caption, "optimization history")
+    return _study_figure(plot_optimization_history, data, caption, "optimization history")
 
 
 def intermediate(data: StudyData) -> str:
@@ -166,7 +166,7 @@ def intermediate(data: StudyData) -> str:
     if not any(t.intermediate_values for t in data.trials):
         raise MissingInput("no trial reported per-epoch values")
     caption = "The value each trial reported after every epoch; the pruner compares trials on these curves."
-    return _figure(plot_intermediate_values, data, caption, "per-epoch values")
+    return _study_figure(plot_intermediate_values, data, caption, "per-epoch values")
 
 
 def importances(data: StudyData) -> str:
@@ -182,7 +182,7 @@ def importances(data: StudyData) -> str:
     except (RuntimeError, ValueError) as exc:
         raise MissingInput(f"parameter importances could not be computed: {exc}") from None
     caption = "How much of the objective's variation each parameter explains (fANOVA over the completed trials)."
-    return _figure(
+    return _study_figure(
         plot_param_importances,
         data,
         caption,
@@ -198,7 +198,7 @@ def parallel(data: StudyData) -> str:
     if data.completed < 2:
         raise MissingInput("a parallel-coordinates plot needs at least two completed trials")
     caption = "Each line is a completed trial across its parameter values, coloured by the objective."
-    return _figure(plot_parallel_coordinate, data, caption, "parallel coordinates")
+    return _study_figure(plot_parallel_coordinate, data, caption, "parallel coordinates")
 
 
 STUDY_SECTIONS: list[Section] = [

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from pydantic import ValidationError
 
 from kennel.config import ConfigError, deep_merge, dotted_value
+from kennel.processes import process_alive
 from kennel.tune.errors import TuneError
 from kennel.tune.objective import TRIAL_DEFAULTS
 from kennel.tune.results import BASELINE, JOB_ID, WARM_START, count, finished, trial_config
@@ -19,7 +20,7 @@ from kennel.tune.shared import SETTINGS_ATTR, published
 from kennel.tune.space import SearchSpace, SpaceError, load_space
 from kennel.tune.storage import normalized_url, open_database, shown
 from kennel.tune.strategies import STRATEGIES, StrategyContext
-from kennel.tune.study import StudyRecord, load_study_record, open_study, process_alive, study_exists
+from kennel.tune.study import StudyRecord, load_study_record, open_study, study_exists
 from kennel.validation import one_line
 
 if TYPE_CHECKING:

@@ -13,13 +13,14 @@ from typing import TextIO
 
 from kennel.config import ConfigError, deep_merge
 from kennel.jobs import now
+from kennel.processes import this_host
 from kennel.tune.objective import TRIAL_DEFAULTS, ObjectiveError
 from kennel.tune.request import TuneError, TuneRequest, joined_study, new_study, reopened_study, say, validated
 from kennel.tune.results import JOB_ID, best_summary, best_trial, count, trial_config, write_best_config
 from kennel.tune.settings import SessionSettings, valid_study_name
 from kennel.tune.shared import publish
 from kennel.tune.strategies import STRATEGIES
-from kennel.tune.study import StudyRecord, open_study, studies_dir, this_host
+from kennel.tune.study import StudyRecord, open_study, studies_dir
 from kennel.tune.worker import stop_reason, work
 
 WORKER_STOP_S = 30.0  # how long stopped workers get to mark their trials interrupted before being killed
@@ -55,7 +56,7 @@ def _warm_cache(record: StudyRecord, stream: TextIO | None) -> None:
     if cached:
         say(stream, f"feature cache ready in {time.perf_counter() - started:.1f} s: trials train the head only")
     if config.tracking:
-        from kennel.observers.tracking import init_store
+        from kennel.mlflow_store import init_store
 
         try:
             init_store(experiment=record.name)

@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from kennel.errors import KennelError
+from kennel.validation import one_line
 
 if TYPE_CHECKING:
     import optuna
@@ -220,21 +221,16 @@ def _check_key(name: str, fields: dict[str, Any]) -> None:
         raise SpaceError(f"parameter {name}: a config section, not a value; tune one of its keys: {', '.join(node)}")
 
 
+def _parameter(loc: tuple[str, ...]) -> str:
+    """``('parameters', 'optim.lr', 'float', 'low')`` -> ``parameter optim.lr.low``: the union's tag dropped."""
+    if loc[:1] != ("parameters",) or len(loc) < 2:
+        return ".".join(loc)
+    rest = loc[3:] if len(loc) > 2 and loc[2] in ("float", "int", "categorical") else loc[2:]
+    return f"parameter {loc[1]}" + (f": {'.'.join(rest)}" if rest else "")
+
+
 def _describe(error: ValidationError, source: str) -> str:
-    lines = [f"invalid search space ({source}):"]
-    for item in error.errors():
-        loc = [str(p) for p in item["loc"]]
-        if loc[:1] == ["parameters"] and len(loc) > 1:
-            # ('parameters', 'optim.lr', 'float', 'low'): name the parameter, drop the union's tag.
-            rest = [p for p in loc[3:] if p] if len(loc) > 2 and loc[2] in ("float", "int", "categorical") else loc[2:]
-            where = f"parameter {loc[1]}" + (f": {'.'.join(rest)}" if rest else "")
-        else:
-            where = ".".join(loc) or "(top level)"
-        message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"].removeprefix("Value error, ")
-        if item["type"] == "union_tag_invalid" or item["type"] == "union_tag_not_found":
-            message = "`type` must be float, int or categorical"
-        lines.append(f"  {where}: {message}")
-    return "\n".join(lines)
+    return f"invalid search space ({source}): {one_line(error, name=_parameter)}"
 
 
 def parse_space(data: Any, source: str = "space") -> SearchSpace:

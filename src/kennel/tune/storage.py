@@ -21,7 +21,13 @@ CONNECT_TIMEOUT_S = 10  # an unreachable host would otherwise hang for the syste
 
 
 class StorageError(TuneError):
-    """A study database that cannot be opened."""
+    """A study database that cannot be used as named: a bad URL, an unknown kind, a missing driver."""
+
+
+class StorageUnreachable(StorageError):
+    """A study database that cannot be opened: the request was fine, the server or the database is not."""
+
+    exit_code = 1
 
 
 def normalized_url(url: str) -> str:
@@ -95,7 +101,7 @@ def open_database(url: str) -> optuna.storages.BaseStorage:
         raise StorageError(message) from None
     except OperationalError as exc:
         reason = str(exc.orig or exc).strip().splitlines()[0]
-        raise StorageError(
+        raise StorageUnreachable(
             f"cannot open the study database {shown(url)}: {reason}. Expected a running {name} server with this "
             "database (createdb DATABASE) that lets this user in"
         ) from None

@@ -14,8 +14,6 @@ The trials themselves are ordinary training jobs under ``$KENNEL_HOME/jobs`` wit
 from __future__ import annotations
 
 import json
-import os
-import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,10 +33,6 @@ STUDY_STATUSES = ("created", "running", "completed", "stopped", "failed")
 
 def studies_dir() -> Path:
     return kennel_home() / "studies"
-
-
-def this_host() -> str:
-    return socket.gethostname()
 
 
 @dataclass
@@ -142,17 +136,4 @@ def open_study(
         load_if_exists=True,
     )
 
-
-def process_alive(pid: int | None, host: str | None) -> bool:
-    """Whether process ``pid`` on ``host`` still runs; another host's processes are assumed alive."""
-    if pid is None:
-        return False
-    if host not in (None, this_host()):
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True
