@@ -1,11 +1,12 @@
-"""Shared fixtures: an isolated kennel home, tiny generated datasets (never the real photos), and the real
-servers of :mod:`servers`."""
+"""Shared fixtures: an isolated kennel home, tiny generated datasets (never the real photos), a tiny model
+artifact, and the real servers of :mod:`servers`. Plain helpers live in :mod:`helpers`."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from helpers import ARTIFACT_CLASSES, tiny_artifact, use_home
 from servers import mlflow_server, postgres_url  # noqa: F401  (real servers, started once per session)
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -15,10 +16,7 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 def kennel_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own $KENNEL_HOME and cache, so nothing leaks between tests or into ~/.kennel."""
     home = tmp_path_factory.mktemp("kennel-home")
-    monkeypatch.setenv("KENNEL_HOME", str(home))
-    monkeypatch.setenv("KENNEL_CACHE", str(home / "cache"))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("KENNEL_TRACKING_URI", raising=False)
+    use_home(monkeypatch, home)
     return home
 
 
@@ -28,6 +26,13 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from kennel.data.sample import write_sample_dataset
 
     return write_sample_dataset(tmp_path_factory.mktemp("data") / "sample", num_classes=3, per_split=(12, 6, 6))
+
+
+@pytest.fixture(scope="session")
+def artifact_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny model for :data:`helpers.ARTIFACT_CLASSES`, with its ONNX export and a sharpened head, saved once
+    for the session (an export takes seconds); tests read it and never write into it."""
+    return tiny_artifact(tmp_path_factory.mktemp("artifact") / "model", ARTIFACT_CLASSES, head_scale=20)
 
 
 def shared_data(name: str) -> Path:

@@ -8,17 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_model as untrained_tiny_model
 
 from kennel.artifact import ArtifactError, OnnxExportError, load_artifact, save_artifact
 from kennel.inference import export as export_module
-from kennel.models import Classifier, create_model, get_backbone
+from kennel.models import Classifier, get_backbone
 
 CLASSES = ["Beagle", "Bulldog", "Corgi"]
 
 
 def tiny_model(seed: int = 0) -> Classifier:
-    torch.manual_seed(seed)
-    model = create_model("tiny", len(CLASSES), pretrained=False)
+    model = untrained_tiny_model(len(CLASSES), seed)
     # Give BatchNorm non-trivial statistics, so a round trip that lost buffers would show.
     model.train()
     with torch.no_grad():

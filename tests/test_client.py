@@ -10,7 +10,6 @@ import base64
 import csv
 import io
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -21,9 +20,11 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from helpers import encode, kennel, tiny_artifact
 from PIL import Image
 
 from kennel.client import EndpointClient, EndpointError, EndpointUnreachable, content_type
+from kennel.localhost import free_port
 
 STATIC = Path(__file__).resolve().parents[1] / "src" / "kennel" / "serve" / "static"
 CLASSES = ["Beagle", "Bulldog", "Poodle"]
@@ -79,12 +80,6 @@ def stand_in_app():
     return app
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextmanager
 def running(app) -> Iterator[str]:
     """Serve ``app`` with uvicorn in a thread; yields its base URL and stops it afterwards."""
@@ -107,9 +102,7 @@ def running(app) -> Iterator[str]:
 
 
 def photo_bytes(color: tuple[int, int, int], fmt: str = "JPEG", size: int = 48) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (size, size), color).save(buffer, fmt)
-    return buffer.getvalue()
+    return encode(Image.new("RGB", (size, size), color), fmt)
 
 
 @pytest.fixture(scope="module")
@@ -173,30 +166,21 @@ def test_predict_many_keeps_order_and_yields_errors_in_place(endpoint: str) -> N
     assert all(isinstance(a, EndpointError) and a.code == "bad_image" for a in labels[1::4])
 
 
-def run_cli(*args: str):
-    from typer.testing import CliRunner
-
-    from kennel.cli import _register, app
-
-    _register()
-    return CliRunner().invoke(app, list(args))
-
-
 def test_cli_predict_endpoint_one_photo(endpoint: str, tmp_path: Path) -> None:
     path = tmp_path / "rex.png"
     path.write_bytes(photo_bytes((0, 250, 0), "PNG"))
-    result = run_cli("predict", "--endpoint", endpoint, str(path))
+    result = kennel("predict", "--endpoint", endpoint, str(path))
     assert result.exit_code == 0, result.output
     assert "Bulldog" in result.output and "80.0%" in result.output
     assert "dog: yes" in result.output and "human face found: 1" in result.output
-    as_json = run_cli("predict", "--endpoint", endpoint, str(path), "--json", "-k", "2")
+    as_json = kennel("predict", "--endpoint", endpoint, str(path), "--json", "-k", "2")
     assert as_json.exit_code == 0, as_json.output
     [row] = json.loads(as_json.stdout)
     assert row["label"] == "Bulldog" and len(row["top"]) == 2 and row["human_face"]["found"] and "dog" in row
 
 
 def test_cli_random_from_prints_the_true_breed(endpoint: str, dataset: Path) -> None:
-    result = run_cli("predict", "--endpoint", endpoint, "--random-from", str(dataset), "--seed", "3")
+    result = kennel("predict", "--endpoint", endpoint, "--random-from", str(dataset), "--seed", "3")
     assert result.exit_code == 0, result.output
     assert "true breed:" in result.output and "right" in result.output
 
@@ -204,7 +188,7 @@ def test_cli_random_from_prints_the_true_breed(endpoint: str, dataset: Path) -> 
 def test_cli_batch_transform_writes_csv_with_accuracy(endpoint: str, dataset: Path, tmp_path: Path) -> None:
     (dataset / "003.Poodle" / "notes.jpg").write_text("not a photo")
     out = tmp_path / "predictions.csv"
-    result = run_cli("predict", "--endpoint", endpoint, str(dataset), "--out", str(out), "--top-k", "2")
+    result = kennel("predict", "--endpoint", endpoint, str(dataset), "--out", str(out), "--top-k", "2")
     assert result.exit_code == 1, result.output  # one file failed
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 7
@@ -220,37 +204,26 @@ def test_cli_batch_transform_writes_csv_with_accuracy(endpoint: str, dataset: Pa
 def test_cli_unreachable_endpoint_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "rex.jpg"
     path.write_bytes(photo_bytes((1, 2, 3)))
-    result = run_cli("predict", "--endpoint", f"http://127.0.0.1:{free_port()}", str(path))
+    result = kennel("predict", "--endpoint", f"http://127.0.0.1:{free_port()}", str(path))
     assert result.exit_code == 1
     assert "cannot reach the endpoint" in result.output
 
 
 def test_cli_needs_a_model_or_an_endpoint(tmp_path: Path) -> None:
-    result = run_cli("predict", str(tmp_path))
+    result = kennel("predict", str(tmp_path))
     assert result.exit_code != 0
     assert "--model" in result.output and "--endpoint" in result.output
-    both = run_cli("predict", "--endpoint", "http://127.0.0.1:1", "--random-from", str(tmp_path), str(tmp_path))
+    both = kennel("predict", "--endpoint", "http://127.0.0.1:1", "--random-from", str(tmp_path), str(tmp_path))
     assert both.exit_code == 2 and "not both" in both.output
 
 
 # --- against the real endpoint (kennel.serve.app) on a tiny artifact ---------------------------------------------
 
 
-def tiny_artifact(folder: Path, classes: list[str]) -> Path:
-    import torch
-
-    from kennel.artifact import save_artifact
-    from kennel.models import create_model, get_backbone
-
-    torch.manual_seed(0)
-    model = create_model("tiny", len(classes), pretrained=False)
-    return save_artifact(model, classes, get_backbone("tiny").preprocessing, folder / "model")
-
-
 @pytest.fixture(scope="module")
 def real_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     serving = pytest.importorskip("kennel.serve.app", reason="the serving code (kennel.serve.app) is absent")
-    artifact = tiny_artifact(tmp_path_factory.mktemp("artifact"), CLASSES)
+    artifact = tiny_artifact(tmp_path_factory.mktemp("artifact") / "model", CLASSES)
     with running(serving.create_app(artifact, serving.ServeSettings(max_wait_ms=5))) as url:
         yield url
 
@@ -271,7 +244,7 @@ def test_client_against_the_real_endpoint(real_endpoint: str) -> None:
 
 def test_cli_batch_transform_against_the_real_endpoint(real_endpoint: str, dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "predictions.csv"
-    result = run_cli("predict", "--endpoint", real_endpoint, str(dataset), "--out", str(out))
+    result = kennel("predict", "--endpoint", real_endpoint, str(dataset), "--out", str(out))
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 6 and all(r["label"] in CLASSES and r["true_label"] in CLASSES for r in rows)
@@ -291,7 +264,7 @@ def test_demo_serve_step_starts_queries_and_stops_the_endpoint(
     for split in ("train", "valid"):
         shutil.copytree(dataset, root / split)
     run = DemoRun(root, seed=0, overrides={})
-    run.record = SimpleNamespace(artifact=tiny_artifact(tmp_path / "artifact", CLASSES))
+    run.record = SimpleNamespace(artifact=tiny_artifact(tmp_path / "artifact" / "model", CLASSES))
     step_serve(run)
     out = capsys.readouterr().out
     assert "kennel serve" in out and "true breed:" in out and "dog:" in out and "endpoint stopped" in out
@@ -300,11 +273,11 @@ def test_demo_serve_step_starts_queries_and_stops_the_endpoint(
 def test_the_verdict_lines_say_when_no_face_search_ran() -> None:
     from rich.console import Console
 
-    from kennel.cli.predict import _print_verdicts
+    from kennel.cli.output import print_verdicts
 
     def lines(face: dict) -> str:
         console = Console(record=True, width=120)
-        _print_verdicts(console, {"dog": {"is_dog": True, "score": 0.9}, "human_face": face})
+        print_verdicts(console, {"dog": {"is_dog": True, "score": 0.9}, "human_face": face})
         return console.export_text()
 
     assert "not looked for" in lines({"found": False, "count": 0, "searched": False})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 from collections.abc import Callable
@@ -11,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import shared_data
+from helpers import encode, kennel
 from PIL import Image
-from typer.testing import CliRunner
 
 from kennel.data.check import check_dataset
 from kennel.data.inspection import inspect_file
@@ -91,9 +90,7 @@ def thin_class(root: Path) -> Path:
 
 
 def png_bytes(mode: str) -> bytes:
-    buffer = io.BytesIO()
-    image(mode).save(buffer, "PNG")
-    return buffer.getvalue()
+    return encode(image(mode), "PNG")
 
 
 def sixteen_bit(root: Path) -> Path:
@@ -142,10 +139,7 @@ CASES = {
 
 
 def run_check(root: Path, *args: str):
-    from kennel.cli import _register, app
-
-    _register()
-    return CliRunner().invoke(app, ["data", "check", str(root), *args])
+    return kennel("data", "check", root, *args)
 
 
 @pytest.mark.parametrize("case", list(CASES))

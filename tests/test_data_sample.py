@@ -6,8 +6,8 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+from helpers import kennel
 from PIL import Image
-from typer.testing import CliRunner
 
 from kennel.data.layout import load_layout, readable_name
 from kennel.data.sample import class_folder, write_sample_dataset
@@ -64,12 +64,9 @@ def test_images_vary_within_a_class(tmp_path: Path) -> None:
 
 
 def test_cli_sample(tmp_path: Path) -> None:
-    from kennel.cli import _register, app
-
-    _register()
-    result = CliRunner().invoke(app, ["data", "sample", str(tmp_path / "ds"), "--classes", "2", "--per-split", "3,1,1"])
+    result = kennel("data", "sample", tmp_path / "ds", "--classes", "2", "--per-split", "3,1,1")
     assert result.exit_code == 0, result.output
     assert "10 images" in result.output
     assert len(load_layout(tmp_path / "ds")["train"]) == 6
-    bad = CliRunner().invoke(app, ["data", "sample", str(tmp_path / "x"), "--per-split", "1,2"])
+    bad = kennel("data", "sample", tmp_path / "x", "--per-split", "1,2")
     assert bad.exit_code != 0

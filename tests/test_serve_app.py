@@ -12,38 +12,22 @@ import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from helpers import ARTIFACT_CLASSES, encode, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from kennel.artifact import save_artifact
-from kennel.models import create_model, get_backbone
 from kennel.serve import sagemaker
 from kennel.serve.app import Answer, ServeSettings, create_app
 from kennel.serve.inputs import InputError
 
-CLASSES = ["Akita", "Beagle", "Boxer", "Collie", "Dachshund", "Pug"]
+CLASSES = ARTIFACT_CLASSES  # the shared artifact_dir fixture's
 KEYS = {"predictions", "dog", "human_face", "model", "latency_ms"}
-
-
-def encode(image: Image.Image, fmt: str = "JPEG", **kwargs) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **kwargs)
-    return buffer.getvalue()
 
 
 def photo(seed: int = 0, size: tuple[int, int] = (80, 60)) -> Image.Image:
     rng = np.random.default_rng(seed)
     return Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
-
-
-@pytest.fixture(scope="module")
-def artifact_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    model = create_model("tiny", len(CLASSES), pretrained=False)
-    with torch.no_grad():
-        model.head[-1].weight.mul_(20)
-    return save_artifact(model, CLASSES, get_backbone("tiny").preprocessing, tmp_path_factory.mktemp("a") / "model")
 
 
 @pytest.fixture(scope="module")
@@ -243,10 +227,22 @@ def test_concurrent_requests_share_batches(artifact_dir: Path) -> None:
     with TestClient(create_app(artifact_dir, settings)) as client:
         bodies = [encode(photo(i)) for i in range(12)]
         alone = [post(client, body, top_k=6).json()["predictions"] for body in bodies]
-        client.app.state.batcher.batch_sizes.clear()
+        batcher = client.app.state.batcher
+        batcher.batch_sizes.clear()
+        working, first = batcher.run_batch, []
+
+        def run_batch(batch: torch.Tensor):
+            # The first batch ends only once all the other requests wait in the queue, so they have to share
+            # the next batches however unevenly the client's threads send them.
+            if not first:
+                first.append(len(batch))
+                wait_until(lambda: len(batch) + batcher.depth == len(bodies), "every request queued")
+            return working(batch)
+
+        batcher.run_batch = run_batch
         with ThreadPoolExecutor(12) as pool:
-            together = list(pool.map(lambda b: post(client, b, top_k=6).json()["predictions"], bodies))
-        sizes = list(client.app.state.batcher.batch_sizes)
+            together = list(pool.map(lambda b: assert_answer(post(client, b, top_k=6), 6)["predictions"], bodies))
+        sizes = list(batcher.batch_sizes)
     assert max(sizes) > 1 and sum(sizes) == 12
     for a, b in zip(alone, together, strict=True):  # each answer belongs to its own photo
         assert [p["label"] for p in a] == [p["label"] for p in b]

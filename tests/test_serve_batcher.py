@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -13,25 +14,45 @@ from kennel.predictor import Outputs
 from kennel.serve.batcher import BatcherStopped, DynamicBatcher
 
 
-def fake_model(delay: float = 0.02):
-    """Logits that echo each input's first pixel, so a mixed-up row is visible; records the thread it ran on."""
-    threads: list[int] = []
+class FakeModel:
+    """Logits that echo each input's first pixel, so a mixed-up row is visible; records the thread it ran on.
 
-    def run(batch: torch.Tensor) -> Outputs:
-        threads.append(threading.get_ident())
-        time.sleep(delay)
+    A held model (``held=True``) does not finish a call until the test calls ``release()``: the test looks at the
+    batcher while the model is known to be running, instead of sleeping and hoping it still is."""
+
+    def __init__(self, held: bool = False) -> None:
+        self.threads: list[int] = []
+        self.entered = threading.Event()
+        self._released = threading.Event()
+        if not held:
+            self._released.set()
+
+    def release(self) -> None:
+        self._released.set()
+
+    def __call__(self, batch: torch.Tensor) -> Outputs:
+        self.threads.append(threading.get_ident())
+        self.entered.set()
+        if not self._released.wait(30):
+            raise TimeoutError("the test never released the model")
         first = batch[:, 0, 0, 0]
         return Outputs(torch.stack([first, -first], dim=1), first[:, None].repeat(1, 1000))
-
-    return run, threads
 
 
 def image(value: float) -> torch.Tensor:
     return torch.full((3, 4, 4), value)
 
 
+async def until(condition: Callable[[], object], what: str, timeout: float = 30) -> None:
+    """Yield to the event loop until ``condition()`` holds; fail if it does not within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout:g} s"
+        await asyncio.sleep(0.001)
+
+
 def test_concurrent_submissions_are_batched_and_keep_their_rows() -> None:
-    run, threads = fake_model()
+    run = FakeModel()
     sizes: list[int] = []
 
     async def main() -> list[Outputs]:
@@ -44,11 +65,11 @@ def test_concurrent_submissions_are_batched_and_keep_their_rows() -> None:
         assert out.imagenet_logits is not None and out.imagenet_logits.shape == (1000,)
         assert float(out.imagenet_logits[0]) == float(i)
     assert sum(sizes) == 20 and max(sizes) > 1 and max(sizes) <= 8
-    assert threading.get_ident() not in threads  # the model ran off the event loop's thread
+    assert threading.get_ident() not in run.threads  # the model ran off the event loop's thread
 
 
 def test_batches_come_in_powers_of_two_and_the_maximum_in_arrival_order() -> None:
-    run, _ = fake_model(delay=0.05)
+    run = FakeModel()
     sizes: list[int] = []
     order: list[float] = []
 
@@ -67,34 +88,30 @@ def test_batches_come_in_powers_of_two_and_the_maximum_in_arrival_order() -> Non
 
 
 def test_event_loop_stays_free_while_the_model_runs() -> None:
-    run, _ = fake_model(delay=0.3)
+    run = FakeModel(held=True)
 
-    async def main() -> int:
-        ticks = 0
-
-        async def tick() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.01)
-                ticks += 1
-
+    async def main() -> Outputs:
         async with DynamicBatcher(run, max_wait_ms=0) as batcher:
-            ticker = asyncio.create_task(tick())
-            await batcher.submit(image(1))
-            ticker.cancel()
-        return ticks
+            answer = asyncio.create_task(batcher.submit(image(1)))
+            # Only the event loop can let the model finish: a model run on the loop's thread would block it, and
+            # the model would give up waiting.
+            await until(run.entered.is_set, "the model call")
+            run.release()
+            return await answer
 
-    assert asyncio.run(main()) >= 10
+    assert asyncio.run(main()).logits.tolist() == [1.0, -1.0]
 
 
 def test_stop_drains_queued_requests_and_refuses_new_ones() -> None:
-    run, _ = fake_model(delay=0.05)
+    run = FakeModel(held=True)
 
     async def main():
         batcher = DynamicBatcher(run, max_batch_size=2, max_wait_ms=1)
         batcher.start()
         pending = [asyncio.create_task(batcher.submit(image(float(i)))) for i in range(7)]
-        await asyncio.sleep(0.01)
+        await until(run.entered.is_set, "the first batch")
+        assert batcher.depth == 5  # two in the model, the rest queued when the stop comes
+        run.release()
         await batcher.stop()
         with pytest.raises(BatcherStopped):
             await batcher.submit(image(0))
@@ -126,17 +143,18 @@ def test_a_failing_batch_fails_its_callers_only() -> None:
 
 
 def test_depth_counts_waiting_requests() -> None:
-    run, _ = fake_model(delay=0.2)
+    run = FakeModel(held=True)
 
-    async def main() -> int:
+    async def main() -> tuple[int, int]:
         async with DynamicBatcher(run, max_batch_size=1, max_wait_ms=0) as batcher:
             tasks = [asyncio.create_task(batcher.submit(image(1))) for _ in range(4)]
-            await asyncio.sleep(0.05)
-            depth = batcher.depth
+            await until(run.entered.is_set, "the first batch")
+            waiting = batcher.depth  # one in the model, three waiting
+            run.release()
             await asyncio.gather(*tasks)
-        return depth
+            return waiting, batcher.depth
 
-    assert asyncio.run(main()) >= 2
+    assert asyncio.run(main()) == (3, 0)
 
 
 def test_bad_settings_are_refused() -> None:

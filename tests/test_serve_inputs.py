@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import base64
-import io
 import json
 
 import pytest
 import torch
+from helpers import encode
 from PIL import Image
 
 from kennel.serve.inputs import InputError, decode_image, parse_top_k, read_body
@@ -15,9 +15,7 @@ from kennel.serve.verdicts import DOG_CLASSES, FaceDetector, dog_verdict
 
 
 def jpeg(size: tuple[int, int] = (64, 48), mode: str = "RGB") -> bytes:
-    buffer = io.BytesIO()
-    Image.new(mode, size).save(buffer, "JPEG")
-    return buffer.getvalue()
+    return encode(Image.new(mode, size))
 
 
 def code(call) -> tuple[int, str]:

@@ -7,17 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import kennel
 from servers import TrackingServer
-from typer.testing import CliRunner
 
 TINY = ["--model", "tiny", "--set", "model.pretrained=false", "--set", "export_onnx=false", "--epochs", "1"]
-
-
-def kennel(*args: str):
-    from kennel.cli import _register, app
-
-    _register()
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def test_train_records_its_run_and_files_in_a_tracking_server(
