@@ -61,7 +61,9 @@ class Observer:
 
     def on_job_end(self, record: Any) -> None:
         """After the job's final record is written, on every path (completed, stopped, pruned, failed): close
-        what the observer holds open and write what it reports. Raising here fails no job: it is logged."""
+        what the observer holds open and write what it reports. Raising here means the job lost a result (its
+        tracking run, say) and turns it ``failed`` with the error as the cause; an observer whose output is
+        optional (a report page ``kennel report`` writes again) catches its own errors and logs them."""
 
     def state_dict(self) -> dict[str, Any]:
         return {}
