@@ -161,6 +161,11 @@ class TrainConfig(_Strict):
     channels_last: bool = True
     compile: bool = Field(False, description="torch.compile the training forward (pays off on long CUDA runs)")
     feature_cache: bool = Field(True, description="frozen backbone: compute features once, train the head")
+    head: Literal["best", "sgd", "lbfgs"] = Field(
+        "best",
+        description="on cached features: sgd (the loop's head), lbfgs (logistic regression, its L2 chosen on "
+        "valid) or best (both; the one better on valid is kept)",
+    )
     feature_views: int = Field(1, ge=1, le=32, description="augmented views cached per train image (1 = none)")
     log_every: int = Field(10, ge=1, description="steps between metric lines")
     export_onnx: bool = True

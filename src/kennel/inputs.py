@@ -39,6 +39,8 @@ class TrainingInputs:
     # Valid top-1 of the trained head on fp32 and int8 features, where the features are int8.
     precision_accuracy: Callable[[], dict[str, float]] | None = None
     int8_calibration: Calibration | None = None  # for the artifact's int8 model, where the features are int8
+    # (features, labels) of a split, where the loop trains on cached features: what a second head is fitted on.
+    split_features: Callable[[str], tuple[torch.Tensor, torch.Tensor]] | None = None
 
 
 def _feature_inputs(
@@ -152,6 +154,7 @@ def _feature_inputs(
         {"extraction": summary},
         precision_accuracy,
         engine.graph.calibration if engine.precision == "int8" else None,
+        lambda split: (tensors[split].features, tensors[split].labels),
     )
 
 

@@ -17,6 +17,43 @@ from kennel.jobs import JobRecord
 log = logging.getLogger(__name__)
 
 
+def choose_head(record: JobRecord, head: str, inputs, classes: int) -> None:
+    """Fit the logistic-regression head on the cached features and keep it where asked (``lbfgs``) or, for
+    ``best``, where it is clearly better on valid than the loop's head (more than chance on the same photos; else
+    the loop's stays). The record says which head the model has (``params.head``) and what each scored on valid."""
+    from kennel.heads import clearly_better, fit_logistic, load_into
+
+    train_x, train_y = inputs.split_features("train")
+    valid_x, valid_y = inputs.split_features("valid")
+    fit = fit_logistic(train_x, train_y, valid_x, valid_y, classes)
+    sgd = record.metrics.get("best_valid_accuracy")
+    head_module = inputs.module
+    head_module.eval()
+    with torch.no_grad():
+        device = next(head_module.parameters()).device
+        loop_predictions = head_module(valid_x.to(device)).float().cpu().argmax(1)
+    new_predictions = (valid_x.float() @ fit.weight.T + fit.bias).argmax(1)
+    better, counts = clearly_better(new_predictions, loop_predictions, valid_y)
+    keep = head == "lbfgs" or sgd is None or better
+    record.metrics.update(lbfgs_valid_wins=counts["wins"], lbfgs_valid_losses=counts["losses"])
+    if keep:
+        load_into(inputs.module, fit)
+    record.params["head"] = "lbfgs" if keep else "sgd"
+    record.metrics.update(
+        lbfgs_valid_accuracy=fit.valid_accuracy,
+        lbfgs_l2=fit.l2,
+        lbfgs_seconds=fit.seconds,
+        head_valid_accuracy=fit.valid_accuracy if keep else sgd,
+    )
+    log.info(
+        "head: %s (valid top-1: logistic regression %.4f with l2 %g, the loop's %s)",
+        record.params["head"],
+        fit.valid_accuracy,
+        fit.l2,
+        f"{sgd:.4f}" if sgd is not None else "none",
+    )
+
+
 def save_results(record: JobRecord, config: TrainConfig, model, layout, preprocessing, inputs) -> None:
     """Evaluate the best weights on the test split, then save the artifact (ONNX exports with it); the record
     names the artifact once it is whole."""

@@ -35,7 +35,7 @@ from kennel.job.build import (
     tracker,
     weights_identity,
 )
-from kennel.job.outputs import save_results, write_failure
+from kennel.job.outputs import choose_head, save_results, write_failure
 from kennel.jobs import JobRecord, load_job, now
 from kennel.observers.checkpoint import best_weights, resume_checkpoint
 from kennel.observers.report import ReportWriter
@@ -178,6 +178,8 @@ def _run(
             if best is not None:
                 trainable.load_state_dict(best)
             record.metrics.update(fit_metrics(state.history))
+            if inputs.split_features is not None and config.head != "sgd":
+                choose_head(record, config.head, inputs, len(layout.classes))
             if inputs.precision_accuracy is not None:
                 record.metrics.update(inputs.precision_accuracy())
             if inputs.feature_seconds:
