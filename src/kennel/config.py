@@ -250,11 +250,23 @@ def read_config_file(path: Path | str) -> dict[str, Any]:
 
 
 def load_config(
-    file: Path | str | None = None, overrides: dict[str, Any] | None = None, base: dict[str, Any] | None = None
+    file: Path | str | None = None,
+    overrides: dict[str, Any] | None = None,
+    base: dict[str, Any] | None = None,
+    recipe: str | None = None,
 ) -> TrainConfig:
-    """Defaults <- ``base`` <- ``file`` <- ``overrides`` (dotted keys); raise :class:`ConfigError` if invalid."""
+    """Defaults <- ``base`` <- ``recipe`` (:mod:`kennel.recipes`) <- ``file`` <- ``overrides`` (dotted keys);
+    raise :class:`ConfigError` if invalid."""
     raw: dict[str, Any] = dict(base or {})
     sources = ["defaults"]
+    if recipe is not None:
+        from kennel.recipes import recipe_settings
+
+        try:
+            raw = deep_merge(raw, recipe_settings(recipe))
+        except ValueError as exc:
+            raise ConfigError(f"--recipe: {exc}") from None
+        sources.append(f"recipe {recipe}")
     if file is not None:
         raw = deep_merge(raw, read_config_file(file))
         sources.append(str(file))

@@ -37,6 +37,9 @@ def _export_sagemaker_outputs(record) -> None:
 def train_command(
     data: Path = typer.Option(None, "--data", "-d", help="dataset folder with train/ valid/ test/"),
     config_file: Path = typer.Option(None, "--config", "-c", help="YAML config (see `kennel train --print-config`)"),
+    recipe: str = typer.Option(
+        None, "--recipe", help="named settings to start from: default or best (`--print-config` shows them)"
+    ),
     model: str = typer.Option(None, "--model", "-m", help="backbone name (`kennel models` lists them)"),
     weights: Path = typer.Option(None, "--weights", help="pretrained weights file (.safetensors or .pth)"),
     freeze: str = typer.Option(None, "--freeze", help="backbone stages to freeze: all, 0 (none) or N"),
@@ -116,7 +119,7 @@ def train_command(
             if profile:
                 flags["profiler.trace.enabled"] = True
             flags.update(parse_assignments(overrides))
-            config = load_config(config_file, flags)
+            config = load_config(config_file, flags, recipe=recipe)
             if print_config:
                 typer.echo(config_to_yaml(config), nl=False)
                 return

@@ -1,0 +1,46 @@
+"""Named recipes: the settings ``kennel train --recipe NAME`` starts from, under a config file and flags (a flag
+still wins). Each recipe here has its row in the README's recipe log, measured on the valid split's choices."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from kennel.registry import Registry
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    summary: str  # what it does and what it costs, for --help and the error that lists them
+    settings: dict[str, Any] = field(default_factory=dict)  # nested config keys, as a YAML file holds them
+
+
+RECIPES: Registry[Recipe] = Registry("recipe")
+
+
+def add_recipe(recipe: Recipe) -> Recipe:
+    return RECIPES.register(recipe.name, recipe)
+
+
+add_recipe(Recipe("default", "tf_efficientnet_lite0, frozen, a head on its cached features (the defaults)"))
+add_recipe(
+    Recipe(
+        "best",
+        "the strongest measured that a 2-core CPU affords: tf_efficientnet_lite2, frozen, 3 augmented views of "
+        "each train photo in the feature cache",
+        {"model": {"backbone": "tf_efficientnet_lite2"}, "feature_views": 3, "data": {"augment": "light"}},
+    )
+)
+
+
+def recipe_settings(name: str) -> dict[str, Any]:
+    """The settings of recipe ``name``; a ValueError lists the recipes there are."""
+    try:
+        return RECIPES.get(name).settings
+    except KeyError as exc:
+        raise ValueError(exc.args[0]) from None
+
+
+def describe_recipes() -> str:
+    return "; ".join(f"{name}: {RECIPES.get(name).summary}" for name in RECIPES)
