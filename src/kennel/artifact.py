@@ -57,6 +57,7 @@ class ArtifactInfo:
     feature_dim: int
     has_imagenet_head: bool
     class_folders: list[str] | None = None
+    tta: str = "none"  # test-time augmentation inside the model (kennel.models.classifier.TTA)
     metrics: dict[str, Any] = field(default_factory=dict)
     created: str = field(default_factory=now)
     onnx: dict[str, Any] | None = None  # file, opset, inputs, outputs, export_s, max_abs_diff, verified_batch
@@ -138,6 +139,7 @@ def save_artifact(
             preprocessing=preprocessing.to_dict(),
             feature_dim=model.feature_dim,
             has_imagenet_head=model.imagenet_head is not None,
+            tta=model.tta,
             class_folders=list(class_folders) if class_folders is not None else None,
             metrics=dict(metrics or {}),
         )
@@ -170,7 +172,7 @@ def _clean_copy(model: Classifier) -> Classifier:
     proof that :func:`load_artifact` can rebuild it. Cheaper and safer than ``copy.deepcopy``."""
     from kennel.models import create_model
 
-    clean = create_model(model.backbone, model.num_classes, pretrained=False)
+    clean = create_model(model.backbone, model.num_classes, pretrained=False).use_tta(model.tta)
     if model.imagenet_head is None:
         clean.imagenet_head = None
     clean.load_state_dict({k: v.detach().cpu() for k, v in model.state_dict().items()}, strict=True)
@@ -270,7 +272,7 @@ def _load_model(info: ArtifactInfo, weights: Path) -> Classifier:
 
     from kennel.models import create_model
 
-    model = create_model(info.backbone, info.num_classes, pretrained=False)
+    model = create_model(info.backbone, info.num_classes, pretrained=False).use_tta(info.tta)
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError) as exc:

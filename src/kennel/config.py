@@ -161,6 +161,9 @@ class TrainConfig(_Strict):
     channels_last: bool = True
     compile: bool = Field(False, description="torch.compile the training forward (pays off on long CUDA runs)")
     feature_cache: bool = Field(True, description="frozen backbone: compute features once, train the head")
+    tta: Literal["none", "flip"] = Field(
+        "none", description="test-time augmentation: flip averages the features of each photo and its mirror image"
+    )
     head: Literal["best", "sgd", "lbfgs"] = Field(
         "best",
         description="on cached features: sgd (the loop's head), lbfgs (logistic regression, its L2 chosen on "

@@ -51,6 +51,7 @@ def train_command(
     optimizer: str = typer.Option(None, "--optimizer", help="adamw or sgd"),
     augment: str = typer.Option(None, "--augment", help="none, light or strong"),
     views: int = typer.Option(None, "--views", help="augmented views per train photo in the feature cache"),
+    tta: str = typer.Option(None, "--tta", help="test-time augmentation: none or flip (a photo and its mirror image)"),
     device: str = typer.Option(None, "--device", help="auto, cpu or cuda"),
     engine: str = typer.Option(
         None, "--engine", help="backend of the frozen forward passes: auto (measured; see `kennel doctor`) or a name"
@@ -107,6 +108,7 @@ def train_command(
                 "optim.name": optimizer,
                 "data.augment": augment,
                 "feature_views": views,
+                "tta": tta,
                 "device": device,
                 "engine.backend": engine,
                 "engine.precision": precision,

@@ -77,6 +77,11 @@ def weights_identity(config: TrainConfig) -> str:
     return f"{source.kind}:{source.where}" if source else "download"
 
 
+def features_identity(config: TrainConfig) -> str:
+    """The weights and what else changes the features a frozen backbone gives: the test-time augmentation."""
+    return weights_identity(config) + ("" if config.tta == "none" else f"+tta={config.tta}")
+
+
 def load_data(config: TrainConfig):
     data = config.data
     try:
@@ -145,7 +150,7 @@ def build_model(config: TrainConfig, layout):
         weights=config.model.weights,
         dropout=config.model.dropout,
         freeze=config.model.freeze,
-    )
+    ).use_tta(config.tta)
     return model, preprocessing
 
 
@@ -157,4 +162,4 @@ def warm_feature_cache(config: TrainConfig) -> bool:
     layout = load_data(config)
     model, preprocessing = build_model(config, layout)
     device = resolve_device(config.device)
-    return prepare_inputs(model, layout, config, preprocessing, device, weights_identity(config)).cached
+    return prepare_inputs(model, layout, config, preprocessing, device, features_identity(config)).cached

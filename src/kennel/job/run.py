@@ -27,13 +27,13 @@ from kennel.home import jobs_dir
 from kennel.job.build import (
     build_model,
     create_record,
+    features_identity,
     load_data,
     loop_observers,
     profiler_session,
     resolve_device,
     seed_everything,
     tracker,
-    weights_identity,
 )
 from kennel.job.outputs import choose_head, save_results, write_failure
 from kennel.jobs import JobRecord, load_job, now
@@ -137,7 +137,7 @@ def _run(
     trainer = None
     try:
         model, preprocessing = build_model(config, layout)
-        inputs = prepare_inputs(model, layout, config, preprocessing, device, weights_identity(config), ranks)
+        inputs = prepare_inputs(model, layout, config, preprocessing, device, features_identity(config), ranks)
         trainable = inputs.module
         head = list(model.head_parameters())
         backbone = [] if inputs.cached else list(model.backbone_parameters())

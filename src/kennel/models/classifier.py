@@ -8,6 +8,23 @@ import torch
 from torch import nn
 
 
+class FlipAveraged(nn.Module):
+    """Test-time augmentation inside the model: the features of a photo and of its mirror image, averaged. Being
+    part of the module, it runs the same in the feature cache, the loop, the test evaluation, the ONNX export and
+    the endpoint."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (self.inner(x) + self.inner(torch.flip(x, dims=(-1,))))
+
+
+# Test-time augmentations by name: each wraps the feature extractor. "none" leaves it as it is.
+TTA = {"none": None, "flip": FlipAveraged}
+
+
 class Classifier(nn.Module):
     """``head(features(x))``. ``stages`` are the backbone's blocks from input to output, for freezing.
 
@@ -36,6 +53,17 @@ class Classifier(nn.Module):
         # Plain list: the stages are already registered under ``features``.
         self._stages = stages
         self.frozen_stages = 0
+        self.tta = "none"
+
+    def use_tta(self, name: str) -> Classifier:
+        """Average the features over the views of test-time augmentation ``name`` (a key of :data:`TTA`). The
+        weights' names move under the wrapper (``features.inner.``), so an artifact says which it used."""
+        if name not in TTA:
+            raise ValueError(f"unknown test-time augmentation {name!r}; known: {', '.join(TTA)}")
+        if TTA[name] is not None and self.tta == "none":
+            self.features = TTA[name](self.features)
+            self.tta = name
+        return self
 
     @property
     def num_classes(self) -> int:
