@@ -42,14 +42,14 @@ def choose_head(record: JobRecord, head: str, inputs, classes: int) -> None:
     record.metrics.update(
         lbfgs_valid_accuracy=fit.valid_accuracy,
         lbfgs_l2=fit.l2,
-        lbfgs_seconds=fit.seconds,
         head_valid_accuracy=fit.valid_accuracy if keep else sgd,
     )
     log.info(
-        "head: %s (valid top-1: logistic regression %.4f with l2 %g, the loop's %s)",
+        "head: %s (valid top-1: logistic regression %.4f with l2 %g in %.1f s, the loop's %s)",
         record.params["head"],
         fit.valid_accuracy,
         fit.l2,
+        fit.seconds,
         f"{sgd:.4f}" if sgd is not None else "none",
     )
 
