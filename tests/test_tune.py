@@ -67,6 +67,7 @@ def test_every_strategy_and_pruner_runs_its_trials_as_jobs(dataset: Path, space:
         job = jobs[trial.user_attrs[JOB_ID]]
         assert job.status == {"COMPLETE": "completed", "PRUNED": "pruned"}[trial.state.name]
         assert job.config["optim"]["lr"] == trial.params["optim.lr"]
+        assert job.config["head"] == "sgd" and "lbfgs_valid_accuracy" not in job.metrics  # no second head per trial
         assert job.config["epochs"] == trial.params["epochs"]
         assert sorted(trial.intermediate_values) == list(range(1, job.metrics["epochs_run"] + 1))
         if job.status == "completed":

@@ -95,6 +95,7 @@ def test_tune_then_best_then_report(dataset: Path, space: Path, kennel_home: Pat
     assert best["job"]["id"] == top.user_attrs["kennel.job_id"]
     config = load_config(best["config"])  # kennel train --config takes it as it is
     assert (config.optim.lr, config.epochs) == (top.params["optim.lr"], top.params["epochs"])
+    assert config.head == "best" and config.export_onnx  # the retrain picks its head and exports as usual
     shown = kennel("jobs", "best", "lr")
     assert shown.exit_code == 0 and "retrain: kennel train --config" in shown.output and "optim.lr" in shown.output
 
