@@ -28,6 +28,7 @@ class LogisticFit:
     valid_accuracy: float
     valid_loss: float
     seconds: float
+    valid_predictions: torch.Tensor  # the class each valid sample is given
 
 
 def _fit(x: torch.Tensor, y: torch.Tensor, classes: int, l2: float, start: nn.Linear | None) -> nn.Linear:
@@ -68,7 +69,7 @@ def fit_logistic(
     train_x, valid_x = train_x.float(), valid_x.float()
     mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
     xs, vs = (train_x - mean) / std, (valid_x - mean) / std
-    best: tuple[tuple[float, float], float, nn.Linear] | None = None
+    best: tuple[tuple[float, float], float, nn.Linear, torch.Tensor] | None = None
     previous, worse = None, 0
     with torch.enable_grad():
         for l2 in grid:
@@ -80,15 +81,16 @@ def fit_logistic(
             log.info("logistic head, l2 %g: valid accuracy %.4f, loss %.4f", l2, accuracy, loss)
             score = (-loss, accuracy)
             if best is None or score > best[0]:
-                best, worse = (score, l2, _copy(previous)), 0
+                best, worse = (score, l2, _copy(previous), logits.argmax(1)), 0
             else:
                 worse += 1
                 if worse == PAST_THE_BEST:
                     break
-    (negative_loss, accuracy), l2, linear = best
+    (negative_loss, accuracy), l2, linear, predictions = best
     weight = linear.weight.detach() / std
     bias = linear.bias.detach() - weight @ mean
-    return LogisticFit(weight, bias, l2, accuracy, -negative_loss, round(time.perf_counter() - started, 3))
+    seconds = round(time.perf_counter() - started, 3)
+    return LogisticFit(weight, bias, l2, accuracy, -negative_loss, seconds, predictions)
 
 
 def clearly_better(new: torch.Tensor, old: torch.Tensor, labels: torch.Tensor) -> tuple[bool, dict[str, float]]:

@@ -12,7 +12,7 @@ from kennel.registry import Registry
 @dataclass(frozen=True)
 class Recipe:
     name: str
-    summary: str  # what it does and what it costs, for --help and the error that lists them
+    summary: str  # what it does and what it costs
     settings: dict[str, Any] = field(default_factory=dict)  # nested config keys, as a YAML file holds them
 
 
@@ -40,7 +40,3 @@ def recipe_settings(name: str) -> dict[str, Any]:
         return RECIPES.get(name).settings
     except KeyError as exc:
         raise ValueError(exc.args[0]) from None
-
-
-def describe_recipes() -> str:
-    return "; ".join(f"{name}: {RECIPES.get(name).summary}" for name in RECIPES)

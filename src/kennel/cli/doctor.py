@@ -73,8 +73,8 @@ def _rows(graph, device, remeasure: bool) -> tuple[list[dict[str, Any]], bool]:
     from kennel.inference import BACKENDS, choice
 
     usable, skipped = choice.candidates(graph, device)
-    missing = choice.unmeasured(graph, device, usable, remeasure)
     figures = choice.stored(graph, device) or choice.Measurement()
+    missing = choice.unmeasured(graph, device, usable, remeasure, known=figures)
     if missing:  # choice.figures, with a status line saying which backend is being timed
         with Console(stderr=True).status(f"measuring {graph.architecture}") as status:
 

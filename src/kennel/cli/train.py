@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from kennel.cli.app import app, tracking_uri_option
+from kennel.recipes import RECIPES
 
 
 def sagemaker_env() -> dict[str, object]:
@@ -38,7 +39,9 @@ def train_command(
     data: Path = typer.Option(None, "--data", "-d", help="dataset folder with train/ valid/ test/"),
     config_file: Path = typer.Option(None, "--config", "-c", help="YAML config (see `kennel train --print-config`)"),
     recipe: str = typer.Option(
-        None, "--recipe", help="named settings to start from: default or best (`--print-config` shows them)"
+        None,
+        "--recipe",
+        help=f"named settings to start from: {' or '.join(RECIPES.names())} (`--print-config` shows them)",
     ),
     model: str = typer.Option(None, "--model", "-m", help="backbone name (`kennel models` lists them)"),
     weights: Path = typer.Option(None, "--weights", help="pretrained weights file (.safetensors or .pth)"),

@@ -19,7 +19,6 @@ _EXPORTS = {
     "DebugRecords": "kennel.debugger.store",
     "load_records": "kennel.debugger.store",
     "DEBUGGER_RULES": "kennel.debugger.rules",
-    "RULES": "kennel.debugger.rules",
     "Rule": "kennel.rules",
     "Window": "kennel.debugger.window",
 }

@@ -144,10 +144,15 @@ def measure(graph: FrozenGraph, device: torch.device, backends: list[Backend], p
 
 
 def unmeasured(
-    graph: FrozenGraph, device: torch.device, backends: list[Backend], remeasure: bool = False
+    graph: FrozenGraph,
+    device: torch.device,
+    backends: list[Backend],
+    remeasure: bool = False,
+    known: Measurement | None = None,
 ) -> list[Backend]:
-    """Those of ``backends`` this machine has no figure (or failure) for yet; all of them with ``remeasure``."""
-    known = stored(graph, device)
+    """Those of ``backends`` this machine has no figure (or failure) for yet; all of them with ``remeasure``.
+    ``known``: the stored figures, where the caller has read them already."""
+    known = known if known is not None else stored(graph, device)
     done = set() if remeasure or known is None else {*known.speeds, *known.failures}
     return [b for b in backends if b.name not in done]
 

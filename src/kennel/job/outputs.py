@@ -32,8 +32,7 @@ def choose_head(record: JobRecord, head: str, inputs, classes: int) -> None:
     with torch.no_grad():
         device = next(head_module.parameters()).device
         loop_predictions = head_module(valid_x.to(device)).float().cpu().argmax(1)
-    new_predictions = (valid_x.float() @ fit.weight.T + fit.bias).argmax(1)
-    better, counts = clearly_better(new_predictions, loop_predictions, valid_y)
+    better, counts = clearly_better(fit.valid_predictions, loop_predictions, valid_y)
     keep = head == "lbfgs" or sgd is None or better
     record.metrics.update(lbfgs_valid_wins=counts["wins"], lbfgs_valid_losses=counts["losses"])
     if keep:

@@ -135,5 +135,3 @@ def open_study(
         pruner=pruner,
         load_if_exists=True,
     )
-
-    return True

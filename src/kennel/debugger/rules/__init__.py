@@ -45,8 +45,6 @@ from kennel.debugger.rules.unchanged_tensor import UnchangedTensor
 from kennel.debugger.rules.vanishing_gradient import VanishingGradient
 from kennel.debugger.rules.weight_update_ratio import WeightUpdateRatio
 
-RULES = DEBUGGER_RULES  # the name older code imports
-
 # The rules every job runs unless its config turns one off. TensorVariance has no default bounds, so it runs
 # only where a config sets them; custom rules run where a config names them.
 BUILTIN_RULES = tuple(name for name in DEBUGGER_RULES.names() if name != "TensorVariance")
@@ -54,7 +52,6 @@ BUILTIN_RULES = tuple(name for name in DEBUGGER_RULES.names() if name != "Tensor
 __all__ = [
     "BUILTIN_RULES",
     "DEBUGGER_RULES",
-    "RULES",
     "AllZero",
     "CheckInputImages",
     "ClassImbalance",
