@@ -48,11 +48,19 @@ class ModelConfig(_Strict):
     @field_validator("backbone")
     @classmethod
     def _known_backbone(cls, name: str) -> str:
-        from kennel.models import BACKBONES
+        from kennel.models import get_backbone
 
-        if name not in BACKBONES:
-            raise ValueError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES.names())}")
+        try:
+            get_backbone(name)
+        except KeyError as exc:
+            raise ValueError(f"{exc.args[0]} (several joined by + are fused)") from None
         return name
+
+    @model_validator(mode="after")
+    def _one_weights_file_one_backbone(self) -> ModelConfig:
+        if self.weights is not None and "+" in self.backbone:  # kennel.models.fusion.SEPARATOR
+            raise ValueError(f"weights: {self.backbone} is fused; each member loads its own weights")
+        return self
 
     @field_validator("freeze", mode="before")
     @classmethod

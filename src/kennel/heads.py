@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from kennel.models.classifier import Standardise
+
 log = logging.getLogger(__name__)
 
 # From strong to weak: each fit starts from the one before (a warm start), so the path costs little more than
@@ -110,8 +112,15 @@ def _copy(linear: nn.Linear) -> nn.Linear:
 
 
 def load_into(head: nn.Module, fit: LogisticFit) -> None:
-    """Put ``fit`` into the classifier's head (its last layer is the linear one; dropout is off at inference)."""
+    """Put ``fit`` into the classifier's head (its last layer is the linear one; dropout is off at inference).
+    Where the head standardises its input first, the weights are moved to the standardised features:
+    w·x + b = (w·std)·((x - mean) / std) + (b + w·mean)."""
     linear = [m for m in head.modules() if isinstance(m, nn.Linear)][-1]
+    weight, bias = fit.weight, fit.bias
+    standardise = next((m for m in head.modules() if isinstance(m, Standardise)), None)
+    if standardise is not None:
+        bias = bias + weight @ standardise.mean
+        weight = weight * standardise.std
     with torch.no_grad():
-        linear.weight.copy_(fit.weight.to(linear.weight))
-        linear.bias.copy_(fit.bias.to(linear.bias))
+        linear.weight.copy_(weight.to(linear.weight))
+        linear.bias.copy_(bias.to(linear.bias))

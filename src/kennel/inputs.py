@@ -112,6 +112,7 @@ def _feature_inputs(
         extraction.key_precision(chosen.engine)
     )  # the check's valid features, not read again
     tensors["valid"] = ready if ready is not None else features_of("valid", chosen.engine)
+    model.fit_standardisation(tensors["train"].features)
     seconds = time.perf_counter() - started
     engine = chosen.engine
     summary = {**engine.summary(), "cached": not computed}

@@ -14,7 +14,8 @@ def models_command(
     pattern: str = typer.Argument("*", help="shell pattern over names, e.g. 'resnet*'"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
 ) -> None:
-    """List the backbones: parameters, ImageNet accuracy, preprocessing and whether weights are here offline."""
+    """List the backbones: parameters, ImageNet accuracy, preprocessing and whether weights are here offline.
+    Any of them joined by + (tf_efficientnet_lite0+tf_efficientnet_lite2) train as one fused backbone."""
     from rich.console import Console
     from rich.table import Table
 
@@ -56,4 +57,5 @@ def models_command(
             f"{row['input_size']} {row['interpolation']}",
             offline,
         )
+    table.caption = "fuse several with +: kennel train --model tf_efficientnet_lite0+tf_efficientnet_lite2"
     Console().print(table)

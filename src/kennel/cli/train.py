@@ -43,7 +43,13 @@ def train_command(
         "--recipe",
         help=f"named settings to start from: {' or '.join(RECIPES.names())} (`--print-config` shows them)",
     ),
-    model: str = typer.Option(None, "--model", "-m", help="backbone name (`kennel models` lists them)"),
+    model: str = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="backbone name (`kennel models` lists them); several joined by + are fused: one head on their "
+        "features side by side",
+    ),
     weights: Path = typer.Option(None, "--weights", help="pretrained weights file (.safetensors or .pth)"),
     freeze: str = typer.Option(None, "--freeze", help="backbone stages to freeze: all, 0 (none) or N"),
     epochs: int = typer.Option(None, "--epochs", help="number of epochs"),

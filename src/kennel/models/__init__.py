@@ -6,11 +6,16 @@ from pathlib import Path
 
 from kennel.models.backbones import BACKBONES, BackboneSpec, register_backbone
 from kennel.models.classifier import Classifier
+from kennel.models.fusion import fused_spec, member_names
 from kennel.models.weights import WeightsSource, WeightsUnavailable, available_offline, load_pretrained
 
 
 def get_backbone(name: str) -> BackboneSpec:
-    return BACKBONES.get(name)
+    """A registered backbone, or the fusion of several (``a+b+c``); a KeyError names what is unknown."""
+    names = member_names(name)
+    if len(names) == 1:
+        return BACKBONES.get(name)
+    return fused_spec([BACKBONES.get(member) for member in names])
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -26,12 +31,21 @@ def create_model(
     freeze: int | str = 0,
 ) -> Classifier:
     """Build backbone ``name`` with ImageNet weights (unless ``pretrained`` is false) and a new head."""
-    spec = BACKBONES.get(name)
+    spec = get_backbone(name)
     full = spec.build()
     if pretrained or weights is not None:
         load_pretrained(spec, full, weights)
     parts = spec.split(full)
-    model = Classifier(name, parts.features, parts.feature_dim, parts.stages, num_classes, dropout, parts.imagenet_head)
+    model = Classifier(
+        name,
+        parts.features,
+        parts.feature_dim,
+        parts.stages,
+        num_classes,
+        dropout,
+        parts.imagenet_head,
+        blocks=parts.blocks,
+    )
     model.freeze(freeze)
     return model
 

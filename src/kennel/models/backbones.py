@@ -23,6 +23,7 @@ class Split:
     feature_dim: int
     imagenet_head: nn.Module | None
     stages: list[nn.Module]
+    blocks: list[int] | None = None  # a fused backbone's: each member's feature width, in order
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class BackboneSpec:
     timm_hub_id: str | None = None
     package: str | None = None
     summary: str = ""
+    members: tuple[BackboneSpec, ...] = ()  # a fused backbone's (kennel.models.fusion); empty for one backbone
 
 
 BACKBONES: Registry[BackboneSpec] = Registry("backbone")
@@ -207,5 +209,17 @@ register_backbone(
         preprocessing=Preprocessing(32, 36, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)),
         params_m=0.006,
         summary="a tiny random CNN for tests and smoke runs (no pretrained weights)",
+    )
+)
+# A second one, with another input size and normalisation: what a fused backbone's members differ by.
+register_backbone(
+    BackboneSpec(
+        name="tiny_wide",
+        family="test",
+        build=lambda: TinyNet(width=12),
+        split=_split_tiny,
+        preprocessing=Preprocessing(40, 44, mean=(0.45, 0.45, 0.45), std=(0.3, 0.3, 0.3)),
+        params_m=0.013,
+        summary="tiny, wider and at 40 px: a second member for fused-backbone tests",
     )
 )

