@@ -40,7 +40,7 @@ class Standardise(nn.Module):
         spreads = torch.stack([block.std() for block in centred.split(self.widths, dim=1)]).clamp_min(1e-6)
         relative = spreads / spreads.mean()
         self.mean.copy_(features.float().mean(0))
-        self.std.copy_(torch.cat([r.expand(w) for r, w in zip(relative, self.widths)]))
+        self.std.copy_(torch.cat([r.expand(w) for r, w in zip(relative, self.widths, strict=True)]))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return (features - self.mean) / self.std

@@ -56,7 +56,7 @@ class Fusion(nn.Module):
         self.members = nn.ModuleList(features)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return torch.cat([member(adapt(image)) for adapt, member in zip(self.inputs, self.members)], dim=1)
+        return torch.cat([member(adapt(image)) for adapt, member in zip(self.inputs, self.members, strict=True)], dim=1)
 
 
 class FusedImagenetHead(nn.Module):
@@ -65,12 +65,16 @@ class FusedImagenetHead(nn.Module):
     def __init__(self, widths: list[int], heads: list[nn.Module | None]) -> None:
         super().__init__()
         offsets = [sum(widths[:i]) for i in range(len(widths))]
-        kept = [(offset, width, head) for offset, width, head in zip(offsets, widths, heads) if head is not None]
+        kept = [
+            (offset, width, head)
+            for offset, width, head in zip(offsets, widths, heads, strict=True)
+            if head is not None
+        ]
         self.slices = [(offset, width) for offset, width, _ in kept]
         self.heads = nn.ModuleList([head for _, _, head in kept])
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        logits = [head(features[:, o : o + w]) for (o, w), head in zip(self.slices, self.heads)]
+        logits = [head(features[:, o : o + w]) for (o, w), head in zip(self.slices, self.heads, strict=True)]
         return torch.stack(logits).mean(0)
 
 
@@ -89,7 +93,7 @@ def fused_spec(members: list[BackboneSpec]) -> BackboneSpec:
         return nn.ModuleList([member.build() for member in members])
 
     def split(full: nn.ModuleList) -> Split:
-        parts = [member.split(model) for member, model in zip(members, full)]
+        parts = [member.split(model) for member, model in zip(members, full, strict=True)]
         inputs = [MemberInput(given, member.preprocessing) for member in members]
         fusion = Fusion(inputs, [part.features for part in parts])
         widths = [part.feature_dim for part in parts]

@@ -183,7 +183,7 @@ def load_pretrained(spec: BackboneSpec, model: torch.nn.Module, weights: Path | 
     if spec.members:
         if weights is not None:
             raise WeightsUnavailable(f"{spec.name} is fused: each member loads its own weights, not {weights}")
-        sources = [load_pretrained(member, part) for member, part in zip(spec.members, model)]
+        sources = [load_pretrained(member, part) for member, part in zip(spec.members, model, strict=True)]
         return WeightsSource("fused", ";".join(f"{s.kind}:{s.where}" for s in sources))
     if weights is not None:
         state = load_weights_file(weights)
