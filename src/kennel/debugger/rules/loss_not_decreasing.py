@@ -19,12 +19,15 @@ class LossNotDecreasing(Rule[Window]):
     A batch's loss is noisy, so a step-by-step comparison would fire on every healthy plateau: the rule compares
     the means of the two windows and fires only when the difference is beyond their noise (``confidence``
     standard errors). A loss that is flat without noise (a model that predicts a constant) has no noise to hide
-    in."""
+    in. Near the end of a good run a loss sits at its floor (label smoothing keeps it there) with very little
+    noise; a change that is a small share of how far it has fallen already (``min_share_of_fall_percent``) is no
+    finding, however many standard errors it is. A loss that never fell is judged on noise alone."""
 
     num_steps: int = 10
     diff_percent: float = 0.1
     increase_threshold_percent: float = 5.0
     confidence: float = 4.0  # standard errors of the difference between the two windows' means
+    min_share_of_fall_percent: float = 10.0
     stop: bool = True  # a loss that rises or cannot move will not recover by itself
 
     events = frozenset({"steps", "epoch"})
@@ -34,7 +37,7 @@ class LossNotDecreasing(Rule[Window]):
             series = [e["valid_loss"] for e in window.epochs if "valid_loss" in e]
             return self._judge(window, "EVAL", series, "validation passes")
         if window.mode == "TRAIN":
-            losses = [v for _, v in window.loss_series("TRAIN", last=2 * self.num_steps)]
+            losses = [v for _, v in window.loss_series("TRAIN")]
             return self._judge(window, "TRAIN", losses, "steps")
         return None
 
@@ -51,6 +54,11 @@ class LossNotDecreasing(Rule[Window]):
         target = a * (1 - self.diff_percent / 100)
         if b - target <= self.confidence * noise:
             return None
+        earlier = [v for v in series[: -2 * n] if math.isfinite(v)]
+        fall = max(earlier, default=a) - a
+        fell = fall > self.diff_percent / 100 * a
+        if fell and b - a < self.min_share_of_fall_percent / 100 * fall:
+            return None  # at its floor: a converged loss
         rising = b > a * (1 + self.increase_threshold_percent / 100)
         what = "rose" if rising else "did not decrease"
         advice = (
