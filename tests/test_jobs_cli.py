@@ -50,13 +50,16 @@ def jobs() -> list[JobRecord]:
 
 
 def test_jobs_lists_every_job_with_its_numbers(jobs: list[JobRecord]) -> None:
-    result = kennel("jobs")
+    result = kennel("jobs", "--format", "table")
     assert result.exit_code == 0, result.output
     for record in jobs:
         assert record.id in result.output
     assert "81.0%" in result.output and "83.0%" in result.output  # test and best valid accuracy
     assert "2m05s" in result.output and "failed" in result.output
-    assert kennel("jobs", "ls").output.count("\n") == result.output.count("\n")
+    assert kennel("jobs", "ls", "--format", "table").output.count("\n") == result.output.count("\n")
+    header, *rows = [line.split("\t") for line in kennel("jobs").output.splitlines()]  # piped: TSV, values as they are
+    frozen = next(dict(zip(header, row, strict=True)) for row in rows if row[1] == "frozen-r50")
+    assert (frozen["test_accuracy"], frozen["best_valid_accuracy"], frozen["duration_s"]) == ("0.81", "0.83", "125.0")
 
 
 def test_jobs_filters_and_json(jobs: list[JobRecord]) -> None:
@@ -102,7 +105,10 @@ def test_unknown_or_ambiguous_job_exits_2(jobs: list[JobRecord]) -> None:
 
 def test_best_of_a_study(jobs: list[JobRecord]) -> None:
     assert json.loads(kennel("jobs", "best", "lr-search", "--json").output)["name"] == "trial-2"
-    assert kennel("jobs", "best", "no-study").exit_code == 2
+    missing = kennel("jobs", "best", "no-study")
+    assert missing.exit_code == 2 and "no study 'no-study'" in missing.output
+    unscored = kennel("jobs", "best", "lr-search", "--metric", "test_top5")  # the study is there; the metric is not
+    assert unscored.exit_code == 2 and "no job of study 'lr-search' has metric 'test_top5'" in unscored.output
 
 
 def test_a_running_job_whose_process_is_gone_says_so() -> None:
@@ -114,6 +120,7 @@ def test_a_running_job_whose_process_is_gone_says_so() -> None:
     record.pid = dead.pid
     record.save()
     assert "process gone" in kennel("jobs").output
+    assert "process gone" in kennel("jobs", "--format", "table").output
     assert "running" in kennel("jobs", "show", "ghost").output
 
 

@@ -87,6 +87,10 @@ def test_tune_then_best_then_report(dataset: Path, space: Path, kennel_home: Pat
     (study,) = json.loads(studies.output)
     assert study["name"] == "lr" and study["status"] == "completed" and study["counts"] == {"complete": 3}
     assert "lr" in kennel("jobs", "studies").output
+    assert json.loads(kennel("jobs", "studies", "--format", "json").output) == json.loads(studies.output)
+    header, row = [line.split("\t") for line in kennel("jobs", "studies").output.splitlines()]  # piped: TSV
+    listed = dict(zip(header, row, strict=True))
+    assert (listed["study"], listed["complete"], float(listed["best"])) == ("lr", "3", study["best"]["value"])
 
     best = json.loads(kennel("jobs", "best", "lr", "--json").output)
     trials = open_study(load_study_record("lr")).trials
@@ -102,6 +106,11 @@ def test_tune_then_best_then_report(dataset: Path, space: Path, kennel_home: Pat
     report = kennel("report", "lr")
     assert report.exit_code == 0 and Path(report.output.strip()) == kennel_home / "studies" / "lr" / "report.html"
     assert kennel("jobs", "--study", "lr", "--json").output.count('"study": "lr"') == 3
+    header, *rows = [line.split("\t") for line in kennel("jobs", "--study", "lr").output.splitlines()]
+    lrs = [float(dict(zip(header, row, strict=True))["lr"]) for row in rows]  # whole, so the trials differ
+    assert sorted(lrs) == sorted(t.params["optim.lr"] for t in trials)
+    table = kennel("jobs", "--study", "lr", "--format", "table").output
+    assert all(f"{lr:.4g}" in table for lr in lrs) and "…" not in table
 
 
 def _wait_for(predicate, process: subprocess.Popen, timeout: float = 240) -> None:

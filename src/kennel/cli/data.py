@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from kennel.cli.app import app
+from kennel.cli.output import ListingFormat, format_option, listing_format
 from kennel.errors import PathError, UsageError
 
 if TYPE_CHECKING:
@@ -77,37 +78,47 @@ SHOWN_PER_CODE = 5
 SHOWN_FILES = 4
 
 
-def _print_report(report: CheckReport, console: Console) -> None:
-    """Class table, then findings by severity, a few per code (the JSON has them all), then the verdict."""
-    from rich.table import Table
-
-    from kennel.data.check import SEVERITIES
+def _classes_listing(report: CheckReport):
+    """The class table: each class's photos per split, and the totals under them in a table."""
+    from kennel.cli.tables import Column, Listing
     from kennel.data.layout import readable_name
 
     splits = list(report.counts)
-    table = Table(title=f"{report.root}: {len(report.classes)} classes, {report.files_checked} images")
-    table.add_column("#", justify="right")
-    table.add_column("class")
-    for split in splits:
-        table.add_column(split, justify="right")
-    for i, folder in enumerate(report.classes, 1):
-        table.add_row(str(i), readable_name(folder), *(str(report.counts[s].get(folder, "-")) for s in splits))
+    columns = [
+        Column("number", "#", rank=2, justify="right"),
+        Column("class", rank=0, breaks=""),  # a breed's name stays on one line
+        Column("folder", in_table=False),
+        *[Column(split, rank=1, justify="right") for split in splits],
+    ]
+    rows = [
+        {"number": i, "class": readable_name(c), "folder": c, **{s: report.counts[s].get(c) for s in splits}}
+        for i, c in enumerate(report.classes, 1)
+    ]
+    title = f"{report.root}: {len(report.classes)} classes, {report.files_checked} images"
+    return Listing(title, columns, rows, footer={"class": "total", **report.split_totals()})
+
+
+def _print_report(report: CheckReport, fmt: str) -> None:
+    """Class table, then findings by severity, a few per code (the JSON has them all), then the verdict. As TSV,
+    the class table is TSV and the findings follow it as the same lines."""
+    from kennel.cli.output import console, print_listing
+    from kennel.data.check import SEVERITIES
+
+    out = console()
     if report.classes:
-        table.add_section()
-        table.add_row("", "total", *(str(n) for n in report.split_totals().values()))
-        console.print(table)
+        print_listing(_classes_listing(report), fmt)
     for severity in SEVERITIES:
         findings = report.by_severity(severity)
         if findings:
             style = SEVERITY_STYLE[severity]
-            console.print(f"\n[{style}]{severity.upper()}S ({len(findings)})[/{style}]", highlight=False)
+            out.print(f"\n[{style}]{severity.upper()}S ({len(findings)})[/{style}]", highlight=False)
             by_code: dict[str, list[Finding]] = {}
             for finding in findings:
                 by_code.setdefault(finding.code, []).append(finding)
             for code, group in by_code.items():
-                _print_findings(console, code, group, style)
+                _print_findings(out, code, group, style)
     verdict = "[bold red]FAILED[/bold red]" if report.errors else "[bold green]OK[/bold green]"
-    console.print(
+    out.print(
         f"\n{verdict}: {len(report.errors)} error(s), {len(report.warnings)} warning(s) "
         f"in {report.files_checked} images, {report.seconds:.1f} s",
         highlight=False,
@@ -129,14 +140,15 @@ def _print_findings(console: Console, code: str, group: list[Finding], style: st
 @data_app.command("check")
 def check_command(
     directory: Path = typer.Argument(..., help="dataset folder holding train/ valid/ test/"),
-    as_json: bool = typer.Option(False, "--json", help="print a JSON document instead of the report"),
+    as_json: bool = typer.Option(False, "--json", help="print a JSON document instead of the report (--format json)"),
+    fmt: ListingFormat | None = format_option(),
     tiny_px: int = typer.Option(64, "--tiny-px", min=1, help="warn about images whose short side is below this"),
     imbalance: float = typer.Option(10.0, "--imbalance", min=1.0, help="warn when largest/smallest class exceeds"),
     workers: int = typer.Option(0, "--workers", min=0, help="decoding processes (0: one per core)"),
 ) -> None:
     """Validate a dataset: layout, unreadable or odd images, duplicates and leakage, class balance.
 
-    Exits 1 when there are errors; warnings alone exit 0.
+    Exits 1 when there are errors; warnings alone exit 0. Piped, the class table is TSV, then the findings follow.
     """
     import json
 
@@ -145,7 +157,8 @@ def check_command(
 
     from kennel.data.check import check_dataset
 
-    if as_json:
+    fmt = listing_format(fmt, as_json)
+    if fmt == "json":  # the whole report, findings and all
         report = check_dataset(directory, tiny_px, imbalance, workers or None)
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:
@@ -159,6 +172,6 @@ def check_command(
                 workers or None,
                 lambda done, total: progress.update(task, completed=done, total=total),
             )
-        _print_report(report, Console())
+        _print_report(report, fmt)
     if report.errors:
         raise typer.Exit(1)

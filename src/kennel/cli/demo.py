@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,6 +14,36 @@ import typer
 from kennel.cli.app import app, tracking_uri_option
 from kennel.cli.output import console, print_prediction, print_verdicts
 from kennel.errors import Failure
+
+
+def shell_line(args: list[object], width: int) -> str:
+    """``$ ARGS`` as a shell reads it, folded to ``width`` only between arguments (an option stays with its
+    value), every folded line ending in `` \\`` so that the whole still pastes into a shell as one command. An
+    argument longer than a line stays whole: rich folding it would cut a path in two."""
+    words = [shlex.quote(str(arg)) for arg in args]
+    units: list[str] = []
+    for word in words:
+        if units and units[-1].startswith("-") and " " not in units[-1] and not word.startswith("-"):
+            units[-1] += " " + word  # --port 8080
+        else:
+            units.append(word)
+    lines, line = [], "$"
+    for unit in units:
+        if line.strip() not in ("", "$") and len(line) + 1 + len(unit) + 2 > width:  # 2: room for " \\"
+            lines.append(line + " \\")
+            line = "   "
+        line += " " + unit
+    return "\n".join([*lines, line])
+
+
+def echo(out, *args: object) -> None:
+    """A command the demo runs, shown as the person would type it (:func:`shell_line`)."""
+    out.print(shell_line(list(args), out.width), highlight=False, markup=False, soft_wrap=True)
+
+
+def say_path(out, what: str, path: object, after: str = "") -> None:
+    """``what: PATH`` with the path whole on its line, for a person to copy."""
+    out.print(f"{what}: {path}{after}", highlight=False, markup=False, soft_wrap=True)
 
 
 @dataclass
@@ -32,7 +63,7 @@ def step_data(run: DemoRun) -> None:
 
     if run.data is None:
         run.data = fetch_dogimages()
-    console().print(f"dataset: {run.data}")
+    say_path(console(), "dataset", run.data)
 
 
 def step_check(run: DemoRun) -> None:
@@ -74,18 +105,18 @@ def step_tune(run: DemoRun) -> None:
     run.study = f"demo-{datetime.now():%Y%m%d-%H%M%S}"
     base = dotted_to_nested({"data.root": str(run.data), **run.overrides})
     request = TuneRequest(run.study, "default", base, {"seed": run.seed}, {"trials": DEMO_TRIALS})
-    console().print(f"$ kennel tune --data {run.data} --study {run.study} --trials {DEMO_TRIALS}", highlight=False)
+    echo(console(), "kennel", "tune", "--data", run.data, "--study", run.study, "--trials", DEMO_TRIALS)
     tune(request, stream=sys.stdout)
-    console().print(f"study report: {write_study_report(run.study)}")
+    say_path(console(), "study report", write_study_report(run.study))
 
 
 def step_report(run: DemoRun) -> None:
     from kennel.pages import write_report
 
-    console().print(f"report: {write_report(run.record.path)}")
+    say_path(console(), "report", write_report(run.record.path))
     profile = run.record.folder.profile_page  # written by the job's profiler when it ended
     if profile.is_file():
-        console().print(f"profile: {profile} (`kennel profile {run.record.id}` prints its summary)")
+        say_path(console(), "profile", profile, f" (`kennel profile {run.record.id}` prints its summary)")
 
 
 def step_predict(run: DemoRun) -> None:
@@ -114,7 +145,7 @@ def step_serve(run: DemoRun, startup_s: float = 120) -> None:
     port = free_port()
     command = [sys.executable, "-m", "kennel", "serve", str(run.record.artifact), "--port", str(port)]
     out = console()
-    out.print(f"$ kennel serve {run.record.artifact} --port {port}", highlight=False)
+    echo(out, "kennel", "serve", run.record.artifact, "--port", port)
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     client = EndpointClient(f"http://127.0.0.1:{port}", timeout=30)
     try:
@@ -131,7 +162,7 @@ def step_serve(run: DemoRun, startup_s: float = 120) -> None:
                 time.sleep(0.25)
         test = load_layout(run.data)["test"]
         photo, label = random.Random(run.seed + 1).choice(test.files)
-        out.print(f"$ kennel predict --endpoint {client.url} {photo}", highlight=False)
+        echo(out, "kennel", "predict", "--endpoint", client.url, photo)
         answer = client.predict(photo)
         print_prediction(out, photo, answer["predictions"])
         print_verdicts(out, answer)

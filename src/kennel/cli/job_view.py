@@ -18,18 +18,22 @@ STATUS_STYLE = {
     "pruned": "magenta",
     "failed": "red",
 }
-PARAM_COLUMNS = {"lr": "lr", "batch_size": "batch", "epochs": "epochs", "freeze": "freeze"}
-EPOCH_COLUMNS = (
-    "epoch",
-    "train_loss",
-    "train_accuracy",
-    "valid_loss",
-    "valid_accuracy",
-    "valid_top5",
-    "lr",
-    "images_per_s",
-    "epoch_seconds",
-)
+GONE = "running? process gone"
+# The hyperparameters every list shows, by record key, with their heading and rank (see kennel.cli.tables).
+PARAM_COLUMNS = {"lr": ("lr", 3), "batch_size": ("batch", 5), "epochs": ("epochs", 5), "freeze": ("freeze", 5)}
+# The epochs table of one job, by metrics key: heading (it wraps at its spaces) and rank (kennel.cli.tables).
+EPOCH_COLUMNS = {
+    "epoch": ("epoch", 0),
+    "train_loss": ("train loss", 2),
+    "train_accuracy": ("train acc", 3),
+    "valid_loss": ("valid loss", 2),
+    "valid_accuracy": ("valid acc", 1),
+    "valid_top5": ("valid top-5", 4),
+    "lr": ("lr", 3),
+    "images_per_s": ("photos/s", 5),
+    "epoch_seconds": ("seconds", 5),
+}
+PANEL_FRAME = 4  # a panel's border and padding, left and right
 
 
 # --- formatting -----------------------------------------------------------------------------------------
@@ -47,14 +51,18 @@ def _when(stamp: str | None) -> str:
     return moment.astimezone().strftime("%Y-%m-%d %H:%M") if moment else "-"
 
 
-def _duration(record: JobRecord) -> str:
-    seconds = record.duration_s
+def _seconds(record: JobRecord) -> float | None:
+    """How long the job ran, or has run so far while it runs."""
     started = _parse_time(record.started)
     if record.status == "running" and started is not None:
-        seconds = (datetime.now(timezone.utc) - started).total_seconds()
-    if seconds is None:
+        return (datetime.now(timezone.utc) - started).total_seconds()
+    return record.duration_s
+
+
+def _duration(value: Any) -> str:
+    if not isinstance(value, (int, float)):
         return "-"
-    seconds = int(seconds)
+    seconds = int(value)
     if seconds < 60:
         return f"{seconds}s"
     if seconds < 3600:
@@ -72,12 +80,23 @@ def _percent(value: Any) -> str:
     return f"{100 * value:.1f}%" if isinstance(value, (int, float)) else "-"
 
 
-def _status(record: JobRecord) -> str:
-    """The status, coloured; a "running" job whose process is gone (killed, machine rebooted) says so."""
+def _status_text(record: JobRecord) -> str:
+    """The status; a "running" job whose process is gone (killed, machine rebooted) says so."""
     pid = getattr(record, "pid", None)
     if record.status == "running" and isinstance(pid, int) and not process_alive(pid):
-        return "[red]running?[/red] [dim]process gone[/dim]"
-    return styled(record.status, STATUS_STYLE.get(record.status))
+        return GONE
+    return record.status
+
+
+def status_style(status: Any) -> str | None:
+    """The colour of a job's or a study's status (:data:`STATUS_STYLE`); red for a process gone."""
+    return "red" if status == GONE else STATUS_STYLE.get(status)
+
+
+def _status(record: JobRecord) -> str:
+    """The status in rich markup, coloured."""
+    text = _status_text(record)
+    return "[red]running?[/red] [dim]process gone[/dim]" if text == GONE else styled(text, status_style(text))
 
 
 def _best_valid(record: JobRecord) -> Any:
@@ -87,32 +106,52 @@ def _best_valid(record: JobRecord) -> Any:
 # --- the table and the panel ----------------------------------------------------------------------------
 
 
-def jobs_table(records: list[JobRecord], caption: str = ""):
-    """The console's list: one row per job, like SageMaker's training jobs page."""
-    from rich.table import Table
+def _varying(records: list[JobRecord]) -> list[str]:
+    """The hyperparameters, beyond :data:`PARAM_COLUMNS`, whose values differ between the jobs: what a study's
+    trials tried, so that the trials can be told apart."""
+    keys = dict.fromkeys(key for r in records for key in r.params if key not in PARAM_COLUMNS)
+    return [key for key in keys if len({repr(r.params.get(key)) for r in records}) > 1]
+
+
+def jobs_listing(records: list[JobRecord], caption: str = "", notice: str = "", study: str | None = None):
+    """The console's list, like SageMaker's training jobs page: one row per job. Listing one ``study``, its
+    own column goes (every row would say the same) and the hyperparameters its trials tried come in."""
+    from kennel.cli.tables import Column, Listing
 
     params = [key for key in PARAM_COLUMNS if any(key in r.params for r in records)]
-    studies = any(r.study for r in records)
-    names = any(r.name not in r.id for r in records)  # an id already contains its job's name, when short
-    table = Table(title="kennel training jobs", caption=caption, caption_justify="left")
-    table.add_column("job", no_wrap=True)
-    if names:
-        table.add_column("name", overflow="fold")
-    if studies:
-        table.add_column("study", overflow="fold")
-    for column in ("status", "started", "duration", "backbone"):
-        table.add_column(column, no_wrap=True)
-    for key in params:
-        table.add_column(PARAM_COLUMNS[key], justify="right")
-    table.add_column("best valid", justify="right")
-    table.add_column("test acc", justify="right")
-    for r in records:
-        row = [r.id, *([r.name] if names else []), *([r.study or "-"] if studies else [])]
-        row += [_status(r), _when(r.started or r.created), _duration(r), r.backbone or "-"]
-        row += [_value(r.params.get(key)) for key in params]
-        row += [_percent(_best_valid(r)), _percent(r.metrics.get("test_accuracy"))]
-        table.add_row(*row)
-    return table
+    tried = _varying(records) if study else []
+    names = any(r.name not in r.id for r in records)  # an id already holds its job's name, when short
+    columns = [
+        Column("id", "job", rank=0, breaks=""),
+        Column("name", rank=8, breaks="", in_table=names),
+        Column("study", rank=7, breaks="", in_table=study is None and any(r.study for r in records)),
+        Column("status", rank=0, style=status_style),
+        Column("started", rank=4, show=_when),
+        Column("duration_s", "duration", rank=4, show=_duration, justify="right"),
+        Column("backbone", rank=2, breaks="+"),  # a fused backbone folds after each of its +
+        *[Column(key, *PARAM_COLUMNS[key], show=_value, justify="right") for key in params],
+        *[Column(key, rank=3, show=_value, justify="right", breaks="") for key in tried],
+        Column("best_valid_accuracy", "best valid", rank=1, show=_percent, justify="right"),
+        Column("test_accuracy", "test acc", rank=1, show=_percent, justify="right"),
+    ]
+    rows = [
+        {
+            "id": r.id,
+            "name": r.name,
+            "study": r.study,
+            "status": _status_text(r),
+            "started": r.started or r.created,
+            "duration_s": _seconds(r),
+            "backbone": r.backbone,
+            **{key: r.params.get(key) for key in (*params, *tried)},
+            "best_valid_accuracy": _best_valid(r),
+            "test_accuracy": r.metrics.get("test_accuracy"),
+        }
+        for r in records
+    ]
+    title = f"kennel training jobs of study {study}" if study else "kennel training jobs"
+    see_all = "a wider terminal or --format tsv shows them; kennel jobs show ID shows one job"
+    return Listing(title, columns, rows, caption=caption, notice=notice, see_all=see_all)
 
 
 def _grid(pairs: list[tuple[str, Any]], columns: int = 1):
@@ -129,16 +168,13 @@ def _grid(pairs: list[tuple[str, Any]], columns: int = 1):
     return grid
 
 
-def _epochs_table(epochs: list[dict[str, Any]]):
-    from rich.table import Table
+def _epochs_table(epochs: list[dict[str, Any]], width: int):
+    from kennel.cli.tables import Column, Listing, fitted_group
 
-    columns = [c for c in EPOCH_COLUMNS if any(c in e for e in epochs)]
-    table = Table(title="epochs", title_justify="left")
-    for column in columns:
-        table.add_column(column, justify="right")
-    for entry in epochs:
-        table.add_row(*[_value(entry.get(c)) for c in columns])
-    return table
+    keys = [key for key in EPOCH_COLUMNS if any(key in e for e in epochs)]
+    columns = [Column(key, *EPOCH_COLUMNS[key], show=_value, justify="right", breaks="") for key in keys]
+    see_all = "a wider terminal shows them; metrics.jsonl, under files, holds every number"
+    return fitted_group(Listing("epochs", columns, epochs, see_all=see_all), width)
 
 
 def _flatten(config: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
@@ -151,8 +187,9 @@ def _flatten(config: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     return pairs
 
 
-def job_panel(record: JobRecord):
-    """One job on a page: the record, its hyperparameters, metrics, epochs, configuration and files."""
+def job_panel(record: JobRecord, width: int):
+    """One job on a page ``width`` cells wide: the record, its hyperparameters, metrics, epochs, configuration
+    and files."""
     from rich.console import Group
     from rich.markup import escape
     from rich.panel import Panel
@@ -167,7 +204,7 @@ def job_panel(record: JobRecord):
         ("created", _when(record.created)),
         ("started", _when(record.started)),
         ("ended", _when(record.ended)),
-        ("duration", _duration(record)),
+        ("duration", _duration(_seconds(record))),
         ("stop reason", record.stop_reason),
         ("pid", getattr(record, "pid", None)),
         ("mlflow run", record.mlflow_run_id),
@@ -184,7 +221,7 @@ def job_panel(record: JobRecord):
         parts += [Rule("inference engine"), _grid([(use, escape(line)) for use, line in engine_lines(record.engine)])]
     epochs = record.folder.read_metrics("epoch")
     if epochs:
-        parts += [Rule(), _epochs_table(epochs)]
+        parts += [Rule(), _epochs_table(epochs, width - PANEL_FRAME)]
     if record.config:
         parts += [Rule("configuration"), _grid(_flatten(record.config), columns=2)]
     files = [("folder", str(record.path))]

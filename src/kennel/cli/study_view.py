@@ -3,42 +3,59 @@ study's best trial with its job. Optuna and the study records load on first use.
 
 from __future__ import annotations
 
-from kennel.cli.job_view import job_panel
+from kennel.cli.job_view import GONE, job_panel, status_style
 from kennel.cli.output import console, print_json
 from kennel.errors import Failure
 
 
-def studies_table(records: list):
-    """One row per study: status, strategy, trials by outcome and the best objective."""
-    from rich.table import Table
+def _objective(value) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
+
+def studies_listing(records: list, notice: str = ""):
+    """One row per study: status, strategy, trials by outcome and the best objective."""
+    from kennel.cli.tables import Column, Listing
     from kennel.processes import process_alive
     from kennel.tune.results import finished
     from kennel.tune.study import studies_dir
 
-    table = Table(title="kennel tuning studies", caption=str(studies_dir()), caption_justify="left")
-    for column in ("study", "status", "strategy", "objective", "trials", "complete", "pruned", "failed", "best"):
-        table.add_column(column, justify="right" if column in ("trials", "complete", "pruned", "failed") else "left")
-    table.add_column("best job", overflow="fold")
+    count = {"justify": "right", "rank": 4}
+    columns = [
+        Column("study", rank=0, breaks=""),
+        Column("status", rank=0, style=status_style),
+        Column("strategy", rank=5, breaks=""),
+        Column("objective", rank=3, breaks=""),
+        Column("direction", "dir", rank=3, show=lambda d: "-" if d is None else str(d)[:3]),
+        Column("finished", "done", rank=2, justify="right"),
+        Column("trials", rank=2, justify="right"),
+        Column("complete", **count),
+        Column("pruned", **count),
+        Column("failed", **count),
+        Column("best", rank=1, show=_objective, justify="right"),
+        Column("best_trial", "trial", rank=2, justify="right"),
+        Column("best_job", "best job", rank=6, breaks=""),
+    ]
+    rows = []
     for r in records:
-        settings, counts = r.settings, r.counts
-        done = finished(counts)
-        best = r.best or {}
-        value = f"{best['value']:.4f} (trial {best['number']})" if best.get("value") is not None else "-"
+        settings, counts, best = r.settings, r.counts, r.best or {}
         gone = r.status == "running" and not process_alive(r.pid, r.host)
-        table.add_row(
-            r.name,
-            "running? process gone" if gone else r.status,
-            f"{settings.get('strategy')}/{settings.get('pruner')}",
-            f"{settings.get('objective')} ({str(settings.get('direction'))[:3]})",
-            f"{done}/{r.session.get('trials', '-')}",
-            str(counts.get("complete", 0)),
-            str(counts.get("pruned", 0)),
-            str(counts.get("failed", 0)),
-            value,
-            str(best.get("job") or "-"),
+        rows.append(
+            {
+                "study": r.name,
+                "status": GONE if gone else r.status,
+                "strategy": f"{settings.get('strategy')}/{settings.get('pruner')}",
+                "objective": settings.get("objective"),
+                "direction": settings.get("direction"),
+                "finished": finished(counts),
+                "trials": r.session.get("trials"),
+                **{outcome: counts.get(outcome, 0) for outcome in ("complete", "pruned", "failed")},
+                "best": best.get("value"),
+                "best_trial": best.get("number"),
+                "best_job": best.get("job"),
+            }
         )
-    return table
+    see_all = "a wider terminal or --format tsv shows them; kennel jobs best STUDY shows one study"
+    return Listing("kennel tuning studies", columns, rows, caption=str(studies_dir()), notice=notice, see_all=see_all)
 
 
 def show_best(name: str, as_json: bool) -> None:
@@ -87,5 +104,5 @@ def show_best(name: str, as_json: bool) -> None:
     out.print(f"{settings.objective} = {best.value:.4f} ({settings.direction})", highlight=False)
     out.print(table)
     if job is not None:
-        out.print(job_panel(job))
+        out.print(job_panel(job, out.width))
     out.print(f"config: {path}\nretrain: kennel train --config {path}", highlight=False, soft_wrap=True)
