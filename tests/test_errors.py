@@ -9,7 +9,7 @@ import pytest
 from helpers import kennel
 
 from kennel.artifact import ArtifactError
-from kennel.config import ConfigError
+from kennel.config import ConfigError, load_config
 from kennel.data.images import ImageError
 from kennel.errors import KennelError
 from kennel.inference import EngineError
@@ -107,18 +107,125 @@ def test_an_unknown_config_key_is_one_line_that_names_it(tmp_path: Path) -> None
     assert line.startswith("error: invalid configuration") and line.endswith("optim.nope: unknown key")
 
 
-def test_weights_that_are_not_here_offline_fail_the_job_in_one_line(dataset: Path, monkeypatch) -> None:
+def _no_network_for(monkeypatch, *offline: str) -> list[str]:
+    """Backbones named in ``offline`` have weights here (a stand-in source: nothing loads them), the others none,
+    and a download fails as without a network. Returns the backbones a download was tried for."""
     from kennel.models import weights
 
-    def offline(spec):
+    tried: list[str] = []
+
+    def download(spec):
+        tried.append(spec.name)
         raise OSError("[Errno -2] Name or service not known")
 
-    monkeypatch.setattr(weights, "available_offline", lambda spec: None)  # whatever this machine has cached
-    monkeypatch.setattr(weights, "_torchvision_download", offline)
-    result = kennel("train", "--data", dataset, "--model", "resnet18", "--epochs", "1", "--no-tracking")
-    assert result.exit_code == 1, result.output
-    errors = [line for line in said(result) if line.startswith("error:")]
-    assert len(errors) == 1 and "no weights for 'resnet18' offline" in errors[0] and "--weights FILE" in errors[0]
+    def available(spec):
+        return weights.WeightsSource("package", "stand-in") if spec.name in offline else None
+
+    monkeypatch.setattr(weights, "available_offline", available)  # whatever this machine has cached
+    monkeypatch.setattr(weights, "_torchvision_download", download)
+    monkeypatch.setattr(weights, "_timm_download", download)
+    return tried
+
+
+def _no_data_loaded(monkeypatch) -> None:
+    import kennel.job.run
+
+    def load_data(config):
+        raise AssertionError("the data loaded before the weights were checked")
+
+    monkeypatch.setattr(kennel.job.run, "load_data", load_data)
+
+
+@pytest.mark.parametrize(
+    ("backbone", "offline", "message"),
+    [
+        ("resnet18", (), "no weights for 'resnet18' offline and the download failed"),
+        (
+            "tf_efficientnet_lite0+resnet18",
+            ("tf_efficientnet_lite0",),
+            "no weights for 'resnet18' (in 'tf_efficientnet_lite0+resnet18') offline and the download failed",
+        ),
+    ],
+)
+def test_weights_that_cannot_be_had_fail_in_one_line_before_a_job_exists(
+    dataset: Path, kennel_home: Path, monkeypatch, backbone: str, offline: tuple[str, ...], message: str
+) -> None:
+    tried = _no_network_for(monkeypatch, *offline)
+    _no_data_loaded(monkeypatch)
+    result = kennel("train", "--data", dataset, "--model", backbone, "--epochs", "1", "--no-tracking")
+    assert result.exit_code == 2, result.output
+    (line,) = said(result)
+    assert line.startswith(f"error: {message}") and "resnet18-f37072fd.pth elsewhere and copy it to" in line
+    assert ("--weights FILE" in line) == ("+" not in backbone)  # a fused backbone takes no weights file
+    assert tried == ["resnet18"]  # the download was tried: online, it would have fetched them
+    assert not list((kennel_home / "jobs").glob("*"))  # and no job was left behind
+
+
+def test_weights_a_machine_online_lacks_are_downloaded_before_the_job_into_the_cache(tmp_path: Path, monkeypatch):
+    """Before a job starts, missing weights are fetched into torch hub's cache, where every later lookup (the
+    job's own load, the feature cache's key, ``kennel models``) finds them offline: one download, not two."""
+    import torch
+
+    from kennel.job.build import fetch_job_weights
+    from kennel.models import available_offline, get_backbone, weights
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    downloads: list[str] = []
+
+    def download(spec):
+        downloads.append(spec.name)
+        path = weights._torchvision_path(spec)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"weights")
+        return path
+
+    monkeypatch.setattr(weights, "_torchvision_download", download)
+    spec = get_backbone("resnet18")
+    assert available_offline(spec) is None
+    config = load_config(overrides={"model.backbone": "resnet18", "data.root": str(tmp_path)})
+    fetch_job_weights(config)
+    fetch_job_weights(config)
+    assert downloads == ["resnet18"]
+    assert available_offline(spec) == weights.WeightsSource("torchvision-cache", str(weights._torchvision_path(spec)))
+
+
+def test_a_hub_download_without_a_network_fails_at_once_unless_a_proxy_may_reach_it(monkeypatch) -> None:
+    """The Hugging Face client retries for half a minute without a network, logging each try: a hub name that
+    does not resolve fails at once. Behind a proxy, which resolves names itself, the download is tried."""
+    import socket
+    import urllib.request
+
+    import huggingface_hub
+
+    from kennel.models import get_backbone, weights
+
+    asked: list[str] = []
+
+    def hf_hub_download(repo_id, filename):
+        asked.append(repo_id)
+        raise OSError("the proxy said no")
+
+    def no_dns(host, *args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    monkeypatch.setattr(urllib.request, "getproxies", dict)
+    spec = get_backbone("tf_efficientnet_lite0")
+    with pytest.raises(weights.WeightsMissing, match=r"cannot resolve huggingface\.co: Name or service not known"):
+        weights._download(spec)
+    assert asked == []
+    monkeypatch.setattr(urllib.request, "getproxies", lambda: {"https": "http://proxy.lan:3128"})
+    with pytest.raises(weights.WeightsMissing, match="the proxy said no"):
+        weights._download(spec)
+    assert asked == [spec.timm_hub_id]
+
+
+def test_a_weights_file_that_is_not_there_is_said_before_a_job_exists(dataset: Path, kennel_home: Path) -> None:
+    result = kennel("train", "--data", dataset, "--model", "resnet18", "--weights", dataset / "nope.pth")
+    assert result.exit_code == 2
+    assert said(result) == [f"error: weights file {dataset / 'nope.pth'} does not exist (--weights)"]
+    assert not list((kennel_home / "jobs").glob("*"))
 
 
 def test_a_missing_photo_is_named_once_before_a_model_loads(tmp_path: Path) -> None:
@@ -129,6 +236,15 @@ def test_a_missing_photo_is_named_once_before_a_model_loads(tmp_path: Path) -> N
         result = kennel("predict", *backend, tmp_path / "nope.jpg")
         assert result.exit_code == 1, result.output
         assert said(result) == [f"error: {tmp_path / 'nope.jpg'}: no such file or folder"]
+
+
+def test_a_file_that_is_no_photo_is_named_once(artifact_dir: Path, tmp_path: Path) -> None:
+    text = tmp_path / "notes.jpg"
+    text.write_text("not a photo")
+    result = kennel("predict", "--model", artifact_dir, text)
+    assert result.exit_code == 1
+    (line,) = said(result)
+    assert line.startswith(f"error: {text}: cannot decode image (") and line.count("notes.jpg") == 1
 
 
 def test_contradicting_options_exit_2() -> None:
@@ -184,3 +300,14 @@ def test_a_folder_that_cannot_be_written_is_one_line_naming_it(tmp_path: Path) -
         ": cannot write the dataset: not a directory"
     )
     assert line.count("a-file") == 1
+
+
+def test_every_exit_code_is_said_in_the_help() -> None:
+    """`kennel --help` lists the codes every command shares; `kennel train --help` what each means for a job."""
+    root = " ".join(kennel("--help").output.split())  # as one line: the help wraps at the terminal's width
+    for code in ("0 done", "1 the work failed", "2 a request it cannot use", "3 a job stopped by a rule", "130"):
+        assert code in root
+    train = " ".join(kennel("train", "--help").output.split())
+    for code in ("0 completed, or ended by early stopping", "1 failed", "2 a request", "3 stopped by a debugger"):
+        assert code in train
+    assert "130 interrupted" in train

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -172,3 +173,39 @@ def test_cli_errors_are_clear(artifact_dir: Path, photos: list[Path], tmp_path: 
     bad = run_cli("--model", str(artifact_dir), str(text), str(photos[0]), "--json")
     assert bad.exit_code == 1 and "cannot decode image" in bad.output
     assert isinstance(bad.exception, SystemExit)
+
+
+def test_accuracy_counts_only_photos_whose_folder_names_a_class(
+    artifact_dir: Path, photos: list[Path], tmp_path: Path
+) -> None:
+    """One photo in the folder of the class it is predicted as, one in another class's folder (without a number:
+    a folder names a class either way), three in folders that name none: 50% of 2, 3 skipped."""
+    import shutil
+
+    predicted = [p.label for p in Predictor.load(artifact_dir).predict(photos)]
+    other = next(name for name in CLASSES if name != predicted[1])
+    mixed = tmp_path / "mixed"
+    folders = [f"001.{predicted[0]}".replace(" ", "_"), other.lower(), "002.Siberian_husky", "002.Siberian_husky", "."]
+    for photo, folder in zip(photos, folders, strict=True):
+        (mixed / folder).mkdir(parents=True, exist_ok=True)
+        shutil.copy(photo, mixed / folder / photo.name)
+    summary = "accuracy 50.0% (1 of 2 in folders that name a class of the model; 3 skipped: their folders name none)"
+
+    out = tmp_path / "predictions.csv"
+    batch = run_cli("--model", str(artifact_dir), str(mixed), "--out", str(out))
+    assert batch.exit_code == 0, batch.output
+    assert batch.stdout.strip() == f"5 of 5 photos predicted -> {out}; {summary}"
+    rows = {Path(row["path"]).name: row for row in csv.DictReader(out.open())}
+    assert [rows[p.name]["true_label"] for p in photos] == [predicted[0], other, "", "", ""]
+    assert [rows[p.name]["correct"] for p in photos] == ["1", "0", "", "", ""]
+
+    shown = run_cli("--model", str(artifact_dir), str(mixed), "-k", "1")
+    assert shown.exit_code == 0, shown.output
+    assert shown.stdout.strip().splitlines()[-1] == f"5 of 5 photos predicted; {summary}"
+    as_json = run_cli("--model", str(artifact_dir), str(mixed), "--json")  # the line goes to stderr: JSON stays JSON
+    assert len(json.loads(as_json.stdout)) == 5 and f"5 of 5 photos predicted; {summary}" in as_json.stderr
+
+
+def test_one_photo_gets_no_summary_line(artifact_dir: Path, photos: list[Path]) -> None:
+    result = run_cli("--model", str(artifact_dir), str(photos[0]))
+    assert result.exit_code == 0 and "photos predicted" not in result.output

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import kennel, tiny_config
+from helpers import TINY, kennel, tiny_config
 
 from kennel.config import load_config
 from kennel.job import resume, train
@@ -249,3 +249,32 @@ def test_an_export_the_exporter_cannot_do_keeps_the_pytorch_model(dataset: Path,
     assert (Path(record.artifact) / "model.safetensors").is_file() and not (
         Path(record.artifact) / "model.onnx"
     ).exists()
+
+
+def _tiny_flags(**overrides: object) -> list[str]:
+    """``kennel train`` flags for the :data:`TINY` job, with more dotted keys."""
+    flags = []
+    for key, value in {**TINY, **overrides}.items():
+        flags += ["--set", f"{key}={json.dumps(value)}"]
+    return flags
+
+
+def test_a_job_a_rule_stops_exits_3_and_names_the_rule(dataset: Path):
+    """A stop rule's job keeps its model but exits 3, so a script does not take it for a finished one; a job
+    early stopping ends has run its course and exits 0."""
+    rule = {
+        "debug.imports": ["stopping_rule"],
+        "debug.rules.StopsHighLearningRates.lr_above": 0.1,
+        "optim.warmup_epochs": 0,  # the first step runs at the full rate
+    }
+    stopped = kennel("train", "--data", dataset, "--lr", "0.3", "--epochs", "2", *_tiny_flags(**rule))
+    assert stopped.exit_code == 3, stopped.output
+    job = list_jobs()[0]
+    assert job.status == "stopped" and job.artifact and Path(job.artifact).is_dir()
+    assert stopped.stderr.strip().splitlines()[-1] == (
+        f"stopped by debugger rule StopsHighLearningRates (exit 3); `kennel debug {job.id}` shows why"
+    )
+    patient = {"early_stopping": 1, **rule}  # the rule does not fire below 0.1, early stopping ends the job
+    ended = kennel("train", "--data", dataset, "--lr", "1e-12", "--epochs", "10", *_tiny_flags(**patient))
+    assert ended.exit_code == 0, ended.output
+    assert "early stopping" in list_jobs()[0].stop_reason and "stopped by" not in ended.stderr

@@ -11,7 +11,10 @@ Exit codes, the same in every command:
   or cannot be read or written, a download failed, the port is taken, a photo of a batch could not be predicted.
 - 2: the request cannot be used as given: a bad option or config value (``--set``, a YAML file, a dataset
   folder the config names that does not exist), an unknown key or name (job, study, backbone, dataset,
-  backend), options that contradict each other. Typer's own usage errors exit 2 as well.
+  backend), options that contradict each other, a backbone whose weights are neither on this machine nor
+  downloadable. Typer's own usage errors exit 2 as well.
+- 3 (:data:`STOPPED_BY_RULE`): ``kennel train``'s job was stopped by a debugger or profiler rule with ``stop``
+  set. It is no error (the model is kept), but a script should not take it for a job that ran its course.
 - 130: stopped with Ctrl-C; ``--resume`` (jobs) or ``--study`` (studies) continues.
 
 A class says its kind by its base: :class:`UsageError` (2) or :class:`Failure` (1). :class:`KennelError` itself
@@ -21,6 +24,9 @@ exits 2, since most of the errors that subclass it directly name a bad value.
 from __future__ import annotations
 
 from pathlib import Path
+
+STOPPED_BY_RULE = 3
+EXIT_CODES = "0 done, 1 the work failed, 2 a request it cannot use, 3 a job stopped by a rule, 130 interrupted"
 
 
 class KennelError(Exception):

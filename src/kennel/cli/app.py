@@ -10,7 +10,7 @@ import typer
 from typer.core import TyperGroup
 
 from kennel.cli.output import print_error
-from kennel.errors import KennelError
+from kennel.errors import EXIT_CODES, KennelError
 
 
 class KennelGroup(TyperGroup):
@@ -31,6 +31,7 @@ app = typer.Typer(
     name="kennel",
     cls=KennelGroup,
     help="Train, tune, debug, profile and serve image classifiers on your own hardware.",
+    epilog=f"Exit codes, the same in every command: {EXIT_CODES}. An expected failure is one line, error: ...",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import csv
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +35,55 @@ def expand_photos(paths: list[Path]) -> list[Path]:
     return photos
 
 
-def true_label(photo: Path) -> str | None:
-    """The breed a dataset folder names (``.../042.Cavalier_king_charles_spaniel/x.jpg``), else None."""
-    from kennel.data.layout import is_numbered, readable_name
+class FolderLabels:
+    """The true class of a photo, from the name of its folder: ``.../042.Cavalier_king_charles_spaniel/x.jpg``.
+    With the model's classes, only a folder that names one of them (numbered or not, in any case) gives a label,
+    so photos of other breeds are not counted as wrong; without them (an endpoint that does not say), any
+    dataset-style numbered folder does."""
 
-    return readable_name(photo.parent.name) if is_numbered(photo.parent.name) else None
+    def __init__(self, classes: Iterable[str] | None) -> None:
+        from kennel.data.layout import readable_name
+
+        # A class and a folder match as readable names, in any case: `Toy poodle`, `003.Toy_poodle`, `toy_poodle`.
+        self.classes = None if classes is None else {readable_name(name).casefold(): name for name in classes}
+
+    def __call__(self, photo: Path) -> str | None:
+        from kennel.data.layout import is_numbered, readable_name
+
+        name = readable_name(photo.parent.name)
+        if self.classes is None:
+            return name if is_numbered(photo.parent.name) else None
+        return self.classes.get(name.casefold())
+
+
+@dataclass
+class Tally:
+    """What predicting many photos came to, said in one line: how many were predicted, and the accuracy over
+    those whose folder names a class of the model."""
+
+    photos: int = 0
+    failed: int = 0
+    labelled: int = 0
+    right: int = 0
+
+    def add(self, label: str | None, truth: str | None) -> None:
+        """One photo: its top class (None: it could not be predicted) and its folder's class, if any."""
+        self.photos += 1
+        if label is None:
+            self.failed += 1
+        elif truth is not None:
+            self.labelled += 1
+            self.right += label.casefold() == truth.casefold()
+
+    def line(self, out: Path | None = None) -> str:
+        said = f"{self.photos - self.failed} of {self.photos} photos predicted" + (f" -> {out}" if out else "")
+        if not self.labelled:
+            return said
+        said += f"; accuracy {self.right / self.labelled:.1%} ({self.right} of {self.labelled} in folders that name"
+        skipped = self.photos - self.failed - self.labelled
+        return said + (
+            f" a class of the model; {skipped} skipped: their folders name none)" if skipped else " a class)"
+        )
 
 
 def random_photo(folder: Path, seed: int | None) -> Path:
@@ -67,6 +112,7 @@ class _Local:
 
         self.predictor = Predictor.load(folder, runtime=runtime, device=device, precision=precision)
         self.index = {name: i for i, name in enumerate(self.predictor.class_names)}
+        self.classes: list[str] | None = list(self.predictor.class_names)
 
     def answers(self, files: list[Path], top_k: int) -> Iterator[dict[str, Any] | Exception]:
         from kennel.data.images import ImageError
@@ -99,6 +145,16 @@ class _Remote:
         self.client = EndpointClient(url, timeout=timeout)
         self.concurrency = concurrency
         self.client.ping()  # fail early and clearly when nothing listens there
+        self.classes: list[str] | None = self._classes()
+
+    def _classes(self) -> list[str] | None:
+        """The served model's classes, or None from an endpoint that does not say (one not made by kennel)."""
+        from kennel.client import EndpointError
+
+        try:
+            return list(self.client.model_info()["class_names"])
+        except (EndpointError, KeyError, TypeError):
+            return None
 
     def answers(self, files: list[Path], top_k: int) -> Iterator[dict[str, Any] | Exception]:
         return self.client.predict_many(files, top_k=top_k, concurrency=self.concurrency)
@@ -120,8 +176,7 @@ def _json_row(answer: dict[str, Any]) -> dict[str, Any]:
 CSV_COLUMNS = ["path", "label", "probability", "top_labels", "top_probabilities", "true_label", "correct", "error"]
 
 
-def _csv_row(file: Path, answer: dict[str, Any] | Exception) -> dict[str, Any]:
-    truth = true_label(file)
+def _csv_row(file: Path, answer: dict[str, Any] | Exception, truth: str | None) -> dict[str, Any]:
     row = dict.fromkeys(CSV_COLUMNS, "")
     row.update(path=str(file), true_label=truth or "")
     if isinstance(answer, Exception):
@@ -139,7 +194,9 @@ def _csv_row(file: Path, answer: dict[str, Any] | Exception) -> dict[str, Any]:
 
 
 def batch_transform(backend, files: list[Path], top_k: int, out: Path, shown, errors) -> int:
-    """Write one CSV row per photo to ``out`` with a progress bar on stderr; print a summary; count failures."""
+    """Write one CSV row per photo to ``out`` with a progress bar on stderr; print a summary; count failures.
+    A photo's ``true_label`` is the class of the model its folder names, if any: only those count as right or
+    wrong."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     try:
@@ -147,27 +204,21 @@ def batch_transform(backend, files: list[Path], top_k: int, out: Path, shown, er
         handle = out.open("w", newline="")
     except OSError as exc:
         raise PathError.of(exc, "cannot write the CSV", out) from None
-    rows: list[dict[str, Any]] = []
+    labels, tally = FolderLabels(backend.classes), Tally()
     columns = (TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with handle, Progress(*columns, console=errors) as progress:
         writer = csv.DictWriter(handle, CSV_COLUMNS)
         writer.writeheader()
         task = progress.add_task("predict", total=len(files))
         for file, answer in zip(files, backend.answers(files, top_k), strict=True):
-            row = _csv_row(file, answer)
+            row = _csv_row(file, answer, labels(file))
             writer.writerow(row)
-            rows.append(row)
+            tally.add(row["label"] or None, row["true_label"] or None)
             if row["error"]:
                 progress.console.print(f"[red]error:[/red] {file}: {row['error']}", highlight=False)
             progress.advance(task)
-    failed = sum(1 for r in rows if r["error"])
-    labelled = [r for r in rows if r["correct"] != ""]
-    summary = f"{len(rows) - failed} of {len(rows)} photos predicted -> {out}"
-    if labelled:
-        right = sum(int(r["correct"]) for r in labelled)
-        summary += f"; accuracy {right / len(labelled):.1%} ({right} of {len(labelled)} with a known label)"
-    shown.print(summary, highlight=False)
-    return failed
+    shown.print(tally.line(out), highlight=False, soft_wrap=True)  # one line, for a script to read
+    return tally.failed
 
 
 @app.command("predict")
@@ -211,23 +262,31 @@ def predict_command(
             raise typer.Exit(1)
         return
     results: list[dict[str, Any]] = []
+    labels, tally = FolderLabels(backend.classes), Tally()
     for file, answer in zip(files, backend.answers(files, top_k), strict=True):
         if isinstance(answer, Exception):
             message = problem(file, answer)
             print_error(f"{file}: {message}")
             results.append({"file": str(file), "error": message})
+            tally.add(None, None)
             continue
-        truth = true_label(file) if random_from is not None else None
-        results.append({"file": str(file), **_json_row(answer), **({"true_label": truth} if truth else {})})
+        truth = labels(file)
+        tally.add(answer["predictions"][0]["label"], truth)
+        random_truth = truth if random_from is not None else None  # one random photo: right? Many: the summary says
+        results.append(
+            {"file": str(file), **_json_row(answer), **({"true_label": random_truth} if random_truth else {})}
+        )
         if as_json:
             continue
         print_prediction(shown, file, answer["predictions"])
         print_verdicts(shown, answer)
-        if truth is not None:
-            right = answer["predictions"][0]["label"].casefold() == truth.casefold()
+        if random_truth is not None:
+            right = answer["predictions"][0]["label"].casefold() == random_truth.casefold()
             verdict = "[green]right[/green]" if right else "[red]wrong[/red]"
-            shown.print(f"true breed: {truth} ({verdict})")
+            shown.print(f"true breed: {random_truth} ({verdict})")
     if as_json:
         print_json(results)
-    if any("error" in r for r in results):
+    if len(files) > 1:  # a folder or several photos: what they came to (on stderr beneath JSON, kept parseable)
+        (errors if as_json else shown).print(tally.line(), highlight=False, soft_wrap=True)
+    if tally.failed:
         raise typer.Exit(1)

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from kennel.cli.app import app, tracking_uri_option
+from kennel.errors import STOPPED_BY_RULE
 from kennel.recipes import RECIPES
 
 
@@ -34,7 +35,13 @@ def _export_sagemaker_outputs(record) -> None:
                 shutil.copy2(source, out / source.name)
 
 
-@app.command("train")
+@app.command(
+    "train",
+    # One string: help text keeps the line breaks of a docstring, and this is read at every terminal width.
+    epilog="Exit codes: 0 completed, or ended by early stopping; 1 failed; 2 a request it cannot use (a bad value, "
+    f"weights it cannot get); {STOPPED_BY_RULE} stopped by a debugger or profiler rule with stop set (the model is "
+    "kept; the last line names the rule and the command that shows why); 130 interrupted (--resume continues).",
+)
 def train_command(
     data: Path = typer.Option(None, "--data", "-d", help="dataset folder with train/ valid/ test/"),
     config_file: Path = typer.Option(None, "--config", "-c", help="YAML config (see `kennel train --print-config`)"),
@@ -158,6 +165,26 @@ def train_command(
         typer.echo(json.dumps(record.to_dict(), default=str))
     if record.status not in ("completed", "stopped"):
         raise typer.Exit(1)
+    stopped_by = _stopping_rule(record)
+    if stopped_by is not None:
+        rule, command = stopped_by
+        typer.secho(f"stopped by {rule} (exit {STOPPED_BY_RULE}); `kennel {command} {record.id}` shows why", err=True)
+        raise typer.Exit(STOPPED_BY_RULE)
+
+
+def _stopping_rule(record) -> tuple[str, str] | None:
+    """``("debugger rule LossNotDecreasing", "debug")`` when a rule stopped the job: the rule and the command
+    that shows its finding; None when the job completed or early stopping ended it. The rule runner names the
+    rule at the start of the stop reason (:meth:`kennel.rules.RuleRunner.run`), the record's one trace of it."""
+    from kennel.debugger.rules import DEBUGGER_RULES
+    from kennel.profiler.rules import PROFILER_RULES
+
+    if record.status != "stopped" or not record.stop_reason:
+        return None
+    named = record.stop_reason.partition(":")[0]
+    kind, _, rule = named.rpartition(" ")
+    command = {DEBUGGER_RULES.kind: "debug", PROFILER_RULES.kind: "profile"}.get(kind)
+    return (named, command) if command and rule else None
 
 
 def _resumed_config(ref: str):
@@ -178,6 +205,7 @@ def _launch(config, processes: int | None, gpus: int | None, device_flag: str | 
     from kennel.config import ConfigError
     from kennel.distributed import Ranks, per_rank_batch
     from kennel.job import resolve_device
+    from kennel.job.build import fetch_job_weights
     from kennel.launch import process_env, torchrun_command, without_options
 
     if processes and gpus and processes != gpus:
@@ -195,6 +223,7 @@ def _launch(config, processes: int | None, gpus: int | None, device_flag: str | 
         per_rank_batch(config.data.batch_size, Ranks(world_size=count))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    fetch_job_weights(config)  # once, here: not a download by every rank at once
 
     argv = without_options(sys.argv[1:])
     if gpus and device_flag is None:

@@ -46,7 +46,9 @@ def open_rgb(path: Path | str, draft_size: int | None = None) -> Image.Image:
     except Image.DecompressionBombError as exc:
         raise ImageError(f"{path}: image too large (over {MAX_PIXELS:,} pixels)") from exc
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{path}: cannot decode image ({exc})") from exc
+        # PIL names the file in some messages ("cannot identify image file '/x.jpg'"): the line names it first.
+        reason = str(exc).replace(f" {str(path)!r}", "")
+        raise ImageError(f"{path}: cannot decode image ({reason})") from exc
 
 
 def allow_truncated(enabled: bool) -> None:

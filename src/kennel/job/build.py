@@ -15,9 +15,10 @@ from kennel.config import ConfigError, TrainConfig, config_to_yaml
 from kennel.data.layout import LayoutError, load_layout
 from kennel.distributed import Ranks
 from kennel.engine import Observer
+from kennel.errors import UsageError
 from kennel.jobs import JobRecord, create_job
 from kennel.models import create_model, get_backbone
-from kennel.models.weights import available_offline
+from kennel.models.weights import available_offline, fetch_weights
 from kennel.observers.checkpoint import Checkpointer
 from kennel.observers.early_stopping import EarlyStopping
 from kennel.observers.metrics_log import MetricsLogger
@@ -37,6 +38,17 @@ def create_record(config: TrainConfig, study: str | None) -> JobRecord:
     )
     record.folder.write_config(config_to_yaml(config))
     return record
+
+
+def fetch_job_weights(config: TrainConfig) -> None:
+    """Have the pretrained weights ``config`` needs on this machine before a job is made of it: a ``--weights``
+    file that is there, or the backbone's weights found offline or downloaded now. Weights it cannot get fail
+    here in a line (exit 2), not as a failed job with a traceback after its data has loaded."""
+    if config.model.weights is not None:
+        if not Path(config.model.weights).expanduser().is_file():  # as a --config or --data that is not there
+            raise UsageError(f"weights file {config.model.weights} does not exist (--weights)")
+    elif config.model.pretrained:
+        fetch_weights(get_backbone(config.model.backbone))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -95,9 +107,10 @@ def load_data(config: TrainConfig):
 
 
 def loop_observers(
-    record: JobRecord, config: TrainConfig, stream: TextIO | None, progress: bool | None
+    record: JobRecord, config: TrainConfig, stream: TextIO | None, progress: bool | None, classes: list[str]
 ) -> list[Observer]:
-    """The loop's observers of rank 0's job: metrics, checkpoints, progress, early stopping, the debugger."""
+    """The loop's observers of rank 0's job: metrics, checkpoints, progress, early stopping, the debugger (which
+    names the ``classes`` in its findings)."""
     folder = record.folder
     observers: list[Observer] = [
         MetricsLogger(folder, every=config.log_every, stream=stream),
@@ -109,7 +122,7 @@ def loop_observers(
     if config.debug.enabled:
         from kennel.debugger.hooks import Debugger
 
-        observers.append(Debugger(folder.debug, config.debug))
+        observers.append(Debugger(folder.debug, config.debug, classes=classes))
     return observers
 
 
@@ -159,6 +172,7 @@ def warm_feature_cache(config: TrainConfig) -> bool:
     with every core before its workers start). Returns whether ``config`` trains on cached features."""
     from kennel.inputs import prepare_inputs
 
+    fetch_job_weights(config)
     layout = load_data(config)
     model, preprocessing = build_model(config, layout)
     device = resolve_device(config.device)

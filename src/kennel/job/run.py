@@ -28,6 +28,7 @@ from kennel.job.build import (
     build_model,
     create_record,
     features_identity,
+    fetch_job_weights,
     load_data,
     loop_observers,
     profiler_session,
@@ -56,6 +57,7 @@ def train(
 
     Under torchrun every process calls this with the same config: rank 0 creates the job and tells the others
     its id (see :mod:`kennel.distributed`)."""
+    fetch_job_weights(config)  # before the job exists: weights it cannot get leave no failed job behind
     layout = load_data(config)
     ranks = _start_ranks(config)
     record = _shared_record(create_record(config, study) if ranks.is_main else None, ranks)
@@ -73,6 +75,7 @@ def resume(
     if record.status == "completed":
         return record
     config = load_config(record.folder.config_file)
+    fetch_job_weights(config)
     layout = load_data(config)
     return _run(record, config, layout, observers, stream, progress, resume=True, ranks=_start_ranks(config))
 
@@ -143,7 +146,7 @@ def _run(
         backbone = [] if inputs.cached else list(model.backbone_parameters())
         optimizer = build_optimizer(param_groups(head, backbone, config.optim), config.optim)
         schedule = build_schedule(optimizer, config.optim, len(inputs.train), config.epochs)
-        observers = loop_observers(record, config, stream, progress) if ranks.is_main else []
+        observers = loop_observers(record, config, stream, progress, layout.class_names) if ranks.is_main else []
         if run is not None:
             observers.append(run)
         if profiler is not None:

