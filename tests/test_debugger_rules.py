@@ -8,6 +8,7 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from debug_models import QUIET, fired, fit, healthy_model, images, mlp, vectors
@@ -175,6 +176,29 @@ def test_exploding_tensor_stops_the_job_at_once(tmp_path: Path):
     assert state.status == "stopped"
     assert "ExplodingTensor" in state.stop_reason
     assert state.global_step <= 20  # the first or second saved step, not the end of the epoch (19 steps)
+
+
+def test_class_imbalance_names_the_rare_classes_as_the_dataset_does(tmp_path: Path):
+    breeds = ["Beagle", "Siberian husky", "Toy poodle"]
+    named = Debugger(tmp_path / "named", DebugConfig(preset="full", rules=QUIET), classes=breeds)
+    labels = torch.cat([torch.zeros(570, dtype=torch.long), torch.tensor([1] * 15 + [2] * 15)])
+    fit(tmp_path / "named", mlp(), vectors(labels=labels), vectors(seed=1), epochs=1, debugger=named)
+    finding = named.runner.fired["ClassImbalance"]
+    assert finding.message.endswith("; fewest samples: Siberian husky, Toy poodle (15).")
+    assert finding.tensors == ("Siberian husky", "Toy poodle")  # the common class is not among the rare ones
+    # A loop that gives no names numbers the classes from 1, as `kennel data check` lists them.
+    _, unnamed = _imbalanced(tmp_path / "unnamed")
+    assert unnamed.runner.fired["ClassImbalance"].message.endswith("; fewest samples: class 2, class 3 (15).")
+
+
+def test_class_imbalance_names_the_mispredicted_classes_the_worst_first():
+    history = History()
+    history.classes.names = ("Beagle", "Siberian husky", "Toy poodle")
+    history.classes.train = np.array([200, 200, 200])
+    history.classes.valid, history.classes.valid_wrong = np.array([10, 10, 10]), np.array([8, 1, 10])
+    finding = DEBUGGER_RULES.build("ClassImbalance", {"samples": 30}).check(history.window("epoch", "EVAL", 9))
+    assert finding.fired and finding.tensors == ("Toy poodle", "Beagle")
+    assert "of the time: Toy poodle, Beagle (up to 100%)" in finding.message
 
 
 def test_tensor_variance_within_bounds_and_rules_without_data_say_why(healthy, tmp_path: Path):

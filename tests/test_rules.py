@@ -4,6 +4,8 @@ threads."""
 
 from __future__ import annotations
 
+import logging
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -14,7 +16,7 @@ import pytest
 from kennel.debugger.rules import DEBUGGER_RULES
 from kennel.debugger.window import History
 from kennel.engine.clock import PHASES
-from kennel.findings import ISSUES_FOUND, NO_DATA, NO_ISSUES, load_findings
+from kennel.findings import ERROR, ISSUES_FOUND, NO_DATA, NO_ISSUES, labelled, load_findings
 from kennel.profiler import Profile
 from kennel.profiler.rules import PROFILER_RULES
 from kennel.rules import Rule, RuleRunner
@@ -111,3 +113,53 @@ def test_a_later_window_that_says_less_does_not_take_a_verdict_back(tmp_path: Pa
     assert [f.status for f in runner.run(steps(40))] == [NO_ISSUES]
     assert runner.run(steps(5)) == [] and runner.statuses()["StepOutlier"]["status"] == NO_ISSUES
     assert [f.status for f in runner.run(steps(5), final=True)] == [NO_ISSUES]  # the final run writes every rule
+
+
+@pytest.fixture
+def cli_logging():
+    """The root handler the CLI sets up (``kennel`` calls logging.basicConfig with this format)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    yield
+    logging.getLogger().removeHandler(handler)
+
+
+def test_a_finding_is_one_line_that_says_which_trial_it_is_of_during_one(tmp_path: Path, capsys, cli_logging) -> None:
+    job = RuleRunner([DEBUGGER_RULES.build("LossNotDecreasing")], tmp_path / "job.jsonl", DEBUGGER_RULES.kind)
+    [issue] = job.run(losses([1.0] * 10 + [2.0] * 10))
+    trial = RuleRunner([PROFILER_RULES.build("StepOutlier")], tmp_path / "trial.jsonl", PROFILER_RULES.kind)
+    with labelled("trial 4"):
+        # The profiler's rules run on a timer thread: its lines carry the label all the same.
+        timer = threading.Thread(target=trial.run, args=(steps(40, slow=30),))
+        timer.start()
+        timer.join()
+    after = RuleRunner([DEBUGGER_RULES.build("LossNotDecreasing")], tmp_path / "after.jsonl", DEBUGGER_RULES.kind)
+    after.run(losses([1.0] * 10 + [2.0] * 10))
+    # One line each, the same however logging is set up (no level and logger name from the CLI's format).
+    assert capsys.readouterr().err.splitlines() == [
+        f"debugger rule LossNotDecreasing: {issue.message}",
+        f"trial 4: profiler rule StepOutlier: {trial.latest['StepOutlier'].message}",
+        f"debugger rule LossNotDecreasing: {issue.message}",
+    ]
+
+
+@dataclass
+class Broken(Rule[Profile]):
+    """Raises on every profile, as a custom rule with a bug does."""
+
+    name = "test.Broken"
+
+    def check(self, profile):
+        raise ValueError("boom")
+
+
+def test_a_rule_that_raises_says_so_once_in_a_line_and_the_job_goes_on(tmp_path: Path, capsys, cli_logging) -> None:
+    runner = RuleRunner([Broken(), PROFILER_RULES.build("StepOutlier")], tmp_path / "findings.jsonl", "profiler rule")
+    for _ in range(3):
+        runner.run(steps(40))
+    assert capsys.readouterr().err.splitlines() == [
+        "profiler rule test.Broken: failed (ValueError: boom); the job goes on without it"
+    ]
+    assert runner.statuses()["test.Broken"]["status"] == ERROR
+    assert runner.statuses()["StepOutlier"]["status"] == NO_ISSUES

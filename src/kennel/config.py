@@ -5,11 +5,12 @@ Precedence: defaults, then a YAML file, then command-line flags. Unknown keys ar
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kennel.debugger.config import DebugConfig
 from kennel.errors import KennelError
@@ -19,11 +20,24 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+def absolute(path: Path) -> Path:
+    """``path`` as seen from the folder kennel was started in, ``~`` and ``..`` spelled out (links are kept). A
+    config is written with its job and a study writes ``best.yaml``: a relative path in them would name another
+    folder to whoever runs them next from elsewhere."""
+    return Path(os.path.abspath(path.expanduser()))
+
+
+# A file or folder on this machine, made absolute where the config is parsed: every config kennel writes is absolute.
+LocalPath = Annotated[Path, AfterValidator(absolute)]
+# Where a config holds a LocalPath (test_config checks that this names every one).
+PATH_KEYS = ("data.root", "data.train", "data.valid", "data.test", "model.weights")
+
+
 class DataConfig(_Strict):
-    root: Path | None = Field(None, description="dataset folder holding train/ valid/ test/")
-    train: Path | None = Field(None, description="train split folder (default ROOT/train)")
-    valid: Path | None = Field(None, description="validation split folder (default ROOT/valid)")
-    test: Path | None = Field(None, description="test split folder (default ROOT/test)")
+    root: LocalPath | None = Field(None, description="dataset folder holding train/ valid/ test/")
+    train: LocalPath | None = Field(None, description="train split folder (default ROOT/train)")
+    valid: LocalPath | None = Field(None, description="validation split folder (default ROOT/valid)")
+    test: LocalPath | None = Field(None, description="test split folder (default ROOT/test)")
     batch_size: int = Field(32, ge=1, le=8192)
     workers: int | None = Field(None, ge=0, description="DataLoader workers; default: sized to the machine")
     augment: Literal["none", "light", "strong"] = "light"
@@ -39,9 +53,9 @@ class DataConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    backbone: str = "tf_efficientnet_lite0"
+    backbone: str = "tf_efficientnet_lite0+tf_efficientnet_lite2"  # kennel.recipes: the default recipe
     pretrained: bool = True
-    weights: Path | None = Field(None, description="weights file instead of the normal sources")
+    weights: LocalPath | None = Field(None, description="weights file instead of the normal sources")
     freeze: int | Literal["all"] = Field("all", description="backbone stages to freeze: 0, N or all")
     dropout: float = Field(0.3, ge=0.0, lt=1.0, description="dropout before the new head")
 
@@ -234,6 +248,13 @@ def dotted_value(nested: dict[str, Any], dotted: str) -> Any:
     for part in dotted.split("."):
         node = node.get(part) if isinstance(node, dict) else None
     return node
+
+
+def absolute_paths(raw: dict[str, Any]) -> dict[str, Any]:
+    """A config mapping not validated yet (a file's keys and flags, a study's base) with its :data:`PATH_KEYS`
+    made absolute as :class:`TrainConfig` makes them, for a record that keeps the mapping itself."""
+    paths = {key: value for key in PATH_KEYS if isinstance(value := dotted_value(raw, key), (str, Path)) and value}
+    return deep_merge(raw, dotted_to_nested({key: str(absolute(Path(value))) for key, value in paths.items()}))
 
 
 def parse_assignments(items: list[str]) -> dict[str, Any]:

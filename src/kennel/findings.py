@@ -1,9 +1,13 @@
 """What a rule reports: the debugger's and the profiler's rules, and anything else that checks a job, speak
-this one shape, saved as JSON lines beside the job."""
+this one shape, saved as JSON lines beside the job, and say an issue to the person running the job in one line
+(:func:`announce`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,3 +64,55 @@ def load_findings(path: Path | str) -> list[Finding]:
         except TypeError:
             continue
     return findings
+
+
+# --- the lines a person reads ---------------------------------------------------------------------------------
+
+
+class _Stderr(logging.Handler):
+    """Writes to ``sys.stderr`` as it is at each line (a test's capture, the CLI runner's), not as it was when
+    kennel was imported."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            print(self.format(record), file=sys.stderr, flush=True)
+        except Exception:
+            self.handleError(record)
+
+
+# Like Optuna's, this logger has a handler of its own and does not propagate: a finding reads the same in every
+# process, the CLI's (whose logging format prefixes a level and a logger name) and a tuning worker's (which has no
+# logging set up), and in a Python session. Add a handler to it, or set ``propagate``, to send the lines elsewhere.
+_lines = logging.getLogger("kennel.findings")
+_lines.addHandler(_Stderr())
+_lines.propagate = False
+
+
+def announce(kind: str, finding: Finding) -> None:
+    """Tell the person running the job what a rule of ``kind`` ("debugger rule") found or why it failed:
+    ``debugger rule ClassImbalance: The training classes are imbalanced ...``; during a trial the line starts with
+    ``trial 4: `` (see :func:`labelled`)."""
+    what = finding.message if finding.status != ERROR else f"failed ({finding.message}); the job goes on without it"
+    _lines.warning("%s %s: %s", kind, finding.rule, what)
+
+
+class _Label(logging.Filter):
+    def __init__(self, label: str) -> None:
+        super().__init__()
+        self.label = label
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = f"{self.label}: {record.getMessage()}", None
+        return True
+
+
+@contextmanager
+def labelled(label: str) -> Iterator[None]:
+    """Start every line :func:`announce` says while the block runs with ``label`` ("trial 4"), from every thread
+    (a job's rules also run on timers): a tuning worker runs one trial at a time."""
+    prefix = _Label(label)
+    _lines.addFilter(prefix)
+    try:
+        yield
+    finally:
+        _lines.removeFilter(prefix)

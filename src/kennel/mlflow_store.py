@@ -1,6 +1,7 @@
 """The MLflow store kennel records jobs in: a client that fails fast, the experiment, where artifacts go.
 
-mlflow is imported lazily: that import alone takes one to two seconds.
+mlflow is imported lazily: that import alone takes one to two seconds. Every process that reaches MLflow through
+kennel comes here first, so this module also turns MLflow's telemetry off before mlflow is imported.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import logging
 import os
 import re
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +28,21 @@ log = logging.getLogger(__name__)
 RUN_STATUS = {"completed": "FINISHED", "failed": "FAILED", "stopped": "KILLED", "pruned": "KILLED"}
 # MLflow 3's UI shows GenAI pages (traces, prompts) unless told that an experiment trains models.
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+DEFAULT_EXPERIMENT = "kennel"  # where jobs outside a study are recorded; a study's trials go in one of its name
+# MLflow 3 reports usage to its makers and its UI asks about it in a banner; it reads either variable.
+TELEMETRY_VARIABLES = ("MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK")
+
+
+def without_telemetry(env: MutableMapping[str, str]) -> MutableMapping[str, str]:
+    """``env`` with MLflow's telemetry off, unless it already says either way (the person set one of
+    :data:`TELEMETRY_VARIABLES` themselves)."""
+    if not any(name in env for name in TELEMETRY_VARIABLES):
+        env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    return env
+
+
+# Now, before mlflow is imported (by this module's functions, lazily): importing it is when it decides.
+without_telemetry(os.environ)
 
 
 def _sqlite_path(uri: str) -> Path | None:
@@ -109,11 +125,22 @@ def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
         return experiment.experiment_id
 
 
-def init_store(experiment: str = "kennel", uri: str | None = None) -> str:
+def init_store(experiment: str = DEFAULT_EXPERIMENT, uri: str | None = None) -> str:
     """Create the store and the experiment up front, e.g. in a tuner before it starts parallel workers, so the
     first trial does not pay for it (trackers also serialize this themselves). Returns the experiment id."""
     uri = uri or default_tracking_uri()
     return ensure_experiment(get_client(uri), experiment, uri)
+
+
+def find_experiment(name: str, uri: str | None = None) -> str | None:
+    """The id of experiment ``name`` in the store, None where it has none."""
+    experiment = get_client(uri).get_experiment_by_name(name)
+    return None if experiment is None else experiment.experiment_id
+
+
+def experiment_names(uri: str | None = None) -> list[str]:
+    """The store's experiments, by name."""
+    return sorted(e.name for e in get_client(uri).search_experiments(max_results=1000))
 
 
 def end_abandoned_run(run_id: str | None, reason: str, status: str = "KILLED") -> None:

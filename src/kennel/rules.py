@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
-from kennel.findings import ERROR, ISSUES_FOUND, NO_DATA, NO_ISSUES, NOT_APPLICABLE, Finding, save_findings
+from kennel.findings import ERROR, ISSUES_FOUND, NO_DATA, NO_ISSUES, NOT_APPLICABLE, Finding, announce, save_findings
 from kennel.registry import Registry
 from kennel.validation import one_line
 
@@ -164,7 +164,7 @@ class RuleRunner(Generic[E]):
     def __init__(self, rules: Iterable[Rule[E]], path: Path | str, kind: str = "rule") -> None:
         self.rules = list(rules)
         self.path = Path(path)
-        self.kind = kind  # "debugger rule": how log lines and stop reasons name a rule
+        self.kind = kind  # "debugger rule": how finding lines and stop reasons name a rule
         self.latest: dict[str, Finding] = {}
         self._lock = threading.RLock()
 
@@ -188,10 +188,13 @@ class RuleRunner(Generic[E]):
                 if before is not None and _SAYS.get(now.status, 3) < _SAYS.get(before.status, -1):
                     now = before
                 self.latest[rule.name] = now
-                if final or before is None or now.status != before.status:
+                changed = before is None or now.status != before.status
+                if final or changed:
                     written.append(now)
+                if now.status == ERROR and changed:  # once, not at every event the broken rule runs on
+                    announce(self.kind, now)
                 if now.fired:
-                    log.warning("%s %s: %s", self.kind, rule.name, now.message)
+                    announce(self.kind, now)
                     if rule.stop and state is not None:
                         state.request_stop(f"{self.kind} {rule.name}: {now.message}")
             save_findings(self.path, written)
@@ -202,7 +205,7 @@ class RuleRunner(Generic[E]):
         try:
             finding = rule.check(evidence)
         except Exception as exc:  # a broken rule reports itself; it never ends the job
-            log.warning("%s %s failed", self.kind, rule.name, exc_info=True)
+            log.info("%s %s failed", self.kind, rule.name, exc_info=True)  # the traceback, for kennel -v
             return Finding(
                 rule.name, ERROR, step=evidence.step, mode=evidence.mode, message=f"{type(exc).__name__}: {exc}"
             )

@@ -12,6 +12,7 @@ import typer
 
 from kennel.cli.app import app
 from kennel.errors import Failure, UsageError
+from kennel.mlflow_store import DEFAULT_EXPERIMENT
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -60,10 +61,33 @@ def server_command(
 
 def server_env() -> dict[str, str]:
     """The server's environment. MLflow 3 also starts a job runner with about eight Huey worker processes for
-    its GenAI features; kennel uses none of them, and they would take a small machine's cores."""
+    its GenAI features; kennel uses none of them, and they would take a small machine's cores. Its telemetry is
+    off (and the UI's banner about it gone) unless the person has set MLflow's telemetry variables."""
+    from kennel.mlflow_store import without_telemetry
+
     env = dict(os.environ)
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
-    return env
+    return dict(without_telemetry(env))
+
+
+def experiment_page(name: str, uri: str) -> str:
+    """The UI's path to the runs of experiment ``name``. MLflow 3 opens on a welcome page about its GenAI features
+    (with a banner about telemetry), and an experiment's page shows its traces unless asked for the model training
+    view, which lists the runs. kennel's own experiment is created when the store has none yet; another name must
+    exist (a study's trials are in the experiment named after the study)."""
+    from kennel.mlflow_store import experiment_names, find_experiment, init_store
+
+    try:
+        found = init_store(name, uri) if name == DEFAULT_EXPERIMENT else find_experiment(name, uri)
+        known = experiment_names(uri) if found is None else []
+    except Exception as exc:  # a database that cannot be reached or read: the server would fail on it too
+        raise Failure(f"cannot open the tracking store {uri}: {type(exc).__name__}: {exc}") from None
+    if found is None:
+        raise UsageError(
+            f"no experiment {name!r} in {uri} (it has: {', '.join(known) or 'none'}); a study's trials are in the "
+            "experiment of the study's name (kennel jobs studies lists them)"
+        )
+    return f"#/experiments/{found}?workflowType=machine_learning"
 
 
 @app.command("ui")
@@ -76,6 +100,12 @@ def ui_command(
         help="Host headers to accept when reached by a name other than localhost or a private IP, e.g. 'box.lan:5000'",
     ),
     workers: int = typer.Option(1, "--workers", help="server worker processes"),
+    experiment: str = typer.Option(
+        DEFAULT_EXPERIMENT,
+        "--experiment",
+        "-e",
+        help="the experiment whose runs the printed address opens: kennel (the jobs) or a study's name (its trials)",
+    ),
     tracking_uri_flag: str = typer.Option(
         None,
         "--tracking-uri",
@@ -83,7 +113,8 @@ def ui_command(
         "(default: $KENNEL_TRACKING_URI, else $MLFLOW_TRACKING_URI, else SQLite in $KENNEL_HOME)",
     ),
 ) -> None:
-    """Serve the MLflow UI over kennel's tracking store (every job and tuning study); Ctrl-C stops it.
+    """Serve the MLflow UI over kennel's tracking store (every job and tuning study); Ctrl-C stops it. The address
+    it prints opens on the runs of experiment kennel, or of --experiment.
 
     With --host 0.0.0.0 it is a team's tracking server: other machines record in it with
     `--tracking-uri http://THIS-MACHINE:5000` (or KENNEL_TRACKING_URI), their files kept in $KENNEL_HOME/mlartifacts.
@@ -99,10 +130,13 @@ def ui_command(
             "kennel ui serves a store: SQLite, or a database URL such as postgresql://..."
         )
     (kennel_home() / "mlartifacts").mkdir(parents=True, exist_ok=True)
+    page = experiment_page(experiment, tracking_uri())
     command = server_command(host, port, workers=workers, allowed_hosts=allowed_hosts)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     shown = f"[{shown}]" if ":" in shown else shown
-    typer.echo(f"kennel UI: http://{shown}:{port}  (store {tracking_uri()}; Ctrl-C stops it)")
+    typer.echo(
+        f"kennel UI: http://{shown}:{port}/{page}  (experiment {experiment}, store {tracking_uri()}; Ctrl-C stops it)"
+    )
     if host not in LOCAL_HOSTS:
         typer.echo(f"listening on {host}: anyone who can reach this machine can read and change the runs")
     # Its own process group: mlflow starts uvicorn workers, and stopping kennel must stop all of them.

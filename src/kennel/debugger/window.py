@@ -81,6 +81,7 @@ class ClassCounts:
     train: np.ndarray = field(default_factory=lambda: np.zeros(0))
     valid: np.ndarray = field(default_factory=lambda: np.zeros(0))
     valid_wrong: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    names: tuple[str, ...] = ()  # the classes' names by label, where the job knows them (its dataset's breeds)
 
 
 @dataclass

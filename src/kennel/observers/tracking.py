@@ -22,7 +22,7 @@ from kennel.engine.state import LoopState
 from kennel.errors import Failure
 from kennel.home import tracking_uri as default_tracking_uri
 from kennel.jobs import JobDir, JobRecord
-from kennel.mlflow_store import RUN_STATUS, ensure_experiment, get_client
+from kennel.mlflow_store import DEFAULT_EXPERIMENT, RUN_STATUS, ensure_experiment, get_client
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -94,7 +94,7 @@ class MLflowTracker(Observer):
         self,
         record: JobRecord,
         params: Mapping[str, Any] | None = None,
-        experiment: str = "kennel",
+        experiment: str = DEFAULT_EXPERIMENT,
         tracking_uri: str | None = None,
         log_every: int = 10,
         flush_seconds: float = 5.0,

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from kennel.config import ConfigError, deep_merge
 from kennel.errors import KennelError
+from kennel.findings import labelled
 from kennel.tune.results import ERROR, JOB, JOB_ID, trial_config
 from kennel.tune.settings import StudySettings
 from kennel.tune.study import StudyRecord
@@ -68,7 +69,8 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, record: StudyRecord, set
         return fail(str(exc))
     pruner = TrialPruner(trial, settings.objective, settings.maximize, settings.pruner)
     try:
-        job = train(config, observers=[pruner], study=record.name, stream=None, progress=False)
+        with labelled(f"trial {trial.number}"):  # its rules' findings say which trial, among the trial lines
+            job = train(config, observers=[pruner], study=record.name, stream=None, progress=False)
     except Exception as exc:
         return fail(f"{type(exc).__name__}: {exc}")
     trial.set_user_attr(JOB_ID, job.id)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from pydantic import ValidationError
 
-from kennel.config import ConfigError, deep_merge, dotted_value
+from kennel.config import ConfigError, absolute_paths, deep_merge, dotted_value
 from kennel.processes import process_alive
 from kennel.tune.errors import TuneError
 from kennel.tune.objective import TRIAL_DEFAULTS
@@ -45,6 +45,8 @@ class TuneRequest:
     def __post_init__(self) -> None:
         if self.storage:
             self.storage = normalized_url(self.storage)
+        if self.base is not None:  # the study keeps it: its trials, a resume and best.yaml work from any folder
+            self.base = absolute_paths(self.base)
 
 
 def say(stream: TextIO | None, message: str) -> None:

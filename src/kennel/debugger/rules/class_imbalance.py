@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kennel.debugger.rules.common import DEBUGGER_RULES, short_list
+from kennel.debugger.rules.common import DEBUGGER_RULES, class_names, short_list
 from kennel.debugger.window import Window
 from kennel.findings import Finding
 from kennel.rules import Rule
@@ -31,7 +31,9 @@ class ClassImbalance(Rule[Window]):
         counts = classes.train
         ratio = counts.max() / counts.min() if counts.min() > 0 else float("inf")
         if ratio > self.threshold_imbalance:
-            rare = [f"class {i}" for i in np.argsort(counts)[:3]]
+            # The classes each below the most by more than the threshold, the rarest first.
+            order = np.argsort(counts, kind="stable")
+            rare = class_names(classes, order[counts[order] * self.threshold_imbalance < counts.max()])
             return self.issue(
                 window,
                 f"The training classes are imbalanced {ratio:.3g} to 1 (allowed {self.threshold_imbalance:g}); "
@@ -50,7 +52,8 @@ class ClassImbalance(Rule[Window]):
         bad = np.flatnonzero(error > self.threshold_misprediction)
         if not len(bad):
             return None
-        names = [f"class {i}" for i in bad]
+        bad = bad[np.argsort(-error[bad], kind="stable")]  # the worst first: a long list is cut short
+        names = class_names(classes, bad)
         return self.issue(
             window,
             f"{len(bad)} class(es) are mispredicted on validation more than {self.threshold_misprediction:.0%} of "

@@ -1,4 +1,4 @@
-"""What the debugger's rules share: their registry, and reading a saved step's layers."""
+"""What the debugger's rules share: their registry, reading a saved step's layers, and naming classes."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from kennel.debugger.window import Save
+from kennel.debugger.window import ClassCounts, Save
 from kennel.rules import RuleRegistry
 
 # The events a debugger rule runs after: "save" (a mode saved a step; the default), "steps" (every LOSS_EVERY
@@ -28,3 +28,9 @@ def short_list(names: Iterable[str], limit: int = 3) -> str:
     names = list(names)
     shown = ", ".join(names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def class_names(classes: ClassCounts, labels: Iterable[int]) -> list[str]:
+    """The names of ``labels`` as the job's dataset has them ("Toy poodle"); where the job gave none, numbered from
+    1 as ``kennel data check`` lists the classes ("class 3")."""
+    return [classes.names[i] if i < len(classes.names) else f"class {i + 1}" for i in map(int, labels)]
