@@ -35,6 +35,20 @@ def artifact_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_artifact(tmp_path_factory.mktemp("artifact") / "model", ARTIFACT_CLASSES, head_scale=20)
 
 
+@pytest.fixture(scope="session")
+def _photo_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("photo-cache")
+
+
+@pytest.fixture
+def photo_cache(_photo_cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """One feature cache for every test on real photos in the session: features are keyed by the photos' content,
+    the backbone, its weights and the engine, so a test that needs the same features reads them instead of
+    computing them again (the tests that are about a cold cache use their own)."""
+    monkeypatch.setenv("KENNEL_CACHE", str(_photo_cache_dir))
+    return _photo_cache_dir
+
+
 def shared_data(name: str) -> Path:
     """A folder of real photos from ../shared/data, or skip the test saying why."""
     path = SHARED_DATA / name

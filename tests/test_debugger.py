@@ -146,7 +146,7 @@ def test_findings_are_recorded_in_mlflow_with_the_job(dataset: Path, kennel_home
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_default_recipe_on_dogs10_has_no_findings():
+def test_default_recipe_on_dogs10_has_no_findings(photo_cache):
     data = shared_data("dogs10")
     record = train(load_config(overrides={"data.root": str(data), "tracking": False}), stream=None)
     assert record.status == "completed"
@@ -156,7 +156,7 @@ def test_default_recipe_on_dogs10_has_no_findings():
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_learning_rate_10_on_dogs10_is_stopped_by_a_rule_within_the_first_epoch():
+def test_learning_rate_10_on_dogs10_is_stopped_by_a_rule_within_the_first_epoch(photo_cache):
     data = shared_data("dogs10")
     record = train(load_config(overrides={"data.root": str(data), "tracking": False, "optim.lr": 10.0}), stream=None)
     assert record.status == "stopped" and record.stop_reason.startswith("debugger rule ")

@@ -41,3 +41,18 @@ def test_lite0_weights_and_their_preprocessing_classify_imagenet_photos() -> Non
     print(f"lite0 ImageNet-sample top-1: own preprocessing {own_top1:.1%}, ImageNet mean/std {wrong_top1:.1%}")
     assert own_top1 >= 0.80
     assert wrong_top1 <= own_top1 - 0.05, (own_top1, wrong_top1)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_fused_backbone_feeds_each_member_its_own_preprocessing() -> None:
+    """The default fused backbone takes lite2's input; lite0 sees it resized and renormalised inside the model. Its
+    ImageNet head (the members' logits averaged) stays right on ImageNet photos, so each member's input is right."""
+    folder = shared_data("imagenet-sample")
+    with open(folder / "labels.tsv", newline="") as handle:
+        files = [(folder / row["file"], int(row["imagenet_index"])) for row in csv.DictReader(handle, delimiter="\t")]
+    name = "tf_efficientnet_lite0+tf_efficientnet_lite2"
+    model = create_model(name, 10, pretrained=True).eval()
+    top1 = imagenet_top1(model, files, get_backbone(name).preprocessing)
+    print(f"{name} ImageNet-sample top-1: {top1:.1%}")
+    assert top1 >= 0.80

@@ -12,7 +12,7 @@ from kennel.predictor import Predictor
 pytestmark = pytest.mark.integration
 
 
-def test_default_recipe_reaches_95_percent_on_breeds4():
+def test_default_recipe_reaches_95_percent_on_breeds4(photo_cache):
     data = shared_data("breeds4")
     record = train(load_config(overrides={"data.root": str(data), "tracking": False}), stream=None)
     assert record.status == "completed"
