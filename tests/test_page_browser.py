@@ -1,4 +1,5 @@
-"""The endpoint's web page in a real headless Chromium: pick a photo, see the breed bars and the verdicts.
+"""kennel's pages in a real headless Chromium: the endpoint's (pick a photo, see the breed bars and the verdicts)
+and a study's trials table where it is wider than the window.
 
 Runs the real ``kennel.serve.app`` on a tiny generated artifact when the serving code is there, else the contract
 stand-in from ``test_client`` serving the same ``index.html``. Skips when playwright or Chromium is absent.
@@ -91,4 +92,42 @@ def test_a_bad_file_shows_the_server_message(browser, server, tmp_path: Path) ->
     if kind == "stand-in":
         assert "not an image" in status
     assert page.is_hidden("#result")
+    page.close()
+
+
+def trials_page(folder: Path, params: int) -> Path:
+    """A study page's trials table with ``params`` parameters (as kennel's study page renders it)."""
+    from kennel.report import Section, render_template
+    from kennel.report.section import write_page
+
+    names = [f"optim.parameter_{i}" for i in range(params)]
+    rows = [
+        {"number": n, "outcome": "complete", "status": "completed", "value": 0.5 + n / 10, "epochs": 3,
+         "params": dict.fromkeys(names, 0.001 * (n + 1)), "seconds": 1.5, "job": f"job-{n}", "name": f"t00{n}",
+         "link": None, "note": "debugger rule LossNotDecreasing: The TRAIN loss rose over the last 10 steps."}
+        for n in range(3)
+    ]  # fmt: skip
+
+    def trials(_) -> str:
+        return render_template("study_trials.html", rows=rows, params=names, objective="best_valid_accuracy")
+
+    return write_page(folder / "report.html", "kennel study: wide", {}, [Section("trials", "Trials", trials)], None)
+
+
+def test_a_trials_table_wider_than_the_page_says_it_scrolls_and_keeps_the_trial_in_view(browser, tmp_path) -> None:
+    wide = trials_page(tmp_path / "wide", params=14)
+    page = browser.new_page(viewport={"width": 1000, "height": 800})
+    page.goto(wide.as_uri())
+    assert page.is_visible(".scroll-cue") and "scroll it sideways" in page.inner_text(".scroll-cue")
+    box = page.locator(".scroll")
+    assert box.evaluate("b => b.scrollWidth > b.clientWidth")  # the table is wider than the page
+    box.evaluate("b => { b.scrollLeft = b.scrollWidth; }")
+    first_cell = page.locator("#trials-table tbody tr td").first.bounding_box()
+    assert abs(first_cell["x"] - box.bounding_box()["x"]) < 2  # the trial number stays at the box's left edge
+    page.close()
+
+    narrow = trials_page(tmp_path / "narrow", params=1)
+    page = browser.new_page(viewport={"width": 1600, "height": 800})
+    page.goto(narrow.as_uri())
+    assert page.locator(".scroll-cue").count() == 1 and not page.is_visible(".scroll-cue")  # it fits: no cue
     page.close()

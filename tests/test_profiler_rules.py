@@ -21,6 +21,7 @@ from kennel.rules import Rule, RuleRunner
 
 T0 = 1_700_000_000.0
 HEALTHY_STEP = {"data": 0.0004, "transfer": 0.0001, "forward": 0.004, "backward": 0.005, "optimizer": 0.0005}
+STALL = {"forward": 8.0}  # one step stalled for 8 s: 7% of make_profile's 110 s job, an outlier worth a look
 
 
 def make_profile(
@@ -116,7 +117,7 @@ FIRING: list[tuple[str, Callable[[], Profile], str]] = [
     ("LoadBalancing", lambda: make_profile(gpus=2, sample=gpu(2, util=[90.0, 20.0])), "torchrun"),
     ("LoadBalancing", lambda: ranks(slow_rank_forward=0.02, world_size=3), "every rank waits for rank 2"),
     ("MaxInitializationTime", lambda: make_profile(init_s=1300.0), "KENNEL_CACHE"),
-    ("StepOutlier", lambda: make_profile(step=lambda i: {"forward": 0.2} if i == 120 else {}), "step 121"),
+    ("StepOutlier", lambda: make_profile(step=lambda i: STALL if i == 120 else {}), "step 121"),
     ("DataBottleneck", lambda: make_profile(step=lambda i: {"data": 0.03}), "data.workers=2"),
 ]
 
@@ -183,9 +184,52 @@ def test_step_outlier_ignores_even_jitter_and_each_epochs_first_step() -> None:
     jitter = make_profile(step=lambda i: {"forward": 0.004 * (1.3 if i % 7 == 0 else 1.0)})
     outlier = PROFILER_RULES.build("StepOutlier")
     assert verdict(outlier, jitter).status == NO_ISSUES  # beyond 3 std, but not twice the median
-    warm_up = make_profile(step=lambda i: {"data": 0.5} if i % 50 == 0 else {})
+    warm_up = make_profile(step=lambda i: {"data": 2.0} if i % 50 == 0 else {})
     assert verdict(outlier, warm_up).status == NO_ISSUES
     assert verdict(PROFILER_RULES.build("StepOutlier", {"skip_first": 0}), warm_up).status == ISSUES_FOUND
+
+
+def short_job(count: int, busy_s: float, slow: dict[int, float]) -> Profile:
+    """A job of ``count`` steps of ``busy_s`` with no timeline (its time is its steps'), ``slow`` steps longer."""
+    records = []
+    for i in range(count):
+        seconds = slow.get(i, busy_s) * (1 + 0.01 * (i % 3))
+        records.append({"step": i + 1, "epoch": 1, "t": float(i), "wall": seconds, "forward": seconds})
+        records[-1] |= {phase: 0.0 for phase in ("data", "transfer", "backward", "optimizer")}
+    return Profile(steps=records)
+
+
+def test_step_outlier_has_a_floor_a_few_milliseconds_or_a_sliver_of_the_job_do_not_reach() -> None:
+    rule = PROFILER_RULES.build("StepOutlier")
+    no_floor = PROFILER_RULES.build("StepOutlier", {"min_excess_ms": 0, "min_job_share": 0})
+    # The issue's case: a 6 ms step among 1 ms ones in a 3 s job, far beyond 3 deviations and twice the median.
+    blip = short_job(3000, 0.001, {1500: 0.007})
+    assert verdict(no_floor, blip).status == ISSUES_FOUND  # without the floor it is flagged ...
+    assert verdict(rule, blip).status == NO_ISSUES  # ... with it, 6 ms over the median is under min_excess_ms
+    # Beyond min_excess_ms but a sliver of the job: 0.3 s over the median in a 110 s job.
+    sliver = make_profile(step=lambda i: {"forward": 0.3} if i == 120 else {})
+    finding = verdict(rule, sliver)
+    assert finding.status == NO_ISSUES
+    assert finding.numbers["slow_steps"] == 1 and finding.numbers["job_share"] < 0.005  # the evidence says why
+    assert verdict(PROFILER_RULES.build("StepOutlier", {"min_job_share": 0.001}), sliver).status == ISSUES_FOUND
+    # The same step grown to a stall that costs 7% of the job is an issue, and the message says what it cost.
+    stalled = verdict(rule, make_profile(step=lambda i: STALL if i == 120 else {}))
+    assert stalled.status == ISSUES_FOUND and "7% of the job's 110 s" in stalled.message
+
+
+def test_step_outlier_says_on_its_plot_which_steps_it_did_not_judge() -> None:
+    from kennel.report.plots import new_figure
+
+    rule = PROFILER_RULES.build("StepOutlier")
+    profile = make_profile(step=lambda i: STALL if i == 120 else ({"data": 2.0} if i % 50 == 0 else {}))
+    finding = verdict(rule, profile)
+    ax = new_figure(6, 3).subplots()
+    rule.plot(profile, finding, ax)
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert "not judged: each epoch's first step (warm-up)" in labels and "flagged steps" in labels
+    [warm_up] = [line for line in ax.get_lines() if line.get_label().startswith("not judged")]
+    assert list(warm_up.get_xdata()) == [1, 51, 101, 151, 201, 251]  # every epoch's first step ...
+    assert min(warm_up.get_ydata()) > finding.numbers["limit_ms"]  # ... above the limit, and not flagged
 
 
 def test_thresholds_stop_and_off_come_from_the_config() -> None:
@@ -225,7 +269,8 @@ def test_bad_profiler_settings_are_errors_that_name_them(overrides: dict, messag
         load_config(overrides=overrides)
     assert message in str(error.value)
     if "stdev" in str(overrides):  # a misspelt threshold: the message lists the right ones
-        assert "known: stop, stddev, min_slowdown, skip_first, min_steps" in str(error.value)
+        known = "known: stop, stddev, min_slowdown, skip_first, min_steps, min_excess_ms, min_job_share"
+        assert known in str(error.value)
 
 
 @dataclass
@@ -242,7 +287,7 @@ def test_the_runner_writes_changes_keeps_firings_and_contains_a_broken_rule(tmp_
     path = tmp_path / "findings.jsonl"
     runner = RuleRunner([PROFILER_RULES.build("StepOutlier"), Broken()], path)
     healthy = make_profile()
-    slow = make_profile(step=lambda i: {"forward": 0.3} if i == 210 else {})
+    slow = make_profile(step=lambda i: STALL if i == 210 else {})
     assert [(f.rule, f.status) for f in runner.run(healthy)] == [("StepOutlier", NO_ISSUES), ("Broken", ERROR)]
     assert runner.run(healthy) == []  # nothing changed, nothing written
     assert [(f.rule, f.status, f.step) for f in runner.run(slow)] == [("StepOutlier", ISSUES_FOUND, 211)]
@@ -263,6 +308,6 @@ def test_too_few_steps_is_no_data_with_its_reason_until_there_are_enough(tmp_pat
     [judged] = runner.run(make_profile())
     assert judged.status == NO_ISSUES
     assert runner.run(make_profile(steps=6)) == []  # a shorter window later does not take the verdict back
-    [fired] = runner.run(make_profile(step=lambda i: {"forward": 0.3} if i == 210 else {}))
+    [fired] = runner.run(make_profile(step=lambda i: STALL if i == 210 else {}))
     assert fired.status == ISSUES_FOUND
     assert [f.status for f in load_findings(tmp_path / "findings.jsonl")] == [NO_DATA, NO_ISSUES, ISSUES_FOUND]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +37,16 @@ ACTIVATIONS = (
 
 
 class Debugger(Observer):
-    """Observe a training loop for the debugger: ``Debugger(job.folder.debug, config.debug)``. ``clock``
-    (seconds, monotonic) is what the clock rules measure a stall with."""
+    """Observe a training loop for the debugger: ``Debugger(job.folder.debug, config.debug, classes=names)``.
+    ``classes`` are the names of the labels, which the rules' findings name classes by; ``clock`` (seconds,
+    monotonic) is what the clock rules measure a stall with."""
 
     def __init__(
-        self, folder: Path | str, config: DebugConfig | None = None, clock: Callable[[], float] = time.monotonic
+        self,
+        folder: Path | str,
+        config: DebugConfig | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        classes: Sequence[str] = (),
     ) -> None:
         self.folder = Path(folder)
         self.config = config or DebugConfig()
@@ -54,6 +59,7 @@ class Debugger(Observer):
             rule.configure(self.options)
         self.runner: RuleRunner[Window] = RuleRunner(self.rules, self.folder / FINDINGS, DEBUGGER_RULES.kind)
         self.history = History()
+        self.history.classes.names = tuple(classes)
         self.writer = RecordWriter(self.folder)
         self.reducer = Reducer()
         self.eval_step = 0  # validation batches since the job began
@@ -126,7 +132,7 @@ class Debugger(Observer):
         self._valid_targets = []
 
     def on_after_backward(self, state: LoopState) -> None:
-        self._add_loss("TRAIN", state.global_step, state.loss)
+        self._add_loss(state, "TRAIN", state.global_step)
         inputs, targets = state.batch
         # Kept as they come and counted once per epoch: a bincount per step would cost more than the step.
         if self._classified(state.outputs, targets):
@@ -174,7 +180,7 @@ class Debugger(Observer):
     def on_eval_batch_end(self, state: LoopState) -> None:
         self._last_step_at = self._clock()
         step = self.eval_step
-        self._add_loss("EVAL", step, state.loss)
+        self._add_loss(state, "EVAL", step)
         inputs, targets = state.batch
         if self._classified(state.outputs, targets):
             self._valid_targets.append((targets, state.outputs.argmax(1)))
@@ -201,10 +207,13 @@ class Debugger(Observer):
             self.history.inputs_are_images = inputs.dim() == 4 and inputs.shape[1] in (1, 3)
         self.reducer.add("inputs", "inputs", "", inputs)
 
-    def _add_loss(self, mode: str, mode_step: int, loss: float) -> None:
+    def _add_loss(self, state: LoopState, mode: str, mode_step: int) -> None:
         capture = self.captures.get(mode)
         if capture is not None and capture.in_range(mode_step):
-            self.history.add_loss(mode, mode_step, loss)
+            self.history.add_loss(mode, mode_step, state.loss)
+            # On disk too: the debugger's report draws every step the loss rules judged, not only the saved ones.
+            step = mode_step if mode == "TRAIN" else state.global_step - 1
+            self.writer.write_loss(mode, step, mode_step, state.epoch, state.loss)
 
     def _add_params(self, collection: str, rows: list[tuple[str, str, torch.Tensor]]) -> None:
         """Reduce ``(name, layer, tensor)`` rows of a parameter collection."""

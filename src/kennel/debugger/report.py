@@ -1,22 +1,19 @@
 """The debugger's summary and report: the rules' statuses with their first findings, and plots of loss,
-gradient norms, weight update ratios and activation zero fractions over steps (``debug/report.html``)."""
+gradient norms, weight update ratios and activation zero fractions over steps (``debug/report.html``; the
+figures are drawn in :mod:`kennel.debugger.plots`)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-
-from kennel.debugger.store import FINDINGS, FOLDER, REPORT, RULES, DebugRecords, load_records, read_rule_statuses
+from kennel.debugger.plots import DebugPage, layer_figure, loss_figure, update_ratio
+from kennel.debugger.store import FINDINGS, FOLDER, REPORT, RULES, load_records, read_rule_statuses
 from kennel.findings import NO_ISSUES, Finding, load_findings
 from kennel.jobs.folder import JobDir
 from kennel.report.data import MissingInput, ReportData
-from kennel.report.plots import figure_png, new_figure
 from kennel.report.section import Section, render_template, write_page
 from kennel.report.sections import add_section
-
-MAX_LINES = 12  # layers drawn per plot: the ones with the largest values
 
 
 @dataclass(frozen=True)
@@ -59,11 +56,13 @@ def rules_summary(folder: Path) -> tuple[list[RuleSummary], dict[str, str]]:
     return rows, whys
 
 
-def rules_html(folder: Path, page: str | None = None) -> str:
+def rules_html(folder: Path, page: str | None = None, job: str | None = None) -> str:
+    """The rules summary; on the job's report, ``page`` links the debugger's own page, or the command that
+    writes it names ``job`` where it is not written yet."""
     rows, whys = rules_summary(folder)
     issues = [f for f in load_findings(folder / FINDINGS) if f.fired]
     findings = sorted(issues, key=lambda f: (f.step is None, f.step or 0))
-    return render_template("debugger_rules.html", rows=rows, whys=whys, findings=findings, page=page)
+    return render_template("debugger_rules.html", rows=rows, whys=whys, findings=findings, page=page, job=job)
 
 
 def report_section(data: ReportData) -> str:
@@ -72,112 +71,44 @@ def report_section(data: ReportData) -> str:
     if not (folder / RULES).is_file() and not (folder / FINDINGS).is_file():
         raise MissingInput("no debugger output: the job ran with debug.preset off, or before its first epoch ended")
     page = f"{FOLDER}/{REPORT}" if (folder / REPORT).is_file() else None
-    return rules_html(folder, page)
+    return rules_html(folder, page, (data.job or {}).get("id") or "JOB")
 
 
 add_section(Section("debugger", "Debugger rules", report_section), before="test-metrics")
 
 
-# --- plots -------------------------------------------------------------------------------------------
-
-
-def _lines(ax, records: DebugRecords, names: list[str], reduction: str, transform=None) -> int:
-    """Draw one line per tensor, the ``MAX_LINES`` with the largest last value; returns how many exist."""
-    series = []
-    for name in names:
-        steps, values = records.values(name, reduction)
-        if transform is not None:
-            values = transform(name, values)
-        if len(values):
-            series.append((np.nan_to_num(values[-1], nan=-np.inf), name, steps, values))
-    for _, name, steps, values in sorted(series, key=lambda s: s[0], reverse=True)[:MAX_LINES]:
-        ax.plot(steps, values, lw=1, label=name)
-    if series:
-        ax.legend(fontsize=7, loc="best")
-    ax.grid(alpha=0.3)
-    return len(series)
-
-
-def loss_plot(records: DebugRecords) -> str:
-    figure = new_figure(8, 3.6)
-    ax = figure.subplots()
-    frame = records.frame[records.frame["collection"] == "losses"]
-    if frame.empty:
-        raise MissingInput("no losses captured")
-    for mode, color in (("TRAIN", "tab:blue"), ("EVAL", "tab:orange")):
-        losses = frame[frame["mode"] == mode].groupby("step")["mean"].mean()
-        if len(losses):
-            ax.plot(
-                losses.index,
-                losses.to_numpy(),
-                lw=1,
-                color=color,
-                marker="o" if mode == "EVAL" else None,
-                ms=3,
-                label=f"{mode} (saved steps)",
-            )
-    ax.set(title="loss", xlabel="training step", ylabel="loss")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    return figure_png(figure)
-
-
-def layer_plot(
-    records: DebugRecords,
-    collection: str,
-    reduction: str,
-    title: str,
-    ylabel: str,
-    transform=None,
-    only=None,
-    log: bool = True,
-) -> str:
-    names = [n for n in records.tensor_names(collection, "TRAIN") if only is None or only(n)]
-    if not names:
-        raise MissingInput(f"no {collection} captured in TRAIN mode")
-    figure = new_figure(8, 3.8)
-    ax = figure.subplots()
-    count = _lines(ax, records, names, reduction, transform)
-    ax.set(
-        title=title + (f" (the {MAX_LINES} largest of {count})" if count > MAX_LINES else ""),
-        xlabel="training step",
-        ylabel=ylabel,
-    )
-    if log:
-        ax.set_yscale("log")
-    return figure_png(figure)
-
-
-def _update_ratio(records: DebugRecords):
-    def ratio(name: str, updates: np.ndarray) -> np.ndarray:
-        _, norms = records.values(name, "norm")
-        return updates / (norms + 1e-9)
-
-    return ratio
+# --- the debugger's own page ----------------------------------------------------------------------
 
 
 def write_debug_report(job_dir: Path | str) -> Path:
     """Write ``debug/report.html`` of a job folder and return its path."""
     job_dir = Path(job_dir)
-    records = load_records(job_dir)
     folder = job_dir / FOLDER
+    job = JobDir(job_dir).read_record_data() or {}
+    page = DebugPage.load(load_records(job_dir), job)
 
     def plot(render, alt: str, note: str = ""):
-        return lambda data: render_template("debugger_plot.html", png=render(data), alt=alt, note=note)
+        def section(data: DebugPage) -> str:
+            png, caption = render(data)
+            return render_template("debugger_plot.html", png=png, alt=alt, caption=caption, note=note)
+
+        return section
 
     sections = [
         Section("rules", "Rules summary", lambda _: rules_html(folder)),
-        Section("loss", "Loss in TRAIN and EVAL", plot(loss_plot, "loss over steps")),
+        Section("loss", "Loss in TRAIN and EVAL", plot(loss_figure, "loss over steps")),
         Section(
             "gradients",
             "Gradient norm per layer",
-            plot(lambda r: layer_plot(r, "gradients", "norm", "gradient L2 norm", "norm"), "gradient norms"),
+            plot(lambda p: layer_figure(p, "gradients", "norm", "gradient L2 norm", "norm"), "gradient norms"),
         ),
         Section(
             "updates",
             "Weight update ratio",
             plot(
-                lambda r: layer_plot(r, "weights", "update", "update / weight (L2 norms)", "ratio", _update_ratio(r)),
+                lambda p: layer_figure(
+                    p, "weights", "update", "update / weight (L2 norms)", "ratio", update_ratio(p.records)
+                ),
                 "update ratios",
                 "How much one optimizer step changes each weight, relative to its size; around 1e-3 is healthy.",
             ),
@@ -186,8 +117,8 @@ def write_debug_report(job_dir: Path | str) -> Path:
             "activations",
             "Activation zero fractions",
             plot(
-                lambda r: layer_plot(
-                    r,
+                lambda p: layer_figure(
+                    p,
                     "activations",
                     "zeros",
                     "share of zeros in activation outputs",
@@ -200,5 +131,4 @@ def write_debug_report(job_dir: Path | str) -> Path:
             ),
         ),
     ]
-    job = JobDir(job_dir).read_record_data() or {}
-    return write_page(folder / REPORT, f"kennel debugger: {job.get('name') or job_dir.name}", job, sections, records)
+    return write_page(folder / REPORT, f"kennel debugger: {job.get('name') or job_dir.name}", job, sections, page)

@@ -27,6 +27,14 @@ def figure_png(figure) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def integer_ticks(ax, axis: str = "x") -> None:
+    """Ticks at whole numbers only, for axes that count steps, epochs or trials (one tick where the axis holds
+    one whole number: a job of one epoch has epoch 1, not 0.96 to 1.04)."""
+    from matplotlib.ticker import MaxNLocator
+
+    getattr(ax, f"{axis}axis").set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+
+
 def _series(records: Sequence[dict[str, Any]], x: str, y: str) -> tuple[list[float], list[float]]:
     pairs = [(r[x], r[y]) for r in records if r.get(x) is not None and r.get(y) is not None]
     return [p[0] for p in pairs], [p[1] for p in pairs]
@@ -52,11 +60,13 @@ def curves_png(epochs: Sequence[dict[str, Any]], steps: Sequence[dict[str, Any]]
         for ax in (loss, accuracy):
             ax.legend()
             ax.grid(alpha=0.3)
+            integer_ticks(ax)
     if steps:
         ax = axes[-1]
         ax.plot(*_series(steps, "global_step", "train_loss"), lw=1, color="tab:blue", label="train loss")
-        ax.set(title="per step", xlabel="step", ylabel="train loss")
+        ax.set(title="logged steps", xlabel="step", ylabel="train loss")
         ax.grid(alpha=0.3)
+        integer_ticks(ax)
         steps_x, lrs = _series(steps, "global_step", "lr")
         if lrs:
             twin = ax.twinx()

@@ -7,6 +7,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ def environment():
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(pct=pct, num=num, duration=duration)
+    env.filters.update(pct=pct, num=num, duration=duration, when=when)
     return env
 
 
@@ -95,3 +96,19 @@ def duration(seconds: Any) -> str:
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
+
+
+def when(value: Any) -> Any:
+    """An ISO timestamp as a person reads it, in local time to the minute (``2026-12-01 15:19``), with the full
+    value as its tooltip; anything else as it is."""
+    from markupsafe import Markup, escape
+
+    if not isinstance(value, str):
+        return value
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    local = moment.astimezone() if moment.tzinfo is not None else moment  # a naive time is local already
+    full = escape(value)
+    return Markup(f'<time datetime="{full}" title="{full}">{local:%Y-%m-%d %H:%M}</time>')

@@ -8,7 +8,7 @@ from typing import Any
 
 from kennel.report import plots
 from kennel.report.data import MissingInput, ReportData
-from kennel.report.section import Section, render_template
+from kennel.report.section import Section, render_template, when
 
 MAX_CONFUSION_CLASSES = 30  # beyond this many classes the heatmap shows those most involved in mistakes
 MAX_PAIRS = 20
@@ -24,9 +24,9 @@ def summary(data: ReportData) -> str:
         ("kind", job.get("kind")),
         ("backbone", job.get("backbone")),
         ("study", job.get("study")),
-        ("created", job.get("created")),
-        ("started", job.get("started")),
-        ("ended", job.get("ended")),
+        ("created", when(job.get("created"))),
+        ("started", when(job.get("started"))),
+        ("ended", when(job.get("ended"))),
         ("stop reason", job.get("stop_reason")),
         ("model artifact", job.get("artifact")),
     ]

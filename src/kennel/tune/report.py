@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from kennel.jobs import JobNotFound, JobRecord, load_job
 from kennel.report import MissingInput, Section, render_template
-from kennel.report.plots import figure_png
-from kennel.report.section import write_page
+from kennel.report.plots import figure_png, integer_ticks
+from kennel.report.section import when, write_page
 from kennel.tune.results import ERROR, JOB, JOB_ID, best_trial, count, finished, outcome
 from kennel.tune.study import StudyRecord, load_study_record, open_study
 
@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REPORT_FILE = "report.html"
+# fANOVA fits a random forest to the completed trials: on fewer than this many its importances are noise, shown
+# as if they meant something (three trials give every parameter about the same share).
+MIN_IMPORTANCE_TRIALS = 10
 # An outcome's colour in the table follows the job statuses' (report.html's status-* classes).
 STATUS_OF = {"complete": "completed", "pruned": "pruned", "failed": "failed", "interrupted": "stopped"}
 
@@ -78,8 +81,8 @@ def summary(data: StudyData) -> str:
         ("stopped at", record.stop_reason),
         ("warm start", record.warm_start),
         ("storage", record.storage_label()),
-        ("started", record.started),
-        ("ended", record.ended),
+        ("started", when(record.started)),
+        ("ended", when(record.ended)),
     ]
     best = best_trial(data.trials, settings.maximize)
     best_config = record.path / "best.yaml"
@@ -141,11 +144,21 @@ def _optuna_figure():
 
 
 def _study_figure(
-    plot, data: StudyData, caption: str, alt: str, header: list[str] | None = None, rows: list | None = None
+    plot,
+    data: StudyData,
+    caption: str,
+    alt: str,
+    header: list[str] | None = None,
+    rows: list | None = None,
+    whole_x: bool = False,
 ) -> str:
+    """One of Optuna's plots as a PNG; ``whole_x``: its x axis counts (trials, epochs), so ticks are integers."""
     with _optuna_figure():
         axes = plot(data.study)
-        figure = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
+        first = axes.flat[0] if hasattr(axes, "flat") else axes
+        if whole_x:
+            integer_ticks(first)
+        figure = first.figure
         figure.set_size_inches(9, 4.5)
         png = figure_png(figure)
     return render_template("study_figure.html", png=png, caption=caption, alt=alt, header=header, rows=rows)
@@ -157,7 +170,7 @@ def history(data: StudyData) -> str:
     if not data.completed:
         raise MissingInput("no completed trial yet")
     caption = "The objective of every completed trial in the order they ran, and the best so far."
-    return _study_figure(plot_optimization_history, data, caption, "optimization history")
+    return _study_figure(plot_optimization_history, data, caption, "optimization history", whole_x=True)
 
 
 def intermediate(data: StudyData) -> str:
@@ -166,22 +179,29 @@ def intermediate(data: StudyData) -> str:
     if not any(t.intermediate_values for t in data.trials):
         raise MissingInput("no trial reported per-epoch values")
     caption = "The value each trial reported after every epoch; the pruner compares trials on these curves."
-    return _study_figure(plot_intermediate_values, data, caption, "per-epoch values")
+    return _study_figure(plot_intermediate_values, data, caption, "per-epoch values", whole_x=True)
 
 
 def importances(data: StudyData) -> str:
     import optuna
     from optuna.visualization.matplotlib import plot_param_importances
 
-    if data.completed < 2:
-        raise MissingInput("parameter importances need at least two completed trials")
+    if data.completed < MIN_IMPORTANCE_TRIALS:
+        raise MissingInput(
+            f"Parameter importances need at least {MIN_IMPORTANCE_TRIALS} completed trials to mean anything; this "
+            f"study has {data.completed}. kennel tune --study {data.record.name} --trials N continues it to N "
+            "trials in all."
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             scores = optuna.importance.get_param_importances(data.study)
     except (RuntimeError, ValueError) as exc:
         raise MissingInput(f"parameter importances could not be computed: {exc}") from None
-    caption = "How much of the objective's variation each parameter explains (fANOVA over the completed trials)."
+    caption = (
+        f"How much of the objective's variation each parameter explains (fANOVA over the {data.completed} completed "
+        "trials; an estimate that firms up as trials are added)."
+    )
     return _study_figure(
         plot_param_importances,
         data,
