@@ -12,7 +12,7 @@ import typer
 from kennel.cli.app import app
 from kennel.errors import UsageError
 
-CALIBRATION = (4, 16)  # generated batches x photos: int8's speed does not depend on which photos set its ranges
+CALIBRATION = (16, 4)  # generated batches x photos: int8's speed does not depend on which photos set its ranges
 
 
 def _model(name: str):
