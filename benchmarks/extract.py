@@ -39,7 +39,7 @@ from rich.console import Console
 from rich.table import Table
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/dogs10"
-DEFAULT_MODEL = "tf_efficientnet_lite0"  # the training job's default backbone
+DEFAULT_MODEL = "tf_efficientnet_lite0"  # one backbone: the engine's figures per backbone (`--recipe fast`)
 BASELINE = {"cpu": "torch-eager", "cuda": "torch-cuda"}
 LARGE_SIZE = (2000, 1500)
 EXTRA_LIBRARIES = ("torchvision", "timm", "pillow", "numpy")
@@ -249,7 +249,7 @@ def backend_table(rows: list[Row], labels: list[str], baseline: str) -> Table:
 def run_job(data: Path, device: str, model: str, home: Path, cache: Path) -> dict:
     """``kennel train --data DATA --no-tracking`` in a subprocess: its wall time and its job.json."""
     command = [sys.executable, "-m", "kennel", "train", "--data", str(data), "--no-tracking", "--json"]
-    command += ["--device", device] + (["--model", model] if model != DEFAULT_MODEL else [])
+    command += ["--device", device, "--model", model]
     env = {**os.environ, "KENNEL_HOME": str(home), "KENNEL_CACHE": str(cache)}
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -337,7 +337,7 @@ def benchmark(args, private: Path, console: Console) -> None:
         for name in ("cold", "warm"):
             print(f"  kennel train, {name} cache ...", flush=True)
             runs[name] = run_job(args.data, args.device, args.model, home, cache)
-        command = f"kennel train --data {args.data} --no-tracking --device {args.device}"
+        command = f"kennel train --data {args.data} --no-tracking --device {args.device} --model {args.model}"
         console.print()
         console.print(job_table(runs, command))
     elapsed = time.perf_counter() - started
