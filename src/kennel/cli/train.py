@@ -48,7 +48,8 @@ def train_command(
     recipe: str = typer.Option(
         None,
         "--recipe",
-        help=f"named settings to start from: {' or '.join(RECIPES.names())} (`--print-config` shows them)",
+        help=f"named settings to start from: {', '.join(RECIPES.names()[:-1])} or {RECIPES.names()[-1]} "
+        "(`--print-config` shows them)",
     ),
     model: str = typer.Option(
         None,
