@@ -7,11 +7,12 @@ PY      = $(VENV)/bin/python
 DATA   ?=
 STAMP   = $(VENV)/.installed
 
-.PHONY: help demo test lint format bench-train bench-tune bench-profiler bench-debugger bench-ddp bench-extract screenshot browser postgres clean
+.PHONY: help demo test test-fast lint format bench-train bench-tune bench-profiler bench-debugger bench-ddp bench-extract screenshot browser postgres clean
 
 help:
 	@echo "make demo [DATA=DIR]   set up, then fetch/check/train/tune/report/predict end to end"
 	@echo "make test              set up, then lint and run the whole test suite"
+	@echo "make test-fast         lint and the tests not marked slow or integration (the edit loop)"
 	@echo "make bench-train       benchmarks/train.py on ../shared/data/dogs10"
 	@echo "make bench-tune        benchmarks/tune.py: a 20-trial study on ../shared/data/dogs10"
 	@echo "make bench-profiler    benchmarks/profiler.py: the profiler's overhead on dogs10"
@@ -35,6 +36,11 @@ lint: $(STAMP)
 
 test: lint browser postgres
 	$(VENV)/bin/pytest -q
+
+# The edit loop: every test but those marked slow (seconds each: real servers, several processes, studies) or
+# integration (the real photos). `make test` runs them all.
+test-fast: lint
+	$(VENV)/bin/pytest -q -m "not slow and not integration"
 
 # Debian's Chromium for the browser tests and the console screenshot; where it cannot be installed (no root,
 # no apt), those tests skip and say why.

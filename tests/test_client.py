@@ -251,6 +251,7 @@ def test_cli_batch_transform_against_the_real_endpoint(real_endpoint: str, datas
     assert "6 of 6 photos" in result.output and "accuracy" in result.output
 
 
+@pytest.mark.slow
 def test_demo_serve_step_starts_queries_and_stops_the_endpoint(
     dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -62,6 +62,7 @@ def _kennel_train(dataset: Path, settings: dict, *extra: str, timeout: float = 3
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("setup", SETUPS)
 def test_two_processes_train_like_one_with_the_same_global_batch(dataset: Path, kennel_home: Path, setup: str):
     settings = {**BASE, **SETUPS[setup]}
@@ -88,6 +89,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(dataset: Path, 
     assert balance.status != NOT_APPLICABLE and {"rank0_ms", "rank1_ms"} <= set(balance.numbers), balance
 
 
+@pytest.mark.slow
 def test_a_killed_two_process_job_resumes_where_an_uninterrupted_one_ends(dataset: Path, kennel_home: Path):
     # Fine-tuning the whole tiny network, one photo per rank per step.
     settings = {**BASE, "model.freeze": 0, "data.batch_size": 2, "epochs": 6, "optim.lr": 0.01, "log_every": 1}
@@ -120,6 +122,7 @@ def test_a_killed_two_process_job_resumes_where_an_uninterrupted_one_ends(datase
         assert done["metrics"][name] == pytest.approx(whole["metrics"][name], abs=1e-4), name
 
 
+@pytest.mark.slow
 def test_when_one_rank_fails_the_job_says_which_and_why(dataset: Path, kennel_home: Path, tmp_path: Path):
     """torchrun stops rank 0 when rank 1 fails: the record must not be left saying "running"."""
     import shutil

@@ -35,6 +35,7 @@ def _file_size_limit(limit: int):
     return apply
 
 
+@pytest.mark.slow
 def test_a_model_the_disk_cannot_hold_fails_the_job_in_one_line(dataset: Path, kennel_home: Path) -> None:
     """The tiny model's weights (~160 KB) do not fit under a 100 KB limit per file, the record and metrics do."""
     args = [

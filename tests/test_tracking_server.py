@@ -20,6 +20,7 @@ from kennel.browser import CHROMIUM_ARGS, find_chromium
 TINY = ["--model", "tiny", "--set", "model.pretrained=false", "--set", "export_onnx=false", "--epochs", "1"]
 
 
+@pytest.mark.slow
 def test_train_records_its_run_and_files_in_a_tracking_server(
     dataset: Path, mlflow_server: TrackingServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -71,6 +71,7 @@ def _kill_when(path: Path, predicate, process: subprocess.Popen, timeout: float 
     raise AssertionError("timed out waiting to kill the job")
 
 
+@pytest.mark.slow
 def test_job_killed_mid_epoch_resumes_to_the_full_epoch_count(dataset: Path, kennel_home: Path):
     """SIGKILL a real `kennel train` process mid-epoch, then `kennel train --resume` it."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -56,6 +56,7 @@ def trials_of(name: str) -> list[optuna.trial.FrozenTrial]:
 PAIRS = [("tpe", "median"), ("random", "hyperband"), ("grid", "none"), ("cmaes", "median")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("strategy", "pruner"), PAIRS)
 def test_every_strategy_and_pruner_runs_its_trials_as_jobs(dataset: Path, space: Path, strategy: str, pruner: str):
     record = run(dataset, space, strategy=strategy, pruner=pruner, trials=4)
@@ -78,6 +79,7 @@ def test_every_strategy_and_pruner_runs_its_trials_as_jobs(dataset: Path, space:
         assert {t.params["optim.lr"] for t in trials} <= {0.003, 0.3}
 
 
+@pytest.mark.slow
 def test_a_grid_study_defaults_to_every_point_of_its_grid(dataset: Path, space: Path) -> None:
     request = TuneRequest(study="g", space=space, base=base(dataset), settings={"strategy": "grid", "pruner": "none"})
     record = tune(request, stream=None)
@@ -108,6 +110,7 @@ def test_a_trial_below_the_median_is_pruned_and_its_job_says_so(dataset: Path) -
     assert sorted(trial.storage.get_trial(trial._trial_id).intermediate_values) == [1, 2]
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_journal_and_finish_exactly_the_trials_asked(dataset: Path, space: Path) -> None:
     record = run(dataset, space, trials=5, parallel=2, pruner="none")
     assert record.status == "completed"
@@ -149,6 +152,7 @@ def test_an_objective_the_jobs_do_not_record_fails_the_study(dataset: Path, spac
     assert record.counts == {"failed": 1}
 
 
+@pytest.mark.slow
 def test_a_resumed_study_keeps_its_settings_and_continues_to_the_new_budget(dataset: Path, space: Path) -> None:
     run(dataset, space, trials=2)
     with pytest.raises(TuneError, match="study s exists with other settings: strategy='random'"):
@@ -160,6 +164,7 @@ def test_a_resumed_study_keeps_its_settings_and_continues_to_the_new_budget(data
     assert {t.number: t.value for t in after if t.number in before} == before
 
 
+@pytest.mark.slow
 def test_a_warm_start_seeds_the_search_with_an_earlier_studys_trials(dataset: Path, space: Path) -> None:
     run(dataset, space, study="first", trials=3, pruner="none")
     request = TuneRequest("second", space, base(dataset), {"pruner": "none"}, session={"trials": 2}, warm_start="first")
@@ -199,6 +204,7 @@ def test_the_best_config_retrains_the_best_trial(dataset: Path, space: Path) -> 
     assert retrained.metrics["best_valid_accuracy"] == best["value"]
 
 
+@pytest.mark.slow
 def test_a_study_given_a_relative_data_folder_retrains_and_resumes_from_another_folder(
     dataset: Path, space: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -229,6 +235,7 @@ def test_a_study_given_a_relative_data_folder_retrains_and_resumes_from_another_
     assert load_study_record("moved").counts == {"complete": 2}
 
 
+@pytest.mark.slow
 def test_the_study_report_has_every_section(dataset: Path, space: Path) -> None:
     from kennel.tune.report import write_study_report
 
@@ -311,6 +318,7 @@ def test_concurrent_trials_compute_a_feature_cache_entry_once(dataset: Path, tmp
     assert torch.equal(results[0][0].features, results[1][0].features)
 
 
+@pytest.mark.slow
 def test_machines_share_a_study_through_a_database(dataset: Path, space: Path, tmp_path: Path, monkeypatch) -> None:
     """Two kennel homes (two machines) on one database: the second joins with the study's stored settings."""
     url = f"sqlite:///{tmp_path / 'studies.db'}"

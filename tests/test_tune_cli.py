@@ -166,6 +166,7 @@ def test_a_killed_tuning_process_restarts_without_losing_a_finished_trial(datase
         assert load_job(trial.user_attrs["kennel.job"]).status in ("stopped", "completed")
 
 
+@pytest.mark.slow
 def test_the_demo_tune_step_runs_a_short_study_and_writes_its_page(
     dataset: Path, monkeypatch: pytest.MonkeyPatch, kennel_home: Path
 ) -> None:
