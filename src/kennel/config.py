@@ -183,8 +183,10 @@ class TrainConfig(_Strict):
     channels_last: bool = True
     compile: bool = Field(False, description="torch.compile the training forward (pays off on long CUDA runs)")
     feature_cache: bool = Field(True, description="frozen backbone: compute features once, train the head")
-    tta: Literal["none", "flip"] = Field(
-        "none", description="test-time augmentation: flip averages the features of each photo and its mirror image"
+    tta: Literal["none", "flip", "crops"] = Field(
+        "none",
+        description="test-time augmentation: flip averages the features of each photo and its mirror image, crops "
+        "those of the photo and its four corners (5 passes)",
     )
     head: Literal["best", "sgd", "lbfgs"] = Field(
         "best",

@@ -68,7 +68,12 @@ def train_command(
     optimizer: str = typer.Option(None, "--optimizer", help="adamw or sgd"),
     augment: str = typer.Option(None, "--augment", help="none, light or strong"),
     views: int = typer.Option(None, "--views", help="augmented views per train photo in the feature cache"),
-    tta: str = typer.Option(None, "--tta", help="test-time augmentation: none or flip (a photo and its mirror image)"),
+    tta: str = typer.Option(
+        None,
+        "--tta",
+        help="test-time augmentation: none, flip (a photo and its mirror image) or crops (the photo and its four "
+        "corners)",
+    ),
     device: str = typer.Option(None, "--device", help="auto, cpu or cuda"),
     engine: str = typer.Option(
         None, "--engine", help="backend of the frozen forward passes: auto (measured; see `kennel doctor`) or a name"

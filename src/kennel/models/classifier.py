@@ -46,8 +46,30 @@ class Standardise(nn.Module):
         return (features - self.mean) / self.std
 
 
+class CropsAveraged(nn.Module):
+    """Multi-crop test-time augmentation inside the model: the features of the whole input and of its four
+    corners at ``scale`` of its side, each resized back to the input size, averaged (five forward passes)."""
+
+    def __init__(self, inner: nn.Module, scale: float = 0.875) -> None:
+        super().__init__()
+        self.inner = inner
+        self.scale = scale
+
+    def views(self, x: torch.Tensor) -> list[torch.Tensor]:
+        size = x.shape[-1]
+        side, far = round(size * self.scale), size - round(size * self.scale)
+        corners = [x[..., top : top + side, left : left + side] for top in (0, far) for left in (0, far)]
+        resized = [
+            nn.functional.interpolate(c, size=(size, size), mode="bilinear", align_corners=False) for c in corners
+        ]
+        return [x, *resized]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.inner(view) for view in self.views(x)]).mean(0)
+
+
 # Test-time augmentations by name: each wraps the feature extractor. "none" leaves it as it is.
-TTA = {"none": None, "flip": FlipAveraged}
+TTA = {"none": None, "flip": FlipAveraged, "crops": CropsAveraged}
 
 
 class Classifier(nn.Module):
