@@ -7,16 +7,17 @@ from pathlib import Path
 
 
 def kennel_home() -> Path:
-    """Jobs, studies and the tracking store live here (``$KENNEL_HOME``, default ``~/.kennel``)."""
-    return Path(os.environ.get("KENNEL_HOME", Path.home() / ".kennel")).expanduser()
+    """Jobs, studies and the tracking store live here (``$KENNEL_HOME``, default ``~/.kennel``); absolute, so the
+    job and study paths kennel records and prints (a retrain command's best.yaml) work from any folder."""
+    return Path(os.environ.get("KENNEL_HOME", Path.home() / ".kennel")).expanduser().absolute()
 
 
 def cache_dir() -> Path:
     """Downloaded data, weights and cached features (``$KENNEL_CACHE``, default ``$XDG_CACHE_HOME/kennel``)."""
     if "KENNEL_CACHE" in os.environ:
-        return Path(os.environ["KENNEL_CACHE"]).expanduser()
+        return Path(os.environ["KENNEL_CACHE"]).expanduser().absolute()
     xdg = os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")
-    return Path(xdg).expanduser() / "kennel"
+    return Path(xdg).expanduser().absolute() / "kennel"
 
 
 def jobs_dir() -> Path:
