@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from kennel.cli.output import styled
-from kennel.jobs import JobRecord, engine_lines
+from kennel.jobs import JobRecord, engine_lines, local_minutes
 from kennel.processes import process_alive
 
 STATUS_STYLE = {
@@ -46,10 +46,8 @@ def _parse_time(stamp: str | None) -> datetime | None:
         return None
 
 
-def local_minutes(stamp: str | None) -> str:
-    """An ISO timestamp as a person reads it: local time to the minute (``2026-12-01 15:19``); ``-`` for none."""
-    moment = _parse_time(stamp)
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M") if moment else "-"
+def _when(stamp: str | None) -> str:
+    return local_minutes(stamp) or "-"
 
 
 def _seconds(record: JobRecord) -> float | None:
@@ -127,7 +125,7 @@ def jobs_listing(records: list[JobRecord], caption: str = "", notice: str = "", 
         Column("name", rank=8, breaks="", in_table=names),
         Column("study", rank=7, breaks="", in_table=study is None and any(r.study for r in records)),
         Column("status", rank=0, style=status_style),
-        Column("started", rank=4, show=local_minutes),
+        Column("started", rank=4, show=_when),
         Column("duration_s", "duration", rank=4, show=_duration, justify="right"),
         Column("backbone", rank=2, breaks="+"),  # a fused backbone folds after each of its +
         *[Column(key, *PARAM_COLUMNS[key], show=_value, justify="right") for key in params],
@@ -202,9 +200,9 @@ def job_panel(record: JobRecord, width: int):
         ("kind", record.kind),
         ("study", record.study),
         ("backbone", record.backbone),
-        ("created", local_minutes(record.created)),
-        ("started", local_minutes(record.started)),
-        ("ended", local_minutes(record.ended)),
+        ("created", _when(record.created)),
+        ("started", _when(record.started)),
+        ("ended", _when(record.ended)),
         ("duration", _duration(_seconds(record))),
         ("stop reason", record.stop_reason),
         ("pid", getattr(record, "pid", None)),

@@ -14,7 +14,7 @@ def _print_summary(summary) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from kennel.cli.job_view import local_minutes
+    from kennel.jobs import local_minutes
     from kennel.profiler.summary import format_numbers
     from kennel.report.section import duration, num, pct
 
@@ -29,8 +29,8 @@ def _print_summary(summary) -> None:
     setup += f" per process x {ranks} processes (torchrun)" if ranks > 1 else ""
     console.print(f"[bold]{job.get('id', '?')}[/] {job.get('status', '')} on {setup}")
     console.print(
-        f"started {local_minutes(summary.started)}, ended "
-        f"{local_minutes(summary.ended) if summary.ended else 'not recorded'}, total {duration(summary.total_s)}"
+        f"started {local_minutes(summary.started) or '-'}, ended "
+        f"{local_minutes(summary.ended) or 'not recorded'}, total {duration(summary.total_s)}"
     )
 
     phases = Table("job phase", "seconds", "share", title="Job summary", title_justify="left")

@@ -4,7 +4,7 @@ The folder is the source of truth (fast to list, no server); MLflow mirrors it f
 """
 
 from kennel.jobs.engine_lines import engine_lines
-from kennel.jobs.folder import STATUSES, JobDir, JobRecord, now
+from kennel.jobs.folder import STATUSES, JobDir, JobRecord, local_minutes, now
 from kennel.jobs.store import JobNotFound, create_job, list_jobs, load_job, new_job_id
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "engine_lines",
     "list_jobs",
     "load_job",
+    "local_minutes",
     "new_job_id",
     "now",
 ]

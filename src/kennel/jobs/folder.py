@@ -37,6 +37,16 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
+def local_minutes(stamp: str | None) -> str | None:
+    """A timestamp as :func:`now` writes it, as a person reads it: local time to the minute (``2026-12-01
+    15:19``); None for none, or for text that is not one. A naive time is taken as local already."""
+    try:
+        moment = datetime.fromisoformat(stamp) if stamp else None
+    except ValueError:
+        return None
+    return None if moment is None else f"{moment.astimezone():%Y-%m-%d %H:%M}"
+
+
 @dataclass
 class JobRecord:
     id: str

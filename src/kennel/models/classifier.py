@@ -36,10 +36,11 @@ class Standardise(nn.Module):
         self.register_buffer("std", torch.ones(dim))
 
     def fit(self, features: torch.Tensor) -> None:
-        centred = features.float() - features.float().mean(0)
-        spreads = torch.stack([block.std() for block in centred.split(self.widths, dim=1)]).clamp_min(1e-6)
+        features = features.float()
+        mean = features.mean(0)
+        spreads = torch.stack([block.std() for block in (features - mean).split(self.widths, dim=1)]).clamp_min(1e-6)
         relative = spreads / spreads.mean()
-        self.mean.copy_(features.float().mean(0))
+        self.mean.copy_(mean)
         self.std.copy_(torch.cat([r.expand(w) for r, w in zip(relative, self.widths, strict=True)]))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:

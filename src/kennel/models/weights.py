@@ -188,6 +188,11 @@ def map_lite_state_dict(source: dict[str, torch.Tensor], model: torch.nn.Module)
 # --- resolution ---------------------------------------------------------------------------------------------
 
 
+def _fused_source(sources: list[WeightsSource]) -> WeightsSource:
+    """Where a fused backbone's weights came from: each member's source, in order."""
+    return WeightsSource("fused", ";".join(f"{s.kind}:{s.where}" for s in sources))
+
+
 def available_offline(spec: BackboneSpec) -> WeightsSource | None:
     """The first source that provides the weights without a network, or None. A fused backbone has them when
     every member has: its source lists theirs."""
@@ -195,7 +200,7 @@ def available_offline(spec: BackboneSpec) -> WeightsSource | None:
         sources = [available_offline(member) for member in spec.members]
         if any(source is None for source in sources):
             return None
-        return WeightsSource("fused", ";".join(f"{s.kind}:{s.where}" for s in sources))
+        return _fused_source(sources)
     if spec.torchvision_weights and (path := _torchvision_cached(spec)):
         return WeightsSource("torchvision-cache", str(path))
     if spec.timm_hub_id and (path := _timm_cached(spec)):
@@ -236,7 +241,7 @@ def fetch_weights(spec: BackboneSpec, fused: str | None = None) -> WeightsSource
     the fused backbone ``spec`` is a member of."""
     if spec.members:
         sources = [fetch_weights(member, fused=spec.name) for member in spec.members]
-        return WeightsSource("fused", ";".join(f"{s.kind}:{s.where}" for s in sources))
+        return _fused_source(sources)
     return available_offline(spec) or _download(spec, fused)
 
 
@@ -246,7 +251,7 @@ def load_pretrained(spec: BackboneSpec, model: torch.nn.Module, weights: Path | 
         if weights is not None:
             raise WeightsUnavailable(f"{spec.name} is fused: each member loads its own weights, not {weights}")
         sources = [load_pretrained(member, part) for member, part in zip(spec.members, model, strict=True)]
-        return WeightsSource("fused", ";".join(f"{s.kind}:{s.where}" for s in sources))
+        return _fused_source(sources)
     if weights is not None:
         state = load_weights_file(weights)
         source = WeightsSource("file", str(weights))

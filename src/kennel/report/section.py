@@ -7,7 +7,6 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -103,12 +102,10 @@ def when(value: Any) -> Any:
     value as its tooltip; anything else as it is."""
     from markupsafe import Markup, escape
 
-    if not isinstance(value, str):
+    from kennel.jobs import local_minutes
+
+    shown = local_minutes(value) if isinstance(value, str) else None
+    if shown is None:
         return value
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return value
-    local = moment.astimezone() if moment.tzinfo is not None else moment  # a naive time is local already
     full = escape(value)
-    return Markup(f'<time datetime="{full}" title="{full}">{local:%Y-%m-%d %H:%M}</time>')
+    return Markup(f'<time datetime="{full}" title="{full}">{shown}</time>')

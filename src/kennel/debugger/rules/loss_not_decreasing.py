@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from kennel.debugger.rules.common import DEBUGGER_RULES
@@ -35,13 +36,16 @@ class LossNotDecreasing(Rule[Window]):
     def check(self, window: Window) -> Finding | None:
         if window.event == "epoch":
             series = [e["valid_loss"] for e in window.epochs if "valid_loss" in e]
-            return self._judge(window, "EVAL", series, "validation passes")
+            return self._judge(window, "EVAL", series, "validation passes", lambda: series)
         if window.mode == "TRAIN":
-            losses = [v for _, v in window.loss_series("TRAIN")]
-            return self._judge(window, "TRAIN", losses, "steps")
+            losses = [v for _, v in window.loss_series("TRAIN", last=2 * self.num_steps)]
+            # The whole history (up to thousands of steps) is read only where the two windows would fire.
+            return self._judge(window, "TRAIN", losses, "steps", lambda: [v for _, v in window.loss_series("TRAIN")])
         return None
 
-    def _judge(self, window: Window, mode: str, series: list[float], unit: str) -> Finding | None:
+    def _judge(
+        self, window: Window, mode: str, series: list[float], unit: str, history: Callable[[], list[float]]
+    ) -> Finding | None:
         n = self.num_steps
         if len(series) < 2 * n:
             return self.no_data(window, f"{mode} {unit}: {len(series)} so far, of the {2 * n} the rule compares")
@@ -54,7 +58,7 @@ class LossNotDecreasing(Rule[Window]):
         target = a * (1 - self.diff_percent / 100)
         if b - target <= self.confidence * noise:
             return None
-        earlier = [v for v in series[: -2 * n] if math.isfinite(v)]
+        earlier = [v for v in history()[: -2 * n] if math.isfinite(v)]
         fall = max(earlier, default=a) - a
         fell = fall > self.diff_percent / 100 * a
         if fell and b - a < self.min_share_of_fall_percent / 100 * fall:
