@@ -17,10 +17,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import requests
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from helpers import encode, kennel, tiny_artifact
+from helpers import encode, kennel, tiny_artifact, wait_until
 from PIL import Image
 
 from kennel.client import EndpointClient, EndpointError, EndpointUnreachable, content_type
@@ -225,6 +226,7 @@ def real_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     serving = pytest.importorskip("kennel.serve.app", reason="the serving code (kennel.serve.app) is absent")
     artifact = tiny_artifact(tmp_path_factory.mktemp("artifact") / "model", CLASSES)
     with running(serving.create_app(artifact, serving.ServeSettings(max_wait_ms=5))) as url:
+        wait_until(lambda: requests.get(f"{url}/v2/health/ready").ok, "the model loaded")  # it loads after startup
         yield url
 
 

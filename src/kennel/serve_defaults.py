@@ -15,3 +15,10 @@ DOG_THRESHOLD = 0.5
 FACES = "not-dog"
 RUNTIME = "auto"
 PRECISION = "auto"
+
+# Production limits (README "Serving in production").
+MAX_QUEUE = 256  # requests waiting for the model; 503 with Retry-After beyond
+REQUEST_TIMEOUT_S = 60.0  # SageMaker's invocation timeout; 503 with Retry-After past it
+HEADER_TIMEOUT_S = 10.0  # a connection that has not sent its request headers by then is closed
+LINGER_BYTES = 64_000_000  # an oversize body is read and dropped up to this much, so the client reads the 413
+ALLOWED_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")  # Host headers a loopback server answers

@@ -65,6 +65,15 @@ def serve_command(
     faces: str = typer.Option(
         defaults.FACES, help="look for human faces: not-dog (only where no dog is seen), always, or off"
     ),
+    max_queue: int = typer.Option(
+        defaults.MAX_QUEUE, min=1, help="most prediction requests in hand at once (503 with Retry-After beyond)"
+    ),
+    request_timeout: float = typer.Option(
+        defaults.REQUEST_TIMEOUT_S, min=0.001, help="seconds from a request's first byte to its answer (503 past it)"
+    ),
+    header_timeout: float = typer.Option(
+        defaults.HEADER_TIMEOUT_S, min=0.001, help="seconds a connection may take to send its request headers"
+    ),
     graceful_s: int = typer.Option(10, help="seconds to finish in-flight requests on shutdown"),
 ) -> None:
     """Serve a model over HTTP: POST /invocations or /predict, GET /ping, /model, /metrics, /docs."""
@@ -75,6 +84,7 @@ def serve_command(
 
     from kennel.predictor import Predictor
     from kennel.serve.app import ServeSettings
+    from kennel.serve.protocol import HeaderTimeoutProtocol
     from kennel.validation import one_line
 
     folder = resolve_model(model)
@@ -88,6 +98,9 @@ def serve_command(
             precision=precision,
             dog_threshold=dog_threshold,
             faces=faces,
+            max_queue=max_queue,
+            request_timeout_s=request_timeout,
+            header_timeout_s=header_timeout,
         )
     except ValidationError as exc:
         raise UsageError(one_line(exc, name=lambda loc: "--" + "-".join(loc).replace("_", "-"))) from None
@@ -105,6 +118,7 @@ def serve_command(
         host=host,
         port=port,
         workers=workers,
+        http=HeaderTimeoutProtocol,
         timeout_graceful_shutdown=graceful_s,
         log_level="info",
     )
@@ -116,9 +130,12 @@ def serve_factory():
 
     from kennel.allocator import keep_buffers_in_heap, limit_arenas
     from kennel.serve.app import ServeSettings, create_app
+    from kennel.serve.protocol import HeaderTimeoutProtocol
 
+    settings = ServeSettings()
+    HeaderTimeoutProtocol.timeout_s = settings.header_timeout_s  # this process's connections
     # Two malloc arenas instead of up to 8 per core for the thread pool's image buffers, and batch tensors kept in
     # the heap rather than mapped afresh for every batch: memory flat under load (benchmarks/serve_soak.py).
     limit_arenas()
     keep_buffers_in_heap()
-    return create_app(os.environ["KENNEL_SERVE_ARTIFACT"], ServeSettings())
+    return create_app(os.environ["KENNEL_SERVE_ARTIFACT"], settings)

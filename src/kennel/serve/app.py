@@ -1,7 +1,11 @@
 """The FastAPI app of ``kennel serve``: short routes around :class:`kennel.serve.Endpoint` and a dynamic batcher.
 
-Every refusal is a 4xx ``{"error": {"code", "message"}}`` (codes in :mod:`kennel.serve.inputs`); the model is
-loaded once in ``lifespan``; the body size limit is enforced while the body streams in, before it is all read.
+Every refusal is a 4xx ``{"error": {"code", "message"}}`` (codes in :mod:`kennel.serve.inputs`), every overload a
+503 with ``Retry-After``. The model loads and warms up in the background once the server listens: the liveness
+route answers at once, the readiness routes (and SageMaker's ``/ping``) only when the model can serve, and
+prediction requests that arrive before wait for it. A request gets ``request_timeout_s`` from its first byte to
+its answer; at most ``max_queue`` are inside the endpoint at once; one whose client has gone is dropped before the
+model sees it. The body size limit is enforced while the body streams in, before it is all read.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,21 +22,27 @@ from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+import kennel
 from kennel import serve_defaults as defaults
+from kennel.predictor import Predictor
 from kennel.serve import Endpoint, EndpointOptions, FaceSearch, Prepared
 from kennel.serve.batcher import BatcherStopped, DynamicBatcher
 from kennel.serve.inputs import InputError
+from kennel.serve.limits import BodyLimit, Linger, error
 from kennel.serve.metrics import ServeMetrics
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
-ROUTES = frozenset({"/invocations", "/predict", "/ping", "/model", "/metrics", "/"})
+SUMMARY = "Dog breeds (or your classes) from a photo"
+HEALTH = ("/ping", "/v2/health/live", "/v2/health/ready")
+ROUTES = frozenset({"/invocations", "/predict", *HEALTH, "/model", "/metrics", "/", "/v2"})
 
 
 class ServeSettings(BaseSettings):
@@ -49,6 +59,10 @@ class ServeSettings(BaseSettings):
     precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = defaults.PRECISION
     dog_threshold: float = defaults.DOG_THRESHOLD
     faces: FaceSearch = defaults.FACES
+    max_queue: int = Field(defaults.MAX_QUEUE, ge=1)
+    request_timeout_s: float = Field(defaults.REQUEST_TIMEOUT_S, gt=0)
+    header_timeout_s: float = Field(defaults.HEADER_TIMEOUT_S, gt=0)
+    model_name: str = ""  # the name of the v2 routes; the job's (or the model folder's) when empty
 
     def endpoint_options(self) -> EndpointOptions:
         return EndpointOptions(self.max_pixels, self.top_k, self.dog_threshold, self.faces)
@@ -86,6 +100,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         413: "body over the size limit",
         415: "content type not accepted, or the bytes are not an image",
         422: "too many pixels, extreme aspect ratio, or an animated image",
+        503: "overloaded, timed out, or the model is not serving yet (see Retry-After)",
     }.items()
 }
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
@@ -106,46 +121,34 @@ INVOCATIONS_BODY = {
 }
 
 
-def error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+class Unavailable(Exception):
+    """A request the endpoint cannot take now: a 503 with ``Retry-After``."""
+
+    def __init__(self, code: str, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.code, self.message, self.retry_after_s = code, message, retry_after_s
 
 
-class BodyLimit:
-    """413 for a POST whose Content-Length, or whose bytes as they arrive, pass ``max_bytes``."""
+def model_name(artifact_dir: Path | str) -> str:
+    """The name the v2 routes use: the job's folder name for a job's ``model/`` folder, else the folder's own."""
+    folder = Path(artifact_dir).resolve()
+    return folder.parent.name if folder.name == "model" and folder.parent.name else folder.name
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
-            return await self.app(scope, receive, send)
-        too_large = error(413, "body_too_large", f"the body is over the limit of {self.max_bytes:,} bytes")
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            return await too_large(scope, receive, send)
-        seen, refused = 0, False
+def warm_up(predictor: Predictor, batch_sizes: list[int]) -> None:
+    """One model call at every batch size the batcher makes, so that the first requests do not pay for the
+    runtime's first runs and memory plans (ONNX Runtime plans per input shape)."""
+    import torch
 
-        async def counting_receive() -> Message:
-            nonlocal seen, refused
-            message = await receive()
-            if message["type"] == "http.request" and not refused:
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    refused = True
-                    await too_large(scope, receive, send)
-                    return {"type": "http.disconnect"}
-            return message
+    size = predictor.input_size
+    for n in batch_sizes:
+        predictor.predict_batch(torch.zeros(n, 3, size, size))
 
-        async def guarded_send(message: Message) -> None:
-            if not refused:  # the 413 is already out: drop whatever the app answers to the cut-off body
-                await send(message)
 
-        try:
-            await self.app(scope, counting_receive, guarded_send)
-        except Exception:
-            if not refused:
-                raise
+async def until_disconnected(request: Request) -> None:
+    """Return once the client has gone. Only after the body has been read: this takes the request's messages."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 class Observe:
@@ -176,28 +179,54 @@ class Observe:
 def create_app(artifact_dir: Path | str, settings: ServeSettings | None = None, endpoint: Endpoint | None = None):
     """The app for the artifact in ``artifact_dir``; tests may pass a ready ``endpoint`` instead of loading one."""
     settings = settings or ServeSettings()
+    name = settings.model_name or model_name(artifact_dir)
+
+    async def load() -> None:
+        started = time.perf_counter()
+        try:
+            ep = endpoint or await asyncio.to_thread(
+                Endpoint.load, artifact_dir, settings.runtime, settings.endpoint_options(), settings.precision
+            )
+            await asyncio.to_thread(warm_up, ep.predictor, batcher.allowed_sizes)
+        except Exception as exc:  # the server stays up to say so: liveness fails, and a probe restarts it
+            log.exception("the model in %s failed to load", artifact_dir)
+            app.state.load_error = f"the model failed to load ({type(exc).__name__}: {exc})"
+            return
+        app.state.endpoint = ep
+        app.state.ready.set()
+        log.info(
+            "serving %s (%s, %s), ready in %.1f s",
+            artifact_dir,
+            ep.predictor.artifact.info.backbone,
+            ep.predictor.engine.describe(),
+            time.perf_counter() - started,
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        ep = endpoint or await asyncio.to_thread(
-            Endpoint.load, artifact_dir, settings.runtime, settings.endpoint_options(), settings.precision
-        )
-        batcher = DynamicBatcher(
-            ep.predictor.predict_batch, settings.max_batch_size, settings.max_wait_ms, metrics.observe_batch
-        )
-        app.state.endpoint, app.state.batcher = ep, batcher
+        app.state.ready, app.state.load_error, app.state.in_flight = asyncio.Event(), None, 0
         async with batcher:
-            log.info(
-                "serving %s (%s, %s)", artifact_dir, ep.predictor.artifact.info.backbone, ep.predictor.engine.describe()
-            )
-            yield
+            loading = asyncio.create_task(load(), name="kennel-load-model")
+            try:
+                yield
+            finally:
+                loading.cancel()
 
-    app = FastAPI(title="kennel endpoint", summary="Dog breeds (or your classes) from a photo", lifespan=lifespan)
-    metrics = ServeMetrics(lambda: app.state.batcher.depth if hasattr(app.state, "batcher") else 0)
-    app.state.settings, app.state.metrics = settings, metrics
+    # FastAPIOffline: /docs and /redoc with Swagger UI and ReDoc from the package, so they work offline.
+    app = FastAPIOffline(title="kennel endpoint", summary=SUMMARY, lifespan=lifespan)
+    metrics = ServeMetrics(lambda: batcher.depth, lambda: getattr(app.state, "in_flight", 0))
+    # The model is looked up at each call: it loads after the batcher starts, and tests swap run_batch.
+    batcher = DynamicBatcher(
+        lambda batch: app.state.endpoint.predictor.predict_batch(batch),
+        settings.max_batch_size,
+        settings.max_wait_ms,
+        metrics.observe_batch,
+    )
+    app.state.settings, app.state.metrics, app.state.batcher = settings, metrics, batcher
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(Observe, metrics=metrics)  # outermost: it also counts the 413s of BodyLimit
+    app.add_middleware(Linger)  # outside every early answer (413, 401, 503): each is read by the client
+    app.add_middleware(Observe, metrics=metrics)  # outermost: it also counts the answers of the others
 
     @app.exception_handler(InputError)
     async def input_error(request: Request, exc: InputError) -> JSONResponse:
@@ -216,9 +245,15 @@ def create_app(artifact_dir: Path | str, settings: ServeSettings | None = None, 
         metrics.errors.labels(code).inc()
         return error(exc.status_code, code, str(exc.detail))
 
+    @app.exception_handler(Unavailable)
+    async def unavailable(request: Request, exc: Unavailable) -> JSONResponse:
+        metrics.errors.labels(exc.code).inc()
+        return error(503, exc.code, exc.message, headers={"Retry-After": str(exc.retry_after_s)})
+
     @app.exception_handler(BatcherStopped)
     async def stopped(request: Request, exc: BatcherStopped) -> JSONResponse:
-        return error(503, "unavailable", str(exc))
+        metrics.errors.labels("unavailable").inc()
+        return error(503, "unavailable", str(exc), headers={"Retry-After": "5"})
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -226,12 +261,50 @@ def create_app(artifact_dir: Path | str, settings: ServeSettings | None = None, 
         metrics.errors.labels("internal").inc()
         return error(500, "internal", f"{type(exc).__name__}: the server failed on this request")
 
-    async def answer(request: Request, prepare, *args: Any) -> dict[str, Any]:
+    async def ready_endpoint(request: Request) -> Endpoint:
+        """The endpoint once the model is loaded; a request that comes earlier waits (within its timeout)."""
+        state = request.app.state
+        if state.load_error is not None:
+            raise Unavailable("unavailable", state.load_error, retry_after_s=30)
+        await state.ready.wait()
+        return state.endpoint
+
+    async def admitted(request: Request, work: Callable[[], Awaitable[Any]]) -> Any:
+        """``work`` for one prediction request: refused past ``max_queue``, a 503 past the request timeout, and
+        dropped (the model never sees it) if the client goes away before its answer."""
+        state = request.app.state
+        if state.in_flight >= settings.max_queue:
+            raise Unavailable("overloaded", f"the endpoint has {settings.max_queue} requests in hand; retry shortly")
+        state.in_flight += 1
+        try:
+            return await asyncio.wait_for(work(), settings.request_timeout_s)
+        except asyncio.TimeoutError:
+            limit = settings.request_timeout_s
+            raise Unavailable("timeout", f"no answer within the request timeout of {limit:g} s; retry later") from None
+        finally:
+            state.in_flight -= 1
+
+    async def answer(request: Request, prepare: Callable[..., Prepared], *args: Any) -> dict[str, Any]:
         started = time.perf_counter()
-        ep: Endpoint = request.app.state.endpoint
-        prepared: Prepared = await asyncio.to_thread(prepare, *args)
-        outputs = await request.app.state.batcher.submit(prepared.tensor)
-        return await asyncio.to_thread(ep.respond, outputs, prepared, started)
+        ep = await ready_endpoint(request)
+
+        async def predict() -> dict[str, Any]:
+            prepared: Prepared = await asyncio.to_thread(prepare, ep, *args)
+            outputs = await batcher.submit(prepared.tensor)
+            return await asyncio.to_thread(ep.respond, outputs, prepared, started)
+
+        prediction = asyncio.ensure_future(predict())
+        gone = asyncio.ensure_future(until_disconnected(request))
+        try:
+            await asyncio.wait({prediction, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not prediction.done():  # the client left, or the request timed out: the batcher skips it
+                prediction.cancel()
+        if not prediction.done():
+            metrics.errors.labels("client_gone").inc()
+            return error(499, "client_gone", "the client closed the connection before the answer")
+        return prediction.result()
 
     @app.post(
         "/invocations",
@@ -239,31 +312,83 @@ def create_app(artifact_dir: Path | str, settings: ServeSettings | None = None, 
         responses={200: {"model": Answer}, **ERRORS},
         openapi_extra=INVOCATIONS_BODY,
     )
-    async def invocations(request: Request, top_k: str | None = None) -> dict[str, Any]:
-        body = b"".join([chunk async for chunk in request.stream()])
-        ep: Endpoint = request.app.state.endpoint
-        return await answer(request, ep.prepare, body, request.headers.get("content-type"), top_k)
+    async def invocations(request: Request, top_k: str | None = None) -> Any:
+        async def work() -> Any:
+            body = b"".join([chunk async for chunk in request.stream()])
+            return await answer(request, Endpoint.prepare, body, request.headers.get("content-type"), top_k)
+
+        return await admitted(request, work)
 
     @app.post(
         "/predict",
         summary="Predict from an uploaded file (multipart field 'file')",
         responses={200: {"model": Answer}, **ERRORS},
     )
-    async def predict(request: Request, file: UploadFile = File(...), top_k: str | None = Form(None)) -> dict[str, Any]:
-        body = await file.read()
-        ep: Endpoint = request.app.state.endpoint
-        content_type = (
-            file.content_type if file.content_type not in (None, "application/octet-stream") else "image/jpeg"
-        )
-        return await answer(request, ep.prepare, body, content_type, top_k or request.query_params.get("top_k"))
+    async def predict(request: Request, file: UploadFile = File(...), top_k: str | None = Form(None)) -> Any:
+        files = (await request.form()).getlist("file")
+        if len(files) != 1:
+            raise InputError(400, "bad_request", f"send one photo in the form field 'file', not {len(files)}")
 
-    @app.get("/ping", summary="Health check (SageMaker)")
-    async def ping(request: Request) -> dict[str, str]:
-        return {"status": "ok"}
+        async def work() -> Any:
+            body = await file.read()
+            content_type = (
+                file.content_type if file.content_type not in (None, "application/octet-stream") else "image/jpeg"
+            )
+            k = top_k or request.query_params.get("top_k")
+            return await answer(request, Endpoint.prepare, body, content_type, k)
+
+        return await admitted(request, work)
+
+    def readiness(request: Request) -> JSONResponse:
+        ready = request.app.state.ready.is_set()
+        body: dict[str, Any] = {"ready": ready}
+        if not ready:
+            body["reason"] = request.app.state.load_error or "the model is loading"
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/ping", summary="Health check (SageMaker): 200 once the model can serve")
+    async def ping(request: Request) -> JSONResponse:
+        response = readiness(request)
+        return JSONResponse({"status": "ok" if response.status_code == 200 else "loading"}, response.status_code)
+
+    @app.get("/v2/health/live", summary="Liveness (Open Inference Protocol): the server runs")
+    async def live(request: Request) -> JSONResponse:
+        failed = request.app.state.load_error
+        return JSONResponse({"live": failed is None, **({"reason": failed} if failed else {})}, 503 if failed else 200)
+
+    @app.get("/v2/health/ready", summary="Readiness (Open Inference Protocol): the model is loaded and warm")
+    async def ready(request: Request) -> JSONResponse:
+        return readiness(request)
+
+    @app.get("/v2", summary="Server metadata (Open Inference Protocol)")
+    async def server_metadata() -> dict[str, Any]:
+        return {"name": "kennel", "version": kennel.__version__, "extensions": []}
+
+    def named(model: str) -> None:
+        if model != name:
+            raise StarletteHTTPException(404, f"no model {model!r} here; this endpoint serves {name!r}")
+
+    @app.get("/v2/models/{model}", summary="Model metadata (Open Inference Protocol)")
+    async def model_metadata(request: Request, model: str) -> dict[str, Any]:
+        named(model)
+        ep = await ready_endpoint(request)
+        size, classes = ep.predictor.input_size, len(ep.predictor.class_names)
+        return {
+            "name": name,
+            "versions": [],
+            "platform": ep.predictor.runtime,
+            "inputs": [{"name": "image", "datatype": "FP32", "shape": [-1, 3, size, size]}],
+            "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, classes]}],
+        }
+
+    @app.get("/v2/models/{model}/ready", summary="Model readiness (Open Inference Protocol)")
+    async def model_ready(request: Request, model: str) -> JSONResponse:
+        named(model)
+        return readiness(request)
 
     @app.get("/model", summary="Classes, backbone, metrics and preprocessing of the model served")
-    async def model(request: Request) -> dict[str, Any]:
-        return request.app.state.endpoint.model_info()
+    async def model_info(request: Request) -> dict[str, Any]:
+        return {"name": name, **(await ready_endpoint(request)).model_info()}
 
     @app.get("/metrics", summary="Prometheus metrics")
     async def prometheus() -> Response:

@@ -11,11 +11,14 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
 class ServeMetrics:
-    """Requests by route and status, errors by code, request latency, batch sizes, model time and queue depth."""
+    """Requests by route and status, errors by code, request latency, batch sizes, model time, queue depth and the
+    prediction requests in hand."""
 
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self, queue_depth: Callable[[], float] = lambda: 0) -> None:
+    def __init__(
+        self, queue_depth: Callable[[], float] = lambda: 0, in_flight: Callable[[], float] = lambda: 0
+    ) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("kennel_requests", "HTTP requests answered", ["route", "status"], registry=r)
@@ -29,6 +32,8 @@ class ServeMetrics:
         )
         self.queue_depth = Gauge("kennel_queue_depth", "requests waiting for a batch", registry=r)
         self.queue_depth.set_function(queue_depth)
+        self.in_flight = Gauge("kennel_in_flight", "prediction requests in hand (at most --max-queue)", registry=r)
+        self.in_flight.set_function(in_flight)
 
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)
