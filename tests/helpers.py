@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 # A job that trains in seconds: the tiny backbone from scratch, nothing sent to MLflow, no ONNX export.
 TINY = {"model.backbone": "tiny", "model.pretrained": False, "tracking": False, "export_onnx": False}
+# The base URL for a TestClient of the endpoint: a loopback server answers only Host names of loopback.
+LOOPBACK = "http://127.0.0.1:8080"
 # The classes of the shared ``artifact_dir`` fixture (conftest.py).
 ARTIFACT_CLASSES = ["Akita", "Beagle", "Boxer", "Collie", "Dachshund", "Pug"]
 

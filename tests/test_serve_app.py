@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
-from helpers import ARTIFACT_CLASSES, encode, wait_until
+from helpers import ARTIFACT_CLASSES, LOOPBACK, encode, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -33,7 +33,7 @@ def photo(seed: int = 0, size: tuple[int, int] = (80, 60)) -> Image.Image:
 @pytest.fixture(scope="module")
 def client(artifact_dir: Path):
     settings = ServeSettings(max_body_bytes=200_000, max_pixels=1_000_000, max_wait_ms=20)
-    with TestClient(create_app(artifact_dir, settings)) as client:
+    with TestClient(create_app(artifact_dir, settings), base_url=LOOPBACK) as client:
         yield client
 
 
@@ -224,7 +224,7 @@ def test_ping_model_docs_and_metrics(client: TestClient) -> None:
 
 def test_concurrent_requests_share_batches(artifact_dir: Path) -> None:
     settings = ServeSettings(max_wait_ms=50, max_batch_size=16)
-    with TestClient(create_app(artifact_dir, settings)) as client:
+    with TestClient(create_app(artifact_dir, settings), base_url=LOOPBACK) as client:
         bodies = [encode(photo(i)) for i in range(12)]
         alone = [post(client, body, top_k=6).json()["predictions"] for body in bodies]
         batcher = client.app.state.batcher
@@ -264,7 +264,7 @@ def test_sagemaker_functions_round_trip(artifact_dir: Path, tmp_path: Path) -> N
     result = json.loads(answer)
     assert content_type == "application/json" and set(result) == KEYS
     settings = ServeSettings(max_wait_ms=0)
-    with TestClient(create_app(artifact_dir, settings)) as client:
+    with TestClient(create_app(artifact_dir, settings), base_url=LOOPBACK) as client:
         served = post(client, body).json()
     assert [p["label"] for p in result["predictions"]] == [p["label"] for p in served["predictions"]]
     assert all(
@@ -283,7 +283,9 @@ def test_sagemaker_functions_round_trip(artifact_dir: Path, tmp_path: Path) -> N
 
 
 def test_a_failing_model_answers_json_500_and_recovers(artifact_dir: Path) -> None:
-    with TestClient(create_app(artifact_dir, ServeSettings(max_wait_ms=0)), raise_server_exceptions=False) as client:
+    with TestClient(
+        create_app(artifact_dir, ServeSettings(max_wait_ms=0)), base_url=LOOPBACK, raise_server_exceptions=False
+    ) as client:
         batcher = client.app.state.batcher
         working = batcher.run_batch
 

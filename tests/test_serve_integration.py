@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import shared_data
 from fastapi.testclient import TestClient
+from helpers import LOOPBACK
 
 from kennel.artifact import save_artifact
 from kennel.models import create_model, get_backbone
@@ -40,7 +41,7 @@ def test_dog_verdict_on_dogs_and_not_dogs(tmp_path: Path) -> None:
         if folder.name not in NOISY
         for photo in sorted(folder.iterdir())[:PER_CLASS]
     ]
-    with TestClient(create_app(artifact, ServeSettings(max_wait_ms=0))) as client:
+    with TestClient(create_app(artifact, ServeSettings(max_wait_ms=0)), base_url=LOOPBACK) as client:
         found = {name: rates(client, sorted((not_dogs_root / name).iterdir())) for name in ("cat", "human", "other")}
         found["dogs"] = rates(client, dogs)
     print(f"(dog, face) rates: {found}, on {len(dogs)} dogs10 test photos")

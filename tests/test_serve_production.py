@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 from fastapi.testclient import TestClient
-from helpers import encode, wait_until
+from helpers import LOOPBACK, encode, wait_until
 from PIL import Image
+from test_client import running
 
-from kennel.localhost import free_port
 from kennel.serve import app as serving
 from kennel.serve.app import ServeSettings, create_app
 
@@ -64,7 +64,7 @@ def test_liveness_at_once_readiness_only_once_the_model_is_warm(artifact_dir: Pa
         assert warming.wait(30)
 
     monkeypatch.setattr(serving, "warm_up", slow_warm_up)
-    with TestClient(create_app(artifact_dir, ServeSettings(max_batch_size=8))) as client:
+    with TestClient(create_app(artifact_dir, ServeSettings(max_batch_size=8)), base_url=LOOPBACK) as client:
         assert client.get("/v2/health/live").json() == {"live": True}
         loading = client.get("/v2/health/ready")
         assert loading.status_code == 503 and loading.json()["ready"] is False
@@ -82,7 +82,7 @@ def test_liveness_at_once_readiness_only_once_the_model_is_warm(artifact_dir: Pa
 
 def test_a_model_that_fails_to_load_fails_liveness_and_says_why(tmp_path: Path) -> None:
     (tmp_path / "model").mkdir()
-    with TestClient(create_app(tmp_path / "model")) as client:
+    with TestClient(create_app(tmp_path / "model"), base_url=LOOPBACK) as client:
         wait_until(lambda: client.get("/v2/health/live").status_code == 503, "liveness failing")
         live = client.get("/v2/health/live").json()
         assert live["live"] is False and "failed to load" in live["reason"]
@@ -93,7 +93,7 @@ def test_a_model_that_fails_to_load_fails_liveness_and_says_why(tmp_path: Path) 
 
 def test_v2_metadata_names_the_model_and_its_shapes(artifact_dir: Path) -> None:
     settings = ServeSettings(model_name="dogs")
-    with TestClient(create_app(artifact_dir, settings)) as client:
+    with TestClient(create_app(artifact_dir, settings), base_url=LOOPBACK) as client:
         meta = client.get("/v2/models/dogs").json()
         size = meta["inputs"][0]["shape"][-1]
         assert meta["name"] == "dogs" and meta["inputs"][0]["shape"] == [-1, 3, size, size] and size > 0
@@ -111,7 +111,7 @@ def test_a_job_model_folder_is_named_after_its_job(tmp_path: Path) -> None:
 
 
 def test_past_max_queue_a_503_with_retry_after_counted_in_metrics(artifact_dir: Path) -> None:
-    with TestClient(create_app(artifact_dir, ServeSettings(max_queue=2, max_wait_ms=0))) as client:
+    with TestClient(create_app(artifact_dir, ServeSettings(max_queue=2, max_wait_ms=0)), base_url=LOOPBACK) as client:
         post(client)  # loaded and warm
         with gated(client) as gate, ThreadPoolExecutor(2) as pool:
             held = [pool.submit(post, client) for _ in range(2)]
@@ -128,7 +128,7 @@ def test_past_max_queue_a_503_with_retry_after_counted_in_metrics(artifact_dir: 
 
 def test_past_the_request_timeout_a_503_and_the_model_never_sees_what_timed_out(artifact_dir: Path) -> None:
     settings = ServeSettings(request_timeout_s=1.0, max_wait_ms=0, max_batch_size=1)
-    with TestClient(create_app(artifact_dir, settings)) as client:
+    with TestClient(create_app(artifact_dir, settings), base_url=LOOPBACK) as client:
         post(client)
         with gated(client) as gate, ThreadPoolExecutor(2) as pool:
             first = pool.submit(post, client)
@@ -144,7 +144,7 @@ def test_past_the_request_timeout_a_503_and_the_model_never_sees_what_timed_out(
 
 
 def test_two_files_in_one_upload_are_refused(artifact_dir: Path) -> None:
-    with TestClient(create_app(artifact_dir)) as client:
+    with TestClient(create_app(artifact_dir), base_url=LOOPBACK) as client:
         files = [("file", ("a.jpg", PHOTO, "image/jpeg")), ("file", ("b.jpg", PHOTO, "image/jpeg"))]
         refused = client.post("/predict", files=files)
         assert refused.status_code == 400 and "one photo" in refused.json()["error"]["message"]
@@ -152,7 +152,7 @@ def test_two_files_in_one_upload_are_refused(artifact_dir: Path) -> None:
 
 
 def test_docs_load_their_scripts_from_the_endpoint_not_a_cdn(artifact_dir: Path) -> None:
-    with TestClient(create_app(artifact_dir)) as client:
+    with TestClient(create_app(artifact_dir), base_url=LOOPBACK) as client:
         for page in ("/docs", "/redoc"):
             html = client.get(page).text
             assert "cdn." not in html and "https://" not in html.split("<body")[0]
@@ -160,23 +160,6 @@ def test_docs_load_their_scripts_from_the_endpoint_not_a_cdn(artifact_dir: Path)
             assert scripts, f"{page} loads no script"
             for script in scripts:
                 assert script.startswith("/") and client.get(script).status_code == 200, script
-
-
-@contextmanager
-def running(app) -> Iterator[int]:
-    """``app`` under uvicorn in a thread, on a free port."""
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, "the server started", timeout=20)
-    try:
-        yield port
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def raw_request(port: int, path: str = "/invocations", body: bytes = PHOTO) -> socket.socket:
@@ -191,8 +174,8 @@ def test_a_request_whose_client_left_is_dropped_before_the_model(artifact_dir: P
     import httpx
 
     app = create_app(artifact_dir, ServeSettings(max_wait_ms=0, max_batch_size=1))
-    with running(app) as port:
-        url = f"http://127.0.0.1:{port}"
+    with running(app) as url:
+        port = int(url.rsplit(":", 1)[1])
         wait_until(lambda: httpx.get(f"{url}/v2/health/ready").status_code == 200, "the model ready")
         batcher = app.state.batcher
         working = batcher.run_batch

@@ -68,12 +68,13 @@ def read_photo(photo: PhotoInput) -> bytes:
 class EndpointClient:
     """Talks to one endpoint at ``url`` (``http://host:port``); safe to share between threads."""
 
-    def __init__(self, url: str, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, timeout: float = 30.0, token: str | None = None) -> None:
         url = url.strip().rstrip("/")
         if "://" not in url:
             url = f"http://{url}"
         self.url = url
         self.timeout = timeout
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}  # kennel serve's bearer token
         self._local = threading.local()  # one requests.Session (connection pool) per thread
 
     def __repr__(self) -> str:
@@ -84,6 +85,7 @@ class EndpointClient:
         session = getattr(self._local, "session", None)
         if session is None:
             session = self._local.session = requests.Session()
+            session.headers.update(self._headers)
         return session
 
     def _request(self, method: str, route: str, **kwargs: Any) -> requests.Response:

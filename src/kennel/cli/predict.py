@@ -139,10 +139,10 @@ class _Local:
 class _Remote:
     """Answers from a running endpoint."""
 
-    def __init__(self, url: str, timeout: float, concurrency: int) -> None:
+    def __init__(self, url: str, timeout: float, concurrency: int, token: str | None = None) -> None:
         from kennel.client import EndpointClient
 
-        self.client = EndpointClient(url, timeout=timeout)
+        self.client = EndpointClient(url, timeout=timeout, token=token)
         self.concurrency = concurrency
         self.client.ping()  # fail early and clearly when nothing listens there
         self.classes: list[str] | None = self._classes()
@@ -153,7 +153,12 @@ class _Remote:
 
         try:
             return list(self.client.model_info()["class_names"])
-        except (EndpointError, KeyError, TypeError):
+        except EndpointError as exc:
+            if exc.status == 401:  # every photo would be refused alike: say so once
+                hint = "give it with --token or $KENNEL_TOKEN"
+                raise UsageError(f"--endpoint {self.client.url}: {exc.message}; {hint}") from None
+            return None
+        except (KeyError, TypeError):
             return None
 
     def answers(self, files: list[Path], top_k: int) -> Iterator[dict[str, Any] | Exception]:
@@ -235,6 +240,9 @@ def predict_command(
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
     concurrency: int = typer.Option(4, "--concurrency", min=1, help="requests in flight with --endpoint"),
     timeout: float = typer.Option(30.0, "--timeout", help="seconds to wait for the endpoint per request"),
+    token: str = typer.Option(
+        None, "--token", envvar="KENNEL_TOKEN", show_envvar=False, help="the endpoint's bearer token [$KENNEL_TOKEN]"
+    ),
     runtime: str = typer.Option(
         "auto",
         "--runtime",
@@ -255,7 +263,10 @@ def predict_command(
     files = [random_photo(random_from, seed)] if random_from is not None else expand_photos(photos or [])
     if not files:
         raise UsageError("no photos: give photo files or folders, or --random-from DIR")
-    backend = _Remote(endpoint, timeout, concurrency) if folder is None else _Local(folder, runtime, device, precision)
+    if folder is None:
+        backend: _Remote | _Local = _Remote(endpoint, timeout, concurrency, token)
+    else:
+        backend = _Local(folder, runtime, device, precision)
     shown, errors = console(), console(stderr=True)
     if out is not None:
         if batch_transform(backend, files, top_k, out, shown, errors):

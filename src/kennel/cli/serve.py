@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from kennel import serve_defaults as defaults
@@ -74,9 +76,23 @@ def serve_command(
     header_timeout: float = typer.Option(
         defaults.HEADER_TIMEOUT_S, min=0.001, help="seconds a connection may take to send its request headers"
     ),
+    token: str = typer.Option(
+        None, help="bearer token callers must send (default $KENNEL_TOKEN; made and stored when not on loopback)"
+    ),
+    token_file: Path = typer.Option(None, help="read the bearer token from this file (a mounted secret)"),
+    no_auth: bool = typer.Option(False, "--no-auth", help="serve without a token, even to other machines"),
+    allowed_host: list[str] = typer.Option(
+        [], help="another Host name a loopback server answers (besides localhost, 127.0.0.1, [::1]); repeatable"
+    ),
+    cors: list[str] = typer.Option([], help="an origin whose pages may call the endpoint (CORS); repeatable"),
     graceful_s: int = typer.Option(10, help="seconds to finish in-flight requests on shutdown"),
 ) -> None:
-    """Serve a model over HTTP: POST /invocations or /predict, GET /ping, /model, /metrics, /docs."""
+    """Serve a model over HTTP: POST /invocations or /predict, GET /ping, /v2/health/*, /model, /metrics, /docs.
+
+    On loopback (the default) no token is needed, and only requests for a loopback Host name are answered. On any
+    other address every call but the health checks needs Authorization: Bearer TOKEN; see README, "Serving in
+    production"."""
+    import json
     import os
 
     import uvicorn
@@ -84,10 +100,13 @@ def serve_command(
 
     from kennel.predictor import Predictor
     from kennel.serve.app import ServeSettings
+    from kennel.serve.guard import check_origins
     from kennel.serve.protocol import HeaderTimeoutProtocol
+    from kennel.serve.tokens import is_loopback, resolve_token
     from kennel.validation import one_line
 
     folder = resolve_model(model)
+    bearer = resolve_token(host, token=token, token_file=token_file, no_auth=no_auth)
     try:
         settings = ServeSettings(
             max_body_bytes=int(max_body_mb * 1_000_000),
@@ -101,6 +120,10 @@ def serve_command(
             max_queue=max_queue,
             request_timeout_s=request_timeout,
             header_timeout_s=header_timeout,
+            host=host,
+            token=bearer.value,
+            allowed_hosts=allowed_host,
+            cors_origins=check_origins(cors),
         )
     except ValidationError as exc:
         raise UsageError(one_line(exc, name=lambda loc: "--" + "-".join(loc).replace("_", "-"))) from None
@@ -109,9 +132,19 @@ def serve_command(
     engine = Predictor.load(folder, runtime=settings.runtime, precision=settings.precision).engine
     # Workers are separate processes: they rebuild the app from the environment (see serve_factory).
     os.environ["KENNEL_SERVE_ARTIFACT"] = str(folder)
-    for name, value in settings.model_dump().items():
-        os.environ[f"KENNEL_SERVE_{name.upper()}"] = str(value)
+    for name, value in settings.model_dump(mode="json", exclude={"token"}).items():
+        os.environ[f"KENNEL_SERVE_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+    os.environ.pop("KENNEL_SERVE_TOKEN", None)
+    if bearer.value is not None:
+        os.environ["KENNEL_SERVE_TOKEN"] = bearer.value
     typer.echo(f"serving {folder} on http://{host}:{port} with {engine.label} (docs at /docs)", err=True)
+    if bearer.generated:  # the only time it is shown
+        typer.echo(f"token (stored in {bearer.path}, mode 0600): {bearer.value}", err=True)
+    elif bearer.value is not None:
+        where = f" from {bearer.path}" if bearer.path else f" ({bearer.source})"
+        typer.echo(f"callers need Authorization: Bearer with the token{where}", err=True)
+    elif not is_loopback(host):
+        typer.echo(f"warning: --no-auth: anyone who can reach {host}:{port} can call every route", err=True)
     uvicorn.run(
         "kennel.cli.serve:serve_factory",
         factory=True,

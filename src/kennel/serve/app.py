@@ -23,7 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -33,9 +33,11 @@ from kennel import serve_defaults as defaults
 from kennel.predictor import Predictor
 from kennel.serve import Endpoint, EndpointOptions, FaceSearch, Prepared
 from kennel.serve.batcher import BatcherStopped, DynamicBatcher
+from kennel.serve.guard import guard_stack
 from kennel.serve.inputs import InputError
 from kennel.serve.limits import BodyLimit, Linger, error
 from kennel.serve.metrics import ServeMetrics
+from kennel.serve.tokens import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,12 @@ class ServeSettings(BaseSettings):
     request_timeout_s: float = Field(defaults.REQUEST_TIMEOUT_S, gt=0)
     header_timeout_s: float = Field(defaults.HEADER_TIMEOUT_S, gt=0)
     model_name: str = ""  # the name of the v2 routes; the job's (or the model folder's) when empty
+    # Who may call (kennel.serve.guard): the address bound (a loopback one turns the Host check on), the bearer
+    # token (None: none), the extra Host names a loopback server answers, and the origins CORS allows.
+    host: str = defaults.HOST
+    token: SecretStr | None = None
+    allowed_hosts: list[str] = []
+    cors_origins: list[str] = []
 
     def endpoint_options(self) -> EndpointOptions:
         return EndpointOptions(self.max_pixels, self.top_k, self.dog_threshold, self.faces)
@@ -225,6 +233,14 @@ def create_app(artifact_dir: Path | str, settings: ServeSettings | None = None, 
     app.state.settings, app.state.metrics, app.state.batcher = settings, metrics, batcher
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    guards = guard_stack(
+        token=settings.token.get_secret_value() if settings.token is not None else None,
+        loopback=is_loopback(settings.host),
+        allowed_hosts=settings.allowed_hosts,
+        cors_origins=settings.cors_origins,
+    )
+    for middleware, args, kwargs in reversed(guards):  # add_middleware puts each outside the ones before
+        app.add_middleware(middleware, *args, **kwargs)
     app.add_middleware(Linger)  # outside every early answer (413, 401, 503): each is read by the client
     app.add_middleware(Observe, metrics=metrics)  # outermost: it also counts the answers of the others
 

@@ -29,7 +29,11 @@ def error(status: int, code: str, message: str, headers: dict[str, str] | None =
 
 
 def header(scope: Scope, name: bytes) -> bytes | None:
-    return dict(scope["headers"]).get(name)
+    """The first value of header ``name`` (lower case), or None."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value
+    return None
 
 
 def content_length(scope: Scope) -> int | None:
