@@ -18,9 +18,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.security import HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field, SecretStr
@@ -127,6 +128,12 @@ INVOCATIONS_BODY = {
         },
     }
 }
+
+
+# Declares the token in the OpenAPI document, so that /docs has an Authorize button; kennel.serve.guard checks it.
+TOKEN = [
+    Depends(HTTPBearer(auto_error=False, description="the endpoint's token, when it has one (kennel serve --token)"))
+]
 
 
 class Unavailable(Exception):
@@ -327,6 +334,7 @@ def create_app(artifact_dir: Path | str, settings: ServeSettings | None = None, 
         summary="Predict from the photo's bytes, or JSON {image: base64, top_k}",
         responses={200: {"model": Answer}, **ERRORS},
         openapi_extra=INVOCATIONS_BODY,
+        dependencies=TOKEN,
     )
     async def invocations(request: Request, top_k: str | None = None) -> Any:
         async def work() -> Any:
@@ -339,6 +347,7 @@ def create_app(artifact_dir: Path | str, settings: ServeSettings | None = None, 
         "/predict",
         summary="Predict from an uploaded file (multipart field 'file')",
         responses={200: {"model": Answer}, **ERRORS},
+        dependencies=TOKEN,
     )
     async def predict(request: Request, file: UploadFile = File(...), top_k: str | None = Form(None)) -> Any:
         files = (await request.form()).getlist("file")
@@ -376,7 +385,7 @@ def create_app(artifact_dir: Path | str, settings: ServeSettings | None = None, 
     async def ready(request: Request) -> JSONResponse:
         return readiness(request)
 
-    @app.get("/v2", summary="Server metadata (Open Inference Protocol)")
+    @app.get("/v2", summary="Server metadata (Open Inference Protocol)", dependencies=TOKEN)
     async def server_metadata() -> dict[str, Any]:
         return {"name": "kennel", "version": kennel.__version__, "extensions": []}
 
@@ -384,7 +393,7 @@ def create_app(artifact_dir: Path | str, settings: ServeSettings | None = None, 
         if model != name:
             raise StarletteHTTPException(404, f"no model {model!r} here; this endpoint serves {name!r}")
 
-    @app.get("/v2/models/{model}", summary="Model metadata (Open Inference Protocol)")
+    @app.get("/v2/models/{model}", summary="Model metadata (Open Inference Protocol)", dependencies=TOKEN)
     async def model_metadata(request: Request, model: str) -> dict[str, Any]:
         named(model)
         ep = await ready_endpoint(request)
@@ -397,16 +406,16 @@ def create_app(artifact_dir: Path | str, settings: ServeSettings | None = None, 
             "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, classes]}],
         }
 
-    @app.get("/v2/models/{model}/ready", summary="Model readiness (Open Inference Protocol)")
+    @app.get("/v2/models/{model}/ready", summary="Model readiness (Open Inference Protocol)", dependencies=TOKEN)
     async def model_ready(request: Request, model: str) -> JSONResponse:
         named(model)
         return readiness(request)
 
-    @app.get("/model", summary="Classes, backbone, metrics and preprocessing of the model served")
+    @app.get("/model", summary="Classes, backbone, metrics and preprocessing of the model served", dependencies=TOKEN)
     async def model_info(request: Request) -> dict[str, Any]:
         return {"name": name, **(await ready_endpoint(request)).model_info()}
 
-    @app.get("/metrics", summary="Prometheus metrics")
+    @app.get("/metrics", summary="Prometheus metrics", dependencies=TOKEN)
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type=metrics.content_type)
 
