@@ -16,28 +16,26 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
+from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
-from fastapi.security import HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
-from pydantic import BaseModel, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import kennel
-from kennel import serve_defaults as defaults
 from kennel.predictor import Predictor
-from kennel.serve import Endpoint, EndpointOptions, FaceSearch, Prepared
+from kennel.serve import Endpoint, Prepared
 from kennel.serve.batcher import BatcherStopped, DynamicBatcher
 from kennel.serve.guard import guard_stack
 from kennel.serve.inputs import InputError
 from kennel.serve.limits import BodyLimit, Linger, error
 from kennel.serve.metrics import ServeMetrics
+from kennel.serve.schema import ERRORS, INVOCATIONS_BODY, TOKEN, Answer
+from kennel.serve.settings import ServeSettings
 from kennel.serve.tokens import is_loopback
 
 log = logging.getLogger(__name__)
@@ -46,94 +44,6 @@ STATIC = Path(__file__).parent / "static"
 SUMMARY = "Dog breeds (or your classes) from a photo"
 HEALTH = ("/ping", "/v2/health/live", "/v2/health/ready")
 ROUTES = frozenset({"/invocations", "/predict", *HEALTH, "/model", "/metrics", "/", "/v2"})
-
-
-class ServeSettings(BaseSettings):
-    """Endpoint settings; each can also come from ``KENNEL_SERVE_<NAME>`` in the environment."""
-
-    model_config = SettingsConfigDict(env_prefix="KENNEL_SERVE_")
-
-    max_body_bytes: int = defaults.MAX_BODY_BYTES
-    max_pixels: int = defaults.MAX_PIXELS
-    max_batch_size: int = defaults.MAX_BATCH_SIZE
-    max_wait_ms: float = defaults.MAX_WAIT_MS
-    top_k: int = defaults.TOP_K
-    runtime: str = defaults.RUNTIME  # an inference backend, a runtime, or auto (kennel.inference)
-    precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = defaults.PRECISION
-    dog_threshold: float = defaults.DOG_THRESHOLD
-    faces: FaceSearch = defaults.FACES
-    max_queue: int = Field(defaults.MAX_QUEUE, ge=1)
-    request_timeout_s: float = Field(defaults.REQUEST_TIMEOUT_S, gt=0)
-    header_timeout_s: float = Field(defaults.HEADER_TIMEOUT_S, gt=0)
-    model_name: str = ""  # the name of the v2 routes; the job's (or the model folder's) when empty
-    # Who may call (kennel.serve.guard): the address bound (a loopback one turns the Host check on), the bearer
-    # token (None: none), the extra Host names a loopback server answers, and the origins CORS allows.
-    host: str = defaults.HOST
-    token: SecretStr | None = None
-    allowed_hosts: list[str] = []
-    cors_origins: list[str] = []
-
-    def endpoint_options(self) -> EndpointOptions:
-        return EndpointOptions(self.max_pixels, self.top_k, self.dog_threshold, self.faces)
-
-
-class Label(BaseModel):
-    label: str
-    probability: float
-    index: int
-
-
-class Answer(BaseModel):
-    """What ``/invocations`` and ``/predict`` answer (``available: false`` marks a verdict that could not be made)."""
-
-    predictions: list[Label]
-    dog: dict[str, float | bool] = Field(examples=[{"is_dog": True, "score": 0.97}])
-    human_face: dict[str, int | bool] = Field(examples=[{"found": False, "count": 0, "searched": False}])
-    model: dict[str, str | int] = Field(examples=[{"backbone": "tf_efficientnet_lite0", "classes": 133}])
-    latency_ms: float
-
-
-class ErrorBody(BaseModel):
-    code: str
-    message: str
-
-
-class Error(BaseModel):
-    error: ErrorBody
-
-
-ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": Error, "description": text}
-    for status, text in {
-        400: "empty body, corrupt image, bad base64 or JSON, bad top_k",
-        413: "body over the size limit",
-        415: "content type not accepted, or the bytes are not an image",
-        422: "too many pixels, extreme aspect ratio, or an animated image",
-        503: "overloaded, timed out, or the model is not serving yet (see Retry-After)",
-    }.items()
-}
-_BINARY = {"schema": {"type": "string", "format": "binary"}}
-INVOCATIONS_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            **{kind: _BINARY for kind in ("image/jpeg", "image/png", "image/webp", "image/gif", "application/x-image")},
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["image"],
-                    "properties": {"image": {"type": "string", "format": "base64"}, "top_k": {"type": "integer"}},
-                }
-            },
-        },
-    }
-}
-
-
-# Declares the token in the OpenAPI document, so that /docs has an Authorize button; kennel.serve.guard checks it.
-TOKEN = [
-    Depends(HTTPBearer(auto_error=False, description="the endpoint's token, when it has one (kennel serve --token)"))
-]
 
 
 class Unavailable(Exception):

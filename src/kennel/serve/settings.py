@@ -1,0 +1,41 @@
+"""``kennel serve``'s settings, parsed once: from the command line, or from ``KENNEL_SERVE_<NAME>`` variables in
+each worker process the server starts."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from kennel import serve_defaults as defaults
+from kennel.serve import EndpointOptions, FaceSearch
+
+
+class ServeSettings(BaseSettings):
+    """Endpoint settings; each can also come from ``KENNEL_SERVE_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="KENNEL_SERVE_")
+
+    max_body_bytes: int = defaults.MAX_BODY_BYTES
+    max_pixels: int = defaults.MAX_PIXELS
+    max_batch_size: int = defaults.MAX_BATCH_SIZE
+    max_wait_ms: float = defaults.MAX_WAIT_MS
+    top_k: int = defaults.TOP_K
+    runtime: str = defaults.RUNTIME  # an inference backend, a runtime, or auto (kennel.inference)
+    precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = defaults.PRECISION
+    dog_threshold: float = defaults.DOG_THRESHOLD
+    faces: FaceSearch = defaults.FACES
+    max_queue: int = Field(defaults.MAX_QUEUE, ge=1)
+    request_timeout_s: float = Field(defaults.REQUEST_TIMEOUT_S, gt=0)
+    header_timeout_s: float = Field(defaults.HEADER_TIMEOUT_S, gt=0)
+    model_name: str = ""  # the name of the v2 routes; the job's (or the model folder's) when empty
+    # Who may call (kennel.serve.guard): the address bound (a loopback one turns the Host check on), the bearer
+    # token (None: none), the extra Host names a loopback server answers, and the origins CORS allows.
+    host: str = defaults.HOST
+    token: SecretStr | None = None
+    allowed_hosts: list[str] = []
+    cors_origins: list[str] = []
+
+    def endpoint_options(self) -> EndpointOptions:
+        return EndpointOptions(self.max_pixels, self.top_k, self.dog_threshold, self.faces)
