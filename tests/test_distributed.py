@@ -145,6 +145,29 @@ def test_when_one_rank_fails_the_job_says_which_and_why(dataset: Path, kennel_ho
     assert record.error.startswith("rank 1: ImageError") and broken.name in record.error
 
 
+@pytest.mark.slow
+def test_a_two_process_job_a_rule_stops_exits_3_like_one_process(dataset: Path, kennel_home: Path):
+    """torchrun takes a rank's exit 3 for a failure: rank 0 exits 0 and the launcher exits 3 from the record."""
+    rule = {
+        "debug.imports": ["stopping_rule"],  # tests/stopping_rule.py, found by the ranks through PYTHONPATH
+        "debug.rules.StopsHighLearningRates.lr_above": 0.1,
+        "optim.warmup_epochs": 0,  # the first step runs at the full rate
+        "optim.lr": 0.3,
+    }
+    command = [sys.executable, "-m", "kennel", "train", "--data", str(dataset), *_flags({**BASE, **rule})]
+    command += ["--processes", "2", "--name", "ruled"]
+    tests = str(Path(__file__).parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 3, _failure(done.stderr)
+    job = load_job("ruled")
+    assert job.status == "stopped" and job.stop_reason.startswith("debugger rule StopsHighLearningRates")
+    assert "Traceback" not in done.stderr and "ChildFailedError" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"stopped by debugger rule StopsHighLearningRates (exit 3); `kennel debug {job.id}` shows why"
+    )
+
+
 def test_the_global_batch_must_split_evenly(dataset: Path, monkeypatch: pytest.MonkeyPatch):
     from kennel.config import ConfigError
 

@@ -180,3 +180,26 @@ def test_the_demo_tune_step_runs_a_short_study_and_writes_its_page(
     record = load_study_record(run.study)
     assert record.status == "completed" and sum(record.counts.values()) == 2
     assert (kennel_home / "studies" / run.study / "report.html").is_file()
+
+
+def test_weights_that_cannot_be_had_fail_in_one_line_before_a_study_exists(
+    dataset: Path, space: Path, kennel_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As `kennel train` does: a backbone whose weights are neither cached nor downloadable (no network) is a
+    request it cannot use, said once, not a study whose every trial fails."""
+    from kennel.models import weights
+
+    def no_network(spec):
+        raise OSError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(weights, "available_offline", lambda spec: None)  # whatever this machine has cached
+    monkeypatch.setattr(weights, "_torchvision_download", no_network)
+    monkeypatch.setattr(weights, "_timm_download", no_network)
+    result = kennel("tune", "--data", dataset, "--space", space, "--study", "offline", "--no-tracking", "-n", "1",
+                    "--set", "model.backbone=resnet18")  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: no weights for 'resnet18' offline and the download failed")
+    assert not (kennel_home / "studies").exists() or not list((kennel_home / "studies").iterdir())
+    assert list_jobs() == []

@@ -4,12 +4,12 @@ registered backend runs a backbone's frozen forward pass here: the figures ``aut
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import typer
 
 from kennel.cli.app import app
+from kennel.cli.output import ListingFormat, format_option, listing_format
 from kennel.errors import UsageError
 
 CALIBRATION = (16, 4)  # generated batches x photos: int8's speed does not depend on which photos set its ranges
@@ -93,36 +93,65 @@ def _rows(graph, device, remeasure: bool) -> tuple[list[dict[str, Any]], bool]:
     return sorted(rows, key=lambda row: -(row["photos_per_s"] or 0)), bool(missing)
 
 
-def _print(report: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    console = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 140)
+def _facts(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """What the figures were taken on: the CPU, libraries, devices, backbone, int8 calibration, and when."""
     libraries = ", ".join(f"{name} {version}" for name, version in report["libraries"].items())
     when = f"{report['measured'][:16].replace('T', ' ')} UTC"
     if report.get("load") is not None:
         when += f", load average {report['load']:.1f} on {report['facts']['cores']} cores"
-    for key, value in [
+    return [
         ("CPU", report["cpu"]),
         ("libraries", libraries + ("" if "openvino" in libraries else " (no openvino)")),
         ("devices", ", ".join(report["devices"]) + f"; timed on {report['device']}"),
         ("backbone", f"{report['model']} @{report['input_size']}, {report['weights']}"),
         ("int8", f"calibrated on {report['calibration']}"),
         ("figures", f"measured now ({when})" if report["measured_now"] else f"stored {when} (--measure: again)"),
-    ]:
-        console.print(f"[bold]{key:<10}[/bold] {escape(value)}", highlight=False)
-    table = Table(title=f"photos/s of the forward pass, batch {report['batch_size']}", title_justify="left")
-    for column in ("auto", "backend", "runtime", "precision", "photos/s, or why it cannot run here"):
-        table.add_column(column, overflow="fold")  # a long word (a provider's name) wraps, never cut to "…"
-    for row in report["backends"]:
-        speed = f"{row['photos_per_s']:,.0f}" if row["photos_per_s"] else f"[dim]{escape(row['reason'])}[/dim]"
-        cells = ("★" if row["auto"] else "", row["backend"], row["runtime"], row["precision"], speed)
-        table.add_row(*cells, style="bold green" if row["auto"] else None)
-    console.print(table)
-    console.print(
-        "★ auto: the fastest here. A training job keeps int8 only if valid top-1 loses ≤ 0.5 points.", highlight=False
-    )
+    ]
+
+
+def _star(auto: bool) -> str:
+    return "★" if auto else ""
+
+
+def _chosen_style(auto: bool) -> str | None:
+    return "bold green" if auto else None
+
+
+def backends_listing(report: dict[str, Any]):
+    """One row per backend, fastest first: auto's choice, its runtime and precision, and its photos/s here or
+    why it cannot run here."""
+    from kennel.cli.tables import Column, Listing
+
+    columns = [
+        # The backend first: a narrow terminal stacks each row under its first column's value.
+        Column("backend", rank=0, breaks=""),
+        Column("auto", "★", rank=0, show=_star, style=_chosen_style),  # the caption says what ★ means
+        Column("runtime", rank=2, breaks=""),  # the backend's name says it, and mostly its precision too
+        Column("precision", rank=1, breaks=""),
+        Column("photos_per_s", "photos/s", rank=0, show=lambda s: f"{s:,.0f}" if s else "-", justify="right"),
+        Column("reason", "or why it cannot run here", rank=0, show=lambda r: r or "", style=lambda r: "dim"),
+        Column("summary", in_table=False),
+    ]
+    caption = "★ auto: the fastest here. A training job keeps int8 only if valid top-1 loses ≤ 0.5 points."
+    title = f"photos/s of the forward pass, batch {report['batch_size']}"
+    return Listing(title, columns, report["backends"], caption=caption, see_all="--format tsv shows them")
+
+
+def _print(report: dict[str, Any], fmt: str) -> None:
+    """The facts, then the backends: a table fitted to the terminal, or TSV on stdout with the facts on
+    stderr, where a person piping the table still reads them."""
+    from kennel.cli.output import console, print_listing
+
+    if fmt == "table":
+        from rich.markup import escape
+
+        out = console()
+        for key, value in _facts(report):
+            out.print(f"[bold]{key:<10}[/bold] {escape(value)}", highlight=False)
+    else:
+        for key, value in _facts(report):
+            typer.echo(f"{key:<10} {value}", err=True)
+    print_listing(backends_listing(report), fmt)
 
 
 @app.command("doctor")
@@ -131,11 +160,14 @@ def doctor_command(
     measure: bool = typer.Option(False, "--measure", help="time every backend again, even where figures are stored"),
     data: str = typer.Option(None, "--data", metavar="DIR", help="calibrate int8 on this dataset's train split"),
     device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto (CUDA when present), cpu or cuda"),
-    as_json: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of tables (the same as --format json)"),
+    fmt: ListingFormat | None = format_option(),
 ) -> None:
     """How fast each inference backend runs a backbone here, and the one `auto` would choose.
 
     Prints the CPU (model, cores, instruction sets), libraries and devices, then each backend's photos/s or why not.
+
+    Piped, the backends are TSV on stdout and the lines about the machine go to stderr.
 
     Figures stored for this machine are reused (training jobs choose by them); --measure times every backend again.
 
@@ -145,6 +177,7 @@ def doctor_command(
     from kennel.inference import choice, machine
     from kennel.job import resolve_device
 
+    fmt = listing_format(fmt, as_json)
     if device not in ("auto", "cpu", "cuda"):
         raise UsageError(f"unknown device {device!r}; choose auto, cpu or cuda")
     target = resolve_device(device)
@@ -168,7 +201,7 @@ def doctor_command(
         "backends": rows,
         "auto": next((row["backend"] for row in rows if row["auto"]), None),
     }
-    if as_json:
+    if fmt == "json":
         typer.echo(json.dumps(report, indent=2))
     else:
-        _print(report)
+        _print(report, fmt)

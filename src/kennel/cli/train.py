@@ -109,6 +109,7 @@ def train_command(
     from kennel.distributed import from_environment
     from kennel.home import use_tracking_uri
     from kennel.job import resume, train
+    from kennel.launch import tell_launcher
 
     use_tracking_uri(tracking_uri)
     launching = bool(processes or gpus) and not print_config
@@ -171,11 +172,22 @@ def train_command(
         typer.echo(json.dumps(record.to_dict(), default=str))
     if record.status not in ("completed", "stopped"):
         raise typer.Exit(1)
+    if from_environment().distributed and tell_launcher(record.path):
+        return  # torchrun would take exit 3 for a failed rank: the launcher reads the record and exits 3 itself
+    code = _rule_exit(record)
+    if code:
+        raise typer.Exit(code)
+
+
+def _rule_exit(record) -> int:
+    """:data:`STOPPED_BY_RULE`, naming the rule and the command that shows why, when a rule stopped the job;
+    else 0."""
     stopped_by = _stopping_rule(record)
-    if stopped_by is not None:
-        rule, command = stopped_by
-        typer.secho(f"stopped by {rule} (exit {STOPPED_BY_RULE}); `kennel {command} {record.id}` shows why", err=True)
-        raise typer.Exit(STOPPED_BY_RULE)
+    if stopped_by is None:
+        return 0
+    rule, command = stopped_by
+    typer.secho(f"stopped by {rule} (exit {STOPPED_BY_RULE}); `kennel {command} {record.id}` shows why", err=True)
+    return STOPPED_BY_RULE
 
 
 def _stopping_rule(record) -> tuple[str, str] | None:
@@ -202,9 +214,11 @@ def _resumed_config(ref: str):
 
 def _launch(config, processes: int | None, gpus: int | None, device_flag: str | None) -> int:
     """Run this same command under torchrun with one process per GPU (``--gpus``) or ``--processes`` of them;
-    returns torchrun's exit status. What would fail in every rank fails here, once, as a ConfigError."""
+    returns the exit status one process would have: torchrun's, or 3 when a rule stopped the job. What would
+    fail in every rank fails here, once, as a ConfigError."""
     import subprocess
     import sys
+    import tempfile
 
     import torch
 
@@ -212,7 +226,8 @@ def _launch(config, processes: int | None, gpus: int | None, device_flag: str | 
     from kennel.distributed import Ranks, per_rank_batch
     from kennel.job import resolve_device
     from kennel.job.build import fetch_job_weights
-    from kennel.launch import process_env, torchrun_command, without_options
+    from kennel.jobs import load_job
+    from kennel.launch import launched_job, process_env, torchrun_command, without_options
 
     if processes and gpus and processes != gpus:
         raise ConfigError(f"--processes {processes} and --gpus {gpus} disagree; give one of them")
@@ -236,11 +251,15 @@ def _launch(config, processes: int | None, gpus: int | None, device_flag: str | 
         argv += ["--device", "cuda"]
     command = torchrun_command(argv, count)
     typer.echo(f"launching {count} training processes: {' '.join(command[1:])}", err=True)
-    process = subprocess.Popen(command, env=process_env(count, cuda))
-    try:
-        return process.wait()
-    except KeyboardInterrupt:
-        # Ctrl-C reached torchrun too, which stops the ranks; rank 0 has marked the job stopped.
-        process.wait()
-        typer.secho("stopped; `kennel train --resume latest` continues from the last finished epoch", err=True)
-        return 130
+    with tempfile.TemporaryDirectory(prefix="kennel-launch-") as folder:
+        job_file = Path(folder) / "job"
+        process = subprocess.Popen(command, env=process_env(count, cuda, job_file))
+        try:
+            code = process.wait()
+        except KeyboardInterrupt:
+            # Ctrl-C reached torchrun too, which stops the ranks; rank 0 has marked the job stopped.
+            process.wait()
+            typer.secho("stopped; `kennel train --resume latest` continues from the last finished epoch", err=True)
+            return 130
+        job = launched_job(job_file) if code == 0 else None
+    return _rule_exit(load_job(job)) if job is not None else code
