@@ -18,7 +18,7 @@ from helpers import LOOPBACK, encode, wait_until
 from PIL import Image
 from test_client import running
 
-from kennel.serve import app as serving
+from kennel.serve import slot
 from kennel.serve.app import ServeSettings, create_app
 
 PHOTO = encode(Image.new("RGB", (64, 48), (200, 120, 30)))
@@ -63,7 +63,7 @@ def test_liveness_at_once_readiness_only_once_the_model_is_warm(artifact_dir: Pa
         warmed_sizes.extend(sizes)
         assert warming.wait(30)
 
-    monkeypatch.setattr(serving, "warm_up", slow_warm_up)
+    monkeypatch.setattr(slot, "warm_up", slow_warm_up)
     with TestClient(create_app(artifact_dir, ServeSettings(max_batch_size=8)), base_url=LOOPBACK) as client:
         assert client.get("/v2/health/live").json() == {"live": True}
         loading = client.get("/v2/health/ready")
@@ -106,8 +106,8 @@ def test_v2_metadata_names_the_model_and_its_shapes(artifact_dir: Path) -> None:
 
 
 def test_a_job_model_folder_is_named_after_its_job(tmp_path: Path) -> None:
-    assert serving.model_name(tmp_path / "20261201-1200-lite0" / "model") == "20261201-1200-lite0"
-    assert serving.model_name(tmp_path / "exported") == "exported"
+    assert slot.model_name(tmp_path / "20261201-1200-lite0" / "model") == "20261201-1200-lite0"
+    assert slot.model_name(tmp_path / "exported") == "exported"
 
 
 def test_past_max_queue_a_503_with_retry_after_counted_in_metrics(artifact_dir: Path) -> None:
@@ -115,7 +115,7 @@ def test_past_max_queue_a_503_with_retry_after_counted_in_metrics(artifact_dir: 
         post(client)  # loaded and warm
         with gated(client) as gate, ThreadPoolExecutor(2) as pool:
             held = [pool.submit(post, client) for _ in range(2)]
-            wait_until(lambda: client.app.state.in_flight == 2, "two requests in hand")
+            wait_until(lambda: "kennel_in_flight 2.0" in client.get("/metrics").text, "two requests in hand")
             refused = post(client)
             assert refused.status_code == 503 and refused.json()["error"]["code"] == "overloaded"
             assert refused.headers["retry-after"] == "1"
@@ -196,3 +196,36 @@ def test_a_request_whose_client_left_is_dropped_before_the_model(artifact_dir: P
             gate.open()
             batcher.run_batch = working
     assert gate.images == 1
+
+
+def test_a_reload_switches_models_while_requests_are_in_flight_and_none_fails(tmp_path: Path) -> None:
+    import shutil
+
+    from helpers import tiny_artifact
+
+    folder = tiny_artifact(tmp_path / "model", ["Akita", "Beagle"])
+    newer = tiny_artifact(tmp_path / "newer", ["Corgi", "Dingo", "Eskimo"], seed=1)
+    with TestClient(create_app(folder, ServeSettings(max_wait_ms=2)), base_url=LOOPBACK) as client:
+        assert post(client).status_code == 200
+        stop, answers = threading.Event(), []
+
+        def keep_asking() -> None:
+            while not stop.is_set():
+                answers.append(post(client))
+
+        with ThreadPoolExecutor(4) as pool:
+            askers = [pool.submit(keep_asking) for _ in range(4)]
+            wait_until(lambda: len(answers) >= 8, "requests before the switch")
+            shutil.rmtree(folder)
+            shutil.copytree(newer, folder)  # a new model in the same place, as a retrained job leaves it
+            switched = client.post("/reload")
+            assert switched.status_code == 200, switched.text
+            before = len(answers)
+            wait_until(lambda: len(answers) >= before + 8, "requests after the switch")
+            stop.set()
+            for asker in askers:
+                asker.result(30)
+        assert [a.status_code for a in answers] == [200] * len(answers)
+        labels = [{p["label"] for p in a.json()["predictions"]} for a in answers]
+        assert labels[0] <= {"Akita", "Beagle"} and labels[-1] <= {"Corgi", "Dingo", "Eskimo"}
+        assert client.get("/model").json()["class_names"] == ["Corgi", "Dingo", "Eskimo"]

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -24,18 +26,17 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import kennel
-from kennel.predictor import Predictor
 from kennel.serve import Endpoint, Prepared
 from kennel.serve.batcher import BatcherStopped, DynamicBatcher
 from kennel.serve.guard import guard_stack
 from kennel.serve.inputs import InputError
-from kennel.serve.limits import BodyLimit, Linger, error
-from kennel.serve.metrics import ServeMetrics
+from kennel.serve.limits import BodyLimit, Linger, Unavailable, error
+from kennel.serve.metrics import Observe, ServeMetrics
 from kennel.serve.schema import ERRORS, INVOCATIONS_BODY, TOKEN, Answer
 from kennel.serve.settings import ServeSettings
+from kennel.serve.slot import Loaded, ModelSlot, Source, resolve_source
 from kennel.serve.tokens import is_loopback
 
 log = logging.getLogger(__name__)
@@ -43,31 +44,7 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 SUMMARY = "Dog breeds (or your classes) from a photo"
 HEALTH = ("/ping", "/v2/health/live", "/v2/health/ready")
-ROUTES = frozenset({"/invocations", "/predict", *HEALTH, "/model", "/metrics", "/", "/v2"})
-
-
-class Unavailable(Exception):
-    """A request the endpoint cannot take now: a 503 with ``Retry-After``."""
-
-    def __init__(self, code: str, message: str, retry_after_s: int = 1) -> None:
-        super().__init__(message)
-        self.code, self.message, self.retry_after_s = code, message, retry_after_s
-
-
-def model_name(artifact_dir: Path | str) -> str:
-    """The name the v2 routes use: the job's folder name for a job's ``model/`` folder, else the folder's own."""
-    folder = Path(artifact_dir).resolve()
-    return folder.parent.name if folder.name == "model" and folder.parent.name else folder.name
-
-
-def warm_up(predictor: Predictor, batch_sizes: list[int]) -> None:
-    """One model call at every batch size the batcher makes, so that the first requests do not pay for the
-    runtime's first runs and memory plans (ONNX Runtime plans per input shape)."""
-    import torch
-
-    size = predictor.input_size
-    for n in batch_sizes:
-        predictor.predict_batch(torch.zeros(n, 3, size, size))
+ROUTES = frozenset({"/invocations", "/predict", *HEALTH, "/model", "/metrics", "/", "/v2", "/reload"})
 
 
 async def until_disconnected(request: Request) -> None:
@@ -76,78 +53,93 @@ async def until_disconnected(request: Request) -> None:
         pass
 
 
-class Observe:
-    """Counts every HTTP answer by route and status and times it."""
-
-    def __init__(self, app: ASGIApp, metrics: ServeMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        started, status = time.perf_counter(), 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            route = scope["path"] if scope["path"] in ROUTES else "other"
-            self.metrics.observe_request(route, status, time.perf_counter() - started)
-
-
 def create_app(artifact_dir: Path | str, settings: ServeSettings | None = None, endpoint: Endpoint | None = None):
-    """The app for the artifact in ``artifact_dir``; tests may pass a ready ``endpoint`` instead of loading one."""
+    """The app for the model at ``artifact_dir`` (a folder, or a registry URI ``models:/NAME@ALIAS``); tests may
+    pass a ready ``endpoint`` to serve first instead of loading one."""
     settings = settings or ServeSettings()
-    name = settings.model_name or model_name(artifact_dir)
+    ref = settings.model_ref or str(artifact_dir)
+    metrics = ServeMetrics(lambda: slot.current.batcher.depth if slot.current else 0, lambda: in_flight)
+    in_flight = 0
 
-    async def load() -> None:
+    def make_batcher(ep: Endpoint) -> DynamicBatcher:
+        return DynamicBatcher(
+            ep.predictor.predict_batch, settings.max_batch_size, settings.max_wait_ms, metrics.observe_batch
+        )
+
+    slot = ModelSlot(make_batcher)
+
+    async def load(first: Endpoint | None = None) -> tuple[Endpoint, Source]:
+        source = await asyncio.to_thread(resolve_source, ref, settings.model_name)
+        options = settings.endpoint_options()
+        ep = first or await asyncio.to_thread(
+            Endpoint.load, source.folder, settings.runtime, options, settings.precision
+        )
+        return ep, source
+
+    async def switch(event: str, first: Endpoint | None = None) -> Loaded:
         started = time.perf_counter()
-        try:
-            ep = endpoint or await asyncio.to_thread(
-                Endpoint.load, artifact_dir, settings.runtime, settings.endpoint_options(), settings.precision
-            )
-            await asyncio.to_thread(warm_up, ep.predictor, batcher.allowed_sizes)
-        except Exception as exc:  # the server stays up to say so: liveness fails, and a probe restarts it
-            log.exception("the model in %s failed to load", artifact_dir)
-            app.state.load_error = f"the model failed to load ({type(exc).__name__}: {exc})"
-            return
-        app.state.endpoint = ep
-        app.state.ready.set()
+        loaded = await slot.switch(lambda: load(first))
+        app.state.batcher = loaded.batcher  # the current one, for tests and tools
+        info, source = loaded.endpoint.predictor, loaded.source
         log.info(
-            "serving %s (%s, %s), ready in %.1f s",
-            artifact_dir,
-            ep.predictor.artifact.info.backbone,
-            ep.predictor.engine.describe(),
+            "%s %s%s (%s, %s), ready in %.1f s",
+            "serving" if event == "serve" else "switched to",
+            source.name,
+            f" version {source.version}" if source.version else f" from {source.folder}",
+            info.artifact.info.backbone,
+            info.engine.describe(),
             time.perf_counter() - started,
         )
+        if source.uri is not None:
+            await asyncio.to_thread(note_deployment, source, event)
+        return loaded
+
+    async def first_load() -> None:
+        try:
+            await switch("serve", endpoint)
+        except Exception as exc:  # the server stays up to say so: liveness fails, and a probe restarts it
+            log.exception("the model %s failed to load", ref)
+            slot.error = f"the model failed to load ({type(exc).__name__}: {exc})"
+
+    async def reload(event: str = "reload") -> Loaded | None:
+        """Load the model again (a registry alias: the version it names now); keep the current one if it fails."""
+        if event == "follow":
+            source = await asyncio.to_thread(resolve_source, ref, settings.model_name)
+            if slot.current is not None and source.version == slot.current.source.version:
+                return None
+        return await switch(event)
+
+    async def follow() -> None:
+        while True:
+            await asyncio.sleep(settings.follow_interval_s)
+            try:
+                await reload("follow")
+            except Exception:
+                log.exception("following %s: the new version could not be served; the current one goes on", ref)
+
+    def on_sighup() -> None:
+        task = asyncio.ensure_future(reload("reload"))
+        task.add_done_callback(lambda t: t.cancelled() or (t.exception() and log.error("reload: %s", t.exception())))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.ready, app.state.load_error, app.state.in_flight = asyncio.Event(), None, 0
-        async with batcher:
-            loading = asyncio.create_task(load(), name="kennel-load-model")
-            try:
-                yield
-            finally:
-                loading.cancel()
+        tasks = [asyncio.create_task(first_load(), name="kennel-load-model")]
+        if settings.follow_alias:
+            tasks.append(asyncio.create_task(follow(), name="kennel-follow-alias"))
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # main thread, POSIX only
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_sighup)
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+            await slot.close()
 
     # FastAPIOffline: /docs and /redoc with Swagger UI and ReDoc from the package, so they work offline.
     app = FastAPIOffline(title="kennel endpoint", summary=SUMMARY, lifespan=lifespan)
-    metrics = ServeMetrics(lambda: batcher.depth, lambda: getattr(app.state, "in_flight", 0))
-    # The model is looked up at each call: it loads after the batcher starts, and tests swap run_batch.
-    batcher = DynamicBatcher(
-        lambda batch: app.state.endpoint.predictor.predict_batch(batch),
-        settings.max_batch_size,
-        settings.max_wait_ms,
-        metrics.observe_batch,
-    )
-    app.state.settings, app.state.metrics, app.state.batcher = settings, metrics, batcher
+    app.state.settings, app.state.metrics, app.state.slot = settings, metrics, slot
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     guards = guard_stack(
@@ -159,7 +151,7 @@ def create_app(artifact_dir: Path | str, settings: ServeSettings | None = None, 
     for middleware, args, kwargs in reversed(guards):  # add_middleware puts each outside the ones before
         app.add_middleware(middleware, *args, **kwargs)
     app.add_middleware(Linger)  # outside every early answer (413, 401, 503): each is read by the client
-    app.add_middleware(Observe, metrics=metrics)  # outermost: it also counts the answers of the others
+    app.add_middleware(Observe, metrics=metrics, routes=ROUTES)  # outermost: it counts the others' answers too
 
     @app.exception_handler(InputError)
     async def input_error(request: Request, exc: InputError) -> JSONResponse:
@@ -194,50 +186,44 @@ def create_app(artifact_dir: Path | str, settings: ServeSettings | None = None, 
         metrics.errors.labels("internal").inc()
         return error(500, "internal", f"{type(exc).__name__}: the server failed on this request")
 
-    async def ready_endpoint(request: Request) -> Endpoint:
-        """The endpoint once the model is loaded; a request that comes earlier waits (within its timeout)."""
-        state = request.app.state
-        if state.load_error is not None:
-            raise Unavailable("unavailable", state.load_error, retry_after_s=30)
-        await state.ready.wait()
-        return state.endpoint
-
-    async def admitted(request: Request, work: Callable[[], Awaitable[Any]]) -> Any:
-        """``work`` for one prediction request: refused past ``max_queue``, a 503 past the request timeout, and
-        dropped (the model never sees it) if the client goes away before its answer."""
-        state = request.app.state
-        if state.in_flight >= settings.max_queue:
+    async def admitted(work: Callable[[], Awaitable[Any]]) -> Any:
+        """``work`` for one prediction request: refused past ``max_queue``, a 503 past the request timeout."""
+        nonlocal in_flight
+        if in_flight >= settings.max_queue:
             raise Unavailable("overloaded", f"the endpoint has {settings.max_queue} requests in hand; retry shortly")
-        state.in_flight += 1
+        in_flight += 1
         try:
             return await asyncio.wait_for(work(), settings.request_timeout_s)
         except asyncio.TimeoutError:
             limit = settings.request_timeout_s
             raise Unavailable("timeout", f"no answer within the request timeout of {limit:g} s; retry later") from None
         finally:
-            state.in_flight -= 1
+            in_flight -= 1
 
-    async def answer(request: Request, prepare: Callable[..., Prepared], *args: Any) -> dict[str, Any]:
+    async def answer(request: Request, body: bytes, content_type: str | None, top_k: Any) -> Any:
+        """The answer for one photo, from the model current when the request came; dropped (the model never sees
+        it) if the client goes away first."""
         started = time.perf_counter()
-        ep = await ready_endpoint(request)
+        async with slot.use() as loaded:
+            ep = loaded.endpoint
 
-        async def predict() -> dict[str, Any]:
-            prepared: Prepared = await asyncio.to_thread(prepare, ep, *args)
-            outputs = await batcher.submit(prepared.tensor)
-            return await asyncio.to_thread(ep.respond, outputs, prepared, started)
+            async def predict() -> dict[str, Any]:
+                prepared: Prepared = await asyncio.to_thread(ep.prepare, body, content_type, top_k)
+                outputs = await loaded.batcher.submit(prepared.tensor)
+                return await asyncio.to_thread(ep.respond, outputs, prepared, started)
 
-        prediction = asyncio.ensure_future(predict())
-        gone = asyncio.ensure_future(until_disconnected(request))
-        try:
-            await asyncio.wait({prediction, gone}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            gone.cancel()
-            if not prediction.done():  # the client left, or the request timed out: the batcher skips it
-                prediction.cancel()
-        if not prediction.done():
-            metrics.errors.labels("client_gone").inc()
-            return error(499, "client_gone", "the client closed the connection before the answer")
-        return prediction.result()
+            prediction = asyncio.ensure_future(predict())
+            gone = asyncio.ensure_future(until_disconnected(request))
+            try:
+                await asyncio.wait({prediction, gone}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                gone.cancel()
+                if not prediction.done():  # the client left, or the request timed out: the batcher skips it
+                    prediction.cancel()
+            if not prediction.done():
+                metrics.errors.labels("client_gone").inc()
+                return error(499, "client_gone", "the client closed the connection before the answer")
+            return prediction.result()
 
     @app.post(
         "/invocations",
@@ -249,9 +235,9 @@ def create_app(artifact_dir: Path | str, settings: ServeSettings | None = None, 
     async def invocations(request: Request, top_k: str | None = None) -> Any:
         async def work() -> Any:
             body = b"".join([chunk async for chunk in request.stream()])
-            return await answer(request, Endpoint.prepare, body, request.headers.get("content-type"), top_k)
+            return await answer(request, body, request.headers.get("content-type"), top_k)
 
-        return await admitted(request, work)
+        return await admitted(work)
 
     @app.post(
         "/predict",
@@ -266,64 +252,78 @@ def create_app(artifact_dir: Path | str, settings: ServeSettings | None = None, 
 
         async def work() -> Any:
             body = await file.read()
-            content_type = (
-                file.content_type if file.content_type not in (None, "application/octet-stream") else "image/jpeg"
-            )
-            k = top_k or request.query_params.get("top_k")
-            return await answer(request, Endpoint.prepare, body, content_type, k)
+            kind = file.content_type if file.content_type not in (None, "application/octet-stream") else "image/jpeg"
+            return await answer(request, body, kind, top_k or request.query_params.get("top_k"))
 
-        return await admitted(request, work)
+        return await admitted(work)
 
-    def readiness(request: Request) -> JSONResponse:
-        ready = request.app.state.ready.is_set()
+    @app.post(
+        "/reload", summary="Load the model again (a registry alias: the version it names now)", dependencies=TOKEN
+    )
+    async def reload_route() -> dict[str, Any]:
+        try:
+            loaded = await reload("reload")
+        except Exception as exc:
+            message = f"the model could not be loaded again ({exc}); the current one goes on serving"
+            raise Unavailable("reload_failed", message) from None
+        assert loaded is not None
+        return {"serving": loaded.source.describe()}
+
+    def readiness() -> JSONResponse:
+        ready = slot.ready.is_set()
         body: dict[str, Any] = {"ready": ready}
         if not ready:
-            body["reason"] = request.app.state.load_error or "the model is loading"
+            body["reason"] = slot.error or "the model is loading"
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/ping", summary="Health check (SageMaker): 200 once the model can serve")
-    async def ping(request: Request) -> JSONResponse:
-        response = readiness(request)
+    async def ping() -> JSONResponse:
+        response = readiness()
         return JSONResponse({"status": "ok" if response.status_code == 200 else "loading"}, response.status_code)
 
     @app.get("/v2/health/live", summary="Liveness (Open Inference Protocol): the server runs")
-    async def live(request: Request) -> JSONResponse:
-        failed = request.app.state.load_error
+    async def live() -> JSONResponse:
+        failed = slot.error if slot.current is None else None
         return JSONResponse({"live": failed is None, **({"reason": failed} if failed else {})}, 503 if failed else 200)
 
     @app.get("/v2/health/ready", summary="Readiness (Open Inference Protocol): the model is loaded and warm")
-    async def ready(request: Request) -> JSONResponse:
-        return readiness(request)
+    async def ready() -> JSONResponse:
+        return readiness()
 
     @app.get("/v2", summary="Server metadata (Open Inference Protocol)", dependencies=TOKEN)
     async def server_metadata() -> dict[str, Any]:
         return {"name": "kennel", "version": kennel.__version__, "extensions": []}
 
-    def named(model: str) -> None:
-        if model != name:
-            raise StarletteHTTPException(404, f"no model {model!r} here; this endpoint serves {name!r}")
+    async def named(model: str) -> Loaded:
+        async with slot.use() as loaded:
+            if model != loaded.source.name:
+                raise StarletteHTTPException(
+                    404, f"no model {model!r} here; this endpoint serves {loaded.source.name!r}"
+                )
+            return loaded
 
     @app.get("/v2/models/{model}", summary="Model metadata (Open Inference Protocol)", dependencies=TOKEN)
-    async def model_metadata(request: Request, model: str) -> dict[str, Any]:
-        named(model)
-        ep = await ready_endpoint(request)
-        size, classes = ep.predictor.input_size, len(ep.predictor.class_names)
+    async def model_metadata(model: str) -> dict[str, Any]:
+        loaded = await named(model)
+        predictor = loaded.endpoint.predictor
+        size, classes = predictor.input_size, len(predictor.class_names)
         return {
-            "name": name,
-            "versions": [],
-            "platform": ep.predictor.runtime,
+            "name": loaded.source.name,
+            "versions": [loaded.source.version] if loaded.source.version else [],
+            "platform": predictor.runtime,
             "inputs": [{"name": "image", "datatype": "FP32", "shape": [-1, 3, size, size]}],
             "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, classes]}],
         }
 
     @app.get("/v2/models/{model}/ready", summary="Model readiness (Open Inference Protocol)", dependencies=TOKEN)
-    async def model_ready(request: Request, model: str) -> JSONResponse:
-        named(model)
-        return readiness(request)
+    async def model_ready(model: str) -> JSONResponse:
+        await named(model)
+        return readiness()
 
     @app.get("/model", summary="Classes, backbone, metrics and preprocessing of the model served", dependencies=TOKEN)
-    async def model_info(request: Request) -> dict[str, Any]:
-        return {"name": name, **(await ready_endpoint(request)).model_info()}
+    async def model_info() -> dict[str, Any]:
+        async with slot.use() as loaded:
+            return {**loaded.source.describe(), **loaded.endpoint.model_info()}
 
     @app.get("/metrics", summary="Prometheus metrics", dependencies=TOKEN)
     async def prometheus() -> Response:
@@ -338,3 +338,10 @@ def create_app(artifact_dir: Path | str, settings: ServeSettings | None = None, 
     if STATIC.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+def note_deployment(source: Source, event: str) -> None:
+    """A line in the registered model's deployment history (``kennel models history NAME``)."""
+    from kennel.model_registry import record_deployment
+
+    record_deployment(source.name, source.version, source.alias, event, socket.gethostname())

@@ -23,6 +23,14 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 LINGER_S = 10.0
 
 
+class Unavailable(Exception):
+    """A request the endpoint cannot take now: a 503 with ``Retry-After``."""
+
+    def __init__(self, code: str, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.code, self.message, self.retry_after_s = code, message, retry_after_s
+
+
 def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     """The endpoint's one error shape, ``{"error": {"code", "message"}}``."""
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)

@@ -29,6 +29,9 @@ class ServeSettings(BaseSettings):
     max_queue: int = Field(defaults.MAX_QUEUE, ge=1)
     request_timeout_s: float = Field(defaults.REQUEST_TIMEOUT_S, gt=0)
     header_timeout_s: float = Field(defaults.HEADER_TIMEOUT_S, gt=0)
+    model_ref: str = ""  # what a reload loads again: a registry URI (models:/NAME@ALIAS), or the model folder
+    follow_alias: bool = False  # load the version a registry alias names whenever it moves
+    follow_interval_s: float = Field(30.0, gt=0)  # how often the alias is looked up
     model_name: str = ""  # the name of the v2 routes; the job's (or the model folder's) when empty
     # Who may call (kennel.serve.guard): the address bound (a loopback one turns the Host check on), the bearer
     # token (None: none), the extra Host names a loopback server answers, and the origins CORS allows.

@@ -1,0 +1,142 @@
+"""The model an endpoint serves, and the switch to another with no request lost.
+
+A :class:`Loaded` is one model with a batcher of its own, so a batch never mixes two models' inputs (their input
+sizes may differ). :class:`ModelSlot` holds the current one. A request takes the current model for its whole life
+(``async with slot.use() as loaded``). :meth:`ModelSlot.switch` loads and warms up the next model beside the
+current one, then makes it current in one assignment; the old one's batcher stops once every request that took
+it has its answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kennel.predictor import Predictor
+from kennel.serve import Endpoint
+from kennel.serve.batcher import DynamicBatcher
+from kennel.serve.limits import Unavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a model comes from: its folder, and for a registered model its name, version and alias."""
+
+    folder: Path
+    name: str
+    version: str | None = None
+    alias: str | None = None
+    uri: str | None = None  # models:/NAME@ALIAS or models:/NAME/VERSION
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "alias": self.alias}
+
+
+REGISTRY_PREFIX = "models:/"
+
+
+def model_name(folder: Path | str) -> str:
+    """The name of a model folder: its job's for a job's ``model/`` folder, else the folder's own."""
+    folder = Path(folder).resolve()
+    return folder.parent.name if folder.name == "model" and folder.parent.name else folder.name
+
+
+def resolve_source(ref: str | Path, name: str = "") -> Source:
+    """A model folder, or a registry URI (``models:/NAME@ALIAS``, ``models:/NAME/VERSION``) resolved to the
+    version it names now and that version's downloaded folder."""
+    if str(ref).startswith(REGISTRY_PREFIX):
+        from kennel.model_registry import resolve
+
+        found = resolve(str(ref))
+        return Source(found.folder, name or found.name, str(found.version), found.alias, str(ref))
+    return Source(Path(ref), name or model_name(ref))
+
+
+def warm_up(predictor: Predictor, batch_sizes: list[int]) -> None:
+    """One model call at every batch size the batcher makes, so that the first requests do not pay for the
+    runtime's first runs and memory plans (ONNX Runtime plans per input shape)."""
+    import torch
+
+    size = predictor.input_size
+    for n in batch_sizes:
+        predictor.predict_batch(torch.zeros(n, 3, size, size))
+
+
+class Loaded:
+    """One model being served: its endpoint, its batcher, where it came from, and the requests using it."""
+
+    def __init__(self, endpoint: Endpoint, batcher: DynamicBatcher, source: Source) -> None:
+        self.endpoint, self.batcher, self.source = endpoint, batcher, source
+        self.users = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+
+class ModelSlot:
+    """The current :class:`Loaded` model; ``make_batcher`` gives each model its batcher."""
+
+    def __init__(self, make_batcher: Callable[[Endpoint], DynamicBatcher]) -> None:
+        self.make_batcher = make_batcher
+        self.current: Loaded | None = None
+        self.error: str | None = None  # why the first model could not load
+        self.ready = asyncio.Event()
+        self._switching = asyncio.Lock()
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    @contextlib.asynccontextmanager
+    async def use(self) -> AsyncIterator[Loaded]:
+        """The current model, kept for the caller until the block ends; waits while the first model loads."""
+        if self.current is None and self.error is not None:
+            raise Unavailable("unavailable", self.error, retry_after_s=30)
+        await self.ready.wait()
+        loaded = self.current
+        assert loaded is not None
+        loaded.users += 1
+        loaded.idle.clear()
+        try:
+            yield loaded
+        finally:
+            loaded.users -= 1
+            if loaded.users == 0:
+                loaded.idle.set()
+
+    async def switch(self, load: Callable[[], Awaitable[tuple[Endpoint, Source]]]) -> Loaded:
+        """Load the next model with ``load``, warm it up beside the current one, then serve it. If it fails, the
+        current model goes on serving and the error is raised."""
+        async with self._switching:
+            endpoint, source = await load()
+            batcher = self.make_batcher(endpoint)
+            batcher.start()
+            try:
+                await asyncio.to_thread(warm_up, endpoint.predictor, batcher.allowed_sizes)
+            except BaseException:
+                await batcher.stop()
+                raise
+            old, self.current = self.current, Loaded(endpoint, batcher, source)
+            self.error = None
+            self.ready.set()
+            if old is not None:
+                task = asyncio.get_running_loop().create_task(self._retire(old), name="kennel-retire-model")
+                self._retiring.add(task)
+                task.add_done_callback(self._retiring.discard)
+            return self.current
+
+    async def _retire(self, old: Loaded) -> None:
+        await old.idle.wait()  # every request that took the old model has its answer
+        await old.batcher.stop()
+        log.info("stopped serving %s", old.source.describe())
+
+    async def close(self) -> None:
+        """Finish what is queued for the current model and for any being retired, then stop."""
+        if self._retiring:
+            await asyncio.gather(*self._retiring, return_exceptions=True)
+        if self.current is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.current.batcher.stop()
