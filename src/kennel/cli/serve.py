@@ -40,7 +40,9 @@ def check_port(host: str, port: int) -> None:
 
 @app.command("serve")
 def serve_command(
-    model: str = typer.Argument(..., help="model artifact folder, job folder, or job id/name"),
+    model: str = typer.Argument(
+        ..., help="model artifact folder, job folder, job id/name, or a registered model: models:/NAME@ALIAS"
+    ),
     host: str = typer.Option(defaults.HOST, help="address to bind; 0.0.0.0 to accept other machines"),
     port: int = typer.Option(defaults.PORT, help="port to listen on (the default is SageMaker's)"),
     workers: int = typer.Option(1, min=1, help="server processes, each with its own copy of the model"),
@@ -85,13 +87,18 @@ def serve_command(
         [], help="another Host name a loopback server answers (besides localhost, 127.0.0.1, [::1]); repeatable"
     ),
     cors: list[str] = typer.Option([], help="an origin whose pages may call the endpoint (CORS); repeatable"),
+    follow_alias: bool = typer.Option(
+        False, "--follow-alias", help="with models:/NAME@ALIAS: serve the version the alias names whenever it moves"
+    ),
+    follow_interval: float = typer.Option(30, min=0.1, help="seconds between looks at the alias (--follow-alias)"),
     graceful_s: int = typer.Option(10, help="seconds to finish in-flight requests on shutdown"),
 ) -> None:
     """Serve a model over HTTP: POST /invocations or /predict, GET /ping, /v2/health/*, /model, /metrics, /docs.
 
     On loopback (the default) no token is needed, and only requests for a loopback Host name are answered. On any
     other address every call but the health checks needs Authorization: Bearer TOKEN; see README, "Serving in
-    production"."""
+    production". POST /reload or SIGHUP loads the model again (a registry alias: the version it names now) beside
+    the one serving, and switches with no request lost."""
     import json
     import os
 
@@ -105,6 +112,8 @@ def serve_command(
     from kennel.serve.tokens import is_loopback, resolve_token
     from kennel.validation import one_line
 
+    if follow_alias and not (model.startswith("models:/") and "@" in model):
+        raise UsageError(f"--follow-alias follows a registry alias: give models:/NAME@ALIAS, not {model!r}")
     folder = resolve_model(model)
     bearer = resolve_token(host, token=token, token_file=token_file, no_auth=no_auth)
     try:
@@ -124,6 +133,9 @@ def serve_command(
             token=bearer.value,
             allowed_hosts=allowed_host,
             cors_origins=check_origins(cors),
+            model_ref=model if model.startswith("models:/") else str(folder),
+            follow_alias=follow_alias,
+            follow_interval_s=follow_interval,
         )
     except ValidationError as exc:
         raise UsageError(one_line(exc, name=lambda loc: "--" + "-".join(loc).replace("_", "-"))) from None
