@@ -251,6 +251,12 @@ def predict_command(
     ),
     precision: str = typer.Option("auto", help="auto, fp32, bf16 or int8 (with --model)"),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
+    explain: bool = typer.Option(
+        False,
+        "--explain",
+        help="one photo with --model: also write where the model looked (Grad-CAM) as a PNG, "
+        "to --out or ./NAME-explained.png",
+    ),
 ) -> None:
     """Predict the top classes of photos with a trained model (--model) or a running endpoint (--endpoint).
 
@@ -263,6 +269,13 @@ def predict_command(
     files = [random_photo(random_from, seed)] if random_from is not None else expand_photos(photos or [])
     if not files:
         raise UsageError("no photos: give photo files or folders, or --random-from DIR")
+    if explain:
+        if folder is None or len(files) != 1:
+            raise UsageError("--explain takes one photo and --model (it runs the model's PyTorch weights)")
+        from kennel.cli.explain_cli import explain_command_output
+
+        explain_command_output(folder, files[0], out, top_k, device)
+        return
     if folder is None:
         backend: _Remote | _Local = _Remote(endpoint, timeout, concurrency, token)
     else:

@@ -4,10 +4,9 @@ debugger, the profiler) adds its own with :func:`add_section` when its report mo
 
 from __future__ import annotations
 
-from typing import Any
-
 from kennel.report import plots
 from kennel.report.data import MissingInput, ReportData
+from kennel.report.gallery import build_gallery
 from kennel.report.section import Section, render_template, when
 
 MAX_CONFUSION_CLASSES = 30  # beyond this many classes the heatmap shows those most involved in mistakes
@@ -86,11 +85,10 @@ def confused_pairs(data: ReportData) -> str:
 
 def mistakes(data: ReportData) -> str:
     result = data.need_evaluation()
-    cards: list[dict[str, Any]] = []
-    for mistake in result.mistakes[:MAX_GALLERY]:
-        file = mistake.get("file")
-        cards.append({**mistake, "png": plots.thumbnail_png(file) if file else None})
-    return render_template("mistakes.html", cards=cards, total=len(result.mistakes))
+    gallery = build_gallery(data, result.mistakes[:MAX_GALLERY])
+    return render_template(
+        "mistakes.html", cards=gallery.cards, total=len(result.mistakes), looked_note=gallery.looked_note
+    )
 
 
 SECTIONS: list[Section] = [

@@ -1,0 +1,284 @@
+"""Where the model looked: a Grad-CAM heatmap of an artifact's PyTorch model, mapped back onto the photo.
+
+Grad-CAM comes from the ``grad-cam`` package (pytorch-grad-cam). It takes any module and the layers to explain,
+and averages the CAMs of several layers once each is resized to the input and scaled to 0..1, which is what a
+fused backbone needs: one layer per member, each member's say counted alike (the head standardises the members'
+features to one scale, so none dominates the prediction either). kennel adds what the library cannot know:
+
+- which layer to explain: each backbone's last feature map, found by running the model once (the last module whose
+  output is a 4-D map larger than 1x1, so the pooling is passed over), for any registered backbone;
+- the model without its test-time augmentation (a flip or five crops would run the layer several times per
+  forward, and Grad-CAM pairs one activation with one gradient); the class and probability still come from the
+  whole model, as the endpoint serves it;
+- where the model's input crop lies in the photo: the heatmap has the photo's size, zero outside the crop.
+
+The model runs with gradients, so this needs the artifact's PyTorch weights, not its ONNX file.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from kennel.artifact import Artifact, load_artifact, read_info
+from kennel.data.images import to_rgb
+from kennel.errors import Failure
+from kennel.models.classifier import TTA, Classifier
+from kennel.models.fusion import Fusion
+from kennel.preprocessing import Preprocessing
+
+if TYPE_CHECKING:
+    from kennel.predictor import Predictor
+
+ALPHA = 0.45  # how much of the colour map covers the photo
+COLORMAP = "inferno"  # dark where the model did not look (and outside its crop), bright yellow where it did
+DISPLAY_SIDE = 1024  # longest side of the PNGs made for people (the CLI, the endpoint): the crop is a few hundred px
+METHODS = ("gradcam", "gradcam++", "hirescam", "layercam")  # pytorch-grad-cam classes, see _cam_class
+
+
+class ExplainError(Failure):
+    """A model that cannot be explained here (no feature map, no ``grad-cam`` package); the message says why."""
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Where the model looked for class ``class_index``: ``heatmap`` is ``[H, W]`` in 0..1 at the photo's size
+    (1 where it looked most; 0 where it did not, and outside the crop the model sees)."""
+
+    heatmap: np.ndarray
+    class_index: int
+    label: str
+    probability: float  # of ``class_index``, from the whole model (test-time augmentation included)
+    ranking: list[tuple[str, float]]  # every class with its probability, likewise, most probable first
+
+
+def last_feature_maps(features: nn.Module, input_size: int) -> list[nn.Module]:
+    """The module giving each backbone's last feature map: one for a single backbone, one per member of a fused
+    one. Found by running ``features`` once on a blank input, since backbones name their last block differently."""
+    members = list(features.members) if isinstance(features, Fusion) else [features]
+    fired: list[tuple[nn.Module, tuple[int, ...]]] = []
+
+    def record(module: nn.Module, _inputs, output) -> None:
+        if isinstance(output, torch.Tensor):
+            fired.append((module, tuple(output.shape)))
+
+    handles = [module.register_forward_hook(record) for module in features.modules()]
+    try:
+        parameter = next(features.parameters())
+        with torch.no_grad():
+            features(torch.zeros(1, 3, input_size, input_size, device=parameter.device, dtype=parameter.dtype))
+    finally:
+        for handle in handles:
+            handle.remove()
+    layers = []
+    for member in members:
+        inside = set(member.modules())
+        maps = [module for module, shape in fired if module in inside and len(shape) == 4 and shape[2] * shape[3] > 1]
+        if not maps:
+            raise ExplainError(f"{type(member).__name__} gives no feature map larger than 1x1 to explain")
+        layers.append(maps[-1])  # a block's hook fires after its children's: the last is the block's own output
+    return layers
+
+
+def without_tta(features: nn.Module) -> nn.Module:
+    """The feature extractor inside a test-time augmentation wrapper (:data:`kennel.models.classifier.TTA`)."""
+    wrappers = tuple(wrapper for wrapper in TTA.values() if wrapper is not None)
+    return features.inner if isinstance(features, wrappers) else features
+
+
+def photo_heatmap(
+    cam: np.ndarray, photo_size: tuple[int, int], pre: Preprocessing, size: tuple[int, int] | None = None
+) -> np.ndarray:
+    """A CAM over the model's ``[S, S]`` input crop placed where that crop lies in a photo of ``photo_size``
+    (width, height), as the eval transform resizes and crops it, at ``size`` (width, height; the photo's by
+    default); zero outside the crop."""
+    width, height = photo_size
+    short, long = min(width, height), max(width, height)
+    # torchvision's Resize(int): the short side to resize_size, the long one scaled and truncated.
+    new_long = int(pre.resize_size * long / short)
+    resized_w, resized_h = (pre.resize_size, new_long) if width <= height else (new_long, pre.resize_size)
+    # torchvision's CenterCrop: the offsets rounded to the nearest pixel.
+    top = round((resized_h - pre.input_size) / 2.0)
+    left = round((resized_w - pre.input_size) / 2.0)
+    canvas = np.zeros((resized_h, resized_w), np.float32)
+    canvas[top : top + pre.input_size, left : left + pre.input_size] = cam
+    out = Image.fromarray(canvas, mode="F").resize(size or photo_size, Image.Resampling.BILINEAR)
+    return np.clip(np.asarray(out, dtype=np.float32), 0.0, 1.0)
+
+
+def overlay(image: Image.Image, heatmap: np.ndarray, alpha: float = ALPHA, colormap: str = COLORMAP) -> Image.Image:
+    """``heatmap`` coloured with ``colormap`` and blended over ``image`` (resized to it if its size differs)."""
+    from matplotlib import colormaps
+
+    image = to_rgb(image)
+    if heatmap.shape != (image.height, image.width):
+        heatmap = np.asarray(Image.fromarray(heatmap.astype(np.float32), mode="F").resize(image.size), np.float32)
+    colours = colormaps[colormap](np.clip(heatmap, 0.0, 1.0))[..., :3]
+    blended = (1.0 - alpha) * (np.asarray(image, np.float32) / 255.0) + alpha * colours
+    return Image.fromarray(np.round(255.0 * blended).astype(np.uint8), mode="RGB")
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def overlay_png(image: Image.Image, heatmap: np.ndarray, alpha: float = ALPHA, colormap: str = COLORMAP) -> bytes:
+    """:func:`overlay` as PNG bytes."""
+    return png_bytes(overlay(image, heatmap, alpha, colormap))
+
+
+def _cam_class(method: str):
+    try:
+        import pytorch_grad_cam as cams
+    except ImportError as exc:
+        raise ExplainError("explanations need the grad-cam package: pip install grad-cam") from exc
+    classes = dict(zip(METHODS, (cams.GradCAM, cams.GradCAMPlusPlus, cams.HiResCAM, cams.LayerCAM), strict=True))
+    if method not in classes:
+        raise ExplainError(f"unknown explanation method {method!r}; known: {', '.join(METHODS)}")
+    return classes[method]
+
+
+def _device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class Explainer:
+    """Grad-CAM of one model, thread-safe: one explanation at a time (the library's hooks sit on the model).
+
+    It owns ``model``: moves it to ``device`` and stops its parameters asking for gradients (only the input's and
+    the feature maps' are needed), so give it a copy of a model something else still runs."""
+
+    def __init__(
+        self,
+        model: Classifier,
+        class_names: list[str],
+        preprocessing: Preprocessing,
+        device: str | torch.device = "auto",
+        method: str = "gradcam",
+    ) -> None:
+        self.device = _device(device)
+        self.model = model.eval().requires_grad_(False).to(self.device)
+        self.class_names = list(class_names)
+        self.preprocessing = preprocessing
+        self.transform = preprocessing.eval_transform()
+        self.cam_class = _cam_class(method)
+        self.net = nn.Sequential(without_tta(model.features), model.head)
+        self.layers = last_feature_maps(self.net[0], preprocessing.input_size)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, source: Predictor | Artifact | Path | str, device: str | torch.device = "auto") -> Explainer:
+        """An explainer of an artifact (a folder, a loaded :class:`Artifact`, or a :class:`Predictor`'s), with its
+        own copy of the PyTorch model."""
+        artifact = getattr(source, "artifact", source)
+        if isinstance(artifact, Artifact) and artifact.model is not None:
+            model = copy.deepcopy(artifact.model)
+        else:
+            artifact = load_artifact(artifact.path if isinstance(artifact, Artifact) else artifact)
+            model = artifact.model
+        return cls(model, artifact.class_names, artifact.preprocessing, device)
+
+    def explain(
+        self, image: Image.Image, class_index: int | None = None, size: tuple[int, int] | None = None
+    ) -> Explanation:
+        """Where the model looked in ``image`` for ``class_index`` (its most probable class by default); the heatmap
+        at ``size`` (width, height; the photo's by default)."""
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+        image = to_rgb(image)
+        batch = self.transform(image).unsqueeze(0).to(self.device)
+        # Grad mode is per thread and a caller may have switched it off (a server's worker, an evaluation loop).
+        with self._lock, torch.inference_mode(False), torch.enable_grad():
+            with torch.no_grad():
+                probabilities = self.model(batch).float().softmax(dim=1)[0].cpu().numpy()
+            index = int(probabilities.argmax()) if class_index is None else self._checked(class_index)
+            batch.requires_grad_(True)  # the parameters ask for no gradients: the input carries the graph
+            cam = self.cam_class(self.net, self.layers)
+            try:
+                # With several layers (a fused backbone's members, run one after another), the library pairs
+                # activations and gradients by order: autograd runs the later branch's backward first, and the
+                # library prepends each gradient, so both lists come out in forward order.
+                crop = cam(batch, targets=[ClassifierOutputTarget(index)])[0]
+            finally:
+                cam.activations_and_grads.release()  # not ``with``: its __exit__ swallows IndexError
+        heatmap = photo_heatmap(crop, image.size, self.preprocessing, size)
+        order = np.argsort(-probabilities, kind="stable")
+        ranking = [(self.class_names[i], float(probabilities[i])) for i in order]
+        return Explanation(heatmap, index, self.class_names[index], float(probabilities[index]), ranking)
+
+    def _checked(self, class_index: int) -> int:
+        if not 0 <= class_index < len(self.class_names):
+            raise ExplainError(f"class index {class_index} is not one of the model's 0..{len(self.class_names) - 1}")
+        return int(class_index)
+
+    def picture(
+        self, image: Image.Image, class_index: int | None = None, max_side: int = DISPLAY_SIDE
+    ) -> tuple[Explanation, Image.Image]:
+        """The explanation and its overlay for a person, at most ``max_side`` pixels long: the model sees the photo
+        as it is, only the picture is shrunk (the crop the model reads is a few hundred pixels anyway)."""
+        image = to_rgb(image)
+        shown = image.copy()
+        shown.thumbnail((max_side, max_side))
+        explanation = self.explain(image, class_index, size=shown.size)
+        return explanation, overlay(shown, explanation.heatmap)
+
+    def png(self, image: Image.Image, class_index: int | None = None, max_side: int = DISPLAY_SIDE) -> bytes:
+        """:meth:`picture`'s overlay as PNG bytes."""
+        return png_bytes(self.picture(image, class_index, max_side)[1])
+
+
+@lru_cache(maxsize=4)
+def _cached(path: str, created: str, device: str) -> Explainer:
+    return Explainer.load(path, device)
+
+
+_loading = threading.Lock()
+
+
+def explainer(source: Predictor | Artifact | Path | str, device: str | torch.device | None = None) -> Explainer:
+    """The explainer of an artifact, loaded on first use and kept (a few at most): what a server holds beside its
+    predictor. A :class:`Predictor`'s runs on the predictor's device, anything else's on ``device`` (auto)."""
+    artifact = getattr(source, "artifact", source)
+    folder = Path(artifact.path if isinstance(artifact, Artifact) else artifact).expanduser().resolve()
+    device = device if device is not None else getattr(source, "device", "auto")
+    created = read_info(folder).created  # an artifact replaced in place is a new model
+    with _loading:  # one load per artifact, however many requests arrive at once
+        return _cached(str(folder), created, str(_device(device)))
+
+
+def explain(
+    source: Predictor | Artifact | Path | str, image: Image.Image, class_index: int | None = None
+) -> Explanation:
+    """Where the model of ``source`` looked in ``image`` for ``class_index`` (its most probable class by default)."""
+    return explainer(source).explain(image, class_index)
+
+
+def explain_png(
+    source: Predictor | Artifact | Path | str, image: Image.Image | bytes, class_index: int | None = None
+) -> bytes:
+    """The overlay PNG for a photo (a decoded image, or its bytes): what an endpoint's ``/explain`` returns.
+    Thread-safe; the model loads on the first call."""
+    if isinstance(image, bytes):
+        from kennel.data.images import ImageError
+
+        try:
+            with Image.open(io.BytesIO(image)) as opened:
+                opened.load()
+                image = to_rgb(opened)
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise ImageError(f"cannot decode the image ({exc})") from None
+    return explainer(source).png(image, class_index)
