@@ -220,3 +220,21 @@ def _png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
     return buffer.getvalue()
+
+
+def test_the_endpoint_explains_a_photo_on_request(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+    from helpers import LOOPBACK, encode
+
+    from kennel.serve.app import create_app
+
+    folder = tiny_artifact(tmp_path / "m", ["a", "b", "c"], head_scale=20, export_onnx=False)
+    with TestClient(create_app(folder), base_url=LOOPBACK) as client:
+        photo = Image.effect_mandelbrot((300, 200), (-2.0, -1.2, 1.0, 1.2), 60).convert("RGB")
+        answer = client.post("/explain", content=encode(photo), headers={"content-type": "image/jpeg"})
+        assert answer.status_code == 200 and answer.headers["content-type"] == "image/png", answer.text
+        width, height = Image.open(io.BytesIO(answer.content)).size
+        assert width * 2 == height * 3  # the photo's shape
+        refused = client.post("/explain", content=b"nope", headers={"content-type": "image/jpeg"})
+        assert refused.status_code == 415 and refused.json()["error"]["code"] == "not_an_image"
+        assert "Where did it look?" in client.get("/").text

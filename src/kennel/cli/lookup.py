@@ -1,12 +1,14 @@
 """What a person names on the command line, found: a job (``kennel jobs show effnet``) or a model to predict with
-or serve (a model folder, a job folder, or a job's id or name)."""
+or serve (a model folder, a job folder, a job's id or name, or a registered version: ``models:/dogs@prod``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from kennel.errors import Failure, UsageError
 from kennel.jobs import JobDir, JobNotFound, JobRecord, list_jobs, load_job
+from kennel.model_registry import is_registry_uri, resolve
 
 JOB_HELP = "job id, id prefix, name, folder, 'latest', or a unique part of an id or name"
 
@@ -27,9 +29,12 @@ def find_job(ref: str) -> JobRecord:
 
 
 def resolve_model(ref: str) -> Path:
-    """An artifact folder, a job folder holding ``model/``, or a job reference (id, prefix, name, latest)."""
+    """An artifact folder, a job folder holding ``model/``, a job reference (id, prefix, name, latest), or a
+    registered version (``models:/NAME@ALIAS``, ``models:/NAME/VERSION``), fetched from the registry."""
     from kennel.artifact import ArtifactError, is_artifact  # PyTorch: not at start-up
 
+    if is_registry_uri(ref):
+        return resolve(ref).folder
     path = Path(ref).expanduser()
     if is_artifact(path):
         return path
@@ -45,3 +50,9 @@ def resolve_model(ref: str) -> Path:
     if not is_artifact(folder):
         raise ArtifactError(f"job {job.id} ({job.status}) has no model artifact at {folder}")
     return folder
+
+
+def describe_model_ref(ref: str) -> dict[str, Any] | None:
+    """For a registered version: its uri, name, version (what an alias points at now), alias and job id, the
+    version fetched into the cache as :func:`resolve_model` does; None for any other reference."""
+    return resolve(ref).describe() if is_registry_uri(ref) else None

@@ -14,14 +14,12 @@ import asyncio
 import contextlib
 import logging
 import signal
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
@@ -29,7 +27,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import kennel
 from kennel.serve import Endpoint, Prepared
-from kennel.serve.batcher import BatcherStopped, DynamicBatcher
+from kennel.serve.batcher import DynamicBatcher
+from kennel.serve.errors import answer_errors
 from kennel.serve.guard import guard_stack
 from kennel.serve.inputs import InputError
 from kennel.serve.limits import BodyLimit, Linger, Unavailable, error
@@ -44,7 +43,15 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 SUMMARY = "Dog breeds (or your classes) from a photo"
 HEALTH = ("/ping", "/v2/health/live", "/v2/health/ready")
-ROUTES = frozenset({"/invocations", "/predict", *HEALTH, "/model", "/metrics", "/", "/v2", "/reload"})
+ROUTES = frozenset({"/invocations", "/predict", "/explain", *HEALTH, "/model", "/metrics", "/", "/v2", "/reload"})
+
+
+def explained(ep: Endpoint, body: bytes, content_type: str | None) -> bytes:
+    """The overlay PNG of where the model looked in the photo of ``body``, decoded as /invocations decodes it (the
+    same checks and limits). The explainer holds its own PyTorch copy of the model, loaded on first use."""
+    from kennel.explain import explain_png
+
+    return explain_png(ep.predictor, ep.decode(body, content_type))
 
 
 async def until_disconnected(request: Request) -> None:
@@ -78,6 +85,7 @@ def create_app(artifact_dir: Path | str, settings: ServeSettings | None = None, 
 
     async def switch(event: str, first: Endpoint | None = None) -> Loaded:
         started = time.perf_counter()
+        previous = slot.current.source if slot.current is not None else None
         loaded = await slot.switch(lambda: load(first))
         app.state.batcher = loaded.batcher  # the current one, for tests and tools
         info, source = loaded.endpoint.predictor, loaded.source
@@ -91,7 +99,7 @@ def create_app(artifact_dir: Path | str, settings: ServeSettings | None = None, 
             time.perf_counter() - started,
         )
         if source.uri is not None:
-            await asyncio.to_thread(note_deployment, source, event)
+            await asyncio.to_thread(note_deployment, source, previous)
         return loaded
 
     async def first_load() -> None:
@@ -153,38 +161,7 @@ def create_app(artifact_dir: Path | str, settings: ServeSettings | None = None, 
     app.add_middleware(Linger)  # outside every early answer (413, 401, 503): each is read by the client
     app.add_middleware(Observe, metrics=metrics, routes=ROUTES)  # outermost: it counts the others' answers too
 
-    @app.exception_handler(InputError)
-    async def input_error(request: Request, exc: InputError) -> JSONResponse:
-        metrics.errors.labels(exc.code).inc()
-        return error(exc.status, exc.code, exc.message)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        metrics.errors.labels("bad_request").inc()
-        details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())  # FastAPI's shape
-        return error(400, "bad_request", details or "bad request")
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
-        metrics.errors.labels(code).inc()
-        return error(exc.status_code, code, str(exc.detail))
-
-    @app.exception_handler(Unavailable)
-    async def unavailable(request: Request, exc: Unavailable) -> JSONResponse:
-        metrics.errors.labels(exc.code).inc()
-        return error(503, exc.code, exc.message, headers={"Retry-After": str(exc.retry_after_s)})
-
-    @app.exception_handler(BatcherStopped)
-    async def stopped(request: Request, exc: BatcherStopped) -> JSONResponse:
-        metrics.errors.labels("unavailable").inc()
-        return error(503, "unavailable", str(exc), headers={"Retry-After": "5"})
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s", request.url.path)
-        metrics.errors.labels("internal").inc()
-        return error(500, "internal", f"{type(exc).__name__}: the server failed on this request")
+    answer_errors(app, metrics)
 
     async def admitted(work: Callable[[], Awaitable[Any]]) -> Any:
         """``work`` for one prediction request: refused past ``max_queue``, a 503 past the request timeout."""
@@ -254,6 +231,22 @@ def create_app(artifact_dir: Path | str, settings: ServeSettings | None = None, 
             body = await file.read()
             kind = file.content_type if file.content_type not in (None, "application/octet-stream") else "image/jpeg"
             return await answer(request, body, kind, top_k or request.query_params.get("top_k"))
+
+        return await admitted(work)
+
+    @app.post(
+        "/explain",
+        summary="Where the model looked: the photo's bytes in, a PNG of a heatmap over it out (Grad-CAM)",
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}}, "description": "the photo with the heatmap over it"}, **ERRORS},
+        dependencies=TOKEN,
+    )
+    async def explain(request: Request) -> Response:
+        async def work() -> Response:
+            body = b"".join([chunk async for chunk in request.stream()])
+            async with slot.use() as loaded:
+                png = await asyncio.to_thread(explained, loaded.endpoint, body, request.headers.get("content-type"))
+            return Response(png, media_type="image/png")
 
         return await admitted(work)
 
@@ -340,8 +333,11 @@ def create_app(artifact_dir: Path | str, settings: ServeSettings | None = None, 
     return app
 
 
-def note_deployment(source: Source, event: str) -> None:
+def note_deployment(source: Source, previous: Source | None) -> None:
     """A line in the registered model's deployment history (``kennel models history NAME``)."""
     from kennel.model_registry import record_deployment
 
-    record_deployment(source.name, source.version, source.alias, event, socket.gethostname())
+    if previous is None:
+        record_deployment(source.name, source.version, source.alias, "serve")
+    else:
+        record_deployment(source.name, source.version, source.alias, "switch", f"was version {previous.version}")
