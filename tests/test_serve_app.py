@@ -286,6 +286,7 @@ def test_a_failing_model_answers_json_500_and_recovers(artifact_dir: Path) -> No
     with TestClient(
         create_app(artifact_dir, ServeSettings(max_wait_ms=0)), base_url=LOOPBACK, raise_server_exceptions=False
     ) as client:
+        assert_answer(post(client, encode(photo())))  # the model loaded
         batcher = client.app.state.batcher
         working = batcher.run_batch
 
@@ -333,3 +334,57 @@ def test_faces_are_looked_for_where_the_setting_says(
     assert len(looked_at) == int(searched)
     not_searched = {"found": False, "count": 0, "searched": False}
     assert answer["human_face"] == ({"found": True, "count": 1} if searched else not_searched)
+
+
+def test_too_large_says_what_the_model_reads(client: TestClient) -> None:
+    resize = client.get("/model").json()["preprocessing"]["resize_size"]
+    response = post(client, encode(Image.new("RGB", (1100, 1000))))
+    assert_error(response, 422, "image_too_large")
+    message = response.json()["error"]["message"]
+    assert "1100x1000" in message and "1,000,000" in message and f"only {resize} px" in message
+
+
+def test_decodes_wait_for_their_slots(artifact_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from kennel.serve import Endpoint, EndpointOptions, inputs
+
+    endpoint = Endpoint.load(artifact_dir, options=EndpointOptions(max_decodes=2))
+    decode, lock, meeting = inputs.load_rgb, threading.Lock(), threading.Barrier(2)
+    in_flight = {"now": 0, "most": 0}
+
+    def counted(image: Image.Image, model_side: int | None = None) -> Image.Image:
+        with lock:
+            in_flight["now"] += 1
+            in_flight["most"] = max(in_flight["most"], in_flight["now"])
+        meeting.wait(timeout=30)  # two decode together, as they may; a third would raise the count first
+        try:
+            return decode(image, model_side)
+        finally:
+            with lock:
+                in_flight["now"] -= 1
+
+    monkeypatch.setattr(inputs, "load_rgb", counted)
+    with ThreadPoolExecutor(8) as pool:
+        prepared = list(pool.map(lambda i: endpoint.prepare(encode(photo(i)), "image/jpeg"), range(8)))
+    assert in_flight["most"] == 2 and len(prepared) == 8
+
+
+def test_a_49_megapixel_png_is_refused_or_shrunk_and_its_memory_given_back(
+    artifact_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kennel import serve
+    from kennel.serve import Endpoint, EndpointOptions
+
+    bomb = encode(Image.new("RGB", (7000, 7000), (120, 90, 60)), "PNG")  # about 160 KB
+    with pytest.raises(InputError) as refused:
+        Endpoint.load(artifact_dir).prepare(bomb, "image/png")
+    assert refused.value.code == "image_too_large" and "resize the photo" in refused.value.message
+    trims: list[int] = []
+    monkeypatch.setattr(serve, "give_memory_back", lambda: trims.append(1))
+    endpoint = Endpoint.load(artifact_dir, options=EndpointOptions(max_pixels=50_000_000))
+    prepared = endpoint.prepare(bomb, "image/png")
+    side = 2 * endpoint.predictor.preprocessing.resize_size
+    size = endpoint.predictor.input_size
+    assert prepared.image.size == (side, side) and prepared.tensor.shape == (3, size, size)
+    assert trims == [1]

@@ -4,10 +4,12 @@ the web stack or PyTorch."""
 
 from __future__ import annotations
 
+import os
+
 HOST = "127.0.0.1"  # loopback unless told otherwise
 PORT = 8080  # SageMaker's
 MAX_BODY_BYTES = 6_000_000  # SageMaker's invocation payload limit
-MAX_PIXELS = 50_000_000
+MAX_PIXELS = 26_000_000  # a 6240x4160 camera photo; the model reads a few hundred pixels a side
 MAX_BATCH_SIZE = 32
 MAX_WAIT_MS = 5.0
 TOP_K = 5
@@ -22,3 +24,5 @@ REQUEST_TIMEOUT_S = 60.0  # SageMaker's invocation timeout; 503 with Retry-After
 HEADER_TIMEOUT_S = 10.0  # a connection that has not sent its request headers by then is closed
 LINGER_BYTES = 64_000_000  # an oversize body is read and dropped up to this much, so the client reads the 413
 ALLOWED_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")  # Host headers a loopback server answers
+# Images decoded at once, one per core: more only adds full-size buffers in memory (kennel.serve.inputs.DecodeSlots).
+MAX_DECODES = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)

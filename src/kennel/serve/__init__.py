@@ -16,8 +16,9 @@ import torch
 from PIL import Image
 
 from kennel import serve_defaults as defaults
+from kennel.allocator import give_memory_back
 from kennel.predictor import Outputs, Predictor
-from kennel.serve.inputs import InputError, parse_top_k, read_body
+from kennel.serve.inputs import DecodeSlots, InputError, parse_top_k, read_body
 from kennel.serve.verdicts import FaceDetector, dog_verdict
 
 __all__ = ["Endpoint", "EndpointOptions", "FaceSearch", "InputError", "Prepared"]
@@ -35,6 +36,7 @@ class EndpointOptions:
     top_k: int = defaults.TOP_K
     dog_threshold: float = defaults.DOG_THRESHOLD
     faces: FaceSearch = defaults.FACES
+    max_decodes: int = defaults.MAX_DECODES
 
 
 class Prepared(NamedTuple):
@@ -55,6 +57,9 @@ class Endpoint:
         self.options = options or EndpointOptions()
         self.faces = FaceDetector(self.options.faces != "off")
         self.class_index = {name: i for i, name in enumerate(predictor.class_names)}
+        # glibc keeps freed heap memory under the server's allocator settings: a burst of huge images would
+        # leave the process hundreds of MB larger for good, so it goes back once the burst is decoded.
+        self.decodes = DecodeSlots(self.options.max_decodes, after_large=give_memory_back)
 
     @classmethod
     def load(
@@ -88,12 +93,20 @@ class Endpoint:
         return Prepared(tensor, k, image, self.faces(image) if self.options.faces == "always" else None)
 
     def prepare(self, body: bytes, content_type: str | None, top_k: Any = None) -> Prepared:
-        """Validate and decode a request body; a ``top_k`` in a JSON body wins over the ``top_k`` given here."""
+        """Validate and decode a request body; a ``top_k`` in a JSON body wins over the ``top_k`` given here. Decodes
+        wait for a slot (``max_decodes`` at once) and keep no more pixels than the model's resize needs."""
         k = parse_top_k(top_k, self.options.top_k)  # a bad query top_k fails before decoding
-        image, body_top_k = read_body(
-            body, content_type, self.options.max_pixels, self.predictor.preprocessing.resize_size
-        )
+        image, body_top_k = self.read(body, content_type)
         return self.prepare_image(image, body_top_k if body_top_k is not None else k)
+
+    def decode(self, body: bytes, content_type: str | None) -> Image.Image:
+        """The photo of a request body, checked and decoded as :meth:`prepare` does it."""
+        return self.read(body, content_type)[0]
+
+    def read(self, body: bytes, content_type: str | None) -> tuple[Image.Image, Any]:
+        return read_body(
+            body, content_type, self.options.max_pixels, self.predictor.preprocessing.resize_size, self.decodes.take
+        )
 
     def respond(self, outputs: Outputs, prepared: Prepared, started: float | None = None) -> dict[str, Any]:
         """The response for one image from its row of the model's outputs; ``started`` (a ``time.perf_counter``

@@ -6,17 +6,22 @@ Status codes (the error body is always ``{"error": {"code", "message"}}``):
 - 413 ``body_too_large`` (checked by the app while the body streams in)
 - 415 ``unsupported_media_type`` (content type not accepted) and ``not_an_image`` (the type says image, the bytes
   are not one of the accepted image formats)
-- 422 ``image_too_large`` (more pixels than allowed: a decompression bomb), ``bad_aspect_ratio`` (one side more
-  than 50 times the other) and ``animated_image``
+- 422 ``image_too_large`` (more pixels than allowed: a decompression bomb, or a photo far larger than the model
+  reads; the message says both sizes), ``bad_aspect_ratio`` (one side more than 50 times the other) and
+  ``animated_image``
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import io
 import json
+import threading
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 from PIL import Image, UnidentifiedImageError
@@ -30,6 +35,7 @@ JSON_TYPE = "application/json"
 FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF"})  # what the bytes may be, whatever the type
 MAX_TOP_K = 1000
 MAX_ASPECT = 50  # longer side over shorter side: a 1 x 10,000 strip would be resized to 256 x 2,560,000
+SLOT_PIXELS = 13_000_000  # a 12 Mpx phone photo takes one decode slot, a 24 Mpx camera photo two
 
 
 class InputError(ValueError):
@@ -65,8 +71,62 @@ def parse_top_k(value: Any, default: int) -> int:
     return k
 
 
-def decode_image(data: bytes, max_pixels: int, draft_size: int | None = None) -> Image.Image:
-    """Bytes of a photo to an RGB image: any mode (16-bit, CMYK, palette) converted; the first frame of a GIF."""
+class DecodeSlots:
+    """At most ``count`` decodes at once, so a burst of huge images is decoded a few at a time instead of holding
+    all their full-size buffers at once. An image takes one slot per ``slot_pixels`` (at least one, at most all).
+    ``after_large`` is called when the last image of more than ``slot_pixels`` in flight is done: the moment to
+    give its freed memory back to the system."""
+
+    def __init__(
+        self, count: int, slot_pixels: int = SLOT_PIXELS, after_large: Callable[[], object] | None = None
+    ) -> None:
+        self.count = max(1, count)
+        self.slot_pixels = slot_pixels
+        self.after_large = after_large
+        self._free = threading.BoundedSemaphore(self.count)
+        self._gathering = threading.Lock()  # two requests each holding part of what they need would wait forever
+        self._large = 0  # large images waiting or decoding
+        self._counting = threading.Lock()
+
+    def slots_for(self, pixels: int) -> int:
+        return min(self.count, max(1, -(-pixels // self.slot_pixels)))
+
+    def _count_large(self, change: int) -> int:
+        with self._counting:
+            self._large += change
+            return self._large
+
+    @contextlib.contextmanager
+    def take(self, pixels: int) -> Iterator[None]:
+        """Hold the slots an image of ``pixels`` needs while the block runs."""
+        need, large = self.slots_for(pixels), pixels > self.slot_pixels
+        if large:
+            self._count_large(+1)
+        try:
+            if need == 1:
+                self._free.acquire()
+            else:
+                with self._gathering:
+                    for _ in range(need):
+                        self._free.acquire()
+            try:
+                yield
+            finally:
+                for _ in range(need):
+                    self._free.release()
+        finally:
+            if large and self._count_large(-1) == 0 and self.after_large is not None:
+                self.after_large()
+
+
+def too_large(message: str, model_side: int | None) -> InputError:
+    if model_side:
+        message += f"; the model reads only {model_side} px on the short side, so resize the photo before sending it"
+    return InputError(422, "image_too_large", message)
+
+
+def open_image(data: bytes, max_pixels: int, model_side: int | None = None) -> Image.Image:
+    """The photo in ``data`` opened (its header read, nothing decoded yet) and checked: format, size, frames."""
     if not data:
         raise InputError(400, "empty_body", "the request has no image: send the photo's bytes as the body")
     with warnings.catch_warnings():
@@ -76,34 +136,71 @@ def decode_image(data: bytes, max_pixels: int, draft_size: int | None = None) ->
         except UnidentifiedImageError:
             raise InputError(415, "not_an_image", "the body is not a JPEG, PNG, WebP, GIF, BMP or TIFF image") from None
         except Image.DecompressionBombError:
-            raise InputError(422, "image_too_large", f"the image has more than {max_pixels:,} pixels") from None
+            raise too_large(f"the image has more than {max_pixels:,} pixels", model_side) from None
         except (OSError, SyntaxError, ValueError) as exc:
             raise InputError(400, "corrupt_image", f"cannot read the image ({exc})") from None
-        with image:
-            if image.format not in FORMATS:
-                raise InputError(415, "not_an_image", f"{image.format} images are not accepted")
-            width, height = image.size
-            if width * height > max_pixels:
-                raise InputError(
-                    422, "image_too_large", f"the image is {width}x{height}, over the limit of {max_pixels:,} pixels"
-                )
-            if max(width, height) > MAX_ASPECT * min(width, height):
-                raise InputError(
-                    422,
-                    "bad_aspect_ratio",
-                    f"the image is {width}x{height}; sides may differ {MAX_ASPECT} times at most",
-                )
-            if getattr(image, "n_frames", 1) > 1 and image.format in ("GIF", "WEBP", "PNG"):
-                raise InputError(422, "animated_image", "animated images are not accepted; send a single frame")
-            try:
-                if draft_size and image.format == "JPEG":
-                    image.draft("RGB", (draft_size, draft_size))
-                image.load()
-                return to_rgb(image)
-            except Image.DecompressionBombError:
-                raise InputError(422, "image_too_large", f"the image has more than {max_pixels:,} pixels") from None
-            except (OSError, SyntaxError, ValueError, TypeError) as exc:
-                raise InputError(400, "corrupt_image", f"cannot decode the image ({exc})") from None
+    if image.format not in FORMATS:
+        raise InputError(415, "not_an_image", f"{image.format} images are not accepted")
+    width, height = image.size
+    if width * height > max_pixels:
+        raise too_large(
+            f"the image is {width}x{height} ({width * height:,} pixels), over the limit of {max_pixels:,}", model_side
+        )
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise InputError(
+            422, "bad_aspect_ratio", f"the image is {width}x{height}; sides may differ {MAX_ASPECT} times at most"
+        )
+    if getattr(image, "n_frames", 1) > 1 and image.format in ("GIF", "WEBP", "PNG"):
+        raise InputError(422, "animated_image", "animated images are not accepted; send a single frame")
+    return image
+
+
+def shrink(image: Image.Image, short_side: int) -> Image.Image:
+    """``image`` with its short side brought down to twice ``short_side`` when it is larger still. The model's own
+    resize from there gives what it would give from the full image (bicubic with Pillow's reducing gap measured
+    closest, for bilinear and bicubic models alike), and the face search, on a copy at most 480 px long, sees
+    the same too."""
+    target = 2 * short_side
+    width, height = image.size
+    if min(width, height) < 2 * target:
+        return image
+    scale = target / min(width, height)
+    size = (max(target, round(width * scale)), max(target, round(height * scale)))
+    return image.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
+
+
+def load_rgb(image: Image.Image, model_side: int | None = None) -> Image.Image:
+    """Decode an opened image to RGB: a JPEG at the smallest scale that keeps its short side ``model_side`` or
+    more, any other format at full size and then shrunk at once, the full-size buffer released before returning."""
+    with image:  # lets go of the request's bytes once decoded; the pixels stay
+        if model_side and image.format in ("JPEG", "MPO"):  # an MPO is a camera's JPEG with more pictures after it
+            image.draft("RGB", (model_side, model_side))
+        image.load()
+    rgb = to_rgb(image)
+    small = shrink(rgb, model_side) if model_side else rgb
+    if small is not image:
+        image.close()  # the full-size pixels go now, not when the last reference to the file object does
+    return small
+
+
+def decode_image(
+    data: bytes,
+    max_pixels: int,
+    model_side: int | None = None,
+    slot: Callable[[int], AbstractContextManager[Any]] | None = None,
+) -> Image.Image:
+    """Bytes of a photo to an RGB image: any mode (16-bit, CMYK, palette) converted; the first frame of a GIF.
+    ``model_side`` is the model's resize size (the short side it scales a photo to): a large image is decoded or
+    shrunk to what the model can use (see :func:`load_rgb`); ``slot(pixels)`` is held while it decodes (see
+    :class:`DecodeSlots`)."""
+    image = open_image(data, max_pixels, model_side)
+    with slot(image.width * image.height) if slot else contextlib.nullcontext():
+        try:
+            return load_rgb(image, model_side)
+        except Image.DecompressionBombError:
+            raise too_large(f"the image has more than {max_pixels:,} pixels", model_side) from None
+        except (OSError, SyntaxError, ValueError, TypeError) as exc:
+            raise InputError(400, "corrupt_image", f"cannot decode the image ({exc})") from None
 
 
 def parse_json(data: bytes) -> tuple[bytes, Any]:
@@ -126,14 +223,21 @@ def parse_json(data: bytes) -> tuple[bytes, Any]:
     return image, payload.get("top_k")
 
 
-def read_body(data: bytes, content_type: str | None, max_pixels: int, draft_size: int | None = None):
-    """A request body of the given content type to ``(RGB image, top_k or None)``."""
+def read_body(
+    data: bytes,
+    content_type: str | None,
+    max_pixels: int,
+    model_side: int | None = None,
+    slot: Callable[[int], AbstractContextManager[Any]] | None = None,
+):
+    """A request body of the given content type to ``(RGB image, top_k or None)`` (arguments as
+    :func:`decode_image`'s)."""
     kind = media_type(content_type)
     if kind == JSON_TYPE:
         data, top_k = parse_json(data)
-        return decode_image(data, max_pixels, draft_size), top_k
+        return decode_image(data, max_pixels, model_side, slot), top_k
     if kind in IMAGE_TYPES:
-        return decode_image(data, max_pixels, draft_size), None
+        return decode_image(data, max_pixels, model_side, slot), None
     accepted = ", ".join(sorted(IMAGE_TYPES | {JSON_TYPE}))
     raise InputError(
         415, "unsupported_media_type", f"content type {kind or '(none)'!r} is not accepted; use {accepted}"
