@@ -16,6 +16,7 @@ import logging
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import kennel
+from kennel.allocator import give_memory_back
 from kennel.serve import Endpoint, Prepared
 from kennel.serve.batcher import DynamicBatcher
 from kennel.serve.errors import answer_errors
@@ -35,7 +37,7 @@ from kennel.serve.limits import BodyLimit, Linger, Unavailable, error
 from kennel.serve.metrics import Observe, ServeMetrics
 from kennel.serve.schema import ERRORS, INVOCATIONS_BODY, TOKEN, Answer
 from kennel.serve.settings import ServeSettings
-from kennel.serve.slot import Loaded, ModelSlot, Source, resolve_source
+from kennel.serve.slot import Loaded, ModelSlot, Source, note_deployment, resolve_source
 from kennel.serve.tokens import is_loopback
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,9 @@ def create_app(artifact_dir: Path | str, settings: ServeSettings | None = None, 
         )
 
     slot = ModelSlot(make_batcher)
+    # Decodes wait for their slots in threads of their own, so that a burst of huge photos never holds the threads
+    # the model calls and the answers run in.
+    decoding = ThreadPoolExecutor(max(4, 2 * settings.max_decodes), thread_name_prefix="kennel-decode")
 
     async def load(first: Endpoint | None = None) -> tuple[Endpoint, Source]:
         source = await asyncio.to_thread(resolve_source, ref, settings.model_name)
@@ -88,6 +93,7 @@ def create_app(artifact_dir: Path | str, settings: ServeSettings | None = None, 
         previous = slot.current.source if slot.current is not None else None
         loaded = await slot.switch(lambda: load(first))
         app.state.batcher = loaded.batcher  # the current one, for tests and tools
+        give_memory_back()  # what loading and warming up left free, before the first requests
         info, source = loaded.endpoint.predictor, loaded.source
         log.info(
             "%s %s%s (%s, %s), ready in %.1f s",
@@ -144,6 +150,7 @@ def create_app(artifact_dir: Path | str, settings: ServeSettings | None = None, 
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
             await slot.close()
+            decoding.shutdown(wait=False, cancel_futures=True)
 
     # FastAPIOffline: /docs and /redoc with Swagger UI and ReDoc from the package, so they work offline.
     app = FastAPIOffline(title="kennel endpoint", summary=SUMMARY, lifespan=lifespan)
@@ -185,7 +192,8 @@ def create_app(artifact_dir: Path | str, settings: ServeSettings | None = None, 
             ep = loaded.endpoint
 
             async def predict() -> dict[str, Any]:
-                prepared: Prepared = await asyncio.to_thread(ep.prepare, body, content_type, top_k)
+                loop = asyncio.get_running_loop()
+                prepared: Prepared = await loop.run_in_executor(decoding, ep.prepare, body, content_type, top_k)
                 outputs = await loaded.batcher.submit(prepared.tensor)
                 return await asyncio.to_thread(ep.respond, outputs, prepared, started)
 
@@ -331,13 +339,3 @@ def create_app(artifact_dir: Path | str, settings: ServeSettings | None = None, 
     if STATIC.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
-
-
-def note_deployment(source: Source, previous: Source | None) -> None:
-    """A line in the registered model's deployment history (``kennel models history NAME``)."""
-    from kennel.model_registry import record_deployment
-
-    if previous is None:
-        record_deployment(source.name, source.version, source.alias, "serve")
-    else:
-        record_deployment(source.name, source.version, source.alias, "switch", f"was version {previous.version}")

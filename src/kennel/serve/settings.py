@@ -19,6 +19,7 @@ class ServeSettings(BaseSettings):
 
     max_body_bytes: int = defaults.MAX_BODY_BYTES
     max_pixels: int = defaults.MAX_PIXELS
+    max_decodes: int = Field(defaults.MAX_DECODES, ge=1)  # photos decoded at once (a huge one takes several slots)
     max_batch_size: int = defaults.MAX_BATCH_SIZE
     max_wait_ms: float = defaults.MAX_WAIT_MS
     top_k: int = defaults.TOP_K
@@ -41,4 +42,4 @@ class ServeSettings(BaseSettings):
     cors_origins: list[str] = []
 
     def endpoint_options(self) -> EndpointOptions:
-        return EndpointOptions(self.max_pixels, self.top_k, self.dog_threshold, self.faces)
+        return EndpointOptions(self.max_pixels, self.top_k, self.dog_threshold, self.faces, self.max_decodes)

@@ -140,3 +140,13 @@ class ModelSlot:
         if self.current is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.current.batcher.stop()
+
+
+def note_deployment(source: Source, previous: Source | None) -> None:
+    """A line in the registered model's deployment history (``kennel models history NAME``)."""
+    from kennel.model_registry import record_deployment
+
+    if previous is None:
+        record_deployment(source.name, source.version, source.alias, "serve")
+    else:
+        record_deployment(source.name, source.version, source.alias, "switch", f"was version {previous.version}")
