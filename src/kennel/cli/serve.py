@@ -54,6 +54,9 @@ def serve_command(
         defaults.MAX_BODY_BYTES / 1_000_000, min=0.001, help="largest request body, in MB (413 beyond)"
     ),
     max_pixels: int = typer.Option(defaults.MAX_PIXELS, min=1, help="largest image in pixels (422 beyond)"),
+    max_decodes: int = typer.Option(
+        defaults.MAX_DECODES, min=1, help="photos decoded at once (one over 13 Mpx takes several of these slots)"
+    ),
     runtime: str = typer.Option(
         defaults.RUNTIME,
         "--runtime",
@@ -120,6 +123,7 @@ def serve_command(
         settings = ServeSettings(
             max_body_bytes=int(max_body_mb * 1_000_000),
             max_pixels=max_pixels,
+            max_decodes=max_decodes,
             max_batch_size=max_batch_size,
             max_wait_ms=max_wait_ms,
             runtime=runtime,
