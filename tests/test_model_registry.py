@@ -185,7 +185,10 @@ def test_a_version_registered_in_a_tracking_server_is_served_from_its_artifact_s
         model_registry.resolve("models:/remote@prod")  # the module's SQLite store has no such name
 
 
-def test_an_endpoint_following_an_alias_switches_versions_with_no_request_failing(jobs: list[JobRecord]) -> None:
+def test_an_endpoint_following_an_alias_switches_versions_with_no_request_failing(
+    jobs: list[JobRecord], caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
@@ -195,6 +198,7 @@ def test_an_endpoint_following_an_alias_switches_versions_with_no_request_failin
 
     from kennel.serve.app import ServeSettings, create_app
 
+    caplog.set_level(logging.INFO, logger="kennel.serve")
     registered(jobs, "followed")
     uri = "models:/followed@prod"
     settings = ServeSettings(model_ref=uri, follow_alias=True, follow_interval_s=0.2, max_wait_ms=2)
@@ -221,3 +225,5 @@ def test_an_endpoint_following_an_alias_switches_versions_with_no_request_failin
     assert [a.status_code for a in answers] == [200] * len(answers)
     events = [(line["event"], line["version"]) for line in model_registry.history("followed")]
     assert events.index(("serve", "1")) < events.index(("alias", "2")) < events.index(("switch", "2"))
+    logged = [record.getMessage() for record in caplog.records]
+    assert any(line.startswith("switched to followed version 2 ") for line in logged), logged

@@ -173,6 +173,20 @@ def serve_command(
     )
 
 
+def log_serving() -> None:
+    """The endpoint's own lines (the model served, each switch, errors) on stderr with their time, beside uvicorn's.
+    uvicorn configures only its own loggers."""
+    import logging
+
+    logger = logging.getLogger("kennel.serve")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
 def serve_factory():
     """The app uvicorn builds in each worker, from ``KENNEL_SERVE_*`` variables."""
     import os
@@ -183,6 +197,7 @@ def serve_factory():
 
     settings = ServeSettings()
     HeaderTimeoutProtocol.timeout_s = settings.header_timeout_s  # this process's connections
+    log_serving()
     # Two malloc arenas instead of up to 8 per core for the thread pool's image buffers, and batch tensors kept in
     # the heap rather than mapped afresh for every batch: memory flat under load (benchmarks/serve_soak.py).
     limit_arenas()
