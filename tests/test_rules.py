@@ -77,10 +77,13 @@ def test_one_runner_drives_a_debugger_rule_and_a_profiler_rule_alike(
     assert resumed.run(broken, State()) == [] and resumed.statuses()[name]["status"] == ISSUES_FOUND
 
 
-def test_every_rule_of_both_families_has_the_one_base_class() -> None:
-    classes = [registry.get(name) for registry in (DEBUGGER_RULES, PROFILER_RULES) for name in registry]
+def test_every_rule_of_every_family_has_the_one_base_class() -> None:
+    from kennel.monitor.rules import MONITOR_RULES
+
+    families = (DEBUGGER_RULES, PROFILER_RULES, MONITOR_RULES)
+    classes = [registry.get(name) for registry in families for name in registry]
     bases = {base for cls in classes for base in cls.__mro__ if base.__name__ == "Rule"}
-    assert bases == {Rule}
+    assert bases == {Rule} and all(len(registry) for registry in families)
     assert {DEBUGGER_RULES.key, PROFILER_RULES.key} == {"debug.rules", "profiler.rules"}
 
 

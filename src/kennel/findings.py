@@ -29,7 +29,7 @@ class Finding:
     rule: str
     status: str
     step: int | None = None  # the global step at which the rule looked (None: before the first step)
-    mode: str = "TRAIN"  # TRAIN or EVAL
+    mode: str = "TRAIN"  # TRAIN or EVAL (debugger, profiler), SERVE (the drift monitor)
     tensors: tuple[str, ...] = ()  # the tensors involved (debugger rules); empty for the profiler's
     numbers: dict[str, float] = field(default_factory=dict)  # the evidence
     advice: str = ""  # what to change, in kennel's configuration terms (an issue's)

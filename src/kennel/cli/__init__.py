@@ -5,7 +5,23 @@ commands, so that ``kennel --help`` stays fast."""
 from __future__ import annotations
 
 # Imported for the commands they add; the order is the order of the commands in --help.
-from kennel.cli import data, debug, demo, doctor, export, jobs, models, predict, profile, report, serve, train, tune, ui  # noqa: F401
+from kennel.cli import (  # noqa: F401
+    data,
+    debug,
+    demo,
+    doctor,
+    export,
+    jobs,
+    models,
+    monitor,
+    predict,
+    profile,
+    report,
+    serve,
+    train,
+    tune,
+    ui,
+)
 from kennel.cli.app import app as kennel_app
 
 

@@ -94,6 +94,11 @@ def serve_command(
         False, "--follow-alias", help="with models:/NAME@ALIAS: serve the version the alias names whenever it moves"
     ),
     follow_interval: float = typer.Option(30, min=0.1, help="seconds between looks at the alias (--follow-alias)"),
+    capture: Path = typer.Option(
+        None, help="append a JSON line per sampled request to rotating files in this folder (for kennel monitor)"
+    ),
+    capture_sample: float = typer.Option(1.0, min=0.0001, max=1, help="the share of requests --capture keeps"),
+    capture_photos: bool = typer.Option(False, "--capture-photos", help="with --capture: keep the photos too"),
     graceful_s: int = typer.Option(10, help="seconds to finish in-flight requests on shutdown"),
 ) -> None:
     """Serve a model over HTTP: POST /invocations or /predict, GET /ping, /v2/health/*, /model, /metrics, /docs.
@@ -140,6 +145,9 @@ def serve_command(
             model_ref=model if model.startswith("models:/") else str(folder),
             follow_alias=follow_alias,
             follow_interval_s=follow_interval,
+            capture_dir=capture.expanduser().resolve() if capture is not None else None,
+            capture_sample=capture_sample,
+            capture_photos=capture_photos,
         )
     except ValidationError as exc:
         raise UsageError(one_line(exc, name=lambda loc: "--" + "-".join(loc).replace("_", "-"))) from None
@@ -149,7 +157,8 @@ def serve_command(
     # Workers are separate processes: they rebuild the app from the environment (see serve_factory).
     os.environ["KENNEL_SERVE_ARTIFACT"] = str(folder)
     for name, value in settings.model_dump(mode="json", exclude={"token"}).items():
-        os.environ[f"KENNEL_SERVE_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+        if value is not None:
+            os.environ[f"KENNEL_SERVE_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
     os.environ.pop("KENNEL_SERVE_TOKEN", None)
     if bearer.value is not None:
         os.environ["KENNEL_SERVE_TOKEN"] = bearer.value

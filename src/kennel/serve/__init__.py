@@ -103,6 +103,13 @@ class Endpoint:
         """The photo of a request body, checked and decoded as :meth:`prepare` does it."""
         return self.read(body, content_type)[0]
 
+    def explain(self, body: bytes, content_type: str | None) -> bytes:
+        """A PNG of where the model looked in the photo of ``body`` (Grad-CAM over the photo). The explainer holds
+        its own PyTorch copy of the model, loaded on first use."""
+        from kennel.explain import explain_png
+
+        return explain_png(self.predictor, self.decode(body, content_type))
+
     def read(self, body: bytes, content_type: str | None) -> tuple[Image.Image, Any]:
         return read_body(
             body, content_type, self.options.max_pixels, self.predictor.preprocessing.resize_size, self.decodes.take

@@ -30,6 +30,7 @@ import kennel
 from kennel.allocator import give_memory_back
 from kennel.serve import Endpoint, Prepared
 from kennel.serve.batcher import DynamicBatcher
+from kennel.serve.capture import Capture
 from kennel.serve.errors import answer_errors
 from kennel.serve.guard import guard_stack
 from kennel.serve.inputs import InputError
@@ -46,14 +47,6 @@ STATIC = Path(__file__).parent / "static"
 SUMMARY = "Dog breeds (or your classes) from a photo"
 HEALTH = ("/ping", "/v2/health/live", "/v2/health/ready")
 ROUTES = frozenset({"/invocations", "/predict", "/explain", *HEALTH, "/model", "/metrics", "/", "/v2", "/reload"})
-
-
-def explained(ep: Endpoint, body: bytes, content_type: str | None) -> bytes:
-    """The overlay PNG of where the model looked in the photo of ``body``, decoded as /invocations decodes it (the
-    same checks and limits). The explainer holds its own PyTorch copy of the model, loaded on first use."""
-    from kennel.explain import explain_png
-
-    return explain_png(ep.predictor, ep.decode(body, content_type))
 
 
 async def until_disconnected(request: Request) -> None:
@@ -76,6 +69,9 @@ def create_app(artifact_dir: Path | str, settings: ServeSettings | None = None, 
         )
 
     slot = ModelSlot(make_batcher)
+    capture = None
+    if settings.capture_dir is not None:
+        capture = Capture(settings.capture_dir, sample=settings.capture_sample, photos=settings.capture_photos)
     # Decodes wait for their slots in threads of their own, so that a burst of huge photos never holds the threads
     # the model calls and the answers run in.
     decoding = ThreadPoolExecutor(max(4, 2 * settings.max_decodes), thread_name_prefix="kennel-decode")
@@ -151,6 +147,8 @@ def create_app(artifact_dir: Path | str, settings: ServeSettings | None = None, 
                 asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
             await slot.close()
             decoding.shutdown(wait=False, cancel_futures=True)
+            if capture is not None:
+                await asyncio.to_thread(capture.close)  # writes what is queued
 
     # FastAPIOffline: /docs and /redoc with Swagger UI and ReDoc from the package, so they work offline.
     app = FastAPIOffline(title="kennel endpoint", summary=SUMMARY, lifespan=lifespan)
@@ -195,7 +193,10 @@ def create_app(artifact_dir: Path | str, settings: ServeSettings | None = None, 
                 loop = asyncio.get_running_loop()
                 prepared: Prepared = await loop.run_in_executor(decoding, ep.prepare, body, content_type, top_k)
                 outputs = await loaded.batcher.submit(prepared.tensor)
-                return await asyncio.to_thread(ep.respond, outputs, prepared, started)
+                response = await asyncio.to_thread(ep.respond, outputs, prepared, started)
+                if capture is not None:  # never blocks: the capture's own thread writes the line
+                    capture.record(response, prepared.image, body, loaded.served)
+                return response
 
             prediction = asyncio.ensure_future(predict())
             gone = asyncio.ensure_future(until_disconnected(request))
@@ -253,7 +254,7 @@ def create_app(artifact_dir: Path | str, settings: ServeSettings | None = None, 
         async def work() -> Response:
             body = b"".join([chunk async for chunk in request.stream()])
             async with slot.use() as loaded:
-                png = await asyncio.to_thread(explained, loaded.endpoint, body, request.headers.get("content-type"))
+                png = await asyncio.to_thread(loaded.endpoint.explain, body, request.headers.get("content-type"))
             return Response(png, media_type="image/png")
 
         return await admitted(work)

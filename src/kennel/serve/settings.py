@@ -3,6 +3,7 @@ each worker process the server starts."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
@@ -33,6 +34,9 @@ class ServeSettings(BaseSettings):
     model_ref: str = ""  # what a reload loads again: a registry URI (models:/NAME@ALIAS), or the model folder
     follow_alias: bool = False  # load the version a registry alias names whenever it moves
     follow_interval_s: float = Field(30.0, gt=0)  # how often the alias is looked up
+    capture_dir: Path | None = None  # a JSON line per sampled request (kennel.serve.capture), for kennel monitor
+    capture_sample: float = Field(1.0, gt=0, le=1)  # the share of requests captured
+    capture_photos: bool = False  # keep the photos themselves too
     model_name: str = ""  # the name of the v2 routes; the job's (or the model folder's) when empty
     # Who may call (kennel.serve.guard): the address bound (a loopback one turns the Host check on), the bearer
     # token (None: none), the extra Host names a loopback server answers, and the origins CORS allows.

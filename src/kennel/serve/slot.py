@@ -74,6 +74,9 @@ class Loaded:
 
     def __init__(self, endpoint: Endpoint, batcher: DynamicBatcher, source: Source) -> None:
         self.endpoint, self.batcher, self.source = endpoint, batcher, source
+        info = endpoint.predictor.artifact.info
+        # What a captured request was answered by: the monitor tells another model's captures apart by these.
+        self.served = {**source.describe(), "backbone": info.backbone, "created": info.created}
         self.users = 0
         self.idle = asyncio.Event()
         self.idle.set()
