@@ -131,3 +131,20 @@ def test_a_trials_table_wider_than_the_page_says_it_scrolls_and_keeps_the_trial_
     page.goto(narrow.as_uri())
     assert page.locator(".scroll-cue").count() == 1 and not page.is_visible(".scroll-cue")  # it fits: no cue
     page.close()
+
+
+def test_class_names_with_html_in_them_stay_text_on_the_page(browser, tmp_path: Path) -> None:
+    from kennel.serve.app import ServeSettings, create_app
+
+    hostile = ["<img src=x onerror=window.pwned=1>", "<b>Bold</b> & co"]
+    artifact = tiny_artifact(tmp_path / "model", hostile)
+    with running(create_app(artifact, ServeSettings(max_wait_ms=5))) as url:
+        photo = tmp_path / "rex.jpg"
+        photo.write_bytes(photo_bytes((20, 240, 30), size=96))
+        page = open_page(browser, url)
+        page.set_input_files("#file", str(photo))
+        page.wait_for_selector("#breeds li")
+        assert set(page.locator("#breeds .label").all_inner_texts()) == set(hostile)
+        assert page.evaluate("window.pwned") is None
+        assert page.locator("#breeds img, #breeds b").count() == 0
+        page.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import socket
@@ -159,3 +160,20 @@ def test_a_bad_setting_names_its_flag(artifact_dir: Path) -> None:
     assert result.exit_code == 2
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error: --faces: Input should be 'not-dog', 'always' or 'off' (got 'sometimes'")
+
+
+@pytest.mark.slow
+def test_sighup_loads_the_model_again_and_the_switch_is_logged(tmp_path: Path) -> None:
+    from helpers import tiny_artifact
+
+    folder = tiny_artifact(tmp_path / "model", ["Akita", "Beagle"])
+    process, url = start_server(folder)
+    try:
+        assert httpx.get(f"{url}/model").json()["class_names"] == ["Akita", "Beagle"]
+        shutil.rmtree(folder)
+        tiny_artifact(folder, ["Corgi", "Dingo", "Eskimo"], seed=1)  # retrained in place
+        process.send_signal(signal.SIGHUP)
+        wait_until(lambda: httpx.get(f"{url}/model").json()["class_names"] == ["Corgi", "Dingo", "Eskimo"], "switch")
+    finally:
+        output = stop(process)
+    assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d INFO switched to \S+ from \S+/model ", output, re.M), output

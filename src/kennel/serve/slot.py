@@ -134,7 +134,8 @@ class ModelSlot:
     async def _retire(self, old: Loaded) -> None:
         await old.idle.wait()  # every request that took the old model has its answer
         await old.batcher.stop()
-        log.info("stopped serving %s", old.source.describe())
+        version = f" version {old.source.version}" if old.source.version else ""
+        log.info("stopped serving the previous %s%s (its requests all answered)", old.source.name, version)
 
     async def close(self) -> None:
         """Finish what is queued for the current model and for any being retired, then stop."""
