@@ -7,7 +7,8 @@ from __future__ import annotations
 import io
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -109,3 +110,26 @@ def wait_until(condition: Callable[[], object], what: str, timeout: float = 30, 
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} did not happen within {timeout:g} s")
         time.sleep(every)
+
+
+@contextmanager
+def asking_meanwhile(ask: Callable[[], Any], threads: int = 3) -> Iterator[list[Any]]:
+    """``threads`` clients calling ``ask`` over and over while the block runs; yields their answers as they come
+    (a list that grows), and returns once every client has its last answer."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    stop, answers = threading.Event(), []
+
+    def keep_asking() -> None:
+        while not stop.is_set():
+            answers.append(ask())
+
+    with ThreadPoolExecutor(threads) as pool:
+        clients = [pool.submit(keep_asking) for _ in range(threads)]
+        try:
+            yield answers
+        finally:
+            stop.set()
+            for client in clients:
+                client.result(30)

@@ -189,11 +189,9 @@ def test_an_endpoint_following_an_alias_switches_versions_with_no_request_failin
     jobs: list[JobRecord], caplog: pytest.LogCaptureFixture
 ) -> None:
     import logging
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
 
     from fastapi.testclient import TestClient
-    from helpers import LOOPBACK, encode, wait_until
+    from helpers import LOOPBACK, asking_meanwhile, encode, wait_until
     from PIL import Image
 
     from kennel.serve.app import ServeSettings, create_app
@@ -206,22 +204,13 @@ def test_an_endpoint_following_an_alias_switches_versions_with_no_request_failin
     with TestClient(create_app(uri, settings), base_url=LOOPBACK) as client:
         served = lambda: client.get("/model").json()  # noqa: E731
         assert (served()["name"], served()["version"], served()["alias"]) == ("followed", "1", "prod")
-        stop, answers = threading.Event(), []
-
-        def keep_asking() -> None:
-            while not stop.is_set():
-                answers.append(client.post("/invocations", content=photo, headers={"content-type": "image/jpeg"}))
-
-        with ThreadPoolExecutor(3) as pool:
-            askers = [pool.submit(keep_asking) for _ in range(3)]
+        ask = lambda: client.post("/invocations", content=photo, headers={"content-type": "image/jpeg"})  # noqa: E731
+        with asking_meanwhile(ask) as answers:
             wait_until(lambda: len(answers) >= 6, "requests on version 1")
             model_registry.set_alias("followed", "prod", "2")
             wait_until(lambda: served()["version"] == "2", "the endpoint on version 2")
             after = len(answers)
             wait_until(lambda: len(answers) >= after + 6, "requests on version 2")
-            stop.set()
-            for asker in askers:
-                asker.result(30)
     assert [a.status_code for a in answers] == [200] * len(answers)
     events = [(line["event"], line["version"]) for line in model_registry.history("followed")]
     assert events.index(("serve", "1")) < events.index(("alias", "2")) < events.index(("switch", "2"))

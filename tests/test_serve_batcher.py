@@ -160,3 +160,19 @@ def test_depth_counts_waiting_requests() -> None:
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError):
         DynamicBatcher(lambda b: Outputs(b, None), max_batch_size=0)
+
+
+def test_requests_left_over_from_a_cut_batch_do_not_wait_a_second_time() -> None:
+    from kennel.serve.batcher import _Item
+
+    async def main() -> list[int]:
+        batcher = DynamicBatcher(FakeModel(), 16, max_wait_ms=60_000)  # a minute: a second wait would show
+        batcher._queue = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        waited = time.monotonic() - 120  # these requests came two minutes ago
+        items = [_Item(image(float(i)), loop.create_future(), waited) for i in range(14)]
+        batcher._carry.extend(items[1:])
+        batch, _ = await asyncio.wait_for(batcher._collect(items[0]), 10)
+        return [len(batch), len(batcher._carry)]
+
+    assert asyncio.run(main()) == [8, 6]  # cut to a power of two at once; the six open the next batch

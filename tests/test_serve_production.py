@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from fastapi.testclient import TestClient
-from helpers import LOOPBACK, encode, wait_until
+from helpers import LOOPBACK, asking_meanwhile, encode, wait_until
 from PIL import Image
 from test_client import running
 
@@ -207,14 +207,7 @@ def test_a_reload_switches_models_while_requests_are_in_flight_and_none_fails(tm
     newer = tiny_artifact(tmp_path / "newer", ["Corgi", "Dingo", "Eskimo"], seed=1)
     with TestClient(create_app(folder, ServeSettings(max_wait_ms=2)), base_url=LOOPBACK) as client:
         assert post(client).status_code == 200
-        stop, answers = threading.Event(), []
-
-        def keep_asking() -> None:
-            while not stop.is_set():
-                answers.append(post(client))
-
-        with ThreadPoolExecutor(4) as pool:
-            askers = [pool.submit(keep_asking) for _ in range(4)]
+        with asking_meanwhile(lambda: post(client), threads=4) as answers:
             wait_until(lambda: len(answers) >= 8, "requests before the switch")
             shutil.rmtree(folder)
             shutil.copytree(newer, folder)  # a new model in the same place, as a retrained job leaves it
@@ -222,9 +215,6 @@ def test_a_reload_switches_models_while_requests_are_in_flight_and_none_fails(tm
             assert switched.status_code == 200, switched.text
             before = len(answers)
             wait_until(lambda: len(answers) >= before + 8, "requests after the switch")
-            stop.set()
-            for asker in askers:
-                asker.result(30)
         assert [a.status_code for a in answers] == [200] * len(answers)
         labels = [{p["label"] for p in a.json()["predictions"]} for a in answers]
         assert labels[0] <= {"Akita", "Beagle"} and labels[-1] <= {"Corgi", "Dingo", "Eskimo"}

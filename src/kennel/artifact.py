@@ -24,7 +24,7 @@ from typing import Any
 
 from torch import nn
 
-from kennel.atomic import atomic_write_json
+from kennel.atomic import atomic_write_json, swap_folder_into_place
 from kennel.errors import KennelError
 from kennel.inference.export import OnnxExportError as OnnxExportError  # raised by save_artifact
 from kennel.inference.export import export_onnx, quantize_int8
@@ -149,7 +149,7 @@ def save_artifact(
                 info.onnx_int8 = quantize_onnx_file(tmp / ONNX_FILE, tmp / INT8_FILE, int8_calibration)
         atomic_write_json(tmp / INFO_FILE, asdict(info))
         _make_readable(tmp)
-        _swap_into_place(tmp, out_dir, token)
+        swap_folder_into_place(tmp, out_dir, token)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -199,20 +199,6 @@ def _make_readable(folder: Path) -> None:
     """Temporary files are private (0600); an artifact is read by servers, perhaps as another user."""
     for path in folder.iterdir():
         path.chmod(0o644)
-
-
-def _swap_into_place(tmp: Path, out_dir: Path, token: str) -> None:
-    """Rename ``tmp`` to ``out_dir``; an existing artifact is moved aside first and removed after."""
-    old = out_dir.parent / f".{out_dir.name}.old-{token}"
-    if out_dir.exists():
-        os.replace(out_dir, old)
-    try:
-        os.replace(tmp, out_dir)
-    except OSError:
-        if old.exists():
-            os.replace(old, out_dir)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def export_onnx_file(model: Classifier, input_size: int, path: Path) -> dict[str, Any]:

@@ -39,3 +39,20 @@ def atomic_write_text(path: Path | str, text: str) -> None:
 
 def atomic_write_json(path: Path | str, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def swap_folder_into_place(tmp: Path, out: Path, token: str) -> None:
+    """Rename the folder ``tmp`` to ``out``. What was at ``out`` is moved aside first (a rename, so ``out`` is never
+    half replaced), put back if the second rename fails, and removed once the new folder is in place."""
+    import shutil
+
+    old = out.parent / f".{out.name}.old-{token}"
+    if out.exists():
+        os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except OSError:
+        if old.exists():
+            os.replace(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

@@ -3,13 +3,13 @@ leaves the folder as it was (a reader, or an upload script, never sees half an e
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from kennel.atomic import swap_folder_into_place
 from kennel.errors import PathError, UsageError
 
 
@@ -38,20 +38,6 @@ def staged(out: Path) -> Iterator[Path]:
         raise PathError.of(exc, "cannot create the export folder", out) from None
     try:
         yield tmp
-        _swap_into_place(tmp, out, out.parent / f".{out.name}.old-{token}")
+        swap_folder_into_place(tmp, out, token)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _swap_into_place(tmp: Path, out: Path, old: Path) -> None:
-    """Rename ``tmp`` to ``out``; what was at ``out`` is moved aside first (a rename, so ``out`` is never half
-    replaced) and put back if the second rename fails, else removed."""
-    if out.exists():
-        os.replace(out, old)
-    try:
-        os.replace(tmp, out)
-    except OSError:
-        if old.exists():
-            os.replace(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)

@@ -27,6 +27,7 @@ from kennel.predictor import Outputs
 class _Item(NamedTuple):
     tensor: torch.Tensor
     future: asyncio.Future[Outputs]
+    queued: float  # time.monotonic() at submit: a batch waits for others until its first request has waited enough
 
 
 class BatcherStopped(RuntimeError):
@@ -81,7 +82,7 @@ class DynamicBatcher:
         if self._queue is None or self._stopping:
             raise BatcherStopped("the model is not serving (starting or shutting down)")
         future: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Item(tensor, future))
+        await self._queue.put(_Item(tensor, future, time.monotonic()))
         return await future
 
     def _cut(self, items: list[_Item]) -> list[_Item]:
@@ -92,7 +93,8 @@ class DynamicBatcher:
 
     async def _collect(self, first: _Item) -> tuple[list[_Item], bool]:
         assert self._queue is not None
-        items, deadline = [first], time.monotonic() + self.max_wait
+        # From the first request's arrival: requests carried over from a cut batch have waited already.
+        items, deadline = [first], first.queued + self.max_wait
         while len(items) < self.max_batch_size:
             try:
                 item = self._carry.popleft() if self._carry else self._queue.get_nowait()
