@@ -219,3 +219,29 @@ def test_a_reload_switches_models_while_requests_are_in_flight_and_none_fails(tm
         labels = [{p["label"] for p in a.json()["predictions"]} for a in answers]
         assert labels[0] <= {"Akita", "Beagle"} and labels[-1] <= {"Corgi", "Dingo", "Eskimo"}
         assert client.get("/model").json()["class_names"] == ["Corgi", "Dingo", "Eskimo"]
+
+
+def test_requests_waiting_for_a_model_that_then_fails_to_load_are_answered_at_once(tmp_path: Path, monkeypatch) -> None:
+    failing, releasing = threading.Event(), threading.Event()
+
+    def broken_warm_up(predictor, sizes):
+        failing.set()
+        assert releasing.wait(30)
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(slot, "warm_up", broken_warm_up)
+    settings = ServeSettings(request_timeout_s=600)  # far past the wait below: a waiter left hanging fails it
+    with TestClient(create_app(slot_artifact(tmp_path), settings), base_url=LOOPBACK) as client:
+        with ThreadPoolExecutor(1) as pool:
+            assert failing.wait(30)
+            waiting = pool.submit(post, client)  # arrives while the model loads
+            time.sleep(0.2)
+            releasing.set()
+            answer = waiting.result(30)
+        assert answer.status_code == 503 and "out of memory" in answer.json()["error"]["message"]
+
+
+def slot_artifact(tmp_path: Path) -> Path:
+    from helpers import tiny_artifact
+
+    return tiny_artifact(tmp_path / "model", ["Akita", "Beagle"])

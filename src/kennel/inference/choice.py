@@ -159,8 +159,9 @@ def unmeasured(
 
 def figures(graph: FrozenGraph, device: torch.device, backends: list[Backend], remeasure: bool = False) -> Measurement:
     """The stored figures for ``backends``, measuring those not measured yet on this machine (or all of them)."""
-    missing = unmeasured(graph, device, backends, remeasure)
-    if not missing:
-        return stored(graph, device)
+    known = stored(graph, device)  # read once: a second read could race another process's store
+    missing = unmeasured(graph, device, backends, remeasure, known=known)
+    if not missing and known is not None:
+        return known
     log.info("measuring %s on this machine: %s", graph.architecture, ", ".join(b.name for b in missing))
     return measure(graph, device, missing)

@@ -109,7 +109,7 @@ def create_app(artifact_dir: Path | str, settings: ServeSettings | None = None, 
             await switch("serve", endpoint)
         except Exception as exc:  # the server stays up to say so: liveness fails, and a probe restarts it
             log.exception("the model %s failed to load", ref)
-            slot.error = f"the model failed to load ({type(exc).__name__}: {exc})"
+            slot.failed(f"the model failed to load ({type(exc).__name__}: {exc})")
 
     async def reload(event: str = "reload") -> Loaded | None:
         """Load the model again (a registry alias: the version it names now); keep the current one if it fails."""

@@ -89,7 +89,8 @@ class ModelSlot:
         self.make_batcher = make_batcher
         self.current: Loaded | None = None
         self.error: str | None = None  # why the first model could not load
-        self.ready = asyncio.Event()
+        self.ready = asyncio.Event()  # a model serves
+        self._settled = asyncio.Event()  # the first load is over, served or failed
         self._switching = asyncio.Lock()
         self._retiring: set[asyncio.Task[None]] = set()
 
@@ -98,9 +99,10 @@ class ModelSlot:
         """The current model, kept for the caller until the block ends; waits while the first model loads."""
         if self.current is None and self.error is not None:
             raise Unavailable("unavailable", self.error, retry_after_s=30)
-        await self.ready.wait()
+        await self._settled.wait()
         loaded = self.current
-        assert loaded is not None
+        if loaded is None:  # the first load failed while this request waited for it
+            raise Unavailable("unavailable", self.error or "the model failed to load", retry_after_s=30)
         loaded.users += 1
         loaded.idle.clear()
         try:
@@ -125,11 +127,17 @@ class ModelSlot:
             old, self.current = self.current, Loaded(endpoint, batcher, source)
             self.error = None
             self.ready.set()
+            self._settled.set()
             if old is not None:
                 task = asyncio.get_running_loop().create_task(self._retire(old), name="kennel-retire-model")
                 self._retiring.add(task)
                 task.add_done_callback(self._retiring.discard)
             return self.current
+
+    def failed(self, error: str) -> None:
+        """The first model could not load: say why to every request, those waiting included."""
+        self.error = error
+        self._settled.set()
 
     async def _retire(self, old: Loaded) -> None:
         await old.idle.wait()  # every request that took the old model has its answer
