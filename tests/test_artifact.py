@@ -159,6 +159,7 @@ def test_class_names_must_match_the_head(tmp_path: Path) -> None:
         save_artifact(tiny_model(), ["only one"], get_backbone("tiny").preprocessing, tmp_path / "m")
 
 
+@pytest.mark.slow
 def test_wrapped_and_hooked_models_save_their_classifier(tmp_path: Path) -> None:
     import threading
 

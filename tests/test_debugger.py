@@ -80,6 +80,7 @@ def test_a_resumed_job_keeps_the_newer_rows_of_steps_run_twice(tmp_path: Path):
     assert len(table) == len(first.filter(np.array(first["step"].to_pylist()) < 10)) + 1
 
 
+@pytest.mark.slow
 def test_a_training_job_debugs_by_default_and_kennel_debug_reads_it(dataset: Path):
     record = train(tiny_config(dataset, epochs=2), stream=None)
     folder = record.path / "debug"
@@ -129,6 +130,7 @@ def test_a_rule_that_stops_the_job_ends_it_with_its_reason(dataset: Path):
     assert "epochs_run" not in load_job(record.id).metrics  # stopped at the first saved step, mid-epoch
 
 
+@pytest.mark.slow
 def test_findings_are_recorded_in_mlflow_with_the_job(dataset: Path, kennel_home: Path):
     from kennel.mlflow_store import get_client
 

@@ -204,6 +204,7 @@ def test_launcher_drops_its_own_options_and_runs_torchrun():
     assert command[-4:] == ["kennel", "train", "--data", "d"]
 
 
+@pytest.mark.slow
 def test_a_batch_the_processes_cannot_share_fails_once_before_launching(dataset: Path):
     command = [sys.executable, "-m", "kennel", "train", "--data", str(dataset), "--processes", "3"]
     command += ["--batch-size", "32"]
@@ -213,6 +214,7 @@ def test_a_batch_the_processes_cannot_share_fails_once_before_launching(dataset:
     assert "launching" not in done.stderr  # torchrun never started
 
 
+@pytest.mark.slow
 def test_gpus_on_a_machine_without_enough_of_them_is_a_clear_error(dataset: Path):
     if torch.cuda.device_count() >= 64:
         pytest.skip("this machine has 64 GPUs")

@@ -16,6 +16,8 @@ from kennel import model_registry
 from kennel.errors import Failure, UsageError
 from kennel.jobs import JobRecord, load_job
 
+pytestmark = pytest.mark.slow  # two tiny jobs and a store for the module: seconds before the first test
+
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> str:

@@ -149,6 +149,7 @@ def test_two_halves_of_one_set_do_not_drift(tmp_path: Path, job: JobRecord, endp
 # --- the reference, the capture, the command's errors ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_reference_is_computed_once_per_model_and_data(
     tmp_path: Path, job: JobRecord, endpoint: Endpoint, halves: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -198,6 +198,7 @@ class LongSteps(Rule[Profile]):
         return self.issue(profile, f"the median step takes {median:.3g} ms", "Raise limit_ms.", median_ms=median)
 
 
+@pytest.mark.slow
 def test_a_custom_rule_from_profiler_imports_fires_and_is_reported(dataset: Path) -> None:
     overrides = {**TINY, "data.root": str(dataset), "epochs": 2, "profiler.imports": ["test_profiler"]}
     quiet = train(load_config(overrides=overrides), stream=None)

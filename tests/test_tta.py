@@ -70,6 +70,7 @@ def test_a_flip_job_caches_its_own_features_and_serves_a_photo_and_its_mirror_al
     assert not np.allclose([p for _, p in one.top], [p for _, p in other.top], atol=1e-3)  # without it, not so
 
 
+@pytest.mark.slow
 def test_a_crops_job_serves_through_onnx_as_it_evaluated(dataset: Path) -> None:
     record = train(tiny_config(dataset, epochs=1, tta="crops", export_onnx=True), stream=None)
     assert record.status == "completed" and record.engine["extraction"]["cached"] is False

@@ -193,6 +193,7 @@ def test_a_study_without_data_or_with_a_bad_base_config_does_not_start(space: Pa
         tune(TuneRequest(study="s", space=space, base={**base(dataset), "optim": {"lrr": 1}}), stream=None)
 
 
+@pytest.mark.slow
 def test_the_best_config_retrains_the_best_trial(dataset: Path, space: Path) -> None:
     record = run(dataset, space, trials=3, pruner="none")
     best = record.best
@@ -332,6 +333,7 @@ def test_machines_share_a_study_through_a_database(dataset: Path, space: Path, t
     assert len(list_jobs(study="shared")) == 2  # this machine ran the other two
 
 
+@pytest.mark.slow
 def test_a_trial_a_rule_stops_before_any_epoch_is_an_outcome_not_the_end(dataset: Path, space: Path):
     """A debugger rule that stops a trial at its first step leaves no objective; the study records that trial as
     failed with the rule's reason and runs the others (grid: lr 0.003, then 0.3, which the rule stops)."""

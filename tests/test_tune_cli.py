@@ -78,6 +78,7 @@ def test_unknown_strategy_and_a_running_study_are_refused(dataset: Path, space: 
     assert result.exit_code == 2 and f"study s is running in process {os.getpid()}" in result.output
 
 
+@pytest.mark.slow
 def test_tune_then_best_then_report(dataset: Path, space: Path, kennel_home: Path) -> None:
     result = kennel("tune", "--data", dataset, "--space", space, "--study", "lr", "-n", "3", "--pruner", "none", *TINY)
     assert result.exit_code == 0, result.output
