@@ -177,3 +177,10 @@ def test_sighup_loads_the_model_again_and_the_switch_is_logged(tmp_path: Path) -
     finally:
         output = stop(process)
     assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d INFO switched to \S+ from \S+/model ", output, re.M), output
+
+
+def test_a_capture_folder_that_cannot_be_made_fails_in_one_line_before_the_model_loads(artifact_dir: Path) -> None:
+    result = kennel("serve", artifact_dir, "--capture", "/proc/no-such-place/capture")
+    assert result.exit_code == 1, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "--capture: cannot make the folder" in line

@@ -12,6 +12,21 @@ from kennel.cli.lookup import resolve_model
 from kennel.errors import Failure, PortInUse, UsageError
 
 
+def writable_folder(folder: Path, flag: str) -> Path:
+    """``folder``, made if missing, or a one-line error now: the server would fail only once the model loaded."""
+    import os
+
+    from kennel.errors import PathError
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PathError.of(exc, f"{flag}: cannot make the folder", folder) from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PathError(folder, f"{flag}: not writable by this user")
+    return folder
+
+
 def check_port(host: str, port: int) -> None:
     """Fail now, in a line, when the server could not listen at ``host:port``. uvicorn binds only after the
     model has loaded, and then says so in a log record among others."""
@@ -123,6 +138,8 @@ def serve_command(
     if follow_alias and not (model.startswith("models:/") and "@" in model):
         raise UsageError(f"--follow-alias follows a registry alias: give models:/NAME@ALIAS, not {model!r}")
     folder = resolve_model(model)
+    if capture is not None:
+        capture = writable_folder(capture.expanduser().resolve(), "--capture")
     bearer = resolve_token(host, token=token, token_file=token_file, no_auth=no_auth)
     try:
         settings = ServeSettings(
@@ -145,7 +162,7 @@ def serve_command(
             model_ref=model if model.startswith("models:/") else str(folder),
             follow_alias=follow_alias,
             follow_interval_s=follow_interval,
-            capture_dir=capture.expanduser().resolve() if capture is not None else None,
+            capture_dir=capture,
             capture_sample=capture_sample,
             capture_photos=capture_photos,
         )
