@@ -77,23 +77,14 @@ class TokenAuth:
             return await self.app(scope, receive, send)
         presented = bearer(header(scope, b"authorization"))
         if presented is None:
-            refused = refusal(
-                401,
-                "unauthorized",
-                "this endpoint needs its token: send the header Authorization: Bearer TOKEN",
-                {"WWW-Authenticate": 'Bearer realm="kennel"'},
-            )
-            return await refused(scope, receive, send)
+            message, challenge = "this endpoint needs its token: send the header Authorization: Bearer TOKEN", ""
         # Constant time, so the answer's timing does not tell how much of a guess was right.
-        if not hmac.compare_digest(presented, self.token):
-            refused = refusal(
-                401,
-                "unauthorized",
-                "the token sent is not this endpoint's",
-                {"WWW-Authenticate": 'Bearer realm="kennel", error="invalid_token"'},
-            )
-            return await refused(scope, receive, send)
-        return await self.app(scope, receive, send)
+        elif not hmac.compare_digest(presented, self.token):
+            message, challenge = "the token sent is not this endpoint's", ', error="invalid_token"'
+        else:
+            return await self.app(scope, receive, send)
+        refused = refusal(401, "unauthorized", message, {"WWW-Authenticate": f'Bearer realm="kennel"{challenge}'})
+        return await refused(scope, receive, send)
 
 
 def bearer(value: bytes | None) -> bytes | None:

@@ -38,6 +38,7 @@ VERSION_KEY = "kennel_version"
 _RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
 
+# kennel.data.images.to_rgb, copied: this file runs where kennel is not installed.
 def to_rgb(image: Image.Image) -> Image.Image:
     """Any mode (grayscale, CMYK, palette, alpha, 16-bit) to RGB, as kennel converts photos: transparency on white,
     16-bit grayscale scaled rather than clipped."""
