@@ -191,3 +191,17 @@ def test_symlinks_are_keyed_by_their_target(root: Path, tmp_path: Path) -> None:
         stored = {row[0] for row in db.execute("SELECT path FROM digests")}
     assert stored == {os.path.realpath(path) for path, _ in split.files}
     assert str((elsewhere / "target.jpg").resolve()) in stored
+
+
+def test_a_datasets_fingerprint_changes_with_any_split_and_a_job_records_it(root: Path, dataset: Path) -> None:
+    from helpers import tiny_config
+
+    from kennel.data.fingerprint import dataset_fingerprint
+    from kennel.job import train as train_job
+
+    before = dataset_fingerprint(load_layout(root))
+    assert before == dataset_fingerprint(load_layout(root)) and len(before) == 32
+    (root / "test" / "b" / "0.jpg").write_bytes(b"another photo")  # the test split alone
+    assert dataset_fingerprint(load_layout(root)) != before
+    record = train_job(tiny_config(dataset, epochs=1), stream=None)
+    assert record.data_fingerprint == dataset_fingerprint(load_layout(dataset))

@@ -150,27 +150,25 @@ def _version_tags(record: JobRecord) -> dict[str, str]:
     tags = {"kennel.job_id": record.id, "kennel.job_name": record.name, "kennel.backbone": record.backbone}
     tags |= {f"kennel.{key}": repr(float(record.metrics[key])) for key in METRICS if key in record.metrics}
     data = record.config.get("data") or {}
-    tags["kennel.data_root"], tags["kennel.data_fingerprint"] = data.get("root"), data_fingerprint(data)
+    # What the job trained on, as it recorded it; a job recorded before that, its data as it is now.
+    fingerprint = record.data_fingerprint or data_fingerprint(data)
+    tags["kennel.data_root"], tags["kennel.data_fingerprint"] = data.get("root"), fingerprint
     return {key: str(value) for key, value in tags.items() if value is not None}
 
 
 def data_fingerprint(data: dict[str, Any]) -> str | None:
-    """One hash of the train, valid and test splits a job's ``data`` config names, as they are now (unchanged
-    photos cost a ``stat`` each); None where the folders are gone."""
+    """:func:`~kennel.data.fingerprint.dataset_fingerprint` of the splits a job's ``data`` config names, as they
+    are now (unchanged photos cost a ``stat`` each); None where the folders are gone."""
     from kennel.config import DataConfig
-    from kennel.data.fingerprint import split_fingerprint
+    from kennel.data.fingerprint import dataset_fingerprint
     from kennel.data.layout import LayoutError, load_layout
 
     try:
         config = DataConfig.model_validate({key: data.get(key) for key in ("root", *SPLITS)})
-        layout = load_layout(config.root, dirs={split: config.split_dir(split) for split in SPLITS})
-        digest = hashlib.blake2b(digest_size=16)
-        for split in SPLITS:
-            digest.update(f"{split}\0{split_fingerprint(layout[split])}\0".encode())
+        return dataset_fingerprint(load_layout(config.root, dirs={s: config.split_dir(s) for s in SPLITS}))
     except (LayoutError, OSError, ValueError) as exc:  # ValueError: no folder named at all
         log.warning("no data fingerprint for the registered version: %s", exc)
         return None
-    return digest.hexdigest()
 
 
 # --- reading the registry ----------------------------------------------------------------------------------------

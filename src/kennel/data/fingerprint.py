@@ -19,7 +19,7 @@ from contextlib import closing, suppress
 from pathlib import Path
 from typing import TypeVar
 
-from kennel.data.layout import Split
+from kennel.data.layout import DatasetLayout, Split
 from kennel.home import cache_dir
 
 log = logging.getLogger(__name__)
@@ -136,4 +136,13 @@ def split_fingerprint(split: Split, store: DigestStore | None = None) -> str:
     for (path, label), file_hash in zip(split.files, digests, strict=True):
         digest.update(f"{path.relative_to(split.root)}\0{label}\0".encode())
         digest.update(file_hash)
+    return digest.hexdigest()
+
+
+def dataset_fingerprint(layout: DatasetLayout) -> str:
+    """One hash of a dataset's train, valid and test splits (each as :func:`split_fingerprint`): what a job trained
+    on, recorded with it and with every registered version of its model."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name in ("train", "valid", "test"):
+        digest.update(f"{name}\0{split_fingerprint(layout[name])}\0".encode())
     return digest.hexdigest()

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from kennel.config import ConfigError, TrainConfig, config_to_yaml
-from kennel.data.layout import LayoutError, load_layout
+from kennel.data.fingerprint import dataset_fingerprint
+from kennel.data.layout import DatasetLayout, LayoutError, load_layout
 from kennel.distributed import Ranks
 from kennel.engine import Observer
 from kennel.errors import UsageError
@@ -27,14 +28,16 @@ from kennel.observers.progress import ProgressBar
 log = logging.getLogger(__name__)
 
 
-def create_record(config: TrainConfig, study: str | None) -> JobRecord:
-    """A new job's folder, its record and the resolved config it runs (what --resume reads again)."""
+def create_record(config: TrainConfig, study: str | None, layout: DatasetLayout | None = None) -> JobRecord:
+    """A new job's folder, its record and the resolved config it runs (what --resume reads again); with the
+    ``layout`` it trains on, that data's fingerprint."""
     record = create_job(
         config.name or f"{config.model.backbone}",
         backbone=config.model.backbone,
         params=key_params(config),
         config=config.model_dump(mode="json"),
         study=study,
+        data_fingerprint=dataset_fingerprint(layout) if layout is not None else None,
     )
     record.folder.write_config(config_to_yaml(config))
     return record

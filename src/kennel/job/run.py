@@ -60,7 +60,7 @@ def train(
     fetch_job_weights(config)  # before the job exists: weights it cannot get leave no failed job behind
     layout = load_data(config)
     ranks = _start_ranks(config)
-    record = _shared_record(create_record(config, study) if ranks.is_main else None, ranks)
+    record = _shared_record(create_record(config, study, layout) if ranks.is_main else None, ranks)
     return _run(record, config, layout, observers, stream, progress, resume=False, ranks=ranks)
 
 

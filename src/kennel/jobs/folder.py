@@ -67,6 +67,7 @@ class JobRecord:
     error: str | None = None
     study: str | None = None  # the tuning study this job is a trial of
     mlflow_run_id: str | None = None
+    data_fingerprint: str | None = None  # the train, valid and test photos it trained on (dataset_fingerprint)
     pid: int | None = None  # the process running the job, while it runs
     job_dir: str = ""
 

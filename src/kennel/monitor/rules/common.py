@@ -111,9 +111,13 @@ class NumericDrift(DriftRule):
         valid, now = float(np.median(reference)), float(np.median(traffic))
         seen, advice = self.lower if now < valid else self.higher
         said = f"the median {self.quantity} is {self.show(now)} in traffic vs {self.show(valid)} on valid"
-        if now == valid:  # the same median, another spread
+        if now == valid:  # the same median, another spread: say where the middle half of each lies
             seen = f"The {self.quantity} is distributed differently than on the valid photos"
-            said = f"the median is {self.show(now)} on both sides"
+            (a, b), (c, d) = np.percentile(traffic, [25, 75]), np.percentile(reference, [25, 75])
+            said = (
+                f"the median is {self.show(now)} on both sides, but the middle half spans {self.show(a)} to "
+                f"{self.show(b)} in traffic vs {self.show(c)} to {self.show(d)} on valid"
+            )
             advice = f"see the {self.quantity} plot on the monitor page; if the traffic's photos differ from what the "
             advice += "model was trained on, add such photos to the training data"
         return f"{seen}: {said} (PSI {found.psi:.2f}, {self.severity(found.psi)} drift)", advice
