@@ -76,7 +76,7 @@ def create_app(artifact_dir: Path | str, settings: ServeSettings | None = None, 
     # the model calls and the answers run in.
     decoding = ThreadPoolExecutor(max(4, 2 * settings.max_decodes), thread_name_prefix="kennel-decode")
 
-    async def load(first: Endpoint | None = None) -> tuple[Endpoint, Source]:
+    async def load(first: Endpoint | None) -> tuple[Endpoint, Source]:
         source = await asyncio.to_thread(resolve_source, ref, settings.model_name)
         options = settings.endpoint_options()
         ep = first or await asyncio.to_thread(
@@ -111,24 +111,23 @@ def create_app(artifact_dir: Path | str, settings: ServeSettings | None = None, 
             log.exception("the model %s failed to load", ref)
             slot.failed(f"the model failed to load ({type(exc).__name__}: {exc})")
 
-    async def reload(event: str = "reload") -> Loaded | None:
-        """Load the model again (a registry alias: the version it names now); keep the current one if it fails."""
-        if event == "follow":
-            source = await asyncio.to_thread(resolve_source, ref, settings.model_name)
-            if slot.current is not None and source.version == slot.current.source.version:
-                return None
-        return await switch(event)
-
     async def follow() -> None:
+        """Serve the version the alias names whenever it moves: one small registry query per look; the version
+        is fetched and loaded only when it differs from the one serving."""
+        from kennel.model_registry import alias_version, parse_uri
+
+        name, _, alias = parse_uri(ref)
         while True:
             await asyncio.sleep(settings.follow_interval_s)
             try:
-                await reload("follow")
+                named = await asyncio.to_thread(alias_version, name, str(alias))
+                if slot.current is not None and named != slot.current.source.version:
+                    await switch("follow")
             except Exception:
                 log.exception("following %s: the new version could not be served; the current one goes on", ref)
 
     def on_sighup() -> None:
-        task = asyncio.ensure_future(reload("reload"))
+        task = asyncio.ensure_future(switch("reload"))
         task.add_done_callback(lambda t: t.cancelled() or (t.exception() and log.error("reload: %s", t.exception())))
 
     @contextlib.asynccontextmanager
@@ -264,11 +263,10 @@ def create_app(artifact_dir: Path | str, settings: ServeSettings | None = None, 
     )
     async def reload_route() -> dict[str, Any]:
         try:
-            loaded = await reload("reload")
+            loaded = await switch("reload")
         except Exception as exc:
             message = f"the model could not be loaded again ({exc}); the current one goes on serving"
             raise Unavailable("reload_failed", message) from None
-        assert loaded is not None
         return {"serving": loaded.source.describe()}
 
     def readiness() -> JSONResponse:
