@@ -194,6 +194,11 @@ class TrainConfig(_Strict):
         "valid) or best (both; the one better on valid is kept)",
     )
     feature_views: int = Field(1, ge=1, le=32, description="augmented views cached per train image (1 = none)")
+    stage_cache: bool = Field(
+        False,
+        description="partly frozen backbone (model.freeze N): compute the frozen stages' output once per photo "
+        "and view (feature_views), then fine-tune the other stages and the head on it instead of on photos",
+    )
     log_every: int = Field(10, ge=1, description="steps between metric lines")
     export_onnx: bool = True
     evaluate_test: bool = True
@@ -209,6 +214,21 @@ class TrainConfig(_Strict):
     def _views_need_cache(self) -> TrainConfig:
         if self.feature_views > 1 and self.data.augment == "none":
             raise ValueError("feature_views > 1 needs data.augment light or strong (views would be identical)")
+        return self
+
+    @model_validator(mode="after")
+    def _stage_cache_needs_stages(self) -> TrainConfig:
+        if not self.stage_cache:
+            return self
+        # With freeze all the features themselves are cached (feature_cache); with none there is nothing to cache.
+        if self.model.freeze == 0:
+            raise ValueError("stage_cache needs model.freeze N of at least 1: the frozen stages whose output is cached")
+        if "+" in self.model.backbone:  # kennel.models.fusion.SEPARATOR
+            raise ValueError(f"stage_cache: {self.model.backbone} is fused, and a fused backbone is one stage")
+        if self.tta != "none":
+            raise ValueError(f"stage_cache: tta {self.tta} runs over the whole backbone; use tta none")
+        if self.engine.precision == "int8":
+            raise ValueError("stage_cache runs the frozen stages at fp32 or bf16; int8 is for frozen features")
         return self
 
 

@@ -75,7 +75,7 @@ def feature_key(
 
 @dataclass
 class Features:
-    features: torch.Tensor  # [N * views, D], float32
+    features: torch.Tensor  # [N * views, D] (a stage's input: [N * views, C, H, W]), float32 unless stored smaller
     labels: torch.Tensor  # [N * views]
     files: list[str]  # the N files, in order; row i * N + j is view i of file j
 
@@ -104,9 +104,10 @@ def cached_features(
     key: FeatureKey,
     preprocessing: Preprocessing,
     root: Path | None = None,
+    stored: torch.dtype = torch.float32,
 ) -> tuple[Features, bool]:
     """The split's features (all views), from the cache when present, else computed by ``engine()`` (called only
-    then, so a cache hit opens no backend); returns (features, was_cached)."""
+    then, so a cache hit opens no backend) and kept as ``stored``; returns (features, was_cached)."""
     from filelock import FileLock
 
     path = cache_path(key, root)
@@ -120,7 +121,7 @@ def cached_features(
         cached = _load_cached(path)
         if cached is not None:
             return cached, True
-        result = _compute(engine(), split, key, preprocessing)
+        result = _compute(engine(), split, key, preprocessing, stored)
         result.save(path)
     return result, False
 
@@ -135,7 +136,9 @@ def _load_cached(path: Path) -> Features | None:
         return None
 
 
-def _compute(engine: Engine, split: Split, key: FeatureKey, preprocessing: Preprocessing) -> Features:
+def _compute(
+    engine: Engine, split: Split, key: FeatureKey, preprocessing: Preprocessing, stored: torch.dtype
+) -> Features:
     draft = preprocessing.resize_size
     blocks, labels = [], []
     for view in range(key.views):
@@ -149,6 +152,6 @@ def _compute(engine: Engine, split: Split, key: FeatureKey, preprocessing: Prepr
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(key.seed + view)
             (features,) = engine.run_dataset(dataset, EXTRACTION_BATCH, description=label, threads=1 if view else None)
-        blocks.append(features)
+        blocks.append(features.to(stored))  # view by view: the whole split is never held at fp32
         labels.append(torch.tensor([lbl for _, lbl in split.files]))
     return Features(torch.cat(blocks), torch.cat(labels), [str(p) for p, _ in split.files])

@@ -74,6 +74,12 @@ def train_command(
         help="test-time augmentation: none, flip (a photo and its mirror image) or crops (the photo and its four "
         "corners)",
     ),
+    stage_cache: bool = typer.Option(
+        None,
+        "--stage-cache/--no-stage-cache",
+        help="with --freeze N: compute the frozen stages' output once per photo (and view), then fine-tune the "
+        "rest on it instead of on photos (fast on a CPU; no fresh augmentation each epoch)",
+    ),
     device: str = typer.Option(None, "--device", help="auto, cpu or cuda"),
     engine: str = typer.Option(
         None, "--engine", help="backend of the frozen forward passes: auto (measured; see `kennel doctor`) or a name"
@@ -132,6 +138,7 @@ def train_command(
                 "data.augment": augment,
                 "feature_views": views,
                 "tta": tta,
+                "stage_cache": stage_cache,
                 "device": device,
                 "engine.backend": engine,
                 "engine.precision": precision,

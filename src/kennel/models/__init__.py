@@ -45,6 +45,7 @@ def create_model(
         dropout,
         parts.imagenet_head,
         blocks=parts.blocks,
+        pool=parts.pool,
     )
     model.freeze(freeze)
     return model

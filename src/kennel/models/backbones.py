@@ -17,13 +17,19 @@ IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 
 @dataclass(frozen=True)
 class Split:
-    """A full classifier taken apart: ``features(x)`` gives pooled features, ``head`` maps them to ImageNet."""
+    """A full classifier taken apart: ``features(x)`` gives pooled features, ``head`` maps them to ImageNet.
+
+    Where ``pool`` is given, ``pool(stages[-1](...stages[0](x)))`` is exactly ``features(x)`` (tested for every
+    backbone that has one), so a classifier can be run from the input of any stage: what fine-tuning the last
+    stages on their cached inputs needs (:mod:`kennel.inputs.stages`).
+    """
 
     features: nn.Module
     feature_dim: int
     imagenet_head: nn.Module | None
     stages: list[nn.Module]
     blocks: list[int] | None = None  # a fused backbone's: each member's feature width, in order
+    pool: nn.Module | None = None  # what follows the last stage, up to the pooled features
 
 
 @dataclass(frozen=True)
@@ -65,15 +71,19 @@ def _torchvision(name: str) -> Callable[[], nn.Module]:
 def _split_resnet(model: nn.Module) -> Split:
     head = model.fc
     model.fc = nn.Identity()
-    stem = nn.Sequential(model.conv1, model.bn1)
-    return Split(model, head.in_features, head, [stem, model.layer1, model.layer2, model.layer3, model.layer4])
+    stem = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool)
+    stages = [stem, model.layer1, model.layer2, model.layer3, model.layer4]
+    return Split(model, head.in_features, head, stages, pool=nn.Sequential(model.avgpool, nn.Flatten(1)))
 
 
 def _split_sequential_classifier(model: nn.Module) -> Split:
     """torchvision models whose ``classifier`` ends in the ImageNet Linear (efficientnet, mobilenet, convnext)."""
     head = model.classifier[-1]
     model.classifier[-1] = nn.Identity()
-    return Split(model, head.in_features, head, list(model.features))
+    # ConvNeXt's classifier begins with a LayerNorm2d over the pooled map; the others flatten first.
+    flatten = [] if type(model).__name__ == "ConvNeXt" else [nn.Flatten(1)]
+    pool = nn.Sequential(model.avgpool, *flatten, model.classifier)
+    return Split(model, head.in_features, head, list(model.features), pool=pool)
 
 
 _TORCHVISION = [
@@ -141,7 +151,8 @@ def _split_timm(model: nn.Module) -> Split:
     model.reset_classifier(0)
     stem = nn.Sequential(model.conv_stem, model.bn1)
     tail = nn.Sequential(model.conv_head, model.bn2)
-    return Split(model, feature_dim, head, [stem, *model.blocks, tail])
+    # timm's forward_head also applies its drop_rate while training; kennel's head has a dropout of its own.
+    return Split(model, feature_dim, head, [stem, *model.blocks, tail], pool=model.global_pool)
 
 
 _LITE = [
@@ -197,7 +208,7 @@ class TinyNet(nn.Module):
 def _split_tiny(model: TinyNet) -> Split:
     head = model.fc
     model.fc = nn.Identity()
-    return Split(model, head.in_features, head, [model.stem, model.stage1, model.stage2])
+    return Split(model, head.in_features, head, [model.stem, model.stage1, model.stage2], pool=model.pool)
 
 
 register_backbone(

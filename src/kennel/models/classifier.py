@@ -73,6 +73,20 @@ class CropsAveraged(nn.Module):
 TTA = {"none": None, "flip": FlipAveraged, "crops": CropsAveraged}
 
 
+class StageTail(nn.Module):
+    """A partly frozen classifier from the input of its first trainable stage: those stages, the pooling after
+    the last one, and the head."""
+
+    def __init__(self, stages: list[nn.Module], pool: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.stages = nn.Sequential(*stages)
+        self.pool = pool
+        self.head = head
+
+    def forward(self, stage_input: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pool(self.stages(stage_input)))
+
+
 class Classifier(nn.Module):
     """``head(features(x))``. ``stages`` are the backbone's blocks from input to output, for freezing.
 
@@ -90,6 +104,7 @@ class Classifier(nn.Module):
         dropout: float = 0.0,
         imagenet_head: nn.Module | None = None,
         blocks: list[int] | None = None,
+        pool: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -101,8 +116,9 @@ class Classifier(nn.Module):
         self.imagenet_head = imagenet_head
         if imagenet_head is not None:
             imagenet_head.requires_grad_(False)
-        # Plain list: the stages are already registered under ``features``.
+        # Plain list and attribute: the stages and the pooling are already registered under ``features``.
         self._stages = stages
+        self._pool = pool
         self.frozen_stages = 0
         self.tta = "none"
 
@@ -154,6 +170,28 @@ class Classifier(nn.Module):
         frozen.requires_grad_(False)
         self.frozen_stages = count
         self.train(self.training)
+
+    def frozen_part(self) -> nn.Sequential:
+        """The frozen stages, from the input: ``image -> the input of the first trainable stage``."""
+        self._check_runs_by_stage()
+        return nn.Sequential(*self._stages[: self.frozen_stages]).eval()
+
+    def trainable_part(self) -> StageTail:
+        """The rest, from the input of the first trainable stage to the logits; it shares its modules with this
+        classifier, so training it trains the classifier."""
+        self._check_runs_by_stage()
+        return StageTail(self._stages[self.frozen_stages :], self._pool, self.head)
+
+    def _check_runs_by_stage(self) -> None:
+        if self._pool is None:
+            raise ValueError(f"{self.backbone} cannot be run stage by stage (a fused backbone is one stage)")
+        if self.tta != "none":
+            raise ValueError(f"test-time augmentation ({self.tta}) runs over the whole backbone, not stage by stage")
+        if not 0 < self.frozen_stages < self.num_stages:
+            raise ValueError(
+                f"{self.backbone}: freeze some of its {self.num_stages} stages, not "
+                f"{'all' if self.frozen_stages else 'none'}, to train the rest on the frozen ones' output"
+            )
 
     @property
     def backbone_frozen(self) -> bool:

@@ -1,49 +1,28 @@
-"""What the loop trains on: cached backbone features and the head (frozen backbone), or photos and the model."""
+"""A frozen backbone: its features computed once (the feature cache) and the head trained on them."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 import torch
-from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from kennel import extraction
 from kennel.config import TrainConfig
-from kennel.data.dataset import ImageDataset, make_loader
 from kennel.data.fingerprint import split_fingerprint
 from kennel.data.layout import DatasetLayout
-from kennel.distributed import SINGLE, Ranks, ShardSampler, per_rank_batch, train_sampler
+from kennel.distributed import Ranks, ShardSampler, per_rank_batch, train_sampler
 from kennel.features import Features, cached_features, feature_key
-from kennel.inference import Engine, FrozenGraph, open_engine
-from kennel.inference.graph import Calibration, architecture
+from kennel.inference import Engine
+from kennel.inputs.common import TrainingInputs
 from kennel.models import Classifier
 from kennel.preprocessing import Preprocessing
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class TrainingInputs:
-    module: nn.Module  # what the optimizer updates: the head alone, or the whole classifier
-    train: DataLoader
-    valid: DataLoader
-    test_logits: Callable[[], tuple[torch.Tensor, torch.Tensor]]  # (logits, targets) over the test split
-    cached: bool  # trained on cached features
-    feature_seconds: float = 0.0
-    engine: dict[str, Any] = field(default_factory=dict)  # what ran the frozen forward passes, and how fast
-    # Valid top-1 of the trained head on fp32 and int8 features, where the features are int8.
-    precision_accuracy: Callable[[], dict[str, float]] | None = None
-    int8_calibration: Calibration | None = None  # for the artifact's int8 model, where the features are int8
-    # (features, labels) of a split, where the loop trains on cached features: what a second head is fitted on.
-    split_features: Callable[[str], tuple[torch.Tensor, torch.Tensor]] | None = None
-
-
-def _feature_inputs(
+def feature_inputs(
     model: Classifier,
     layout: DatasetLayout,
     config: TrainConfig,
@@ -157,63 +136,3 @@ def _feature_inputs(
         engine.graph.calibration if engine.precision == "int8" else None,
         lambda split: (tensors[split].features, tensors[split].labels),
     )
-
-
-def _image_inputs(
-    model: Classifier,
-    layout: DatasetLayout,
-    config: TrainConfig,
-    preprocessing: Preprocessing,
-    device: torch.device,
-    ranks: Ranks,
-) -> TrainingInputs:
-    pin = device.type == "cuda"
-    draft = preprocessing.resize_size
-    workers = config.data.workers
-    batch = per_rank_batch(config.data.batch_size, ranks)
-
-    def loader(split: str, transform, shuffle: bool, shard: Ranks = ranks) -> DataLoader:
-        dataset = ImageDataset(layout[split], transform, draft_size=draft)
-        sampler = train_sampler(dataset, shard, config.seed) if shuffle else ShardSampler(len(dataset), shard)
-        return make_loader(dataset, batch, shuffle, workers, pin, config.seed, drop_last=shuffle, sampler=sampler)
-
-    def test_logits() -> tuple[torch.Tensor, torch.Tensor]:
-        # Rank 0 alone evaluates the test split, in file order, after training, on the fastest PyTorch backend
-        # (the trained weights are new: an ONNX export for one pass would cost more than it saves).
-        graph = FrozenGraph(
-            module=lambda: model,
-            outputs=("logits",),
-            input_size=preprocessing.input_size,
-            architecture=architecture(model.backbone, preprocessing.input_size),
-            identity="",
-            exportable=False,
-        )
-        precision = "auto" if device.type == "cuda" and config.amp else "fp32"
-        engine = open_engine(graph, device, "torch", precision)
-        test = ImageDataset(layout["test"], preprocessing.eval_transform(), draft_size=draft)
-        (logits,) = engine.run_dataset(test, batch, description="test split")
-        engines["test"] = engine.summary()
-        return logits, torch.tensor([label for _, label in layout["test"].files])
-
-    engines: dict[str, Any] = {}
-    train = loader("train", preprocessing.train_transform(config.data.augment), True)
-    valid = loader("valid", preprocessing.eval_transform(), False)
-    return TrainingInputs(model, train, valid, test_logits, False, engine=engines)
-
-
-def prepare_inputs(
-    model: Classifier,
-    layout: DatasetLayout,
-    config: TrainConfig,
-    preprocessing: Preprocessing,
-    device: torch.device,
-    weights_id: str,
-    ranks: Ranks = SINGLE,
-) -> TrainingInputs:
-    """Loaders for this rank's shard (each step takes ``batch_size / world_size`` photos per rank)."""
-    if model.backbone_frozen and config.feature_cache:
-        # Whatever computing the features draws from torch's generator (a probe's init, augmented views), the
-        # job's own stream is left where it was: a job trains the same on a cold cache as on a warm one.
-        with torch.random.fork_rng(devices=[]):
-            return _feature_inputs(model, layout, config, preprocessing, device, weights_id, ranks)
-    return _image_inputs(model, layout, config, preprocessing, device, ranks)
