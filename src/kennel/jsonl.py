@@ -18,17 +18,24 @@ def append_jsonl(path: Path | str, records: Iterable[dict[str, Any]]) -> None:
     if text:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a") as handle:
+        with path.open("a", encoding="utf-8") as handle:
             handle.write(text)
 
 
-def read_jsonl(path: Path | str) -> tuple[list[dict[str, Any]], int]:
-    """The records of ``path`` and how many lines could not be read (e.g. one cut short by a kill)."""
+def read_jsonl(path: Path | str, complete_only: bool = False) -> tuple[list[dict[str, Any]], int]:
+    """The records of ``path`` and how many lines could not be read (e.g. one cut short by a kill). With
+    ``complete_only``, what follows the last newline is a line still being written: left out, and not counted."""
     path = Path(path)
     if not path.is_file():
         return [], 0
+    text = path.read_text(encoding="utf-8", errors="replace")
+    # Split at newlines only: a line written with ensure_ascii=False may hold U+2028 and the like, which
+    # str.splitlines would also break at.
+    lines = text.split("\n")
+    if complete_only:
+        lines.pop()
     records, skipped = [], 0
-    for line in path.read_text(errors="replace").splitlines():
+    for line in lines:
         if not line.strip():
             continue
         try:

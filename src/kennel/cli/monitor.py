@@ -27,6 +27,19 @@ def _locate(ref: str):
     return resolve_model(str(job.path)), job
 
 
+def _recorded_valid(job) -> Path:
+    """The valid split folder the job's config names: data.valid, else data.root's valid/."""
+    from kennel.config import DataConfig
+
+    settings = (job.config or {}).get("data") or {}
+    # Only the folders: the rest of a recorded config may be of another kennel version.
+    folders = DataConfig.model_validate({key: settings.get(key) or None for key in ("root", "valid")})
+    try:
+        return folders.split_dir("valid")
+    except ValueError:  # neither is recorded
+        raise UsageError(f"job {job.id} records no dataset; pass --data DIR, the dataset it was validated on") from None
+
+
 def _valid_split(job, data: Path | None, folder: Path):
     """The split the traffic is compared with: ``--data``'s valid split (or ``--data`` itself, a split folder),
     else the job's own."""
@@ -35,14 +48,11 @@ def _valid_split(job, data: Path | None, folder: Path):
     if data is not None:
         valid = data / "valid" if (data / "valid").is_dir() else data
     elif job is not None:
-        settings = (job.config or {}).get("data") or {}
-        valid = settings.get("valid") or (Path(settings["root"]) / "valid" if settings.get("root") else None)
-        if valid is None:
-            raise UsageError(f"job {job.id} records no dataset; pass --data DIR, the dataset it was validated on")
+        valid = _recorded_valid(job)
     else:
         raise UsageError(f"{folder} is a model outside a job: pass --data DIR, the dataset it was validated on")
     try:
-        return load_layout(None, splits=("valid",), dirs={"valid": Path(valid)})["valid"]
+        return load_layout(None, splits=("valid",), dirs={"valid": valid})["valid"]
     except LayoutError as exc:
         raise UsageError(f"{exc}; pass --data DIR if the dataset has moved") from None
 

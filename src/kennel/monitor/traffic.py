@@ -7,7 +7,7 @@ compared all the same, and the comparison says so (:attr:`Traffic.foreign`)."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kennel.monitor.sample import Sample
-from kennel.serve.capture import capture_files, read_capture
+from kennel.serve.capture import capture_files, read_capture_files
 
 if TYPE_CHECKING:
     from kennel.artifact import ArtifactInfo
@@ -32,15 +32,15 @@ def model_words(model: Any) -> str:
     return ", ".join(said) or "an unnamed model"
 
 
-def same_model(line: Mapping[str, Any], info: ArtifactInfo) -> bool:
+def same_model(line: Mapping[str, Any], info: ArtifactInfo, class_names: Set[str]) -> bool:
     """Whether ``line`` can be of the artifact described by ``info``: what its model says agrees (its creation
-    time, its backbone) and every class it answered is one of the artifact's."""
+    time, its backbone) and every class it answered is one of ``class_names``, the artifact's."""
     model = line.get("model") if isinstance(line.get("model"), Mapping) else {}
     for key in ("created", "backbone"):
         if model.get(key) is not None and model[key] != getattr(info, key):
             return False
     labels = {p.get("label") for p in line.get("predictions") or () if isinstance(p, Mapping)}
-    return labels <= set(info.class_names)
+    return labels <= class_names
 
 
 @dataclass
@@ -92,11 +92,14 @@ class Traffic:
 def load_traffic(folder: Path | str, info: ArtifactInfo) -> Traffic:
     """The capture lines in ``folder`` of the model described by ``info`` (see the module's docstring)."""
     folder = Path(folder).expanduser()
-    lines = read_capture(folder)
-    mine = [line for line in lines if same_model(line, info)]
-    others = Counter(model_words(line.get("model")) for line in lines if not same_model(line, info))
+    files = capture_files(folder)
+    lines = read_capture_files(files)
+    class_names = set(info.class_names)
+    mine, theirs = [], []
+    for line in lines:
+        (mine if same_model(line, info, class_names) else theirs).append(line)
+    others = Counter(model_words(line.get("model")) for line in theirs)
     named = [name for name, _ in others.most_common()]
-    files = len(capture_files(folder))
     if lines and not mine:
-        return Traffic(folder, files, lines, other=0, other_models=named, foreign=True)
-    return Traffic(folder, files, mine, other=len(lines) - len(mine), other_models=named)
+        return Traffic(folder, len(files), lines, other=0, other_models=named, foreign=True)
+    return Traffic(folder, len(files), mine, other=len(theirs), other_models=named)

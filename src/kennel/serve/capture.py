@@ -29,12 +29,14 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 from PIL import Image, ImageStat
+
+from kennel.jsonl import read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -299,17 +301,11 @@ def capture_files(folder: Path | str) -> list[Path]:
 
 
 def read_capture(folder: Path | str) -> list[dict[str, Any]]:
-    """Every line of every capture file in ``folder``, oldest first. A last line without its newline is still
+    """Every line of every capture file in ``folder``, oldest first (see :func:`read_capture_files`)."""
+    return read_capture_files(capture_files(folder))
+
+
+def read_capture_files(paths: Iterable[Path]) -> list[dict[str, Any]]:
+    """Every line of the capture files ``paths``, in their order. A last line without its newline is still
     being written and is skipped, as is any line that is not a JSON object."""
-    lines: list[dict[str, Any]] = []
-    for path in capture_files(folder):
-        text = path.read_text(encoding="utf-8", errors="replace")
-        complete = text.split("\n")[:-1]  # what follows the last newline is a line being written
-        for raw in complete:
-            try:
-                record = json.loads(raw)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict):
-                lines.append(record)
-    return lines
+    return [line for path in paths for line in read_jsonl(path, complete_only=True)[0]]

@@ -18,7 +18,7 @@ class ClassMixDrift(CategoricalDrift):
         return np.asarray(sample.label, dtype=str)
 
     def explain(self, reference, traffic, found):
-        name, valid, now = self.focus(reference, traffic)
+        name, valid, now = found.focus
         said = f"{name} is {now:.0%} of the answers in traffic vs {valid:.0%} on valid"
         return (
             f"The predicted class mix has shifted: {said} (PSI {found.psi:.2f}, {self.severity(found.psi)} drift)",

@@ -5,7 +5,7 @@ probability, the brightness) and of a category (the top class, dog or no dog). A
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 
@@ -127,6 +127,32 @@ class NumericDrift(DriftRule):
         plots.numeric(ax, *self.sides(comparison), label, self.show)
 
 
+class Focus(NamedTuple):
+    """The category a finding speaks of (the one whose share moved most), with its share on valid and in traffic."""
+
+    category: str
+    valid: float
+    traffic: float
+
+
+@dataclass(frozen=True)
+class FocusedDrift(Drift):
+    """A drift of categories, with the category its finding speaks of (:meth:`CategoricalDrift.focus`)."""
+
+    focus: Focus
+
+
+Shares = tuple[list[str], np.ndarray, np.ndarray]  # the categories, and each one's share on valid and in traffic
+
+
+def shares_of(names: list[str], reference_codes: np.ndarray, traffic_codes: np.ndarray) -> Shares:
+    """The share of each of ``names`` among the valid photos' codes and among the traffic's."""
+    count = len(names)
+    valid = np.bincount(reference_codes, minlength=count) / max(1, len(reference_codes))
+    now = np.bincount(traffic_codes, minlength=count) / max(1, len(traffic_codes))
+    return names, valid, now
+
+
 @dataclass
 class CategoricalDrift(DriftRule):
     """A category per photo, compared by share; said by the category whose share moved most. Categories are as
@@ -141,32 +167,24 @@ class CategoricalDrift(DriftRule):
     def categories(self, reference: np.ndarray, traffic: np.ndarray) -> list[str]:
         return top_categories(reference, traffic, bins_for(len(reference), len(traffic)))
 
-    def shares(self, reference, traffic) -> tuple[list[str], np.ndarray, np.ndarray]:
+    def shares(self, reference, traffic) -> Shares:
         names = self.categories(reference, traffic)
-        count = len(names)
-        valid = np.bincount(codes(reference, names), minlength=count) / max(1, len(reference))
-        now = np.bincount(codes(traffic, names), minlength=count) / max(1, len(traffic))
-        return names, valid, now
+        return shares_of(names, codes(reference, names), codes(traffic, names))
 
-    def focus(self, reference, traffic) -> tuple[str, float, float]:
-        """The category a finding speaks of (the one whose share moved most), with its share on valid and in
-        traffic."""
-        names, valid, now = self.shares(reference, traffic)
+    def focus(self, reference, traffic, shares: Shares | None = None) -> Focus:
+        """The category a finding speaks of, with its shares; ``shares`` are :meth:`shares` of these sides, when
+        already known."""
+        names, valid, now = shares if shares is not None else self.shares(reference, traffic)
         most = int(np.argmax(np.abs(now - valid)))
-        return names[most], float(valid[most]), float(now[most])
+        return Focus(names[most], float(valid[most]), float(now[most]))
 
     def measure(self, reference, traffic):
         names = self.categories(reference, traffic)
-        found = drift(
-            codes(reference, names),
-            codes(traffic, names),
-            categorical_psi(len(names)),
-            len(names),
-            self.permutations,
-            self.seed,
-        )
-        _, valid, now = self.focus(reference, traffic)
-        return found, {"valid_share": valid, "traffic_share": now}
+        count = len(names)
+        reference_codes, traffic_codes = codes(reference, names), codes(traffic, names)
+        found = drift(reference_codes, traffic_codes, categorical_psi(count), count, self.permutations, self.seed)
+        focus = self.focus(reference, traffic, shares_of(names, reference_codes, traffic_codes))
+        return FocusedDrift(**vars(found), focus=focus), {"valid_share": focus.valid, "traffic_share": focus.traffic}
 
     def show(self, category: str, share: float) -> str:
         return f"{category}: {share:.0%}"

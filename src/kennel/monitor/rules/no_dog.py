@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kennel import serve_defaults
-from kennel.monitor.rules.common import MONITOR_RULES, CategoricalDrift
+from kennel.monitor.rules.common import MONITOR_RULES, CategoricalDrift, Focus
 
 DOG, NO_DOG = "dog", "no dog"
 
@@ -34,11 +34,11 @@ class NoDogDrift(CategoricalDrift):
                 )
         return super().check(comparison)
 
-    def focus(self, reference, traffic):
-        return NO_DOG, float(np.mean(reference == NO_DOG)), float(np.mean(traffic == NO_DOG))
+    def focus(self, reference, traffic, shares=None):
+        return Focus(NO_DOG, float(np.mean(reference == NO_DOG)), float(np.mean(traffic == NO_DOG)))
 
     def explain(self, reference, traffic, found):
-        _, valid, now = self.focus(reference, traffic)
+        _, valid, now = found.focus
         said = f"{now:.0%} of the photos in traffic vs {valid:.0%} on valid (PSI {found.psi:.2f}, "
         said += f"{self.severity(found.psi)} drift)"
         if now > valid:
