@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import typer
 
 from kennel.cli.app import app
@@ -64,14 +62,11 @@ def debug_command(
         raise Failure(f"job {record.id} has no debugger output (it ran with --debug off)")
     rows, whys = rules_summary(folder)
     summary = [{**row.to_dict(), "why": whys.get(row.rule, "")} for row in rows]
-    if fmt == "json":
-        typer.echo(json.dumps(summary, indent=2))
-    else:
-        print_listing(rules_listing(record.id, rows, whys), fmt)
-        if fmt == "table":
-            for row in rows:
-                if row.advice:
-                    typer.echo(f"{row.rule}: {row.advice}")
+    print_listing(rules_listing(record.id, rows, whys), fmt, as_json=summary)
+    if fmt == "table":
+        for row in rows:
+            if row.advice:
+                typer.echo(f"{row.rule}: {row.advice}")
     if html:
         path = write_debug_report(record.path)
         typer.echo(str(path), err=fmt != "table")

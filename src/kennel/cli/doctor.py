@@ -3,14 +3,16 @@ registered backend runs a backbone's frozen forward pass here: the figures ``aut
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from kennel.cli.app import app
-from kennel.cli.output import ListingFormat, format_option, listing_format
+from kennel.cli.output import ListingFormat, format_option, listing_format, print_json
 from kennel.errors import UsageError
+
+if TYPE_CHECKING:
+    from kennel.inference.choice import Measurement
 
 CALIBRATION = (16, 4)  # generated batches x photos: int8's speed does not depend on which photos set its ranges
 
@@ -66,8 +68,9 @@ def _graph(name: str, data: str | None):
     return graph, weights, photos
 
 
-def _rows(graph, device, remeasure: bool) -> tuple[list[dict[str, Any]], bool]:
-    """One row per registered backend, fastest first: photos/s here or why not; and whether any was timed now."""
+def _rows(graph, device, remeasure: bool) -> tuple[list[dict[str, Any]], Measurement, bool]:
+    """One row per registered backend, fastest first: photos/s here or why not; the figures they come from; and
+    whether any was timed now."""
     from rich.console import Console
 
     from kennel.inference import BACKENDS, choice
@@ -90,7 +93,7 @@ def _rows(graph, device, remeasure: bool) -> tuple[list[dict[str, Any]], bool]:
         why = skipped.get(name) or (None if speed else figures.failures.get(name, "not measured"))
         row = {"backend": name, "runtime": backend.runtime, "precision": backend.precision, "summary": backend.summary}
         rows.append({**row, "photos_per_s": speed, "reason": why, "auto": name == fastest})
-    return sorted(rows, key=lambda row: -(row["photos_per_s"] or 0)), bool(missing)
+    return sorted(rows, key=lambda row: -(row["photos_per_s"] or 0)), figures, bool(missing)
 
 
 def _facts(report: dict[str, Any]) -> list[tuple[str, str]]:
@@ -182,7 +185,7 @@ def doctor_command(
         raise UsageError(f"unknown device {device!r}; choose auto, cpu or cuda")
     target = resolve_device(device)
     graph, weights, calibration = _graph(model, data)
-    rows, measured_now = _rows(graph, target, measure)
+    rows, figures, measured_now = _rows(graph, target, measure)
     gpus = [f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())]
     report = {
         "cpu": machine.describe_cpu(),
@@ -195,13 +198,13 @@ def doctor_command(
         "weights": weights,
         "calibration": calibration,
         "batch_size": choice.MEASURE_BATCH,
-        "measured": (stored := choice.stored(graph, target) or choice.Measurement()).measured,
-        "load": stored.load,  # the 1-minute load average when timed: figures taken on a busy machine mislead
+        "measured": figures.measured,
+        "load": figures.load,  # the 1-minute load average when timed: figures taken on a busy machine mislead
         "measured_now": measured_now,
         "backends": rows,
         "auto": next((row["backend"] for row in rows if row["auto"]), None),
     }
     if fmt == "json":
-        typer.echo(json.dumps(report, indent=2))
+        print_json(report)
     else:
         _print(report, fmt)

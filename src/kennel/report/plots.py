@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,10 +20,22 @@ def new_figure(width: float, height: float, **kwargs: Any):
     return figure
 
 
+def png_base64(png: bytes) -> str:
+    """PNG bytes as the text a page's ``<img src="data:image/png;base64,...">`` takes."""
+    return base64.b64encode(png).decode("ascii")
+
+
 def figure_png(figure) -> str:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", bbox_inches="tight")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+    return png_base64(buffer.getvalue())
+
+
+def image_png(image) -> str:
+    """A PIL image (a photo, an overlay) as base64 PNG."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return png_base64(buffer.getvalue())
 
 
 def integer_ticks(ax, axis: str = "x") -> None:
@@ -114,15 +125,8 @@ def _short(name: str, limit: int = 30) -> str:
     return name if len(name) <= limit else name[: limit - 1] + "…"
 
 
-def thumbnail_png(path: Path | str, size: int = 128) -> str | None:
-    """A small PNG of a photo, or None when the file is gone or unreadable (the gallery shows a placeholder)."""
-    from kennel.data.images import ImageError, open_rgb
-
-    try:
-        image = open_rgb(path, draft_size=size)
-    except (ImageError, OSError):
-        return None
-    image.thumbnail((size, size))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=True)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+def thumbnail_png(image, size: int = 128) -> str:
+    """A small PNG of a decoded photo, at most ``size`` pixels long; the photo itself is left as it is."""
+    small = image.copy()
+    small.thumbnail((size, size))
+    return image_png(small)
