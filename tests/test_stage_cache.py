@@ -17,7 +17,9 @@ from kennel.jobs import JobDir
 from kennel.models import create_model
 
 
-@pytest.mark.parametrize("backbone", ["tiny", "tf_efficientnet_lite0", "resnet18", "mobilenet_v3_large", "convnext_tiny"])
+@pytest.mark.parametrize(
+    "backbone", ["tiny", "tf_efficientnet_lite0", "resnet18", "mobilenet_v3_large", "convnext_tiny"]
+)
 def test_the_classifier_run_stage_by_stage_is_the_whole(backbone: str):
     torch.manual_seed(0)
     model = create_model(backbone, num_classes=5, pretrained=False, freeze=2).eval()
@@ -64,9 +66,7 @@ def _stage_caches(home: Path) -> list[Path]:
 
 
 def test_a_job_fine_tunes_the_last_stages_on_their_cached_inputs(dataset: Path, kennel_home: Path):
-    config = tiny_config(
-        dataset, epochs=6, stage_cache=True, feature_views=2, **{"model.freeze": 1, "optim.lr": 0.03}
-    )
+    config = tiny_config(dataset, epochs=6, stage_cache=True, feature_views=2, **{"model.freeze": 1, "optim.lr": 0.03})
     torch.manual_seed(config.seed)  # the job's model starts from the same random weights
     model = create_model("tiny", num_classes=3, pretrained=False)
     before = {k: v.clone() for k, v in model.state_dict().items()}
