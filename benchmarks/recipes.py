@@ -2,6 +2,7 @@
 
     python benchmarks/recipes.py                      # every recipe on dogs10 and breeds4, seeds 0 1 2
     python benchmarks/recipes.py --recipes best --data ../shared/data/dogs10 --seeds 0
+    python benchmarks/recipes.py --recipes stages --set stage_cache=false   # the same stages tuned on photos
 
 Each recipe's first run starts from an empty cache (cold: weights loaded, the engine measured, every feature
 computed); the other seeds reuse what it left (warm). Prints, per recipe and dataset, test and valid top-1 as
@@ -26,10 +27,11 @@ from pathlib import Path
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-def run_job(data: Path, recipe: str, seed: int, home: Path, cache: Path) -> dict:
-    """``kennel train --recipe RECIPE`` in a subprocess: its wall time and its job.json."""
+def run_job(data: Path, recipe: str, seed: int, home: Path, cache: Path, overrides: list[str]) -> dict:
+    """``kennel train --recipe RECIPE [--set KEY=VALUE ...]`` in a subprocess: its wall time and its job.json."""
     command = [sys.executable, "-m", "kennel", "train", "--data", str(data), "--recipe", recipe]
     command += ["--seed", str(seed), "--no-tracking", "--json"]
+    command += [part for override in overrides for part in ("--set", override)]
     env = {**os.environ, "KENNEL_HOME": str(home), "KENNEL_CACHE": str(cache)}
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -81,6 +83,14 @@ def main() -> None:
     )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--imagenet", type=Path, default=SHARED / "imagenet-sample", help="ImageNet sample folder")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        dest="overrides",
+        metavar="KEY=VALUE",
+        help="a config key set in every job, as kennel train --set takes it (the row names it)",
+    )
     args = parser.parse_args()
     console = Console(width=None if sys.stdout.isatty() else 160)
     console.print(f"CPU: {describe_cpu()}")
@@ -92,12 +102,12 @@ def main() -> None:
         for recipe in args.recipes:
             for data in args.data:
                 home, cache = Path(private) / recipe / data.name, Path(private) / recipe / "cache"
-                runs = [run_job(data, recipe, seed, home, cache) for seed in args.seeds]
+                runs = [run_job(data, recipe, seed, home, cache, args.overrides) for seed in args.seeds]
                 metrics = [run["job"]["metrics"] for run in runs]
                 heads = sorted({run["job"]["params"].get("head", "sgd") for run in runs})
                 warm = [run["seconds"] for run in runs[1:]]
                 table.add_row(
-                    recipe,
+                    " ".join([recipe, *args.overrides]),
                     data.name,
                     spread([m["test_accuracy"] for m in metrics]),
                     spread([m["test_top5"] for m in metrics]),

@@ -107,3 +107,15 @@ def test_without_stage_cache_a_partly_frozen_job_trains_on_photos(dataset: Path,
     assert record.status == "completed"
     assert not _stage_caches(kennel_home)
     assert "extraction" not in record.engine
+
+
+def test_kennel_train_stage_cache_flag_sets_it(dataset: Path):
+    import yaml
+    from helpers import kennel
+
+    shown = kennel("train", "--data", dataset, "--model", "tiny", "--freeze", "1", "--stage-cache", "--print-config")
+    assert shown.exit_code == 0, shown.output
+    assert yaml.safe_load(shown.output)["stage_cache"] is True
+    refused = kennel("train", "--data", dataset, "--model", "tiny", "--stage-cache", "--freeze", "0")
+    assert refused.exit_code == 2
+    assert "stage_cache needs model.freeze N of at least 1" in " ".join(refused.output.split())

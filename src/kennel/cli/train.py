@@ -75,8 +75,8 @@ def train_command(
         "corners)",
     ),
     stage_cache: bool = typer.Option(
-        None,
-        "--stage-cache/--no-stage-cache",
+        False,
+        "--stage-cache",
         help="with --freeze N: compute the frozen stages' output once per photo (and view), then fine-tune the "
         "rest on it instead of on photos (fast on a CPU; no fresh augmentation each epoch)",
     ),
@@ -138,7 +138,7 @@ def train_command(
                 "data.augment": augment,
                 "feature_views": views,
                 "tta": tta,
-                "stage_cache": stage_cache,
+                "stage_cache": stage_cache or None,
                 "device": device,
                 "engine.backend": engine,
                 "engine.precision": precision,
