@@ -62,7 +62,7 @@ def artifact_location(uri: str, experiment: str) -> str | None:
     return (folder / "mlartifacts" / safe).as_uri()
 
 
-def _check_reachable(uri: str, timeout: float = 3.0) -> None:
+def check_reachable(uri: str, timeout: float = 3.0) -> None:
     """An unreachable tracking server would make MLflow retry with backoff for minutes; fail in seconds instead."""
     parsed = urlparse(uri)
     if parsed.scheme not in ("http", "https"):
@@ -97,7 +97,7 @@ def get_client(uri: str | None = None) -> MlflowClient:
     """An ``MlflowClient`` on ``uri`` (default: kennel's store). Opening a new SQLite file creates its tables,
     which takes seconds; an existing one about half a second, once per process."""
     uri = uri or default_tracking_uri()
-    _check_reachable(uri)
+    check_reachable(uri)
     from mlflow.tracking import MlflowClient
 
     # MLflow's own INFO lines (creating tables, migrations) would interleave with the job's metric lines, and

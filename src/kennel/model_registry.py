@@ -9,11 +9,13 @@ What was deployed when is one JSON line per event in ``$KENNEL_HOME/deployments/
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import os
 import re
+import secrets
 import socket
 import tempfile
 from dataclasses import dataclass, replace
@@ -21,13 +23,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kennel.atomic import atomic_write_json
+from kennel.atomic import atomic_write_json, swap_folder_into_place
 from kennel.errors import Failure, UsageError
 from kennel.home import cache_dir, kennel_home
 from kennel.home import tracking_uri as default_tracking_uri
 from kennel.jobs import JobRecord, load_job, now
 from kennel.jsonl import append_jsonl, read_jsonl
-from kennel.mlflow_store import DEFAULT_EXPERIMENT, get_client
+from kennel.mlflow_store import DEFAULT_EXPERIMENT, check_reachable, get_client
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion, RegisteredModel
@@ -69,10 +71,6 @@ class ResolvedModel:
     uri: str
     job_id: str | None = None
 
-    def describe(self) -> dict[str, Any]:
-        """What an endpoint says it serves."""
-        return {"uri": self.uri, "name": self.name, "version": self.version, "alias": self.alias, "job_id": self.job_id}
-
 
 def is_registry_uri(ref: str) -> bool:
     return str(ref).startswith(SCHEME)
@@ -85,6 +83,20 @@ def parse_uri(uri: str) -> tuple[str, str | None, str | None]:
         raise UsageError(f"{uri!r} is no registry URI kennel reads; give models:/NAME@ALIAS or models:/NAME/VERSION")
     name, version, alias = found.groups()
     return name, version and str(int(version)), alias
+
+
+def _store_and_client(tracking_uri: str | None) -> tuple[str, MlflowClient]:
+    """The store (``tracking_uri``, else kennel's) and a client on it, opened once per store in this process:
+    ``kennel serve --follow-alias`` asks every few seconds. A tracking server is still checked each time, so one
+    gone away fails in seconds, not after MLflow's minutes of retries."""
+    store = tracking_uri or default_tracking_uri()
+    check_reachable(store)
+    return store, _open_client(store)
+
+
+@functools.lru_cache(maxsize=8)
+def _open_client(store: str) -> MlflowClient:
+    return get_client(store)
 
 
 # --- registering -------------------------------------------------------------------------------------------------
@@ -103,11 +115,10 @@ def register(
     record = job if isinstance(job, JobRecord) else load_job(job)
     if record.status in ("created", "running"):
         raise UsageError(f"job {record.id} is {record.status}; register it once it has finished")
-    folder = Path(record.artifact) if record.artifact else record.folder.model
+    folder = record.model_dir
     if not is_artifact(folder):
         raise UsageError(f"job {record.id} ({record.status}) has no model artifact at {folder}")
-    store = tracking_uri or default_tracking_uri()
-    client = get_client(store)
+    store, client = _store_and_client(tracking_uri)
     run_id = _run_holding_model(client, record, folder, store)
     source = f"{client.get_run(run_id).info.artifact_uri}/model"
     try:
@@ -226,16 +237,15 @@ def _registered_version(version: ModelVersion, model: RegisteredModel) -> Regist
 
 def versions(name: str, tracking_uri: str | None = None) -> list[RegisteredVersion]:
     """Every version of ``name``, newest first, with the aliases that point at each."""
-    store = tracking_uri or default_tracking_uri()
-    client = get_client(store)
+    store, client = _store_and_client(tracking_uri)
     model = _registered(client, name, store)
     return [_registered_version(v, model) for v in _search_versions(client, name)]
 
 
 def alias_version(name: str, alias: str, tracking_uri: str | None = None) -> str:
     """The version ``alias`` of ``name`` points at now: one small query, for an endpoint asking if it moved."""
-    store = tracking_uri or default_tracking_uri()
-    return _alias_target(_registered(get_client(store), name, store), alias)
+    store, client = _store_and_client(tracking_uri)
+    return _alias_target(_registered(client, name, store), alias)
 
 
 def set_alias(name: str, alias: str, version: str, tracking_uri: str | None = None) -> str | None:
@@ -243,8 +253,7 @@ def set_alias(name: str, alias: str, version: str, tracking_uri: str | None = No
     at before, if any."""
     from mlflow.exceptions import MlflowException
 
-    store = tracking_uri or default_tracking_uri()
-    client = get_client(store)
+    store, client = _store_and_client(tracking_uri)
     model = _registered(client, name, store)
     target = str(_model_version(client, model, str(version)).version)
     previous = str(model.aliases[alias]) if alias in model.aliases else None
@@ -264,8 +273,7 @@ def resolve(uri: str, tracking_uri: str | None = None) -> ResolvedModel:
     """The artifact folder of the version ``uri`` names now (``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``),
     fetched through MLflow into the cache unless a whole copy of that version is there already."""
     name, version, alias = parse_uri(uri)
-    store = tracking_uri or default_tracking_uri()
-    client = get_client(store)
+    store, client = _store_and_client(tracking_uri)
     model = _registered(client, name, store)
     found = _model_version(client, model, version or _alias_target(model, str(alias)))
     folder = _fetched(client, found, store)
@@ -298,10 +306,8 @@ def _fetched(client: MlflowClient, version: ModelVersion, store: str) -> Path:
         if not is_artifact(local):
             raise Failure(f"version {version.version} of {version.name!r} holds no kennel model at {source}")
         atomic_write_json(local / MARKER, marker)  # last: a folder with it is whole
-        if folder.exists():  # a stale copy (the name was deleted and registered again): out of the way first
-            os.replace(folder, Path(tmp) / "stale")
-        try:
-            os.replace(local, folder)
+        try:  # a stale copy there (the name was deleted and registered again) is replaced
+            swap_folder_into_place(local, folder, secrets.token_hex(4))
         except OSError:
             if not _holds(folder, marker):  # else another process fetched the same version first
                 raise

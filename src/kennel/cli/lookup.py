@@ -4,7 +4,6 @@ or serve (a model folder, a job folder, a job's id or name, or a registered vers
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from kennel.errors import Failure, UsageError
 from kennel.jobs import JobDir, JobNotFound, JobRecord, list_jobs, load_job
@@ -46,13 +45,7 @@ def resolve_model(ref: str) -> Path:
         if path.exists():
             raise ArtifactError(f"{path} is not a kennel model artifact: artifact.json is missing") from None
         raise ArtifactError(f"no model folder {path} and no job {ref!r} (kennel jobs lists them)") from None
-    folder = Path(job.artifact) if job.artifact else job.folder.model
+    folder = job.model_dir
     if not is_artifact(folder):
         raise ArtifactError(f"job {job.id} ({job.status}) has no model artifact at {folder}")
     return folder
-
-
-def describe_model_ref(ref: str) -> dict[str, Any] | None:
-    """For a registered version: its uri, name, version (what an alias points at now), alias and job id, the
-    version fetched into the cache as :func:`resolve_model` does; None for any other reference."""
-    return resolve(ref).describe() if is_registry_uri(ref) else None

@@ -10,6 +10,7 @@ from kennel import serve_defaults as defaults
 from kennel.cli.app import app
 from kennel.cli.lookup import resolve_model
 from kennel.errors import Failure, PortInUse, UsageError
+from kennel.model_registry import is_registry_uri
 
 
 def writable_folder(folder: Path, flag: str) -> Path:
@@ -135,7 +136,7 @@ def serve_command(
     from kennel.serve.tokens import is_loopback, resolve_token
     from kennel.validation import one_line
 
-    if follow_alias and not (model.startswith("models:/") and "@" in model):
+    if follow_alias and not (is_registry_uri(model) and "@" in model):
         raise UsageError(f"--follow-alias follows a registry alias: give models:/NAME@ALIAS, not {model!r}")
     folder = resolve_model(model)
     if capture is not None:
@@ -159,7 +160,7 @@ def serve_command(
             token=bearer.value,
             allowed_hosts=allowed_host,
             cors_origins=check_origins(cors),
-            model_ref=model if model.startswith("models:/") else str(folder),
+            model_ref=model if is_registry_uri(model) else str(folder),
             follow_alias=follow_alias,
             follow_interval_s=follow_interval,
             capture_dir=capture,

@@ -7,16 +7,13 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import typer
 
 from kennel.cli.app import app, tracking_uri_option
 from kennel.tune.pruners import PRUNERS
 from kennel.tune.strategies import STRATEGIES
-
-if TYPE_CHECKING:
-    from kennel.tune import TuneRequest
 
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$")
 SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600}
@@ -56,36 +53,6 @@ def _check_worker(study: str | None, storage: str | None, refused: list[str]) ->
             f"--worker takes the study's settings from its storage; leave out {', '.join(refused)} "
             f"(kennel tune --storage URL --study {study} without --worker changes them)"
         )
-
-
-def _check_trial_weights(request: TuneRequest) -> None:
-    """Have the weights the trials' backbone needs on this machine before a study or job exists, as
-    ``kennel train`` does (:func:`~kennel.job.build.fetch_job_weights`): weights it can neither find nor download
-    fail in one line (exit 2), not as a study whose every trial fails. A worker's backbone is in the shared
-    database, read when it joins; a base config without a dataset, or one that does not validate, is left to
-    ``tune`` to say what is wrong with it."""
-    from kennel.config import ConfigError, deep_merge
-    from kennel.job.build import fetch_job_weights
-    from kennel.tune import StudyNotFound, load_study_record
-    from kennel.tune.objective import TRIAL_DEFAULTS
-    from kennel.tune.results import trial_config
-
-    if request.worker:
-        return
-    base = request.base
-    if base is None and request.study is not None:  # a resumed study keeps its base
-        try:
-            base = load_study_record(request.study).base
-        except (StudyNotFound, ValueError):
-            return
-    if base is None:
-        return
-    try:
-        config = trial_config(deep_merge(TRIAL_DEFAULTS, base), {}, "check")
-    except ConfigError:
-        return
-    if config.data.root is not None or config.data.train is not None:
-        fetch_job_weights(config)
 
 
 @app.command("tune")
@@ -173,7 +140,6 @@ def tune_command(
             storage=storage,
             warm_start=warm_start,
         )
-    _check_trial_weights(request)
     try:
         record = tune(request, stream=sys.stdout)
     except KeyboardInterrupt:  # before the trials began (while the features were computed)

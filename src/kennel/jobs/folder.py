@@ -79,6 +79,11 @@ class JobRecord:
     def folder(self) -> JobDir:
         return JobDir(self.path)
 
+    @property
+    def model_dir(self) -> Path:
+        """The model artifact's folder: where the job recorded it, else its folder's ``model/`` (not made yet)."""
+        return Path(self.artifact) if self.artifact else self.folder.model
+
     def save(self) -> None:
         self.folder.write_record(self)
 

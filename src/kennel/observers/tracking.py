@@ -13,7 +13,6 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kennel.debugger.store import rule_tags
@@ -272,6 +271,6 @@ class MLflowTracker(Observer):
                 self.client.log_artifact(self.run_id, str(path))
             elif path.is_dir():
                 self.client.log_artifacts(self.run_id, str(path), artifact_path=name)
-        model = Path(record.artifact) if record.artifact else record.folder.model
+        model = record.model_dir
         if self.log_model and model.is_dir():
             self.client.log_artifacts(self.run_id, str(model), artifact_path="model")

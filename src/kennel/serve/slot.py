@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kennel.model_registry import is_registry_uri, record_deployment, resolve
 from kennel.predictor import Predictor
 from kennel.serve import Endpoint
 from kennel.serve.batcher import DynamicBatcher
@@ -39,9 +40,6 @@ class Source:
         return {"name": self.name, "version": self.version, "alias": self.alias}
 
 
-REGISTRY_PREFIX = "models:/"
-
-
 def model_name(folder: Path | str) -> str:
     """The name of a model folder: its job's for a job's ``model/`` folder, else the folder's own."""
     folder = Path(folder).resolve()
@@ -51,9 +49,7 @@ def model_name(folder: Path | str) -> str:
 def resolve_source(ref: str | Path, name: str = "") -> Source:
     """A model folder, or a registry URI (``models:/NAME@ALIAS``, ``models:/NAME/VERSION``) resolved to the
     version it names now and that version's downloaded folder."""
-    if str(ref).startswith(REGISTRY_PREFIX):
-        from kennel.model_registry import resolve
-
+    if is_registry_uri(str(ref)):
         found = resolve(str(ref))
         return Source(found.folder, name or found.name, str(found.version), found.alias, str(ref))
     return Source(Path(ref), name or model_name(ref))
@@ -156,8 +152,6 @@ class ModelSlot:
 
 def note_deployment(source: Source, previous: Source | None) -> None:
     """A line in the registered model's deployment history (``kennel models history NAME``)."""
-    from kennel.model_registry import record_deployment
-
     if previous is None:
         record_deployment(source.name, source.version, source.alias, "serve")
     else:

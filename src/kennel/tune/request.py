@@ -26,7 +26,7 @@ from kennel.validation import one_line
 if TYPE_CHECKING:
     import optuna
 
-    from kennel.config import DataConfig
+    from kennel.config import DataConfig, TrainConfig
 
 
 @dataclass
@@ -62,7 +62,8 @@ def validated(model, data: dict[str, Any], what: str):
 
 
 def _check_base(base: dict[str, Any], space: SearchSpace) -> dict[str, Any]:
-    """The trials' base config must be valid and name a dataset; every space value must fit on top of it."""
+    """The trials' base config must be valid and name a dataset; every space value must fit on top of it, and
+    the weights its backbone needs must be on this machine."""
     under_trials = deep_merge(TRIAL_DEFAULTS, base)
     try:
         config = trial_config(under_trials, {}, "check")
@@ -75,6 +76,7 @@ def _check_base(base: dict[str, Any], space: SearchSpace) -> dict[str, Any]:
         space.check_against(under_trials)
     except SpaceError as exc:
         raise TuneError(str(exc)) from None
+    _check_weights(config)
     return config.model_dump(mode="json")
 
 
@@ -88,6 +90,26 @@ def _check_dataset(data: DataConfig) -> None:
         load_layout(data.root, dirs=dirs)
     except (LayoutError, ValueError) as exc:
         raise TuneError(str(exc)) from None
+
+
+def _check_weights(config: TrainConfig) -> None:
+    """Have the weights the trials' backbone needs on this machine before the study runs, as ``kennel train``
+    does: weights it can neither find nor download fail in one line (exit 2), not as a study whose every trial
+    fails."""
+    from kennel.job.build import fetch_job_weights  # PyTorch: only once the rest of the request is known good
+
+    fetch_job_weights(config)
+
+
+def _check_kept_weights(base: dict[str, Any]) -> None:
+    """The weights of a study resumed with its own base: they may have left this machine since (a cache
+    cleared). A base that no longer validates, or names no dataset, is left to the session to say so."""
+    try:
+        config = trial_config(deep_merge(TRIAL_DEFAULTS, base), {}, "check")
+    except ConfigError:
+        return
+    if config.data.root is not None or config.data.train is not None:
+        _check_weights(config)
 
 
 def new_study(name: str, folder: Path, request: TuneRequest, stream: TextIO | None) -> StudyRecord:
@@ -170,6 +192,8 @@ def reopened_study(folder: Path, request: TuneRequest, stream: TextIO | None) ->
     if request.base is not None:
         _check_base(request.base, record.study_settings.space)
         record.base = request.base
+    else:
+        _check_kept_weights(record.base)
     say(stream, f"resuming study {record.name}: {finished(record.counts)} trial(s) done")
     return record
 
