@@ -50,7 +50,7 @@ def test_a_fused_backbone_or_no_frozen_stage_cannot_run_stage_by_stage():
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"model.freeze": 0}, "needs model.freeze N of at least 1"),
+        ({"model.freeze": 0}, "needs model.freeze N or -N, not 0"),
         ({"model.freeze": 1, "model.backbone": "tiny+tiny_wide"}, "is fused"),
         ({"model.freeze": 1, "tta": "flip"}, "use tta none"),
         ({"model.freeze": 1, "engine.precision": "int8"}, "int8 is for frozen features"),
@@ -118,4 +118,19 @@ def test_kennel_train_stage_cache_flag_sets_it(dataset: Path):
     assert yaml.safe_load(shown.output)["stage_cache"] is True
     refused = kennel("train", "--data", dataset, "--model", "tiny", "--stage-cache", "--freeze", "0")
     assert refused.exit_code == 2
-    assert "stage_cache needs model.freeze N of at least 1" in " ".join(refused.output.split())
+    assert "stage_cache needs model.freeze N or -N, not 0" in " ".join(refused.output.split())
+
+
+@pytest.mark.parametrize(("freeze", "frozen"), [(-1, 2), (-3, 0), (2, 2)])
+def test_a_negative_freeze_leaves_the_last_stages_trainable(freeze: int, frozen: int):
+    model = create_model("tiny", num_classes=3, pretrained=False, freeze=freeze)
+    assert model.frozen_stages == frozen
+    with pytest.raises(ValueError, match="has 3 stages; cannot freeze -4"):
+        model.freeze(-4)
+
+
+def test_the_stages_recipe_runs_the_last_two_stages_of_any_backbone(dataset: Path):
+    config = load_config(overrides={"data.root": str(dataset), "model.backbone": "tiny"}, recipe="stages")
+    assert config.stage_cache and config.model.freeze == -2
+    model = create_model("tiny", num_classes=3, pretrained=False, freeze=config.model.freeze)
+    assert model.num_stages - model.frozen_stages == 2

@@ -56,7 +56,9 @@ class ModelConfig(_Strict):
     backbone: str = "tf_efficientnet_lite0+tf_efficientnet_lite2"  # kennel.recipes: the default recipe
     pretrained: bool = True
     weights: LocalPath | None = Field(None, description="weights file instead of the normal sources")
-    freeze: int | Literal["all"] = Field("all", description="backbone stages to freeze: 0, N or all")
+    freeze: int | Literal["all"] = Field(
+        "all", description="backbone stages to freeze: all, 0 (none), N (the first N) or -N (all but the last N)"
+    )
     dropout: float = Field(0.3, ge=0.0, lt=1.0, description="dropout before the new head")
 
     @field_validator("backbone")
@@ -79,7 +81,7 @@ class ModelConfig(_Strict):
     @field_validator("freeze", mode="before")
     @classmethod
     def _freeze_from_text(cls, value: Any) -> Any:
-        if isinstance(value, str) and value.strip().isdigit():
+        if isinstance(value, str) and value.strip().removeprefix("-").isdigit():
             return int(value)
         return value
 
@@ -222,7 +224,7 @@ class TrainConfig(_Strict):
             return self
         # With freeze all the features themselves are cached (feature_cache); with none there is nothing to cache.
         if self.model.freeze == 0:
-            raise ValueError("stage_cache needs model.freeze N of at least 1: the frozen stages whose output is cached")
+            raise ValueError("stage_cache needs model.freeze N or -N, not 0: the frozen stages whose output is cached")
         if "+" in self.model.backbone:  # kennel.models.fusion.SEPARATOR
             raise ValueError(f"stage_cache: {self.model.backbone} is fused, and a fused backbone is one stage")
         if self.tta != "none":

@@ -43,6 +43,19 @@ add_recipe(
         {"model": {"backbone": "tf_efficientnet_lite0+tf_efficientnet_lite1+tf_efficientnet_lite2"}},
     )
 )
+add_recipe(
+    Recipe(
+        "stages",
+        "fine-tuning on a CPU: tf_efficientnet_lite0's last two stages and the head trained on the cached output "
+        "of the frozen ones (4 augmented views a photo)",
+        {
+            "model": {"backbone": "tf_efficientnet_lite0", "freeze": -2},
+            "stage_cache": True,
+            "feature_views": 4,
+            "epochs": 6,
+        },
+    )
+)
 
 
 def recipe_settings(name: str) -> dict[str, Any]:

@@ -59,7 +59,9 @@ def train_command(
         "features side by side",
     ),
     weights: Path = typer.Option(None, "--weights", help="pretrained weights file (.safetensors or .pth)"),
-    freeze: str = typer.Option(None, "--freeze", help="backbone stages to freeze: all, 0 (none) or N"),
+    freeze: str = typer.Option(
+        None, "--freeze", help="backbone stages to freeze: all, 0 (none), N (the first N) or -N (all but the last N)"
+    ),
     epochs: int = typer.Option(None, "--epochs", help="number of epochs"),
     lr: float = typer.Option(None, "--lr", "--learning-rate", "--learning_rate", help="learning rate of the head"),
     batch_size: int = typer.Option(
@@ -77,7 +79,7 @@ def train_command(
     stage_cache: bool = typer.Option(
         False,
         "--stage-cache",
-        help="with --freeze N: compute the frozen stages' output once per photo (and view), then fine-tune the "
+        help="with --freeze N or -N: compute the frozen stages' output once per photo (and view), then fine-tune the "
         "rest on it instead of on photos (fast on a CPU; no fresh augmentation each epoch)",
     ),
     device: str = typer.Option(None, "--device", help="auto, cpu or cuda"),

@@ -161,8 +161,11 @@ class Classifier(nn.Module):
         self.head = self._new_head(num_classes, dropout)
 
     def freeze(self, stages: int | str) -> None:
-        """Freeze the first ``stages`` backbone stages, or the whole backbone with ``"all"``; 0 trains all."""
+        """Freeze the first ``stages`` backbone stages, all but the last ``-stages`` where it is negative (the
+        same stages of any backbone: its last ones), or the whole backbone with ``"all"``; 0 trains all."""
         count = self.num_stages if stages == "all" else int(stages)
+        if count < 0:
+            count += self.num_stages
         if not 0 <= count <= self.num_stages:
             raise ValueError(f"{self.backbone} has {self.num_stages} stages; cannot freeze {stages}")
         self.features.requires_grad_(True)
