@@ -14,6 +14,7 @@ from kennel.config import ConfigError, load_config
 from kennel.features import Features
 from kennel.job import train
 from kennel.jobs import JobDir
+from kennel.jobs.engine_lines import engine_lines
 from kennel.models import create_model
 
 
@@ -80,7 +81,7 @@ def test_a_job_fine_tunes_the_last_stages_on_their_cached_inputs(dataset: Path, 
     stored = Features.load(train_cache)
     assert stored.features.shape == (2 * 36, 8, 16, 16)  # 36 photos x 2 views, the stem's 8 channels at 32/2 px
     assert stored.features.dtype == torch.float16
-    assert record.engine["extraction"]["frozen_stages"] == 1
+    assert record.engine["frozen stages"]["frozen_stages"] == 1
     assert "test" in record.engine  # the test split ran through the whole model
     assert "test_accuracy" in record.metrics
 
@@ -96,7 +97,9 @@ def test_a_job_fine_tunes_the_last_stages_on_their_cached_inputs(dataset: Path, 
     assert not all(torch.equal(trained[k], before[k]) for k in later)
 
     again = train(config, stream=None)  # warm: the cached stage inputs are read, not computed
-    assert again.engine["extraction"]["cached"] is True
+    assert again.engine["frozen stages"]["cached"] is True
+    lines = dict(engine_lines(again.engine))
+    assert lines["frozen stages"].startswith("cached ") and "stage inputs, none computed" in lines["frozen stages"]
     assert again.metrics["feature_seconds"] < record.metrics["feature_seconds"]
     assert _stage_caches(kennel_home) == caches
     assert JobDir(Path(again.path)).read_metrics("epoch")

@@ -105,8 +105,9 @@ def stage_inputs(
         # would take their statistics from a handful of rows.
         return DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=shuffle)
 
+    # Under its own name: the jobs console says "frozen stages: onnxruntime fp32, 180 photos/s".
     engines: dict[str, Any] = {
-        "extraction": {**engine.summary(), "cached": not computed, "frozen_stages": model.frozen_stages}
+        "frozen stages": {**engine.summary(), "cached": not computed, "frozen_stages": model.frozen_stages}
     }
 
     def test_logits() -> tuple[torch.Tensor, torch.Tensor]:

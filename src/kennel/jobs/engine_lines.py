@@ -34,7 +34,8 @@ def engine_lines(engine: dict[str, Any]) -> list[tuple[str, str]]:
             continue
         label, why = _engine_label(entry), f" ({entry['reason']})" if entry.get("reason") else ""
         if entry.get("cached"):  # nothing ran: every split's features came from the cache
-            line = f"cached {entry.get('precision')} features, none computed; engine {label}{why}"
+            what = "stage inputs" if entry.get("frozen_stages") else "features"
+            line = f"cached {entry.get('precision')} {what}, none computed; engine {label}{why}"
         else:
             rate = entry.get("photos_per_s") or entry.get("forward_photos_per_s")
             line = label + (f", {rate:.0f} photos/s" if rate else "") + why
