@@ -338,3 +338,24 @@ def test_a_rule_with_too_few_records_says_no_data_and_why_until_it_can_judge(tmp
     state, _ = _flat_loss(tmp_path / "flat")
     changes = [f.status for f in load_findings(tmp_path / "flat" / "findings.jsonl") if f.rule == "LossNotDecreasing"]
     assert changes == [NO_DATA, ISSUES_FOUND] and state.status == "stopped"
+
+
+@pytest.mark.parametrize(("later_share", "fires"), [(0.5, True), (0.05, False)])
+def test_unchanged_tensor_is_quiet_once_the_schedule_has_brought_the_lr_down(
+    later_share: float, fires: bool, tmp_path: Path
+):
+    from torch.utils.data import DataLoader
+
+    from kennel.engine import LoopConfig, Trainer
+
+    model = mlp()
+    model[2].weight.requires_grad_(False)  # a tensor that never learns, held by the optimizer
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    # The peak at the first step, then the share of it the schedule keeps for the rest of the run.
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 if step == 0 else later_share)
+    debugger = Debugger(tmp_path / "debug", DebugConfig(preset="full", rules=QUIET))
+    trainer = Trainer(
+        model, optimizer, LoopConfig(epochs=2, device=torch.device("cpu")), [debugger], scheduler=schedule
+    )
+    trainer.fit(DataLoader(vectors(), batch_size=32), DataLoader(vectors(seed=1), batch_size=32))
+    assert ("UnchangedTensor" in fired(debugger)) is fires

@@ -129,10 +129,10 @@ class Window:
             return list(losses)
         return [losses[i] for i in range(len(losses) - last, len(losses))]
 
-    def winding_down(self, lr: float) -> bool:
-        """True when a schedule has brought the learning rate below 1% of its peak: parameters are meant to
-        stop changing then, so "too small an update" is no finding."""
-        return self.peak_lr > 0 and lr < 0.01 * self.peak_lr
+    def winding_down(self, lr: float, share: float = 0.01) -> bool:
+        """True when a schedule has brought the learning rate below ``share`` of its peak: parameters are meant
+        to stop changing then, so "too small an update" is no finding."""
+        return self.peak_lr > 0 and lr < share * self.peak_lr
 
 
 class History:

@@ -25,12 +25,16 @@ class UnchangedTensor(Rule[Window]):
     rtol: float = 1e-5
     atol: float = 1e-8
     collections: tuple[str, ...] = ("weights", "biases")
+    # Below this share of its peak learning rate the rule says nothing: at the end of a cosine schedule a
+    # backbone group's steps (lr x backbone_lr_scale x a few %) barely move a BatchNorm scale within rtol, and a
+    # tensor that never learns (requires_grad off, lr 0) shows long before, while the learning rate is high.
+    quiet_below_lr_share: float = 0.1
 
     def check(self, window: Window) -> Finding | None:
         saves = list(window.history("TRAIN"))[-self.num_steps :]
         if len(saves) < self.num_steps:
             return self.no_data(window, f"{len(saves)} saved TRAIN step(s) so far; the rule compares {self.num_steps}")
-        if window.mode != "TRAIN" or window.winding_down(saves[0].lr):
+        if window.mode != "TRAIN" or window.winding_down(saves[-1].lr, self.quiet_below_lr_share):
             return None
         first, last = saves[0], saves[-1]
         rows = first.rows(*self.collections)
