@@ -117,8 +117,9 @@ def test_a_fused_job_trains_on_standardised_features_and_serves_as_one_model(dat
     assert not torch.equal(standardise.mean, torch.zeros(80))  # set from the training split's features
     assert standardise.widths == [32, 48]
 
-    # The endpoint's path (ONNX Runtime where it is fastest) and PyTorch agree on photos.
-    predictor = Predictor.load(record.artifact)
+    # The endpoint's path (the fastest fp32 backend here, ONNX Runtime or PyTorch) and the PyTorch model agree on
+    # photos. At fp32: where bf16 measures faster, auto takes it, and its probabilities differ by a few 1e-3.
+    predictor = Predictor.load(record.artifact, precision="fp32")
     photos = [_photo(seed) for seed in range(3)]
     served = predictor.predict(photos, top_k=3)
     image = torch.stack([artifact.preprocessing.eval_transform()(p) for p in photos])
