@@ -12,33 +12,12 @@ from servers import mlflow_server, postgres_url  # noqa: F401  (real servers, st
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-@pytest.fixture(scope="session")
-def _engine_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("engine-store")
-
-
 @pytest.fixture(autouse=True)
-def kennel_home(
-    tmp_path_factory: pytest.TempPathFactory,
-    monkeypatch: pytest.MonkeyPatch,
-    request: pytest.FixtureRequest,
-    _engine_store: Path,
-) -> Path:
-    """Every test gets its own $KENNEL_HOME and cache, so nothing leaks between tests or into ~/.kennel; all but
-    the tests that ask for ``cold_engine`` share one store of the inference engine's figures and ONNX exports (in
-    the cache's ``engine/``), as jobs on one machine do. Its entries are keyed by the architecture, the weights
-    and the machine, so sharing changes no result; it spares each tiny job the seconds of timing every backend."""
+def kennel_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own $KENNEL_HOME and cache, so nothing leaks between tests or into ~/.kennel."""
     home = tmp_path_factory.mktemp("kennel-home")
     use_home(monkeypatch, home)
-    if "cold_engine" not in request.fixturenames:
-        (home / "cache").mkdir()
-        (home / "cache" / "engine").symlink_to(_engine_store, target_is_directory=True)
     return home
-
-
-@pytest.fixture
-def cold_engine() -> None:
-    """An engine store of the test's own, empty at its start: for tests of measuring and of building exports."""
 
 
 @pytest.fixture(scope="module")

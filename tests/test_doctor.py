@@ -11,9 +11,6 @@ from helpers import kennel
 
 from kennel.inference import BACKENDS
 
-# These measure the backends and build the exports: each test on an engine store of its own.
-pytestmark = pytest.mark.usefixtures("cold_engine")
-
 
 def doctor_json(*args: str) -> dict:
     result = kennel("doctor", "--model", "tiny", "--json", *args)

@@ -19,9 +19,6 @@ from kennel.inference import BACKENDS, EngineError, choice, features_graph, mach
 from kennel.inference.pipeline import batches
 from kennel.models import create_model, get_backbone
 
-# These measure the backends and build the exports: each test on an engine store of its own.
-pytestmark = pytest.mark.usefixtures("cold_engine")
-
 CPU = torch.device("cpu")
 PRE = get_backbone("tiny").preprocessing
 
