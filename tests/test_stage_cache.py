@@ -66,6 +66,7 @@ def _stage_caches(home: Path) -> list[Path]:
     return sorted((home / "cache" / "features").glob("tiny-to-stage1-*.safetensors"))
 
 
+@pytest.mark.slow
 def test_a_job_fine_tunes_the_last_stages_on_their_cached_inputs(dataset: Path, kennel_home: Path):
     config = tiny_config(dataset, epochs=6, stage_cache=True, feature_views=2, **{"model.freeze": 1, "optim.lr": 0.03})
     torch.manual_seed(config.seed)  # the job's model starts from the same random weights
