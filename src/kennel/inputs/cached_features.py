@@ -12,10 +12,10 @@ from kennel import extraction
 from kennel.config import TrainConfig
 from kennel.data.fingerprint import split_fingerprint
 from kennel.data.layout import DatasetLayout
-from kennel.distributed import Ranks, ShardSampler, per_rank_batch, train_sampler
-from kennel.features import Features, cached_features, feature_key
+from kennel.distributed import Ranks
+from kennel.features import Features
 from kennel.inference import Engine
-from kennel.inputs.common import TrainingInputs
+from kennel.inputs.common import SplitCache, TrainingInputs, cache_loader
 from kennel.models import Classifier
 from kennel.preprocessing import Preprocessing
 
@@ -45,26 +45,10 @@ def feature_inputs(
         config.engine.backend,
         config.engine.precision,
     )
-    computed: list[str] = []
+    cache = SplitCache(layout, config, model.backbone, weights_id, preprocessing, "features")
 
     def features_of(split: str, engine: Engine) -> Features:
-        views = config.feature_views if split == "train" else 1
-        key = feature_key(
-            split,
-            fingerprints[split],
-            model.backbone,
-            weights_id,
-            preprocessing,
-            extraction.key_precision(engine),
-            views,
-            config.data.augment,
-            config.seed,
-        )
-        feats, was_cached = cached_features(lambda: engine, layout[split], key, preprocessing)
-        log.info("%s features: %s (%s)", split, tuple(feats.features.shape), "cached" if was_cached else "computed")
-        if not was_cached:
-            computed.append(split)
-        return feats
+        return cache.get(split, fingerprints[split], engine)
 
     verdict, valid_fp32, valid_by_precision = None, None, {}
     if chosen.fp32 is not None:  # int8 features: check them against fp32 on the valid split first
@@ -94,15 +78,12 @@ def feature_inputs(
     model.fit_standardisation(tensors["train"].features)
     seconds = time.perf_counter() - started
     engine = chosen.engine
-    summary = {**engine.summary(), "cached": not computed}
+    summary = {**engine.summary(), "cached": not cache.computed}
     if verdict is not None:
         summary["int8_check"] = verdict
-    batch = per_rank_batch(config.data.batch_size, ranks)
 
     def loader(split: str, shuffle: bool) -> DataLoader:
-        dataset = TensorDataset(tensors[split].features, tensors[split].labels)
-        sampler = train_sampler(dataset, ranks, config.seed) if shuffle else ShardSampler(len(dataset), ranks)
-        return DataLoader(dataset, batch_size=batch, sampler=sampler)
+        return cache_loader(TensorDataset(tensors[split].features, tensors[split].labels), config, ranks, shuffle)
 
     head = model.head
 

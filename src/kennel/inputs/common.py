@@ -1,16 +1,27 @@
-"""What every way of feeding the loop gives it: :class:`TrainingInputs`."""
+"""What every way of feeding the loop gives it (:class:`TrainingInputs`), and what the two cached ways share: a
+split's tensors from the feature cache, and their loaders."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
+from kennel.config import TrainConfig
+from kennel.data.layout import DatasetLayout
+from kennel.distributed import Ranks, ShardSampler, per_rank_batch, train_sampler
+from kennel.extraction import key_precision
+from kennel.features import Features, cached_features, feature_key
+from kennel.inference import Engine
 from kennel.inference.graph import Calibration
+from kennel.preprocessing import Preprocessing
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -27,3 +38,47 @@ class TrainingInputs:
     int8_calibration: Calibration | None = None  # for the artifact's int8 model, where the features are int8
     # (features, labels) of a split, where the loop trains on cached features: what a second head is fitted on.
     split_features: Callable[[str], tuple[torch.Tensor, torch.Tensor]] | None = None
+
+
+@dataclass
+class SplitCache:
+    """A job's splits in the feature cache, as one frozen module (``name``: a backbone, or its frozen stages)
+    gives them: each split keyed by its fingerprint, the train split with the job's augmented views."""
+
+    layout: DatasetLayout
+    config: TrainConfig
+    name: str
+    weights_id: str
+    preprocessing: Preprocessing
+    what: str  # for the log: "features", "stage inputs"
+    stored: torch.dtype = torch.float32
+    computed: list[str] = field(default_factory=list)  # the splits not found in the cache
+
+    def get(self, split: str, fingerprint: str, engine: Engine) -> Features:
+        views = self.config.feature_views if split == "train" else 1
+        key = feature_key(
+            split,
+            fingerprint,
+            self.name,
+            self.weights_id,
+            self.preprocessing,
+            key_precision(engine),
+            views,
+            self.config.data.augment,
+            self.config.seed,
+        )
+        tensors, was_cached = cached_features(
+            lambda: engine, self.layout[split], key, self.preprocessing, stored=self.stored
+        )
+        shape = tuple(tensors.features.shape)
+        log.info("%s %s: %s (%s)", split, self.what, shape, "cached" if was_cached else "computed")
+        if not was_cached:
+            self.computed.append(split)
+        return tensors
+
+
+def cache_loader(dataset: Dataset, config: TrainConfig, ranks: Ranks, shuffle: bool, drop_last: bool = False):
+    """This rank's loader over cached rows: the train split shuffled by the job's seed, the others sharded."""
+    sampler = train_sampler(dataset, ranks, config.seed) if shuffle else ShardSampler(len(dataset), ranks)
+    batch = per_rank_batch(config.data.batch_size, ranks)
+    return DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=drop_last)

@@ -16,15 +16,14 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from kennel import extraction
 from kennel.config import TrainConfig
 from kennel.data.fingerprint import split_fingerprint
 from kennel.data.layout import DatasetLayout
-from kennel.distributed import Ranks, ShardSampler, per_rank_batch, train_sampler
-from kennel.features import Features, cached_features, feature_key
+from kennel.distributed import Ranks, per_rank_batch
+from kennel.features import Features
 from kennel.inference import FrozenGraph, open_engine
 from kennel.inference.graph import architecture
-from kennel.inputs.common import TrainingInputs
+from kennel.inputs.common import SplitCache, TrainingInputs, cache_loader
 from kennel.inputs.photos import photo_test_logits
 from kennel.models import Classifier
 from kennel.preprocessing import Preprocessing
@@ -73,45 +72,22 @@ def stage_inputs(
         identity=f"{name}@{size}:stage-input:{weights_id}",
     )
     engine = open_engine(graph, device, config.engine.backend, config.engine.precision)
-    computed: list[str] = []
-
-    def inputs_of(split: str) -> Features:
-        views = config.feature_views if split == "train" else 1
-        key = feature_key(
-            split,
-            split_fingerprint(layout[split]),
-            name,
-            weights_id,
-            preprocessing,
-            extraction.key_precision(engine),
-            views,
-            config.data.augment,
-            config.seed,
-        )
-        cached, was_cached = cached_features(lambda: engine, layout[split], key, preprocessing, stored=STORED)
-        shape = tuple(cached.features.shape)
-        log.info("%s stage inputs: %s (%s)", split, shape, "cached" if was_cached else "computed")
-        if not was_cached:
-            computed.append(split)
-        return cached
-
-    tensors = {split: inputs_of(split) for split in ("train", "valid")}
-    batch = per_rank_batch(config.data.batch_size, ranks)
+    cache = SplitCache(layout, config, name, weights_id, preprocessing, "stage inputs", stored=STORED)
+    tensors = {split: cache.get(split, split_fingerprint(layout[split]), engine) for split in ("train", "valid")}
 
     def loader(split: str, shuffle: bool) -> DataLoader:
-        dataset = StageInputs(tensors[split])
-        sampler = train_sampler(dataset, ranks, config.seed) if shuffle else ShardSampler(len(dataset), ranks)
         # As on photos, the train split drops its last partial batch: the trainable stages' BatchNorm layers
         # would take their statistics from a handful of rows.
-        return DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=shuffle)
+        return cache_loader(StageInputs(tensors[split]), config, ranks, shuffle, drop_last=shuffle)
 
     # Under its own name: the jobs console says "frozen stages: onnxruntime fp32, 180 photos/s".
     engines: dict[str, Any] = {
-        "frozen stages": {**engine.summary(), "cached": not computed, "frozen_stages": model.frozen_stages}
+        "frozen stages": {**engine.summary(), "cached": not cache.computed, "frozen_stages": model.frozen_stages}
     }
 
     def test_logits() -> tuple[torch.Tensor, torch.Tensor]:
         # The test split runs through the whole model on its photos, as the endpoint will run it.
+        batch = per_rank_batch(config.data.batch_size, ranks)
         return photo_test_logits(model, layout, preprocessing, device, batch, config.amp, engines)
 
     return TrainingInputs(
