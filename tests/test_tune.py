@@ -378,6 +378,18 @@ def test_a_trial_job_left_running_by_a_killed_process_is_closed_with_its_mlflow_
     assert run.info.status == "KILLED" and "trial 3" in run.data.tags["kennel.stop_reason"]
 
 
+def test_a_trial_job_killed_before_its_first_step_is_closed_too() -> None:
+    """The kill fell between the job's record being created and its start: the record would say created forever."""
+    from kennel.jobs import create_job
+    from kennel.tune.worker import _close_job
+
+    record = create_job("t005", backbone="tiny", config={"epochs": 1})
+    assert record.status == "created"
+    _close_job(record.id, 5)
+    closed = load_job(record.id)
+    assert closed.status == "stopped" and closed.ended is not None and "trial 5" in closed.stop_reason
+
+
 def test_a_trial_killed_after_its_record_completed_still_gets_its_mlflow_run_ended() -> None:
     """The kill fell between the job's last write and its tracker closing the run: the record is whole, the run
     is ended FINISHED on recovery."""

@@ -155,6 +155,9 @@ def session_options(ort):
     """
     global _ARENA_REGISTERED
     options = ort.SessionOptions()
+    # As many threads as PyTorch's: a tuning worker, or a test worker beside others, that was given a share of the
+    # cores keeps to it (ONNX Runtime's own default is every core, whoever else is using them).
+    options.intra_op_num_threads = torch.get_num_threads()
     if not _ARENA_REGISTERED:
         memory = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
         ort.create_and_register_allocator(memory, ort.OrtArenaCfg(0, 1, -1, -1))  # 1: kSameAsRequested

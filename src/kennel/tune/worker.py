@@ -91,8 +91,9 @@ def interrupt(study: optuna.Study, trial_id: int) -> None:
 
 
 def _close_job(name: str | None, number: int) -> None:
-    """The killed trial's job: a record that still says running says what happened to it, and the MLflow run
-    the kill left RUNNING (even after the record's last write) is ended with the record's status."""
+    """The killed trial's job: a record that still says created or running (the kill can fall before the job's
+    first step) says what happened to it, and the MLflow run the kill left RUNNING (even after the record's last
+    write) is ended with the record's status."""
     from kennel.jobs import JobNotFound, load_job, now
 
     try:
@@ -101,7 +102,7 @@ def _close_job(name: str | None, number: int) -> None:
         return
     if job is None:
         return
-    if job.status == "running":
+    if job.status in ("created", "running"):
         job.status, job.ended = "stopped", now()
         job.stop_reason = f"its tuning process died; the study runs trial {number}'s values again"
         job.save()
