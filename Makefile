@@ -34,13 +34,17 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks scripts
 	$(VENV)/bin/ruff format --check src tests benchmarks scripts
 
+# One pytest worker per core (pytest-xdist), each test module in one worker so that it builds its fixtures once;
+# tests/conftest.py gives each worker its share of the cores' threads.
+PYTEST = $(VENV)/bin/pytest -q -n auto --dist loadfile
+
 test: lint browser postgres
-	$(VENV)/bin/pytest -q
+	$(PYTEST)
 
 # The edit loop: every test but those marked slow (seconds each: real servers, several processes, studies) or
 # integration (the real photos). `make test` runs them all.
 test-fast: lint
-	$(VENV)/bin/pytest -q -m "not slow and not integration"
+	$(PYTEST) -m "not slow and not integration"
 
 # Debian's Chromium for the browser tests and the console screenshot; where it cannot be installed (no root,
 # no apt), those tests skip and say why.

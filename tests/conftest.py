@@ -3,6 +3,7 @@ artifact, and the real servers of :mod:`servers`. Plain helpers live in :mod:`he
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,20 @@ from helpers import ARTIFACT_CLASSES, tiny_artifact, use_home
 from servers import mlflow_server, postgres_url  # noqa: F401  (real servers, started once per session)
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under ``pytest -n N`` (``make test``) each worker keeps to its share of the cores, and so do the processes
+    its tests start: N workers each running every core's worth of threads would spend the time swapping them."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        from kennel.inference.machine import cores
+
+        threads = max(1, cores() // workers)
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

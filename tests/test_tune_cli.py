@@ -135,18 +135,23 @@ def _finished_and_running(name: str) -> tuple[dict[int, float], bool]:
 
 @pytest.mark.slow
 def test_a_killed_tuning_process_restarts_without_losing_a_finished_trial(dataset: Path, space: Path) -> None:
-    """SIGKILL `kennel tune --parallel 2` while trials run, then run `kennel tune --study NAME` again."""
+    """SIGKILL `kennel tune --parallel 2` and its workers while trials run, then run `kennel tune --study NAME`
+    again."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "-m", "kennel", "tune", "--study", "crash"]
     first = [*command, "--data", str(dataset), "--space", str(space), "-n", "6", "-p", "2", "--pruner", "none", *TINY]
-    process = subprocess.Popen(first, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        first, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
 
     def some_done_and_more_running() -> bool:
         finished, running = _finished_and_running("crash")
         return len(finished) >= 2 and running
 
     _wait_for(some_done_and_more_running, process)
-    process.send_signal(signal.SIGKILL)
+    # The runner and its workers at once, as a crash or the OOM killer takes them: a worker that outlived its
+    # runner for a moment could finish its trial, and then no trial would have been cut short.
+    os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     kept, _ = _finished_and_running("crash")
 
