@@ -52,12 +52,18 @@ def artifact_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def _photo_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("photo-cache")
+    # Under pytest -n, one folder for every worker of the run (the parent of the workers' own temporary folders):
+    # the cache locks what it builds, as parallel tuning trials sharing it need, so a worker waits for features or
+    # a backbone's figures that another is computing, and reads them.
+    root = tmp_path_factory.getbasetemp()
+    folder = (root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root) / "photo-cache"
+    folder.mkdir(exist_ok=True)
+    return folder
 
 
 @pytest.fixture
 def photo_cache(_photo_cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """One feature cache for every test on real photos in the session: features are keyed by the photos' content,
+    """One feature cache for every test on real photos in the run: features are keyed by the photos' content,
     the backbone, its weights and the engine, so a test that needs the same features reads them instead of
     computing them again (the tests that are about a cold cache use their own)."""
     monkeypatch.setenv("KENNEL_CACHE", str(_photo_cache_dir))
