@@ -15,7 +15,7 @@ import pytest
 from helpers import kennel, space_file
 
 from kennel.config import load_config
-from kennel.jobs import list_jobs, load_job
+from kennel.jobs import JobNotFound, list_jobs, load_job
 from kennel.tune import load_study_record
 from kennel.tune.results import INTERRUPTED, RETRY_OF, outcome
 from kennel.tune.study import open_study
@@ -168,8 +168,13 @@ def test_a_killed_tuning_process_restarts_without_losing_a_finished_trial(datase
     for trial in interrupted:  # ... ran again with the same values
         assert retries[trial.number].params == trial.params and outcome(retries[trial.number]) == "complete"
         # Its job was marked stopped on restart, unless the kill fell between the job's end and the study
-        # hearing of it: then the job had completed, and the trial still ran again, since its value was lost.
-        assert load_job(trial.user_attrs["kennel.job"]).status in ("stopped", "completed")
+        # hearing of it (then the job had completed, and the trial still ran again, since its value was lost), or
+        # before the job's record was written (the trial names its job first): then there is no job to close.
+        try:
+            status = load_job(trial.user_attrs["kennel.job"]).status
+        except JobNotFound:
+            status = None
+        assert status in ("stopped", "completed", None)
 
 
 @pytest.mark.slow
