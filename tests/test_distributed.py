@@ -168,6 +168,22 @@ def test_a_two_process_job_a_rule_stops_exits_3_like_one_process(dataset: Path, 
     )
 
 
+@pytest.mark.slow
+def test_a_thread_busy_in_native_code_when_a_rank_exits_cannot_abort_it(dataset: Path, kennel_home: Path):
+    """A rank ends its process once its job is written, without finalizing the interpreter: a thread still in
+    native code then (gloo's, which DDP keeps past destroy_process_group, or any library's) would otherwise be
+    ended by CPython as it takes the GIL back, and unwinding it through C++ aborts the rank (SIGABRT,
+    "terminate called without an active exception"), so that a job that completed exits 1."""
+    command = [sys.executable, "-m", "kennel", "train", "--data", str(dataset)]
+    command += [*_flags({**BASE, "epochs": 1, "debug.imports": ["busy_at_exit"]}), "--processes", "2", "--name", "busy"]
+    tests = str(Path(__file__).parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, _failure(done.stderr)
+    assert "terminate called" not in done.stderr
+    assert load_job("busy").status == "completed"
+
+
 def test_the_global_batch_must_split_evenly(dataset: Path, monkeypatch: pytest.MonkeyPatch):
     from kennel.config import ConfigError
 

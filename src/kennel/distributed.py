@@ -10,8 +10,11 @@ anyone.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import signal
+import sys
 import threading
 from collections.abc import Sized
 from dataclasses import dataclass
@@ -41,6 +44,7 @@ class Ranks:
 
 SINGLE = Ranks()
 _joined = False  # whether start() created the process group, so stop() only ends a group kennel began
+_left = False  # whether this process left a group it joined: it ends without finalizing (see end_process)
 
 
 def from_environment() -> Ranks:
@@ -81,10 +85,32 @@ def start(device: torch.device) -> Ranks:
 
 def stop() -> None:
     """Leave the process group :func:`start` joined; a group the caller made is the caller's to end."""
-    global _joined
+    global _joined, _left
     if _joined and dist.is_initialized():
         dist.destroy_process_group()
+        _left = True
     _joined = False
+
+
+def left_group() -> bool:
+    """Whether this process was one of a job's ranks and has left its process group."""
+    return _left
+
+
+def end_process(code: int) -> None:
+    """End a rank's process with ``code`` once its job is written, without finalizing the interpreter.
+
+    Threads still run native code when a rank is done: gloo's workers outlive ``destroy_process_group`` (DDP's
+    reducer keeps the process group), and so may a library's. If the interpreter finalizes meanwhile, CPython
+    ends such a thread with ``pthread_exit`` as it takes the GIL back, and unwinding it through C++ frames that
+    may not throw calls ``std::terminate``: the rank dies of SIGABRT ("terminate called without an active
+    exception") and torchrun fails the job that had completed. Nothing is left for finalization to do: the
+    record, the model and the tracking run are written by then, so the rank flushes its streams and leaves."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe or stream: nothing more can reach it
+            stream.flush()
+    os._exit(code)
 
 
 def process_device(device: torch.device, ranks: Ranks) -> torch.device:

@@ -271,6 +271,11 @@ class Debugger(Observer):
 
     def _close(self) -> None:
         self._stopping.set()
+        if self._watchdog is not None and self._watchdog is not threading.current_thread():
+            # Joined, not left to die with the process: a clock check runs the rules in native code (NumPy),
+            # and a thread caught there while the interpreter finalizes aborts the process.
+            self._watchdog.join()
+            self._watchdog = None
         for hook in self._hooks:
             hook.remove()
         self._hooks = []
