@@ -19,6 +19,7 @@ from kennel.cli import (  # noqa: F401
     predict,
     profile,
     report,
+    run,
     serve,
     train,
     tune,

@@ -6,7 +6,8 @@ Layout of a job folder::
 
     job.json          the record (:class:`JobRecord`)
     config.yaml       the resolved configuration (what ``--resume`` runs again)
-    metrics.jsonl     one JSON line per logged step and per epoch ({"kind": "step"|"epoch", ...})
+    metrics.jsonl     one JSON line per logged step and per epoch ({"kind": "step"|"epoch", ...}); a user's
+                      script's job (kennel run) one per metric point read from its log ({"kind": "script", ...})
     checkpoints/      last.pt, previous.pt, best.pt (kennel.observers.checkpoint)
     model/            the model artifact (kennel.artifact)
     evaluation/       test-split results (kennel.evaluation)
@@ -52,7 +53,7 @@ class JobRecord:
     id: str
     name: str
     status: str = "created"
-    kind: str = "training"
+    kind: str = "training"  # "script": the user's own script, run by kennel run (kennel.script)
     created: str = field(default_factory=now)
     started: str | None = None
     ended: str | None = None
@@ -65,6 +66,7 @@ class JobRecord:
     engine: dict[str, Any] = field(default_factory=dict)  # what ran the frozen forward passes: backend, photos/s
     stop_reason: str | None = None
     error: str | None = None
+    traceback: str | None = None  # a user's script that failed: the last lines of its traceback (kennel run)
     study: str | None = None  # the tuning study this job is a trial of
     mlflow_run_id: str | None = None
     data_fingerprint: str | None = None  # the train, valid and test photos it trained on (dataset_fingerprint)

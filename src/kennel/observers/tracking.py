@@ -184,6 +184,22 @@ class MLflowTracker(Observer):
         if items:
             self.client.log_batch(self.run_id, tags=items)
 
+    # --- outside a training loop (a user's script's job) --------------------------------------------------
+
+    @_safely
+    def start(self) -> None:
+        """Open the job's run now (reopen a resumed job's); :meth:`on_fit_start` does it for kennel's own loop."""
+        self._start_run()
+
+    @_safely
+    def log_points(self, metrics: Mapping[str, float], step: int) -> None:
+        """Buffer ``metrics`` at ``step``; they are written with the next flush (every ``flush_seconds`` at most,
+        and at :meth:`finish`)."""
+        if self.run_id:
+            self._pending += self._metrics(metrics, step)
+            if time.monotonic() - self._flushed >= self.flush_seconds:
+                self._log_metrics()
+
     # --- observer hooks --------------------------------------------------------------------------------
 
     @_safely

@@ -88,6 +88,7 @@ class ProfilerSession(Observer):
         self.event("job_start")
         self.sampler.start()
         self._finished = False
+        self._steps_file: RankTail | None = None
 
     def observer(self, loader: Any = None) -> ProfilerObserver:
         """The loop's observer; ``loader`` (the training DataLoader) tells the rules its workers and batch size."""
@@ -97,10 +98,21 @@ class ProfilerSession(Observer):
             self._save_context()
         return ProfilerObserver(self, check_every_s=self.config.check_every_s)
 
+    def follow_steps(self) -> None:
+        """Take the step records another process appends to this job's ``steps.jsonl`` (the hook inside a user's
+        script) instead of recording them from a loop in this one."""
+        self._steps_file = RankTail(self.folder / STEPS)
+
+    def step_records(self) -> deque[dict[str, Any]]:
+        """The step records kept so far (read on from the steps file where :meth:`follow_steps` was called)."""
+        if self._steps_file is not None:
+            self.steps = self._steps_file.read()
+        return self.steps
+
     # --- records ----------------------------------------------------------------------------------------------
 
-    def event(self, name: str, step: int | None = None) -> None:
-        event = {"event": name, "t": time.time(), "step": step}
+    def event(self, name: str, step: int | None = None, t: float | None = None) -> None:
+        event = {"event": name, "t": time.time() if t is None else t, "step": step}
         self.events.append(event)
         self._append(TIMELINE, [event])
 
@@ -118,7 +130,7 @@ class ProfilerSession(Observer):
 
     def profile(self, last: int | None = None) -> Profile:
         """What has been recorded so far: the ``last`` steps and samples, or all those kept in memory."""
-        steps, samples = list(self.steps), list(self.sampler.samples)
+        steps, samples = list(self.step_records()), list(self.sampler.samples)
         if last is not None:
             steps, samples = steps[-last:], samples[-last:]
         profile = Profile(self.context, list(self.events), steps, samples)
