@@ -7,12 +7,13 @@ PY      = $(VENV)/bin/python
 DATA   ?=
 STAMP   = $(VENV)/.installed
 
-.PHONY: help demo test test-fast lint format bench-train bench-tune bench-profiler bench-debugger bench-ddp bench-extract screenshot browser postgres clean
+.PHONY: help demo test test-fast docs lint format bench-train bench-tune bench-profiler bench-debugger bench-ddp bench-extract screenshot browser postgres clean
 
 help:
 	@echo "make demo [DATA=DIR]   set up, then fetch/check/train/tune/report/predict end to end"
 	@echo "make test              set up, then lint and run the whole test suite"
 	@echo "make test-fast         lint and the tests not marked slow or integration (the edit loop)"
+	@echo "make docs              build the documentation site into site/ (mkdocs build --strict)"
 	@echo "make bench-train       benchmarks/train.py on ../shared/data/dogs10"
 	@echo "make bench-tune        benchmarks/tune.py: a 20-trial study on ../shared/data/dogs10"
 	@echo "make bench-profiler    benchmarks/profiler.py: the profiler's overhead on dogs10"
@@ -61,6 +62,11 @@ postgres:
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }; } || \
 		echo "PostgreSQL is not installed and could not be; distributed tuning tests will be skipped"
 
+# The documentation site (docs/, mkdocs.yml; Material theme), built offline; --strict fails on a broken link or
+# anchor and on a page missing from the nav.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 format: $(STAMP)
 	$(VENV)/bin/ruff format src tests benchmarks scripts
 	$(VENV)/bin/ruff check --fix src tests benchmarks scripts
@@ -87,4 +93,4 @@ screenshot: $(STAMP)
 	$(PY) scripts/screenshot_console.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache site
