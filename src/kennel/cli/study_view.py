@@ -59,14 +59,15 @@ def studies_listing(records: list, notice: str = ""):
 
 
 def show_best(name: str, as_json: bool) -> None:
-    """``kennel jobs best STUDY`` for a tuning study: the best values, the best job and its metrics, and
-    ``best.yaml`` written for a retrain."""
+    """``kennel jobs best STUDY`` for a tuning study: the best values, the best job and its metrics, and the
+    best values written for a retrain (``best.yaml`` for kennel's training, the script's arguments for a script's
+    study)."""
     from rich.table import Table
 
-    from kennel.config import dotted_value
     from kennel.jobs import JobNotFound, load_job
-    from kennel.tune.results import JOB_ID, best_trial, count, trial_config, write_best_config
+    from kennel.tune.results import JOB_ID, best_trial, count
     from kennel.tune.study import load_study_record, open_study
+    from kennel.tune.trials import trial_kind
 
     record = load_study_record(name)
     settings = record.study_settings
@@ -74,7 +75,8 @@ def show_best(name: str, as_json: bool) -> None:
     best = best_trial(trials, settings.maximize)
     if best is None:
         raise Failure(f"study {name!r} has no completed trial yet (kennel jobs --study {name} lists its jobs)")
-    path = write_best_config(record, best)
+    kind = trial_kind(settings.kind)
+    written = kind.write_best(record, best)
     try:
         job = load_job(best.user_attrs[JOB_ID])
     except (KeyError, JobNotFound):
@@ -88,21 +90,24 @@ def show_best(name: str, as_json: bool) -> None:
                 "trial": best.number,
                 "value": best.value,
                 "params": best.params,
-                "config": str(path),
+                "config": str(written.path),
+                "retrain": written.retrain,
+                "arguments": written.arguments or None,
                 "counts": count(trials),
                 "job": job.to_dict() if job else None,
             }
         )
         return
-    base = trial_config(record.base, {}, "base").model_dump(mode="json")
     table = Table(title=f"study {record.name}: best of {len(trials)} trials, trial {best.number}", title_justify="left")
-    for column in ("parameter", "best", "base config"):
+    for column in ("parameter", "best", "base"):
         table.add_column(column, justify="left" if column == "parameter" else "right")
     for key, value in best.params.items():
-        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value), str(dotted_value(base, key)))
+        shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+        table.add_row(key, shown, str(kind.base_value(record, key)))
     out = console()
     out.print(f"{settings.objective} = {best.value:.4f} ({settings.direction})", highlight=False)
     out.print(table)
     if job is not None:
         out.print(job_panel(job, out.width))
-    out.print(f"config: {path}\nretrain: kennel train --config {path}", highlight=False, soft_wrap=True)
+    arguments = f"\narguments: {written.arguments}" if written.arguments else ""
+    out.print(f"config: {written.path}{arguments}\nretrain: {written.retrain}", highlight=False, soft_wrap=True)

@@ -12,6 +12,7 @@ from typing import Any
 import typer
 
 from kennel.cli.app import app, tracking_uri_option
+from kennel.errors import UsageError
 from kennel.tune.pruners import PRUNERS
 from kennel.tune.strategies import STRATEGIES
 
@@ -39,6 +40,44 @@ def _given(**values: Any) -> dict[str, Any]:
 def _set(value: Any) -> bool:
     """Whether an option was given: ``--seed 0`` and ``--target 0`` were; an empty ``--set`` or an unset switch not."""
     return value is not None and value is not False and value != []
+
+
+def _direction(direction: str | None, maximize: bool, minimize: bool) -> str | None:
+    if maximize and minimize:
+        raise UsageError("--maximize and --minimize contradict each other; give one")
+    chosen = "maximize" if maximize else "minimize" if minimize else None
+    if chosen and direction and direction != chosen:
+        raise UsageError(f"--direction {direction} and --{chosen} contradict each other; give one")
+    return chosen or direction
+
+
+def _script_base(
+    script, source_dir, channels, data, hyperparameters, metrics, metric_definitions, overrides, no_tracking
+) -> dict[str, Any]:
+    """``kennel run``'s settings for every trial of a script's study, checked as ``kennel run`` checks them."""
+    from kennel.cli.run import script_config
+
+    config = script_config(
+        script, source_dir, channels, data, hyperparameters, metrics, metric_definitions, [], None, None, None,
+        overrides, None, no_tracking,
+    )  # fmt: skip
+    return config.model_dump(mode="json")
+
+
+def _check_script_study(base: dict[str, Any], objective: str | None, space: str | None, study: str | None) -> None:
+    """A script's study optimizes one of its metrics over a space of its hyperparameters: both must be named
+    (kennel's own defaults are kennel training config keys and metrics) unless the study exists already."""
+    from kennel.tune import TuneError
+    from kennel.tune.study import study_exists
+
+    names = [metric["name"] for metric in base.get("metrics", [])]
+    if objective is None and not (study and study_exists(study)):
+        raise TuneError(f"--script needs --objective NAME, one of its --metric names ({', '.join(names) or 'none'})")
+    if objective is not None and objective not in names:
+        known = ", ".join(names) or "none: pass --metric NAME=REGEX"
+        raise TuneError(f"--objective {objective}: not one of the script's metrics ({known})")
+    if space is None and not (study and study_exists(study)):
+        raise TuneError("--script needs --space FILE: a YAML search space over the script's hyperparameters")
 
 
 def _check_worker(study: str | None, storage: str | None, refused: list[str]) -> None:
@@ -88,6 +127,22 @@ def tune_command(
     no_tracking: bool = typer.Option(False, "--no-tracking", help="do not record the trials in MLflow"),
     tracking_uri: str = tracking_uri_option(),
     as_json: bool = typer.Option(False, "--json", help="print the study record as JSON on the last line"),
+    script: Path = typer.Option(
+        None, "--script", help="tune the user's own training script (kennel run): each trial runs it with its values"
+    ),
+    source_dir: Path = typer.Option(None, "--source-dir", help="with --script: its source folder"),
+    channels: list[str] = typer.Option([], "--channel", help="with --script: a data channel, NAME=DIR (repeatable)"),
+    hyperparameters: list[str] = typer.Option(
+        [], "--hp", help="with --script: a hyperparameter every trial gets, NAME=VALUE (repeatable)"
+    ),
+    metrics: list[str] = typer.Option(
+        [], "--metric", help="with --script: NAME=REGEX, a metric read from its log lines (repeatable)"
+    ),
+    metric_definitions: Path = typer.Option(
+        None, "--metric-definitions", help="with --script: a JSON or YAML file of SageMaker metric_definitions"
+    ),
+    maximize: bool = typer.Option(False, "--maximize", help="the objective is better higher (--direction maximize)"),
+    minimize: bool = typer.Option(False, "--minimize", help="the objective is better lower (--direction minimize)"),
 ) -> None:
     """Tune hyperparameters: run many training jobs (trials) and find the best values of a search space.
 
@@ -97,22 +152,42 @@ def tune_command(
 
     On several machines: `kennel tune --storage postgresql://... --study NAME --data DIR` on one creates the
     study; `kennel tune --worker --storage postgresql://... --study NAME` on the others joins it.
+
+    With --script SCRIPT.py the trials run the user's own training script (kennel run) with the trial's values
+    as --name value; the objective is one of its --metric lines: its last value the trial's, the earlier ones
+    what the pruner judges. The space names the script's hyperparameters.
     """
     from kennel.config import deep_merge, dotted_to_nested, parse_assignments, read_config_file
     from kennel.home import use_tracking_uri
     from kennel.tune import TuneRequest, tune
 
     use_tracking_uri(tracking_uri)
-    flags = _given(**{"data.root": str(data) if data else None}, **parse_assignments(overrides))
-    if no_tracking:
-        flags["tracking"] = False
-    base = deep_merge(read_config_file(config_file) if config_file else {}, dotted_to_nested(flags))
+    direction = _direction(direction, maximize, minimize)
+    kind = None
+    if script is not None:
+        if config_file is not None:
+            raise UsageError("--config is a kennel training config; with --script give --hp, --channel and --set")
+        base = _script_base(
+            script, source_dir, channels, data, hyperparameters, metrics, metric_definitions, overrides, no_tracking
+        )
+        _check_script_study(base, objective, space, study)
+        kind = "script"
+    else:
+        given = {"--source-dir": source_dir, "--channel": channels, "--hp": hyperparameters, "--metric": metrics}
+        given["--metric-definitions"] = metric_definitions
+        stray = [flag for flag, value in given.items() if _set(value)]
+        if stray:
+            raise UsageError(f"{', '.join(stray)} go with --script SCRIPT.py (tuning the user's own script)")
+        flags = _given(**{"data.root": str(data) if data else None}, **parse_assignments(overrides))
+        if no_tracking:
+            flags["tracking"] = False
+        base = deep_merge(read_config_file(config_file) if config_file else {}, dotted_to_nested(flags))
     if worker:
         study_flags = {
             "--config": config_file, "--set": overrides, "--space": space, "--trials": trials,
             "--strategy": strategy, "--pruner": pruner, "--objective": objective, "--direction": direction,
             "--timeout": timeout, "--target": target, "--warm-start": warm_start, "--seed": seed,
-            "--no-baseline": no_baseline,
+            "--no-baseline": no_baseline, "--script": script,
         }  # fmt: skip
         _check_worker(study, storage, [flag for flag, value in study_flags.items() if _set(value)])
         request = TuneRequest(
@@ -124,6 +199,7 @@ def tune_command(
             space=space,
             base=base or None,
             settings=_given(
+                kind=kind,
                 objective=objective,
                 direction=direction,
                 strategy=strategy,

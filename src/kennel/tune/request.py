@@ -10,14 +10,13 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from pydantic import ValidationError
 
-from kennel.config import ConfigError, absolute_paths, deep_merge, dotted_value
+from kennel.config import absolute_paths, deep_merge
 from kennel.processes import process_alive
 from kennel.tune.errors import TuneError
-from kennel.tune.objective import TRIAL_DEFAULTS
-from kennel.tune.results import BASELINE, JOB_ID, WARM_START, count, finished, trial_config
+from kennel.tune.results import BASELINE, JOB_ID, WARM_START, count, finished
 from kennel.tune.settings import StudySettings
 from kennel.tune.shared import SETTINGS_ATTR, published
-from kennel.tune.space import SearchSpace, SpaceError, load_space
+from kennel.tune.space import SpaceError, load_space
 from kennel.tune.storage import normalized_url, open_database, shown
 from kennel.tune.strategies import STRATEGIES, StrategyContext
 from kennel.tune.study import StudyRecord, load_study_record, open_study, study_exists
@@ -25,8 +24,6 @@ from kennel.validation import one_line
 
 if TYPE_CHECKING:
     import optuna
-
-    from kennel.config import DataConfig, TrainConfig
 
 
 @dataclass
@@ -61,55 +58,10 @@ def validated(model, data: dict[str, Any], what: str):
         raise TuneError(f"invalid {what}: {one_line(exc, what)}") from None
 
 
-def _check_base(base: dict[str, Any], space: SearchSpace) -> dict[str, Any]:
-    """The trials' base config must be valid and name a dataset; every space value must fit on top of it, and
-    the weights its backbone needs must be on this machine."""
-    under_trials = deep_merge(TRIAL_DEFAULTS, base)
-    try:
-        config = trial_config(under_trials, {}, "check")
-    except ConfigError as exc:
-        raise TuneError(str(exc)) from None
-    if config.data.root is None and config.data.train is None:
-        raise TuneError("no dataset: pass --data DIR (a folder with train/ valid/ test/)")
-    _check_dataset(config.data)
-    try:
-        space.check_against(under_trials)
-    except SpaceError as exc:
-        raise TuneError(str(exc)) from None
-    _check_weights(config)
-    return config.model_dump(mode="json")
+def _kind(settings: StudySettings):
+    from kennel.tune.trials import trial_kind
 
-
-def _check_dataset(data: DataConfig) -> None:
-    """The photos must be on this machine before a study exists whose every trial would fail on them."""
-    from kennel.data.layout import LayoutError, load_layout
-
-    one_by_one = data.train or data.valid or data.test  # split folders given one by one (SageMaker channels)
-    dirs = {s: data.split_dir(s) for s in ("train", "valid", "test")} if one_by_one else None
-    try:
-        load_layout(data.root, dirs=dirs)
-    except (LayoutError, ValueError) as exc:
-        raise TuneError(str(exc)) from None
-
-
-def _check_weights(config: TrainConfig) -> None:
-    """Have the weights the trials' backbone needs on this machine before the study runs, as ``kennel train``
-    does: weights it can neither find nor download fail in one line (exit 2), not as a study whose every trial
-    fails."""
-    from kennel.job.build import fetch_job_weights  # PyTorch: only once the rest of the request is known good
-
-    fetch_job_weights(config)
-
-
-def _check_kept_weights(base: dict[str, Any]) -> None:
-    """The weights of a study resumed with its own base: they may have left this machine since (a cache
-    cleared). A base that no longer validates, or names no dataset, is left to the session to say so."""
-    try:
-        config = trial_config(deep_merge(TRIAL_DEFAULTS, base), {}, "check")
-    except ConfigError:
-        return
-    if config.data.root is not None or config.data.train is not None:
-        _check_weights(config)
+    return trial_kind(settings.kind)
 
 
 def new_study(name: str, folder: Path, request: TuneRequest, stream: TextIO | None) -> StudyRecord:
@@ -121,7 +73,7 @@ def new_study(name: str, folder: Path, request: TuneRequest, stream: TextIO | No
         raise TuneError(str(exc)) from None
     settings = validated(StudySettings, {**request.settings, "space": space.model_dump()}, "study settings")
     _check_strategy(settings)
-    resolved = _check_base(request.base, space)
+    resolved = _kind(settings).check_base(request.base, space)
     record = StudyRecord(
         name, settings.model_dump(mode="json"), base=request.base, storage=request.storage, study_dir=str(folder)
     )
@@ -131,7 +83,7 @@ def new_study(name: str, folder: Path, request: TuneRequest, stream: TextIO | No
         record.settings = stored
         _check_unchanged(record, request)
         settings, space = record.study_settings, record.study_settings.space
-        resolved = _check_base(request.base, space)
+        resolved = _kind(settings).check_base(request.base, space)
         say(stream, f"joining study {name} in {shown(request.storage)}")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "space.yaml").write_text(record.study_settings.space.to_yaml())
@@ -142,7 +94,7 @@ def new_study(name: str, folder: Path, request: TuneRequest, stream: TextIO | No
             added = _warm_start(study, request.warm_start, record)
             say(stream, f"warm start: {added} trial(s) of study {request.warm_start} seed the search")
         if settings.baseline and STRATEGIES.get(settings.strategy).baseline:
-            values = space.contains({p: dotted_value(resolved, p) for p in space.parameters})
+            values = _kind(settings).baseline(resolved, space)
             if values:
                 study.enqueue_trial(values, user_attrs={BASELINE: True})
     record.save()
@@ -189,11 +141,12 @@ def reopened_study(folder: Path, request: TuneRequest, stream: TextIO | None) ->
     if record.status == "running" and process_alive(record.pid, record.host):
         raise TuneError(f"study {record.name} is running in process {record.pid} on {record.host}")
     _check_unchanged(record, request)
+    kind = _kind(record.study_settings)
     if request.base is not None:
-        _check_base(request.base, record.study_settings.space)
+        kind.check_base(request.base, record.study_settings.space)
         record.base = request.base
     else:
-        _check_kept_weights(record.base)
+        kind.check_kept(record.base)
     say(stream, f"resuming study {record.name}: {finished(record.counts)} trial(s) done")
     return record
 
@@ -231,7 +184,7 @@ def joined_study(name: str, folder: Path, request: TuneRequest, stream: TextIO |
     record.study_dir = str(folder)
     record.base = deep_merge(record.base, request.base or {})
     try:
-        _check_base(record.base, record.study_settings.space)
+        _kind(record.study_settings).check_base(record.base, record.study_settings.space)
     except TuneError as exc:
         raise TuneError(f"{exc} (a worker's --data says where the photos are on this machine)") from None
     folder.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,5 @@
-"""A tuning job from start to end: create, resume or join the study, warm the feature cache once, run the
-workers, then record the outcome and write the best trial's config."""
+"""A tuning job from start to end: create, resume or join the study, prepare its trials once (kennel's training
+warms the feature cache), run the workers, then record the outcome and write the best trial's values."""
 
 from __future__ import annotations
 
@@ -11,16 +11,16 @@ import time
 from datetime import datetime
 from typing import TextIO
 
-from kennel.config import ConfigError, deep_merge
 from kennel.jobs import now
 from kennel.processes import this_host
-from kennel.tune.objective import TRIAL_DEFAULTS, ObjectiveError
+from kennel.tune.objective import ObjectiveError
 from kennel.tune.request import TuneError, TuneRequest, joined_study, new_study, reopened_study, say, validated
-from kennel.tune.results import JOB_ID, best_summary, best_trial, count, trial_config, write_best_config
+from kennel.tune.results import JOB_ID, best_summary, best_trial, count
 from kennel.tune.settings import SessionSettings, valid_study_name
 from kennel.tune.shared import publish
 from kennel.tune.strategies import STRATEGIES
 from kennel.tune.study import StudyRecord, open_study, studies_dir
+from kennel.tune.trials import trial_kind
 from kennel.tune.worker import stop_reason, work
 
 WORKER_STOP_S = 30.0  # how long stopped workers get to mark their trials interrupted before being killed
@@ -41,27 +41,6 @@ def _session(record: StudyRecord, request: TuneRequest, resumed: bool) -> Sessio
     if session.parallel > 1:
         session.threads = max(1, (os.cpu_count() or 1) // session.parallel)
     return session
-
-
-def _warm_cache(record: StudyRecord, stream: TextIO | None) -> None:
-    """Compute the frozen backbone's features once, with every core, before workers share them."""
-    from kennel.job import warm_feature_cache
-
-    config = trial_config(deep_merge(TRIAL_DEFAULTS, record.base), {}, record.name)
-    started = time.perf_counter()
-    try:
-        cached = warm_feature_cache(config)
-    except ConfigError as exc:
-        raise TuneError(str(exc)) from None
-    if cached:
-        say(stream, f"feature cache ready in {time.perf_counter() - started:.1f} s: trials train the head only")
-    if config.tracking:
-        from kennel.mlflow_store import init_store
-
-        try:
-            init_store(experiment=record.name)
-        except Exception as exc:  # tracking is a mirror; the jobs are recorded in their folders regardless
-            say(stream, f"MLflow store unavailable ({exc}); trials will say so and train anyway")
 
 
 def _run_workers(record: StudyRecord, stream: TextIO | None) -> tuple[str, str | None]:
@@ -121,8 +100,11 @@ def _finish(record: StudyRecord, status: str, reason: str | None, started: float
     params = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items())
     say(stream, f"  best trial {best.number}: {settings.objective}={best.value:.4f}  {params}")
     say(stream, f"  job {best.user_attrs.get(JOB_ID)}")
-    path = write_best_config(record, best)
-    say(stream, f"  best config: {path}  (retrain: kennel train --config {path})")
+    written = trial_kind(settings.kind).write_best(record, best)
+    say(stream, f"  best config: {written.path}")
+    if written.arguments:
+        say(stream, f"  arguments: {written.arguments}")
+    say(stream, f"  retrain: {written.retrain}")
 
 
 def new_study_name() -> str:
@@ -163,7 +145,7 @@ def tune(request: TuneRequest, stream: TextIO | None = sys.stdout) -> StudyRecor
     try:
         # A study already done (joined late, or resumed with nothing left) needs no features.
         if stop_reason(study.get_trials(deepcopy=False), record) is None:
-            _warm_cache(record, stream)
+            trial_kind(settings.kind).prepare(record, stream)
         status, reason = _run_workers(record, stream)
     except KeyboardInterrupt:
         _finish(record, "stopped", "interrupted", started, stream)

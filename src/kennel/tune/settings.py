@@ -42,12 +42,22 @@ class StudySettings(_Strict):
     """What defines a study. Changing any of these means a new study (``--warm-start`` can seed it)."""
 
     space: SearchSpace
+    kind: str = Field(
+        "training", description="training (kennel jobs) or script (the user's script): kennel.tune.trials"
+    )
     objective: str = Field("best_valid_accuracy", min_length=1, description="a job metric, e.g. valid_loss")
     direction: Literal["maximize", "minimize"] | None = None
     strategy: str = "tpe"
     pruner: str = "median"
     seed: int = 0
     baseline: bool = Field(True, description="the first trial tries the base configuration's own values")
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, name: str) -> str:
+        from kennel.tune.trials import TRIAL_KINDS
+
+        return _known(TRIAL_KINDS, name)
 
     @field_validator("strategy")
     @classmethod

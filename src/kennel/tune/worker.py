@@ -34,11 +34,11 @@ from kennel.tune.results import (
     count,
     reached_target,
     spent,
-    trial_config,
 )
 from kennel.tune.settings import SessionSettings
 from kennel.tune.strategies import STRATEGIES, StrategyContext
 from kennel.tune.study import StudyRecord, load_study_record, open_study
+from kennel.tune.trials import trial_kind
 
 if TYPE_CHECKING:
     import optuna
@@ -55,7 +55,7 @@ def build_study(record: StudyRecord, worker: int) -> optuna.Study:
         seed = (seed + zlib.crc32(f"{this_host()}:{os.getpid()}".encode())) % 2**32  # NumPy's seed range
     strategy = STRATEGIES.get(settings.strategy)
     sampler = strategy.build(StrategyContext(settings.space, seed, session.trials))
-    max_epochs = int(settings.space.upper("epochs", trial_config(record.base, {}, record.name).epochs))
+    max_epochs = trial_kind(settings.kind).max_epochs(record.base, settings.space)
     pruner = PRUNERS.get(settings.pruner).build(PrunerContext(max_epochs, session.trials))
     return open_study(record, sampler, pruner)
 
