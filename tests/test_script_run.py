@@ -334,3 +334,15 @@ def test_a_metric_with_nan_keeps_the_job_record_readable(tmp_path: Path):
     record = run_script(_config(script, metrics=[{"Name": "loss", "Regex": "loss ([a-z0-9.]+)"}]), echo=False)
     again = load_job(record.id)
     assert again.status == "completed" and again.metrics["loss"] != again.metrics["loss"]  # NaN, read back
+
+
+def test_a_script_jobs_report_draws_its_metrics_and_none_of_kennels_evaluation(tmp_path: Path):
+    from helpers import section_statuses
+
+    from kennel.pages import write_report
+
+    script = write_script(tmp_path / "code", "for i in range(5):\n    print(f'loss {1 / (i + 1):.3f}')\n")
+    record = run_script(_config(script, metrics=[{"Name": "loss", "Regex": "loss ([0-9.]+)"}]), echo=False)
+    statuses = section_statuses(write_report(record.path).read_text())
+    assert statuses["script"] == "ok" and statuses["summary"] == "ok"
+    assert not {"curves", "test-metrics", "per-class", "confusion", "mistakes"} & set(statuses)

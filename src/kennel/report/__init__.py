@@ -21,7 +21,7 @@ REPORT_FILE = JobDir.REPORT
 def render_report(job_dir: Path | str, sections: list[Section] | None = None) -> str:
     """The report page of ``job_dir`` as an HTML string."""
     data = ReportData.load(job_dir)
-    rendered = [render_section(s, data) for s in (SECTIONS if sections is None else sections)]
+    rendered = [render_section(s, data) for s in (SECTIONS if sections is None else sections) if s.about(data)]
     job = data.job or {}
     title = f"kennel report: {job.get('name') or job.get('id') or Path(job_dir).name}"
     return render_template("report.html", title=title, job=job, sections=rendered)

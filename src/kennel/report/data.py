@@ -55,6 +55,11 @@ class ReportData:
         if skipped:
             self.problems[JobDir.METRICS] = f"{skipped} unreadable line(s) skipped"
 
+    @property
+    def kind(self) -> str:
+        """The job's kind (``training``, or ``script`` for ``kennel run``), as its record says."""
+        return str((self.job or {}).get("kind") or "training")
+
     def need_job(self) -> dict[str, Any]:
         if self.job is None:
             raise MissingInput(self._why(JobDir.RECORD, f"no {JobDir.RECORD} in the job folder"))

@@ -26,6 +26,11 @@ class Section:
     id: str
     title: str
     render: Callable[[ReportData], str]
+    kinds: tuple[str, ...] | None = None  # the kinds of job it is about (JobRecord.kind); None: every job
+
+    def about(self, data: ReportData) -> bool:
+        """Whether the section belongs on this job's page (kennel's training curves are not a script's)."""
+        return self.kinds is None or data.kind in self.kinds
 
 
 @functools.lru_cache(maxsize=1)

@@ -91,14 +91,15 @@ def mistakes(data: ReportData) -> str:
     )
 
 
+TRAINING = ("training",)  # what kennel's own training records: its epochs, its test evaluation
 SECTIONS: list[Section] = [
     Section("summary", "Job summary", summary),
-    Section("curves", "Training curves", curves),
-    Section("test-metrics", "Test metrics", test_metrics),
-    Section("per-class", "Per-class precision and recall", per_class),
-    Section("confusion", "Confusion matrix", confusion),
-    Section("confused-pairs", "Most-confused pairs", confused_pairs),
-    Section("mistakes", "Most confident mistakes", mistakes),
+    Section("curves", "Training curves", curves, TRAINING),
+    Section("test-metrics", "Test metrics", test_metrics, TRAINING),
+    Section("per-class", "Per-class precision and recall", per_class, TRAINING),
+    Section("confusion", "Confusion matrix", confusion, TRAINING),
+    Section("confused-pairs", "Most-confused pairs", confused_pairs, TRAINING),
+    Section("mistakes", "Most confident mistakes", mistakes, TRAINING),
 ]
 
 
