@@ -103,7 +103,8 @@ def show_best(name: str, as_json: bool) -> None:
         table.add_column(column, justify="left" if column == "parameter" else "right")
     for key, value in best.params.items():
         shown = f"{value:.4g}" if isinstance(value, float) else str(value)
-        table.add_row(key, shown, str(kind.base_value(record, key)))
+        base = kind.base_value(record, key)
+        table.add_row(key, shown, "-" if base is None else str(base))
     out = console()
     out.print(f"{settings.objective} = {best.value:.4f} ({settings.direction})", highlight=False)
     out.print(table)
