@@ -1,14 +1,38 @@
 """Shared fixtures: an isolated kennel home, tiny generated datasets (never the real photos), a tiny model
-artifact, and the real servers of :mod:`servers`. Plain helpers live in :mod:`helpers`."""
+artifact, and the real servers of :mod:`servers`. Plain helpers live in :mod:`helpers`.
+
+Tests never write into the caller's own kennel folders. Before anything imports kennel, the session's
+``$KENNEL_HOME`` and ``$KENNEL_CACHE`` point at empty sentinel folders; the session's fixtures then get a home of
+their own (:func:`session_home`) and every test another (:func:`kennel_home`). Anything that still reaches the
+sentinels (a path computed at import, a process started with the environment of the moment before the fixtures)
+would have reached the caller's folders: the session fails, naming what appeared there, and likewise for anything
+that appeared in the caller's folders themselves (``$KENNEL_HOME``/``$KENNEL_CACHE`` as the caller set them, and
+``~/.kennel`` and ``~/.cache/kennel``, where a process started without those variables writes)."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from helpers import ARTIFACT_CLASSES, tiny_artifact, use_home
-from servers import mlflow_server, postgres_url  # noqa: F401  (real servers, started once per session)
+from caller_folders import FolderSnapshot, caller_folders
+
+HOMES = ("KENNEL_HOME", "KENNEL_CACHE")
+
+# Under pytest-xdist the workers inherit the controller's sentinels; the controller checks them once all are done.
+if "KENNEL_TEST_SENTINELS" not in os.environ:
+    CALLER: FolderSnapshot | None = FolderSnapshot(caller_folders(os.environ))
+    SENTINELS = {name: Path(tempfile.mkdtemp(prefix=f"kennel-sentinel-{name[7:].lower()}-")) for name in HOMES}
+    os.environ.update({name: str(folder) for name, folder in SENTINELS.items()})
+    os.environ["KENNEL_TEST_SENTINELS"] = os.pathsep.join(str(folder) for folder in SENTINELS.values())
+else:
+    CALLER, SENTINELS = None, {}
+
+import pytest  # noqa: E402  (after the sentinels: nothing below may see the caller's folders)
+from helpers import ARTIFACT_CLASSES, tiny_artifact, use_home  # noqa: E402
+from servers import mlflow_server, postgres_url  # noqa: E402, F401  (real servers, started once per session)
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -25,6 +49,49 @@ def pytest_configure(config: pytest.Config) -> None:
         threads = max(1, cores() // workers)
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
         torch.set_num_threads(threads)
+
+
+LEAKS = pytest.StashKey[list]()
+
+
+@pytest.hookimpl(trylast=True)  # after the session's fixtures are torn down: what they do at teardown counts too
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Fail the session when anything appeared in the sentinels or changed in the caller's folders."""
+    if CALLER is None:
+        return
+    leaks = [f"{path} (the sentinel of ${name})" for name, folder in SENTINELS.items() for path in _entries(folder)]
+    leaks += CALLER.changes()
+    session.config.stash[LEAKS] = leaks
+    if leaks:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    else:
+        for folder in SENTINELS.values():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    leaks = config.stash.get(LEAKS, [])
+    if leaks:
+        terminalreporter.section("written outside the tests' own homes", red=True)
+        for leak in leaks[:50]:
+            terminalreporter.line(leak, red=True)
+        if len(leaks) > 50:
+            terminalreporter.line(f"... and {len(leaks) - 50} more", red=True)
+        terminalreporter.line("(a kennel you ran yourself meanwhile writes in your folders too: then run them again)")
+
+
+def _entries(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*")) if folder.is_dir() else []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The home and cache of the session's and the modules' fixtures (a shared model artifact, a served app, a
+    module's jobs): set up before them, since pytest sets up a session's and a module's fixtures before a test's."""
+    home = tmp_path_factory.mktemp("session-home")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        use_home(monkeypatch, home)
+        yield home
 
 
 @pytest.fixture(autouse=True)
