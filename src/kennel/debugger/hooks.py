@@ -202,14 +202,17 @@ class Debugger(Observer):
 
     # --- shared ---------------------------------------------------------------------------------------
 
-    def _add_inputs(self, inputs: torch.Tensor) -> None:
+    def _add_inputs(self, inputs: torch.Tensor | None) -> None:
+        if not isinstance(inputs, torch.Tensor):  # a user's script (kennel run) may feed a model something else
+            return
         if self.history.inputs_are_images is None:
             self.history.inputs_are_images = inputs.dim() == 4 and inputs.shape[1] in (1, 3)
         self.reducer.add("inputs", "inputs", "", inputs)
 
     def _add_loss(self, state: LoopState, mode: str, mode_step: int) -> None:
         capture = self.captures.get(mode)
-        if capture is not None and capture.in_range(mode_step):
+        # No loss: a user's script (kennel run) that registered no loss module with its hook.
+        if state.loss is not None and capture is not None and capture.in_range(mode_step):
             self.history.add_loss(mode, mode_step, state.loss)
             # On disk too: the debugger's report draws every step the loss rules judged, not only the saved ones.
             step = mode_step if mode == "TRAIN" else state.global_step - 1
@@ -243,7 +246,7 @@ class Debugger(Observer):
 
     def _save(self, state: LoopState, mode: str, step: int, mode_step: int) -> None:
         reducer = self.reducer
-        if self._wants(mode, "losses"):
+        if self._wants(mode, "losses") and state.loss is not None:
             reducer.add_scalar("loss", "losses", state.loss)
         names, collections, layers = reducer.names, reducer.collections, reducer.layers
         values = reducer.collect()  # appends the scalar rows to names, collections and layers

@@ -1,0 +1,5 @@
+"""``from smdebug.pytorch.hook import Hook``."""
+
+from kennel.script.hook.api import Hook
+
+__all__ = ["Hook"]
