@@ -369,8 +369,8 @@ def test_weights_updated_by_hand_are_read_when_the_backward_pass_ends(hook_api, 
 
 
 def test_a_stop_rule_raises_system_exit_3_at_the_next_hook_point(hook_api, tmp_path: Path, monkeypatch):
-    from kennel.script.hook.loop import StoppedByRule
     from kennel.script.hook.names import ModeKeys
+    from kennel.script.hook.parts import StoppedByRule
 
     job = tmp_path / "job"
     settings(job)

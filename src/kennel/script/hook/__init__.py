@@ -9,7 +9,8 @@ smdebug.pytorch as smd``; the ``smdebug`` package on its path under ``kennel run
 
 :mod:`.names` holds the torch-free names (modes, configuration objects, ``str2bool``), :mod:`.api` the hook
 itself, :mod:`.loop` what turns the script's forwards, backward passes and optimizer steps into the events of
-kennel's training loop, :mod:`.steps` the step records. Names load lazily: the modes cost no PyTorch import.
+kennel's training loop (:mod:`.parts`: what it keeps of them), :mod:`.steps` the step records, :mod:`.tensors`
+what the script saves itself. Names load lazily: the modes cost no PyTorch import.
 """
 
 from __future__ import annotations

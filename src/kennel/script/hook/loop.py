@@ -29,13 +29,11 @@ from __future__ import annotations
 
 import atexit
 import functools
-import gc
 import logging
 import sys
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -43,9 +41,18 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
 from kennel.atomic import atomic_write_json
-from kennel.engine.state import LoopState
 from kennel.script.contract import STOPPED_BY_RULE
 from kennel.script.hook.names import ModeKeys
+from kennel.script.hook.parts import (
+    Epoch,
+    ScriptState,
+    StandIn,
+    Step,
+    StoppedByRule,
+    classified,
+    find_optimizer,
+    first_tensor,
+)
 from kennel.script.hook.steps import StepRecords, step_record, steps_file
 
 if TYPE_CHECKING:
@@ -57,113 +64,6 @@ log = logging.getLogger("kennel.script.hook")
 # waits for its gradients the same way). Without it, the backward pass ends, for the step timeline, at the
 # optimizer's step.
 _ENGINE = torch.autograd.Variable._execution_engine
-
-
-class StoppedByRule(SystemExit):
-    """Ends the script when a debugger rule with ``stop`` set has fired: exit status 3, as for kennel train."""
-
-
-@dataclass(eq=False)
-class ScriptState(LoopState):
-    """The loop's state as the hook keeps it; tells the hook the moment a rule asks to stop (from whichever
-    thread the rule ran on: the debugger's clock rules run on a timer)."""
-
-    on_stop: Callable[[str], None] | None = field(default=None, repr=False)
-
-    def request_stop(self, reason: str, status: str = "stopped") -> None:
-        first = self.stop_reason is None
-        super().request_stop(reason, status)
-        if first and self.on_stop is not None:
-            self.on_stop(reason)
-
-
-class _Parameters:
-    """Stands in for the script's optimizer until one steps: what the debugger captures are the parameters that
-    require a gradient."""
-
-    def __init__(self, module: nn.Module) -> None:
-        self.param_groups = [{"params": [p for p in module.parameters() if p.requires_grad], "lr": 0.0}]
-
-
-@dataclass(eq=False)
-class _Step:
-    """One forward of the registered module, from its start to the end of its optimizer step (TRAIN) or its
-    loss (EVAL)."""
-
-    mode: str  # "TRAIN" or "EVAL": the debugger's modes
-    start: float
-    inputs: Any = None
-    outputs: torch.Tensor | None = None
-    targets: torch.Tensor | None = None
-    loss: torch.Tensor | None = None
-    loss_value: float | None = None
-    forward_end: float | None = None
-    backward_end: float | None = None
-    lr: float | None = None
-    reported: bool = False  # on_after_backward (or, EVAL, on_eval_batch_end) sent
-    ready: bool = False  # on_before_optimizer_step sent
-
-
-@dataclass
-class _Phase:
-    """Sums over one mode's steps of an epoch, for its mean loss and accuracy."""
-
-    loss_sum: float = 0.0
-    loss_samples: int = 0
-    correct: torch.Tensor | int = 0  # summed on the device: read once, at the epoch's end
-    classified: int = 0
-
-    def add(self, loss: float | None, outputs: torch.Tensor | None, targets: Any, samples: int) -> None:
-        if loss is not None:
-            self.loss_sum += loss * samples
-            self.loss_samples += samples
-        if _classified(outputs, targets):
-            self.correct = self.correct + (outputs.argmax(1) == targets).sum()
-            self.classified += len(targets)
-
-    def metrics(self, prefix: str) -> dict[str, float]:
-        metrics = {}
-        if self.loss_samples:
-            metrics[f"{prefix}_loss"] = self.loss_sum / self.loss_samples
-        if self.classified:
-            metrics[f"{prefix}_accuracy"] = float(self.correct) / self.classified
-        return metrics
-
-
-@dataclass
-class _Epoch:
-    started: float
-    train: _Phase = field(default_factory=_Phase)
-    valid: _Phase = field(default_factory=_Phase)
-    evaluated: bool = False  # an EVAL step came after the training phase
-
-
-def _first_tensor(value: Any) -> torch.Tensor | None:
-    """The tensor a forward's arguments or output lead with: itself, or the first in a tuple, list or dict."""
-    if isinstance(value, torch.Tensor):
-        return value
-    items = value.values() if isinstance(value, dict) else value if isinstance(value, (tuple, list)) else ()
-    return next((item for item in items if isinstance(item, torch.Tensor)), None)
-
-
-def _classified(outputs: torch.Tensor | None, targets: Any) -> bool:
-    """Whether a batch is a classifier's: a score per class and a label per sample."""
-    return (
-        isinstance(outputs, torch.Tensor)
-        and isinstance(targets, torch.Tensor)
-        and outputs.dim() == 2
-        and targets.dim() == 1
-        and len(outputs) == len(targets)
-        and not targets.is_floating_point()
-    )
-
-
-def _find_optimizer(parameters: set[int]) -> torch.optim.Optimizer | None:
-    """The script's optimizer of these parameters (ids), among the live objects; None before it builds one."""
-    optimizers = (obj for obj in gc.get_objects() if issubclass(type(obj), torch.optim.Optimizer))
-    return next(
-        (o for o in optimizers if any(id(p) in parameters for group in o.param_groups for p in group["params"])), None
-    )
 
 
 def _guarded(method: Callable) -> Callable:
@@ -211,8 +111,8 @@ class ScriptLoop:
         self._parameters: set[int] = set()
         self._owned: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # optimizer -> trains our module
         self._manual = False  # no optimizer: gradients are read when the backward pass ends
-        self._open: _Step | None = None
-        self._epoch: _Epoch | None = None
+        self._open: Step | None = None
+        self._epoch: Epoch | None = None
         self._since = time.perf_counter()  # the previous step's end, or the set_mode that began a phase
         if self.active:
             atexit.register(self._at_exit)
@@ -304,7 +204,7 @@ class ScriptLoop:
         elif mode == "EVAL" and self._epoch is not None:
             self._epoch.evaluated = True
         if mode is not None:
-            self._open = _Step(mode, now, _first_tensor(args))
+            self._open = Step(mode, now, first_tensor(args))
         self._raise_if_stopped()
 
     @_guarded
@@ -313,7 +213,7 @@ class ScriptLoop:
         if step is None:
             return
         step.forward_end = time.perf_counter()
-        tensor = _first_tensor(output)
+        tensor = first_tensor(output)
         if tensor is None:
             return
         step.outputs = tensor.detach()
@@ -330,12 +230,12 @@ class ScriptLoop:
 
     def _fit_start(self, module: nn.Module) -> None:
         self._parameters = {id(p) for p in module.parameters()}
-        optimizer = _find_optimizer(self._parameters)
+        optimizer = find_optimizer(self._parameters)
         self._manual = optimizer is None
         first = next(module.parameters(), None)
         self.state = ScriptState(
             model=module,
-            optimizer=optimizer if optimizer is not None else _Parameters(module),
+            optimizer=optimizer if optimizer is not None else StandIn(module),
             device=first.device if first is not None else torch.device("cpu"),
             epochs=0,
             steps_per_epoch=0,
@@ -348,7 +248,7 @@ class ScriptLoop:
         if self._epoch is not None and self._epoch.evaluated:
             self._end_epoch(now)
         if self._epoch is None:
-            self._epoch = _Epoch(now)
+            self._epoch = Epoch(now)
             self.state.step, self.state.mode = 0, "TRAIN"
             self._emit("on_epoch_start")
 
@@ -365,20 +265,20 @@ class ScriptLoop:
             step.outputs = args[0].detach()  # what the targets are compared with (a model may return more)
         self._take_loss(step, output.detach())
 
-    def _take_loss(self, step: _Step, loss: torch.Tensor) -> None:
+    def _take_loss(self, step: Step, loss: torch.Tensor) -> None:
         step.loss = loss
         step.forward_end = time.perf_counter()
         if step.mode == "EVAL":
             self._end_step(step.forward_end)
 
     @_guarded
-    def _output_grad(self, step: _Step, grad: torch.Tensor) -> None:
+    def _output_grad(self, step: Step, grad: torch.Tensor) -> None:
         # The backward pass reached the module's output; the engine calls back once the whole pass has ended.
         if step is self._open and step.backward_end is None:
             _ENGINE.queue_callback(functools.partial(self._backward_done, step))
 
     @_guarded
-    def _backward_done(self, step: _Step) -> None:
+    def _backward_done(self, step: Step) -> None:
         step.backward_end = time.perf_counter()
         if self._manual and step is self._open:  # no optimizer step will come: the gradients are read now
             self._report_backward(step)
@@ -425,7 +325,7 @@ class ScriptLoop:
         if self.debugger is not None:
             getattr(self.debugger, event)(self.state)
 
-    def _fill(self, step: _Step) -> None:
+    def _fill(self, step: Step) -> None:
         """Put ``step``'s batch, outputs and loss into the state, as kennel's loop does before an event."""
         state = self.state
         if step.loss is not None and step.loss_value is None:
@@ -433,18 +333,18 @@ class ScriptLoop:
             step.loss_value = float(loss if loss.numel() == 1 else loss.float().mean())
         state.loss = step.loss_value
         state.batch = (step.inputs, step.targets)
-        state.outputs = step.outputs if _classified(step.outputs, step.targets) else None
+        state.outputs = step.outputs if classified(step.outputs, step.targets) else None
         sized = step.targets if isinstance(step.targets, torch.Tensor) and step.targets.dim() else step.inputs
         state.batch_size = len(sized) if isinstance(sized, torch.Tensor) and sized.dim() else 0
 
-    def _report_backward(self, step: _Step) -> None:
+    def _report_backward(self, step: Step) -> None:
         if not step.reported:
             step.reported = True
             self.state.mode = "TRAIN"
             self._fill(step)
             self._emit("on_after_backward")
 
-    def _ready(self, step: _Step) -> None:
+    def _ready(self, step: Step) -> None:
         if not step.ready:
             step.ready = True
             self._emit("on_before_optimizer_step")
@@ -462,7 +362,7 @@ class ScriptLoop:
             self._end_eval(step, end)
         self._since = end
 
-    def _end_train(self, step: _Step, end: float) -> None:
+    def _end_train(self, step: Step, end: float) -> None:
         state = self.state
         self._report_backward(step)
         forward = step.forward_end or step.start
@@ -485,7 +385,7 @@ class ScriptLoop:
                 step_record(state.global_step, state.epoch + 1, self._since, step.start, forward, backward, end)
             )
 
-    def _end_eval(self, step: _Step, end: float) -> None:
+    def _end_eval(self, step: Step, end: float) -> None:
         state = self.state
         state.mode = "EVAL"
         self._fill(step)
