@@ -13,7 +13,12 @@ A script job's folder (its record says ``kind: script``), beside what every job 
     output/           SM_OUTPUT_DIR; output/data is SM_OUTPUT_DATA_DIR
     checkpoints/      SageMaker's /opt/ml/checkpoints: kept with the job, handed back on --resume
     logs/             stdout.log and stderr.log, as the script wrote them
-    stop.json         written by the hook when a debugger rule with ``stop`` set ends the script: {"reason": ...}
+    stop.json         written by the hook when a debugger rule with ``stop`` set ends the script: {"reason": ...,
+                      "rule": NAME}, the moment the rule fires; the script then exits with STOPPED_BY_RULE
+
+Inside the script's process the hook (kennel.script.hook) writes, as kennel train's loop does, ``debug/`` (rank 0:
+records, losses, findings.jsonl, rules.json) and ``profiler/steps.jsonl`` (rank k: ``steps-rank{k}.jsonl``), one
+line per training step, at least every second; the job's own profiler samples the system and reads those lines.
 """
 
 from __future__ import annotations
