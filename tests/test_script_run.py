@@ -235,7 +235,7 @@ def test_a_learning_rate_a_rule_stops_ends_the_script_with_exit_3(tmp_path: Path
     script = write_script(tmp_path / "code", TRAIN_MODEL)
     done = _cli(
         "run", script, "--data", photos, "--hp", "lr=10000", "--hp", "epochs=3", "--no-tracking", "--name", "wild",
-        "--set", "debug.rules.ExplodingTensor.stop=true", "--set", "debug.rules.LossNotDecreasing.stop=true",
+        "--set", "debug.rules.WeightUpdateRatio.stop=true", "--set", "debug.rules.ExplodingTensor.stop=true",
         env={"TORCH_HOME": str(torch_home)},
     )  # fmt: skip
     assert done.returncode == 3, done.stderr[-3000:]

@@ -1,4 +1,4 @@
-"""Why a script failed, in one line a person can act on: read from the end of what it wrote to stderr.
+"""Why a script failed, in one line a person can act on: read from the end of what it wrote.
 
 Most failures are the script's own, and its traceback's last line says what went wrong. A few come from the
 difference between SageMaker's container and this machine, and get a line that says what to do about it: a
@@ -17,7 +17,7 @@ _MISSING_VARIABLE = re.compile(r"KeyError: '(SM_[A-Za-z0-9_.-]+)'")
 _DOWNLOADING = re.compile(r'Downloading:? "?(https?://[^"\s]+)"? to (\S+)')
 _NETWORK = re.compile(
     r"URLError|urlopen error|ConnectionError|Name or service not known|Temporary failure in name|"
-    r"Network is unreachable|gaierror|Max retries exceeded|timed out"
+    r"Network is unreachable|Connection refused|gaierror|Max retries exceeded|timed out"
 )
 _HUB = re.compile(r"huggingface\.co|HF_HUB_OFFLINE|LocalEntryNotFoundError|OfflineModeIsEnabled")
 _NO_GPU = re.compile(
@@ -88,13 +88,14 @@ def last_error(lines: Sequence[str]) -> str | None:
     return lines[-1] if lines else None
 
 
-def explain(lines: Sequence[str], exit_code: int) -> str:
-    """What to tell the person about a script that exited with ``exit_code``."""
+def explain(output: Sequence[str], stderr: Sequence[str], exit_code: int) -> str:
+    """What to tell the person about a script that exited with ``exit_code``: from the end of its ``output``
+    (both streams: torch.hub says what it downloads on stdout) or of its ``stderr`` (its traceback)."""
     for explainer in EXPLAINERS:
-        said = explainer(lines)
+        said = explainer(output)
         if said is not None:
             return said
-    error = last_error(lines)
+    error = last_error(stderr)
     how = f"killed by signal {-exit_code}" if exit_code < 0 else f"exit {exit_code}"
     return f"{error} ({how})" if error else f"the script ended with {how} and wrote nothing to stderr"
 

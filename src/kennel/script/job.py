@@ -259,10 +259,10 @@ def _outcome(record: JobRecord, run: ScriptRun, process: ScriptProcess, job: Scr
     elif code == 0:
         record.status = "completed"
     else:
-        lines = list(process.stderr_tail)
+        stderr = list(process.stderr_tail)
         record.status = "failed"
-        record.error = explain(lines, code if code is not None else -1)
-        record.traceback = traceback_tail(lines) or None
+        record.error = explain(list(process.output_tail), stderr, code if code is not None else -1)
+        record.traceback = traceback_tail(stderr) or None
 
 
 def _rule_stop(job: ScriptJobDir) -> str | None:

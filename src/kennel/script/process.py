@@ -21,7 +21,7 @@ from typing import BinaryIO, TextIO
 log = logging.getLogger(__name__)
 
 LineReader = Callable[[str, str], None]  # (line, "stdout" | "stderr")
-TAIL_LINES = 60  # of stderr, kept for the record of a script that failed
+TAIL_LINES = 400  # of stderr, read for why a script failed (a chained traceback runs to a hundred lines)
 PR_SET_PDEATHSIG = 1
 
 
@@ -52,6 +52,7 @@ class ScriptProcess:
         self.echo = echo
         self.process: subprocess.Popen | None = None
         self.stderr_tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self.output_tail: deque[str] = deque(maxlen=TAIL_LINES)  # both streams, as the lines came
         self.stopped_with: str | None = None  # why kennel ended the script, if it did
         self._readers: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -119,8 +120,10 @@ class ScriptProcess:
 
     def _line(self, name: str, raw: bytes) -> None:
         line = raw.decode("utf-8", errors="replace")
-        if name == "stderr" and line.strip():
-            self.stderr_tail.append(line)
+        if line.strip():
+            self.output_tail.append(line)
+            if name == "stderr":
+                self.stderr_tail.append(line)
         try:
             self.read(line, name)
         except Exception:  # a reader's bug must not stop the script's output
