@@ -206,6 +206,9 @@ def test_a_sagemaker_training_script_runs_with_its_metrics_model_debugger_and_pr
     assert done.returncode == 0, done.stderr[-3000:]
     record = load_job("resnet")
     assert record.status == "completed" and record.params == {"epochs": 2, "batch-size": 8, "lr": 0.001}
+    assert record.mlflow_run_id  # recorded in MLflow like any job
+    hook = json.loads(ScriptJobDir(record.path).hook_config.read_text())
+    assert hook["classes"] == sorted(p.name for p in (photos / "train").iterdir())  # ImageFolder's labels
     assert json.loads(done.stdout.strip().splitlines()[-1])["id"] == record.id
     points = JobDir(record.path).read_metrics("script")
     assert [p["step"] for p in points if p["name"] == "valid_loss"] == [0, 1]

@@ -21,6 +21,7 @@ STATUS_STYLE = {
 GONE = "running? process gone"
 # The hyperparameters every list shows, by record key, with their heading and rank (see kennel.cli.tables).
 PARAM_COLUMNS = {"lr": ("lr", 3), "batch_size": ("batch", 5), "epochs": ("epochs", 5), "freeze": ("freeze", 5)}
+PARAM_ALIASES = {"lr": ("learning_rate", "learning-rate")}  # how scripts (kennel run) name them too
 # The epochs table of one job, by metrics key: heading (it wraps at its spaces) and rank (kennel.cli.tables).
 EPOCH_COLUMNS = {
     "epoch": ("epoch", 0),
@@ -108,8 +109,18 @@ def _best_valid(record: JobRecord) -> Any:
 def _varying(records: list[JobRecord]) -> list[str]:
     """The hyperparameters, beyond :data:`PARAM_COLUMNS`, whose values differ between the jobs: what a study's
     trials tried, so that the trials can be told apart."""
-    keys = dict.fromkeys(key for r in records for key in r.params if key not in PARAM_COLUMNS)
+    shown = {name for key in PARAM_COLUMNS for name in (key, key.replace("_", "-"), *PARAM_ALIASES.get(key, ()))}
+    keys = dict.fromkeys(key for r in records for key in r.params if key not in shown)
     return [key for key in keys if len({repr(r.params.get(key)) for r in records}) > 1]
+
+
+def _param(record: JobRecord, key: str) -> Any:
+    """A hyperparameter the console has a column for; a user's script may spell it with a dash (``batch-size``)
+    or as SageMaker examples do (``learning_rate`` for ``lr``)."""
+    for name in (key, key.replace("_", "-"), *PARAM_ALIASES.get(key, ())):
+        if name in record.params:
+            return record.params[name]
+    return None
 
 
 def jobs_listing(records: list[JobRecord], caption: str = "", notice: str = "", study: str | None = None):
@@ -117,7 +128,7 @@ def jobs_listing(records: list[JobRecord], caption: str = "", notice: str = "", 
     own column goes (every row would say the same) and the hyperparameters its trials tried come in."""
     from kennel.cli.tables import Column, Listing
 
-    params = [key for key in PARAM_COLUMNS if any(key in r.params for r in records)]
+    params = [key for key in PARAM_COLUMNS if any(_param(r, key) is not None for r in records)]
     tried = _varying(records) if study else []
     names = any(r.name not in r.id for r in records)  # an id already holds its job's name, when short
     columns = [
@@ -142,7 +153,8 @@ def jobs_listing(records: list[JobRecord], caption: str = "", notice: str = "", 
             "started": r.started or r.created,
             "duration_s": _seconds(r),
             "backbone": r.backbone,
-            **{key: r.params.get(key) for key in (*params, *tried)},
+            **{key: _param(r, key) for key in params},
+            **{key: r.params.get(key) for key in tried},
             "best_valid_accuracy": _best_valid(r),
             "test_accuracy": r.metrics.get("test_accuracy"),
         }

@@ -150,7 +150,21 @@ def _write_hook_settings(config: ScriptConfig, record: JobRecord) -> None:
         debug_dir=job.debug,
         profiler_steps=steps,
         stop_file=job.stop_file,
+        classes=class_names(config),
     ).write(job.hook_config)
+
+
+def class_names(config: ScriptConfig) -> list[str]:
+    """The labels' names as torchvision's ImageFolder numbers them (sorted folder names), where a channel holds
+    dogImages' layout (``train/001.Affenpinscher/...``): the debugger's findings name classes by them. Empty
+    where no channel does."""
+    for folder in config.channels.values():
+        train = Path(folder) / "train"
+        if train.is_dir():
+            names = sorted(entry.name for entry in train.iterdir() if entry.is_dir() and not entry.name.startswith("."))
+            if names:
+                return names
+    return []
 
 
 def _job_observers(record: JobRecord, config: ScriptConfig) -> list[ScriptObserver]:
