@@ -54,16 +54,16 @@ def train(model, train_loader, valid_loader, criterion, optimizer, epochs, hook)
     for epoch in range(epochs):
         model.train()
         hook.set_mode(smd.modes.TRAIN)
-        running_loss, seen = 0.0, 0
-        for inputs, labels in train_loader:
+        losses = []
+        for batch_idx, (data, target) in enumerate(train_loader):
             optimizer.zero_grad()
-            outputs = model(inputs)
-            loss = criterion(outputs, labels)
+            loss = criterion(model(data), target)
             loss.backward()
             optimizer.step()
-            running_loss += loss.item() * inputs.size(0)
-            seen += inputs.size(0)
-        logger.info(f"Epoch {epoch}: train loss: {running_loss / seen:.4f}")
+            losses.append(loss.item())
+            if batch_idx % 100 == 0:
+                logger.debug(f"Train epoch {epoch} [{batch_idx * len(data)}/{len(train_loader.dataset)}]")
+        logger.info(f"Epoch {epoch}: train loss: {sum(losses) / len(losses):.4f}")
         model.eval()
         hook.set_mode(smd.modes.EVAL)
         valid_loss, correct, seen = 0.0, 0, 0
