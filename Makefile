@@ -32,8 +32,8 @@ demo: $(STAMP)
 	$(VENV)/bin/kennel demo $(if $(DATA),--data $(DATA))
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks scripts
-	$(VENV)/bin/ruff format --check src tests benchmarks scripts
+	$(VENV)/bin/ruff check src tests benchmarks scripts examples
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts examples
 
 # One pytest worker per core (pytest-xdist), each test module in one worker so that it builds its fixtures once;
 # tests/conftest.py gives each worker its share of the cores' threads.
@@ -68,8 +68,8 @@ docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format src tests benchmarks scripts
-	$(VENV)/bin/ruff check --fix src tests benchmarks scripts
+	$(VENV)/bin/ruff format src tests benchmarks scripts examples
+	$(VENV)/bin/ruff check --fix src tests benchmarks scripts examples
 
 bench-train: $(STAMP)
 	$(PY) benchmarks/train.py
