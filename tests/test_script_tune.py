@@ -146,3 +146,19 @@ def test_a_scripts_study_needs_its_objective_among_its_metrics_and_a_space(
     result = kennel("tune", "--script", scored, "--metric", "score=score=(-?[0-9.]+)", *given)
     assert result.exit_code == 2, result.output
     assert result.output.startswith("error: ") and said in result.output
+
+
+def test_a_trials_finding_lines_are_said_among_the_trial_lines(capsys: pytest.CaptureFixture[str], tmp_path: Path):
+    from kennel.findings import labelled
+    from kennel.script.tuning import FindingLines
+
+    lines = FindingLines()
+    with labelled("trial 4"):
+        for line, stream in [
+            ("debugger rule Overfit: Validation loss 1.2 is 40% above the training loss 0.86.", "stderr"),
+            ("Epoch 3: valid loss: 1.2", "stderr"),
+            ("debugger rule on stdout is the script's own print", "stdout"),
+        ]:
+            lines.on_line(None, line, stream)
+    said = capsys.readouterr().err.splitlines()
+    assert said == ["trial 4: debugger rule Overfit: Validation loss 1.2 is 40% above the training loss 0.86."]

@@ -96,6 +96,12 @@ def announce(kind: str, finding: Finding) -> None:
     _lines.warning("%s %s: %s", kind, finding.rule, what)
 
 
+def relay(line: str) -> None:
+    """Say a finding line another process wrote (a user's script's hook) as this process says its own, so that
+    a tuning trial's line starts with its label like any other (see :func:`labelled`)."""
+    _lines.warning("%s", line)
+
+
 class _Label(logging.Filter):
     def __init__(self, label: str) -> None:
         super().__init__()

@@ -210,6 +210,7 @@ def _run(record: JobRecord, config: ScriptConfig, extra: Sequence[ScriptObserver
     reader = MetricReader(config.metrics, _earlier_counts(record))
 
     def read(line: str, stream: str) -> None:
+        _emit(observers, "on_line", run, line, stream)
         for point in reader.read(line):
             run.last[point.name] = point.value
             _emit(observers, "on_metric", run, point)

@@ -48,6 +48,9 @@ class ScriptObserver:
 
     def on_start(self, run: ScriptRun) -> None: ...
 
+    def on_line(self, run: ScriptRun, line: str, stream: str) -> None:
+        """Each line of the script's output (``stream``: "stdout" or "stderr"), as it comes."""
+
     def on_metric(self, run: ScriptRun, point: MetricPoint) -> None: ...
 
     def on_tick(self, run: ScriptRun) -> None: ...

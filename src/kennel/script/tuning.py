@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from kennel.atomic import atomic_write_text
 from kennel.config import deep_merge
-from kennel.findings import labelled
+from kennel.findings import labelled, relay
 from kennel.script.config import ScriptConfig
 from kennel.script.environment import command_arguments
 from kennel.script.metrics import MetricPoint
@@ -60,6 +60,17 @@ class ScriptPruner(ScriptObserver):
             run.request_stop(reason, status="pruned")
 
 
+class FindingLines(ScriptObserver):
+    """A trial's output stays in its job's logs, but for what the rules found: those lines are said among the
+    trial lines, labelled with the trial, as the findings of kennel's own training trials are."""
+
+    PREFIXES = ("debugger rule ", "profiler rule ")
+
+    def on_line(self, run: ScriptRun, line: str, stream: str) -> None:
+        if stream == "stderr" and line.startswith(self.PREFIXES):
+            relay(line.rstrip())
+
+
 class ScriptTrials(TrialKind):
     description = "each trial the user's own script (kennel run) with the trial's hyperparameters"
 
@@ -99,7 +110,7 @@ class ScriptTrials(TrialKind):
             return told.failed(str(exc))
         pruner = ScriptPruner(trial, settings.objective, settings.pruner)
         with labelled(f"trial {trial.number}"):  # the hook's findings say which trial, among the trial lines
-            job = run_script(config, observers=[pruner], study=record.name, echo=False)
+            job = run_script(config, observers=[pruner, FindingLines()], study=record.name, echo=False)
         return told.outcome(job, settings.objective, pruner.last)
 
     def write_best(self, record: StudyRecord, trial: optuna.trial.FrozenTrial) -> BestValues:
