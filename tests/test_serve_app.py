@@ -227,7 +227,7 @@ def test_concurrent_requests_share_batches(artifact_dir: Path) -> None:
     with TestClient(create_app(artifact_dir, settings), base_url=LOOPBACK) as client:
         bodies = [encode(photo(i)) for i in range(12)]
         alone = [post(client, body, top_k=6).json()["predictions"] for body in bodies]
-        batcher = client.app.state.batcher
+        batcher = client.app.state.service.slot.current.model.batcher
         batcher.batch_sizes.clear()
         working, first = batcher.run_batch, []
 
@@ -287,7 +287,7 @@ def test_a_failing_model_answers_json_500_and_recovers(artifact_dir: Path) -> No
         create_app(artifact_dir, ServeSettings(max_wait_ms=0)), base_url=LOOPBACK, raise_server_exceptions=False
     ) as client:
         assert_answer(post(client, encode(photo())))  # the model loaded
-        batcher = client.app.state.batcher
+        batcher = client.app.state.service.slot.current.model.batcher
         working = batcher.run_batch
 
         def broken(batch):

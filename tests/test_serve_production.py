@@ -18,7 +18,7 @@ from helpers import LOOPBACK, asking_meanwhile, encode, wait_until
 from PIL import Image
 from test_client import running
 
-from kennel.serve import slot
+from kennel.serve import artifact_model, slot
 from kennel.serve.app import ServeSettings, create_app
 
 PHOTO = encode(Image.new("RGB", (64, 48), (200, 120, 30)))
@@ -26,6 +26,11 @@ PHOTO = encode(Image.new("RGB", (64, 48), (200, 120, 30)))
 
 def post(client: TestClient, body: bytes = PHOTO):
     return client.post("/invocations", content=body, headers={"content-type": "image/jpeg"})
+
+
+def batcher_of(app):
+    """The batcher of the artifact the app serves now."""
+    return app.state.service.slot.current.model.batcher
 
 
 class Gate:
@@ -46,7 +51,7 @@ class Gate:
 
 @contextmanager
 def gated(client: TestClient) -> Iterator[Gate]:
-    batcher = client.app.state.batcher
+    batcher = batcher_of(client.app)
     working = batcher.run_batch
     gate = batcher.run_batch = Gate(working)
     try:
@@ -63,7 +68,7 @@ def test_liveness_at_once_readiness_only_once_the_model_is_warm(artifact_dir: Pa
         warmed_sizes.extend(sizes)
         assert warming.wait(30)
 
-    monkeypatch.setattr(slot, "warm_up", slow_warm_up)
+    monkeypatch.setattr(artifact_model, "warm_up", slow_warm_up)
     with TestClient(create_app(artifact_dir, ServeSettings(max_batch_size=8)), base_url=LOOPBACK) as client:
         assert client.get("/v2/health/live").json() == {"live": True}
         loading = client.get("/v2/health/ready")
@@ -138,7 +143,7 @@ def test_past_the_request_timeout_a_503_and_the_model_never_sees_what_timed_out(
                 assert answer.status_code == 503 and answer.json()["error"]["code"] == "timeout"
                 assert "1 s" in answer.json()["error"]["message"] and answer.headers["retry-after"]
             gate.open()
-            wait_until(lambda: client.app.state.batcher.depth == 0, "the queue empty")
+            wait_until(lambda: batcher_of(client.app).depth == 0, "the queue empty")
         assert gate.images == 1  # only the batch already running when the requests gave up
         assert post(client).status_code == 200
 
@@ -177,7 +182,7 @@ def test_a_request_whose_client_left_is_dropped_before_the_model(artifact_dir: P
     with running(app) as url:
         port = int(url.rsplit(":", 1)[1])
         wait_until(lambda: httpx.get(f"{url}/v2/health/ready").status_code == 200, "the model ready")
-        batcher = app.state.batcher
+        batcher = batcher_of(app)
         working = batcher.run_batch
         gate = batcher.run_batch = Gate(working)
         try:
@@ -229,7 +234,7 @@ def test_requests_waiting_for_a_model_that_then_fails_to_load_are_answered_at_on
         assert releasing.wait(30)
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(slot, "warm_up", broken_warm_up)
+    monkeypatch.setattr(artifact_model, "warm_up", broken_warm_up)
     settings = ServeSettings(request_timeout_s=600)  # far past the wait below: a waiter left hanging fails it
     with TestClient(create_app(slot_artifact(tmp_path), settings), base_url=LOOPBACK) as client:
         with ThreadPoolExecutor(1) as pool:

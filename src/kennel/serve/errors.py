@@ -14,6 +14,7 @@ from kennel.serve.batcher import BatcherStopped
 from kennel.serve.inputs import InputError
 from kennel.serve.limits import Unavailable, error
 from kennel.serve.metrics import ServeMetrics
+from kennel.serve.service import ClientGone
 
 log = logging.getLogger("kennel.serve.app")
 
@@ -42,6 +43,11 @@ def answer_errors(app: FastAPI, metrics: ServeMetrics) -> None:
     async def unavailable(request: Request, exc: Unavailable) -> JSONResponse:
         metrics.errors.labels(exc.code).inc()
         return error(503, exc.code, exc.message, headers={"Retry-After": str(exc.retry_after_s)})
+
+    @app.exception_handler(ClientGone)
+    async def client_gone(request: Request, exc: ClientGone) -> JSONResponse:
+        metrics.errors.labels("client_gone").inc()
+        return error(499, "client_gone", "the client closed the connection before the answer")
 
     @app.exception_handler(BatcherStopped)
     async def stopped(request: Request, exc: BatcherStopped) -> JSONResponse:

@@ -11,7 +11,8 @@ Three pure ASGI middlewares answer refusals in the app's error shape ``{"error":
   the headers that let the other origin's page read it.
 - :class:`TokenAuth` (innermost): every path but the health checks, the page and the docs needs
   ``Authorization: Bearer TOKEN``. The app's body limit belongs inside it, so that a caller without the token
-  is refused before its upload is read.
+  is refused before its upload is read. Paths another check guards (the SageMaker runtime route, which boto3
+  signs: :class:`kennel.serve.runtime_api.SignedOnly`) are left to that check.
 """
 
 from __future__ import annotations
@@ -162,6 +163,7 @@ def guard_stack(
     loopback: bool,
     allowed_hosts: Iterable[str] = (),
     cors_origins: Iterable[str] = (),
+    signed_prefixes: Iterable[str] = (),
 ) -> list[Middleware]:
     """The guarding middlewares, outermost first.
 
@@ -169,6 +171,7 @@ def guard_stack(
     :func:`kennel.serve.tokens.resolve_token`). ``loopback``: whether the server listens on loopback only, which
     turns the Host check on. ``allowed_hosts``: the ``--allowed-host`` names, beside
     :data:`kennel.serve_defaults.ALLOWED_HOSTS`. ``cors_origins``: the ``--cors`` origins; none, no CORS headers.
+    ``signed_prefixes``: paths the token leaves to a signature check the app installs inside the stack.
     """
     stack = []
     if loopback:
@@ -184,7 +187,8 @@ def guard_stack(
             )
         )
     # As a Secret, so that printing the stack (Starlette's Middleware shows its arguments) does not show the token.
-    stack.append(Middleware(TokenAuth, token=Secret(token) if token is not None else None))
+    signed = (*OPEN_PREFIXES, *signed_prefixes)
+    stack.append(Middleware(TokenAuth, token=Secret(token) if token is not None else None, open_prefixes=signed))
     return stack
 
 

@@ -37,11 +37,12 @@ class ServeSettings(BaseSettings):
     capture_dir: Path | None = None  # a JSON line per sampled request (kennel.serve.capture), for kennel monitor
     capture_sample: float = Field(1.0, gt=0, le=1)  # the share of requests captured
     capture_photos: bool = False  # keep the photos themselves too
-    model_name: str = ""  # the name of the v2 routes; the job's (or the model folder's) when empty
+    model_name: str = ""  # the endpoint's name (v2 and runtime routes); the job's (or the model folder's) when empty
     # Who may call (kennel.serve.guard): the address bound (a loopback one turns the Host check on), the bearer
     # token (None: none), the extra Host names a loopback server answers, and the origins CORS allows.
     host: str = defaults.HOST
     token: SecretStr | None = None
+    signing_key: SecretStr | None = None  # the runtime API's secret access key; the token when None
     allowed_hosts: list[str] = []
     cors_origins: list[str] = []
 

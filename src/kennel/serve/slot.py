@@ -1,10 +1,10 @@
 """The model an endpoint serves, and the switch to another with no request lost.
 
-A :class:`Loaded` is one model with a batcher of its own, so a batch never mixes two models' inputs (their input
-sizes may differ). :class:`ModelSlot` holds the current one. A request takes the current model for its whole life
-(``async with slot.use() as loaded``). :meth:`ModelSlot.switch` loads and warms up the next model beside the
-current one, then makes it current in one assignment; the old one's batcher stops once every request that took
-it has its answer.
+A :class:`Loaded` is one :class:`~kennel.serve.served.ServedModel` with what it needs of its own (kennel's
+artifact: its batcher, so a batch never mixes two models' inputs). :class:`ModelSlot` holds the current one. A
+request takes the current model for its whole life (``async with slot.use() as loaded``).
+:meth:`ModelSlot.switch` loads and starts the next model beside the current one, then makes it current in one
+assignment; the old one stops once every request that took it has its answer.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kennel.model_registry import is_registry_uri, record_deployment, resolve
-from kennel.predictor import Predictor
-from kennel.serve import Endpoint
-from kennel.serve.batcher import DynamicBatcher
 from kennel.serve.limits import Unavailable
+
+if TYPE_CHECKING:
+    from kennel.serve.served import ServedModel
 
 log = logging.getLogger(__name__)
 
@@ -55,34 +55,22 @@ def resolve_source(ref: str | Path, name: str = "") -> Source:
     return Source(Path(ref), name or model_name(ref))
 
 
-def warm_up(predictor: Predictor, batch_sizes: list[int]) -> None:
-    """One model call at every batch size the batcher makes, so that the first requests do not pay for the
-    runtime's first runs and memory plans (ONNX Runtime plans per input shape)."""
-    import torch
-
-    size = predictor.input_size
-    for n in batch_sizes:
-        predictor.predict_batch(torch.zeros(n, 3, size, size))
-
-
 class Loaded:
-    """One model being served: its endpoint, its batcher, where it came from, and the requests using it."""
+    """One model being served: the model, where it came from, and the requests using it."""
 
-    def __init__(self, endpoint: Endpoint, batcher: DynamicBatcher, source: Source) -> None:
-        self.endpoint, self.batcher, self.source = endpoint, batcher, source
-        info = endpoint.predictor.artifact.info
+    def __init__(self, model: ServedModel, source: Source) -> None:
+        self.model, self.source = model, source
         # What a captured request was answered by: the monitor tells another model's captures apart by these.
-        self.served = {**source.describe(), "backbone": info.backbone, "created": info.created}
+        self.served = {**source.describe(), **model.identity()}
         self.users = 0
         self.idle = asyncio.Event()
         self.idle.set()
 
 
 class ModelSlot:
-    """The current :class:`Loaded` model; ``make_batcher`` gives each model its batcher."""
+    """The current :class:`Loaded` model."""
 
-    def __init__(self, make_batcher: Callable[[Endpoint], DynamicBatcher]) -> None:
-        self.make_batcher = make_batcher
+    def __init__(self) -> None:
         self.current: Loaded | None = None
         self.error: str | None = None  # why the first model could not load
         self.ready = asyncio.Event()  # a model serves
@@ -108,19 +96,13 @@ class ModelSlot:
             if loaded.users == 0:
                 loaded.idle.set()
 
-    async def switch(self, load: Callable[[], Awaitable[tuple[Endpoint, Source]]]) -> Loaded:
-        """Load the next model with ``load``, warm it up beside the current one, then serve it. If it fails, the
+    async def switch(self, load: Callable[[], Awaitable[tuple[ServedModel, Source]]]) -> Loaded:
+        """Load the next model with ``load``, start it beside the current one, then serve it. If it fails, the
         current model goes on serving and the error is raised."""
         async with self._switching:
-            endpoint, source = await load()
-            batcher = self.make_batcher(endpoint)
-            batcher.start()
-            try:
-                await asyncio.to_thread(warm_up, endpoint.predictor, batcher.allowed_sizes)
-            except BaseException:
-                await batcher.stop()
-                raise
-            old, self.current = self.current, Loaded(endpoint, batcher, source)
+            model, source = await load()
+            await model.start()
+            old, self.current = self.current, Loaded(model, source)
             self.error = None
             self.ready.set()
             self._settled.set()
@@ -137,7 +119,7 @@ class ModelSlot:
 
     async def _retire(self, old: Loaded) -> None:
         await old.idle.wait()  # every request that took the old model has its answer
-        await old.batcher.stop()
+        await old.model.stop()
         version = f" version {old.source.version}" if old.source.version else ""
         log.info("stopped serving the previous %s%s (its requests all answered)", old.source.name, version)
 
@@ -147,7 +129,7 @@ class ModelSlot:
             await asyncio.gather(*self._retiring, return_exceptions=True)
         if self.current is not None:
             with contextlib.suppress(asyncio.CancelledError):
-                await self.current.batcher.stop()
+                await self.current.model.stop()
 
 
 def note_deployment(source: Source, previous: Source | None) -> None:
