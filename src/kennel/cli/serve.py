@@ -1,8 +1,11 @@
-"""``kennel serve JOB_OR_MODEL_DIR``: an HTTP endpoint for a model (see :mod:`kennel.serve.app`)."""
+"""``kennel serve JOB_OR_MODEL_DIR``: an HTTP endpoint for a model (see :mod:`kennel.serve.app`): kennel's own
+artifact, or the user's inference handlers (``--entry-point inference.py --model-dir DIR``, a SageMaker
+``model.tar.gz``, or a ``kennel run`` job whose source holds an ``inference.py``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -11,6 +14,14 @@ from kennel.cli.app import app
 from kennel.cli.lookup import resolve_model
 from kennel.errors import Failure, PortInUse, UsageError
 from kennel.model_registry import is_registry_uri
+
+if TYPE_CHECKING:
+    from kennel.serve.package import HandlerFiles, HandlerRef
+    from kennel.serve.tokens import ServeToken
+
+# A handler endpoint's model, loaded by the command before the server starts (so that a handler file that does not
+# import, or a model_fn that fails, is one line at start); the server in this same process serves it first.
+_preloaded: list[Any] = []
 
 
 def writable_folder(folder: Path, flag: str) -> Path:
@@ -54,10 +65,95 @@ def check_port(host: str, port: int) -> None:
             raise
 
 
+def script_job(ref: str):
+    """The ``kennel run`` job ``ref`` names, or None when it names no such job (a kennel model, a job of
+    ``kennel train``, nothing)."""
+    from kennel.artifact import is_artifact
+    from kennel.jobs import JobNotFound, load_job
+
+    if is_registry_uri(ref) or is_artifact(Path(ref).expanduser()):
+        return None
+    try:
+        job = load_job(ref)
+    except (JobNotFound, OSError, ValueError):
+        return None
+    return job if job.kind == "script" else None
+
+
+def handler_ref(model: str | None, entry_point: Path | None, model_dir: Path | None) -> HandlerRef | None:
+    """The user's handlers the command names, or None when it names a kennel model."""
+    from kennel.serve.package import ARCHIVE_SUFFIXES, HandlerRef, job_handlers
+
+    script = str(entry_point) if entry_point is not None else ""
+    if model is None:
+        if model_dir is None:
+            raise UsageError("give a model (a folder, a job, models:/NAME@ALIAS or a model.tar.gz), or --model-dir")
+        entry = entry_point.expanduser().resolve() if entry_point is not None else None
+        return HandlerRef(entry_point=entry, model_dir=model_dir.expanduser().resolve())
+    path = Path(model).expanduser()
+    if model_dir is not None:
+        raise UsageError(f"--model-dir is the model's folder when no MODEL is given; {model} names its own")
+    if path.name.endswith(ARCHIVE_SUFFIXES) and path.is_file():
+        return HandlerRef(package=path.resolve(), program=script)
+    job = script_job(model)
+    if job is not None:
+        return job_handlers(job.path, job.id, script)
+    if entry_point is not None:
+        raise UsageError(
+            f"--entry-point serves your own handlers, with --model-dir, a model.tar.gz or a kennel run job; "
+            f"{model} is none of these"
+        )
+    return None
+
+
+def signing_secret(bearer: ServeToken) -> ServeToken:
+    """The runtime API's secret access key: the endpoint's token, or (a server with none) the token kept in
+    ``$KENNEL_HOME/serve-token``, made once, so that the route that boto3 signs is never open."""
+    from kennel.serve.tokens import stored_or_new_token, stored_token_path
+
+    return bearer if bearer.value is not None else stored_or_new_token(stored_token_path())
+
+
+def say_keys(name: str, bearer: ServeToken, signing: ServeToken) -> None:
+    """How boto3 and the sagemaker SDK sign their requests to this endpoint; a secret is shown only when made."""
+    from kennel.serve.sigv4 import access_key_id
+
+    typer.echo(f"SageMaker runtime API: POST /endpoints/{name}/invocations (endpoint name {name!r})", err=True)
+    if signing is bearer:
+        secret = "the token"
+    elif signing.generated:
+        secret = f"{signing.value} (stored in {signing.path}, mode 0600)"
+    else:
+        secret = f"the one stored in {signing.path}"
+    typer.echo(f"  aws_access_key_id {access_key_id(name)}, aws_secret_access_key {secret}", err=True)
+
+
+def say_requirements(files: HandlerFiles) -> None:
+    """What the handlers' requirements.txt lists: SageMaker installs it, kennel does not (it runs on this machine
+    whatever is installed here, and installs nothing behind the user's back)."""
+    path = files.requirements_file
+    if path is not None:
+        listed = ", ".join(files.requirements) or "nothing"
+        typer.echo(f"{path} lists {listed}: not installed by kennel (pip install -r {path} if missing)", err=True)
+
+
 @app.command("serve")
 def serve_command(
     model: str = typer.Argument(
-        ..., help="model artifact folder, job folder, job id/name, or a registered model: models:/NAME@ALIAS"
+        None,
+        help="model artifact folder, job folder, job id/name, a registered model (models:/NAME@ALIAS), a SageMaker "
+        "model.tar.gz, or a kennel run job whose source has an inference.py",
+    ),
+    entry_point: Path = typer.Option(
+        None,
+        "--entry-point",
+        help="your inference.py (model_fn, input_fn, predict_fn, output_fn); with a model.tar.gz or a job, the "
+        "script in its code/ or source/ folder ($SAGEMAKER_PROGRAM works too)",
+    ),
+    model_dir: Path = typer.Option(None, "--model-dir", help="the folder your model_fn loads (SageMaker's model dir)"),
+    name: str = typer.Option(None, "--name", help="the endpoint's name (/endpoints/NAME/invocations); the model's"),
+    handler_threads: int = typer.Option(
+        defaults.MAX_DECODES, min=1, help="requests your handlers answer at once, one per thread"
     ),
     host: str = typer.Option(defaults.HOST, help="address to bind; 0.0.0.0 to accept other machines"),
     port: int = typer.Option(defaults.PORT, help="port to listen on (the default is SageMaker's)"),
@@ -117,12 +213,14 @@ def serve_command(
     capture_photos: bool = typer.Option(False, "--capture-photos", help="with --capture: keep the photos too"),
     graceful_s: int = typer.Option(10, help="seconds to finish in-flight requests on shutdown"),
 ) -> None:
-    """Serve a model over HTTP: POST /invocations or /predict, GET /ping, /v2/health/*, /model, /metrics, /docs.
+    """Serve a model over HTTP: POST /invocations or /predict, GET /ping, /v2/health/*, /model, /metrics, /docs,
+    and SageMaker Runtime's POST /endpoints/NAME/invocations for boto3 and the sagemaker SDK.
 
     On loopback (the default) no token is needed, and only requests for a loopback Host name are answered. On any
     other address every call but the health checks needs Authorization: Bearer TOKEN; see README, "Serving in
-    production". POST /reload or SIGHUP loads the model again (a registry alias: the version it names now) beside
-    the one serving, and switches with no request lost."""
+    production". The runtime route needs boto3's signature with the key pair printed at start. POST /reload or
+    SIGHUP loads the model again (a registry alias: the version it names now; your handlers: imported afresh)
+    beside the one serving, and switches with no request lost."""
     import json
     import os
 
@@ -136,9 +234,17 @@ def serve_command(
     from kennel.serve.tokens import is_loopback, resolve_token
     from kennel.validation import one_line
 
-    if follow_alias and not (is_registry_uri(model) and "@" in model):
+    if follow_alias and not (model and is_registry_uri(model) and "@" in model):
         raise UsageError(f"--follow-alias follows a registry alias: give models:/NAME@ALIAS, not {model!r}")
-    folder = resolve_model(model)
+    handlers = handler_ref(model, entry_point, model_dir)
+    folder = resolve_model(model) if handlers is None else None
+    if handlers is not None:
+        endpoint_name = name or handlers.name
+    else:
+        from kennel.model_registry import parse_uri
+        from kennel.serve.slot import model_name
+
+        endpoint_name = name or (parse_uri(model)[0] if is_registry_uri(model) else model_name(folder))
     if capture is not None:
         capture = writable_folder(capture.expanduser().resolve(), "--capture")
     bearer = resolve_token(host, token=token, token_file=token_file, no_auth=no_auth)
@@ -160,7 +266,10 @@ def serve_command(
             token=bearer.value,
             allowed_hosts=allowed_host,
             cors_origins=check_origins(cors),
-            model_ref=model if is_registry_uri(model) else str(folder),
+            model_ref=model if is_registry_uri(model) else str(folder or ""),
+            model_name=endpoint_name,
+            handlers=handlers,
+            handler_threads=handler_threads,
             follow_alias=follow_alias,
             follow_interval_s=follow_interval,
             capture_dir=capture,
@@ -170,17 +279,30 @@ def serve_command(
     except ValidationError as exc:
         raise UsageError(one_line(exc, name=lambda loc: "--" + "-".join(loc).replace("_", "-"))) from None
     check_port(host, port)
-    # The engine's choice is cheap (the model loads in the server): an impossible one fails here, in a line.
-    engine = Predictor.load(folder, runtime=settings.runtime, precision=settings.precision).engine
+    signing = signing_secret(bearer)
+    if handlers is not None:
+        from kennel.serve.handler_model import HandlerLoader
+
+        # The handlers import and model_fn runs now: what fails is one line, before the server starts.
+        served, source = HandlerLoader(handlers).load(settings, endpoint_name)
+        _preloaded[:] = [(served, source)] if workers == 1 else []
+        what = f"{source.folder} ({served.describe()})"
+    else:
+        # The engine's choice is cheap (the model loads in the server): an impossible one fails here, in a line.
+        engine = Predictor.load(folder, runtime=settings.runtime, precision=settings.precision).engine
+        what = f"{folder} with {engine.label}"
     # Workers are separate processes: they rebuild the app from the environment (see serve_factory).
-    os.environ["KENNEL_SERVE_ARTIFACT"] = str(folder)
-    for name, value in settings.model_dump(mode="json", exclude={"token"}).items():
+    os.environ["KENNEL_SERVE_ARTIFACT"] = str(folder or "")
+    for key, value in settings.model_dump(mode="json", exclude={"token", "signing_key"}).items():
         if value is not None:
-            os.environ[f"KENNEL_SERVE_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
-    os.environ.pop("KENNEL_SERVE_TOKEN", None)
-    if bearer.value is not None:
-        os.environ["KENNEL_SERVE_TOKEN"] = bearer.value
-    typer.echo(f"serving {folder} on http://{host}:{port} with {engine.label} (docs at /docs)", err=True)
+            os.environ[f"KENNEL_SERVE_{key.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+    for key, secret in (("TOKEN", bearer.value), ("SIGNING_KEY", signing.value)):
+        os.environ.pop(f"KENNEL_SERVE_{key}", None)
+        if secret is not None:
+            os.environ[f"KENNEL_SERVE_{key}"] = secret
+    typer.echo(f"serving {what} on http://{host}:{port} (docs at /docs)", err=True)
+    if handlers is not None:
+        say_requirements(served.files)
     if bearer.generated:  # the only time it is shown
         typer.echo(f"token (stored in {bearer.path}, mode 0600): {bearer.value}", err=True)
     elif bearer.value is not None:
@@ -188,6 +310,7 @@ def serve_command(
         typer.echo(f"callers need Authorization: Bearer with the token{where}", err=True)
     elif not is_loopback(host):
         typer.echo(f"warning: --no-auth: anyone who can reach {host}:{port} can call every route", err=True)
+    say_keys(endpoint_name, bearer, signing)
     uvicorn.run(
         "kennel.cli.serve:serve_factory",
         factory=True,
@@ -229,4 +352,9 @@ def serve_factory():
     # the heap rather than mapped afresh for every batch: memory flat under load (benchmarks/serve_soak.py).
     limit_arenas()
     keep_buffers_in_heap()
-    return create_app(os.environ["KENNEL_SERVE_ARTIFACT"], settings)
+    if settings.handlers is None:
+        return create_app(os.environ["KENNEL_SERVE_ARTIFACT"], settings)
+    from kennel.serve.handler_model import HandlerLoader
+
+    first = _preloaded.pop() if _preloaded else None  # this process's, loaded by the command (one worker)
+    return create_app(HandlerLoader(settings.handlers), settings, first)

@@ -11,7 +11,9 @@ or stalls an answer. A line::
      "latency_ms": 41.2, "dropped": 0, "photo": "photos/20260501-120000-3f9a0c1b2d4e.jpg"}
 
 ``width``, ``height``, ``mode``, ``format`` and ``bytes`` are the photo's as sent (read from its header), not
-the decoded copy's, which the endpoint shrinks; ``brightness`` is the mean luma of the decoded photo, 0 to 1;
+the decoded copy's, which the endpoint shrinks; ``brightness`` is the mean luma of the decoded photo, 0 to 1 (of
+a small copy the writer decodes itself when the model decoded none: a user's handlers; no ``image`` when the
+body is no image);
 ``photo`` is there only with ``photos=True``. Files are ``DIR/capture-YYYYmmdd-HHMMSS-N.jsonl`` (UTC; ``N``
 tells apart files begun in the same second, by several server processes too), rotated by size and at each new
 hour, written a whole line at a time and flushed, so a reader sees complete lines (:func:`read_capture` skips
@@ -83,6 +85,17 @@ def header(data: bytes) -> dict[str, Any]:
         return {}
 
 
+def thumbnail(data: bytes) -> Image.Image | None:
+    """A small decoded copy of the photo in ``data`` (a JPEG decodes at a fraction of its size), or None."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.draft("RGB", (THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+            image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+            return image.copy()
+    except Exception:  # no image, or one Pillow cannot read: the line goes without it
+        return None
+
+
 def utc(moment: float) -> datetime:
     return datetime.fromtimestamp(moment, timezone.utc)
 
@@ -92,7 +105,7 @@ class _Request(NamedTuple):
 
     time: float
     answer: Mapping[str, Any]
-    image: Image.Image
+    image: Image.Image | None
     body: bytes
     model: Mapping[str, Any]
     latency_ms: float | None
@@ -149,16 +162,16 @@ class Capture:
     def record(
         self,
         answer: Mapping[str, Any],
-        image: Image.Image,
+        image: Image.Image | None,
         body: bytes,
         model: Mapping[str, Any],
         latency_ms: float | None = None,
     ) -> bool:
         """Queue one answered request, if sampled; returns at once, True when queued. ``answer`` is the endpoint's
-        response dict, ``image`` the decoded photo (before preprocessing), ``body`` the request body (the photo's
-        bytes or a JSON body with it in base64), ``model`` what identifies the model served (name, version,
-        backbone, created); ``latency_ms`` defaults to the answer's. Neither ``answer`` nor ``image`` may change
-        afterwards: the writer reads them later."""
+        response dict, ``image`` the decoded photo (before preprocessing; None: the writer decodes a small copy of
+        the body's), ``body`` the request body (the photo's bytes or a JSON body with it in base64), ``model`` what
+        identifies the model served (name, version, backbone, created); ``latency_ms`` defaults to the answer's.
+        Neither ``answer`` nor ``image`` may change afterwards: the writer reads them later."""
         if self._closed or self._random.random() >= self.sample:
             return False
         item = _Request(time.time(), answer, image, body, model, latency_ms, self._dropped)
@@ -227,15 +240,18 @@ class Capture:
     def _line(self, item: _Request) -> str:
         answer, moment = item.answer, utc(item.time)
         data = photo_bytes(item.body)
-        image = {
-            "width": item.image.width,
-            "height": item.image.height,
-            "mode": item.image.mode,
-            "format": None,
-            **header(data),
-            "bytes": len(data),
-            "brightness": round(brightness(item.image), 5),
-        }
+        picture = item.image if item.image is not None else thumbnail(data)
+        image: dict[str, Any] = {}
+        if picture is not None:
+            image = {
+                "width": picture.width,
+                "height": picture.height,
+                "mode": picture.mode,
+                "format": None,
+                **header(data),
+                "bytes": len(data),
+                "brightness": round(brightness(picture), 5),
+            }
         dog = answer.get("dog") or {}
         line: dict[str, Any] = {
             "time": moment.isoformat(timespec="milliseconds"),
@@ -249,7 +265,7 @@ class Capture:
             "latency_ms": float(item.latency_ms if item.latency_ms is not None else answer.get("latency_ms", 0.0)),
             "dropped": item.dropped,
         }
-        if self.photos and data:
+        if self.photos and data and picture is not None:
             line["photo"] = self._save_photo(data, image.get("format"), moment)
         return json.dumps(line, ensure_ascii=False) + "\n"
 

@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kennel import serve_defaults as defaults
 from kennel.serve import EndpointOptions, FaceSearch
+from kennel.serve.package import HandlerRef
 
 
 class ServeSettings(BaseSettings):
@@ -38,6 +39,10 @@ class ServeSettings(BaseSettings):
     capture_sample: float = Field(1.0, gt=0, le=1)  # the share of requests captured
     capture_photos: bool = False  # keep the photos themselves too
     model_name: str = ""  # the endpoint's name (v2 and runtime routes); the job's (or the model folder's) when empty
+    # The user's inference handlers to serve instead of kennel's artifact, and the threads they answer in (one
+    # request each, as SageMaker's model server runs one per worker).
+    handlers: HandlerRef | None = None
+    handler_threads: int = Field(defaults.MAX_DECODES, ge=1)
     # Who may call (kennel.serve.guard): the address bound (a loopback one turns the Host check on), the bearer
     # token (None: none), the extra Host names a loopback server answers, and the origins CORS allows.
     host: str = defaults.HOST
