@@ -59,8 +59,8 @@ def test_invoke_endpoint_answers_as_sagemaker_does(endpoint: str) -> None:
     assert answer["ContentType"] == "application/json" and answer["InvokedProductionVariant"] == "AllTraffic"
     prediction = json.loads(answer["Body"].read())
     assert prediction["predictions"][0]["label"] in ARTIFACT_CLASSES and "dog" in prediction
-    direct = httpx.post(f"{endpoint}/invocations", content=PHOTO, headers={"content-type": "image/jpeg",
-                        "authorization": f"Bearer {SECRET}"}).json()  # fmt: skip
+    bearer = {"content-type": "image/jpeg", "authorization": f"Bearer {SECRET}"}
+    direct = httpx.post(f"{endpoint}/invocations", content=PHOTO, headers=bearer).json()
     assert [p["label"] for p in direct["predictions"]] == [p["label"] for p in prediction["predictions"]]
 
 
@@ -165,17 +165,12 @@ def test_the_signature_check_matches_botocore_on_awkward_requests() -> None:
     SigV4Auth(Credentials(sigv4.access_key_id("my model"), SECRET), "sagemaker", "us-west-2").add_auth(request)
     headers = [*request.headers.items(), ("Host", "127.0.0.1:8080")]
     auth = sigv4.parse(request.headers["Authorization"], request.headers["X-Amz-Date"])
+    key, date = sigv4.access_key_id("my model"), request.headers["X-Amz-Date"]
     check = dict(method="POST", raw_path="/endpoints/my%20model/invocations", query="b=2&a=1", headers=headers)
-    sigv4.verify(
-        auth, SECRET, sigv4.access_key_id("my model"), amz_date=request.headers["X-Amz-Date"], body=body, **check
-    )
-    with pytest.raises(sigv4.SignatureError):
-        sigv4.verify(
-            auth, SECRET, sigv4.access_key_id("my model"), amz_date=request.headers["X-Amz-Date"], body=b"{}", **check
-        )
-    with pytest.raises(sigv4.SignatureError):
-        sigv4.verify(auth, SECRET, sigv4.access_key_id("my model"), amz_date=request.headers["X-Amz-Date"], body=body,
-                     **{**check, "query": "a=1"})  # fmt: skip
+    sigv4.verify(auth, SECRET, key, amz_date=date, body=body, **check)
+    for changed in ({"body": b"{}"}, {"query": "a=1"}, {"raw_path": "/endpoints/my%2520model/invocations"}):
+        with pytest.raises(sigv4.SignatureError):
+            sigv4.verify(auth, SECRET, key, **{"amz_date": date, "body": body, **check, **changed})
     assert hashlib.sha256(body).hexdigest() in sigv4.canonical_request("POST", "/", "", [], [], body)
 
 

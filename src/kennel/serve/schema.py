@@ -38,9 +38,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": Error, "description": text}
     for status, text in {
         400: "empty body, corrupt image, bad base64 or JSON, bad top_k",
+        406: "an Accept the model does not answer (kennel's models: JSON; handlers: what their output_fn writes)",
         413: "body over the size limit",
         415: "content type not accepted, or the bytes are not an image",
         422: "too many pixels, extreme aspect ratio, or an animated image",
+        500: "a user's handler failed on the request (its message in the answer)",
         503: "overloaded, timed out, or the model is not serving yet (see Retry-After)",
     }.items()
 }

@@ -77,10 +77,8 @@ def parse(header: str | None, amz_date: str | None, now: datetime | None = None)
         raise SignatureError(
             "IncompleteSignatureException", "the credential is not KEY/DATE/REGION/SERVICE/aws4_request"
         )
-    auth = Authorization(
-        credential[0], credential[1], credential[2], credential[3], tuple(fields["SignedHeaders"].split(";")),
-        fields["Signature"],
-    )  # fmt: skip
+    key, date, region, service, _ = credential
+    auth = Authorization(key, date, region, service, tuple(fields["SignedHeaders"].split(";")), fields["Signature"])
     if auth.service != SERVICE:
         raise SignatureError("InvalidSignatureException", f"the credential is for {auth.service!r}, not {SERVICE!r}")
     if "host" not in auth.signed_headers or "x-amz-date" not in auth.signed_headers:
@@ -90,6 +88,7 @@ def parse(header: str | None, amz_date: str | None, now: datetime | None = None)
 
 
 def check_date(amz_date: str | None, scope_date: str, now: datetime) -> None:
+    """The request's ``X-Amz-Date``: a time, of the credential's day, within :data:`MAX_SKEW_S` of ``now``."""
     try:
         moment = datetime.strptime(amz_date or "", "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
     except ValueError:
