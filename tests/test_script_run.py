@@ -349,3 +349,20 @@ def test_a_script_jobs_report_draws_its_metrics_and_none_of_kennels_evaluation(t
     statuses = section_statuses(write_report(record.path).read_text())
     assert statuses["script"] == "ok" and statuses["summary"] == "ok"
     assert not {"curves", "test-metrics", "per-class", "confusion", "mistakes"} & set(statuses)
+
+
+def test_a_rule_stop_under_torchrun_is_a_stop_whatever_code_torchrun_exits_with(tmp_path: Path):
+    """Rank 0's hook writes stop.json and exits 3; torchrun then ends the other ranks and exits 1 itself."""
+    script = write_script(
+        tmp_path / "code",
+        """
+        import json, os, sys
+        reason = "debugger rule ExplodingTensor: loss is NaN at step 3."
+        stop = os.path.join(os.environ["KENNEL_SCRIPT_JOB_DIR"], "stop.json")
+        json.dump({"reason": reason, "rule": "ExplodingTensor"}, open(stop, "w"))
+        sys.exit(1)
+        """,
+    )
+    record = run_script(_config(script), echo=False)
+    assert record.status == "stopped" and record.stop_reason == "debugger rule ExplodingTensor: loss is NaN at step 3."
+    assert record.error is None

@@ -21,7 +21,7 @@ from kennel.errors import Failure, PathError, UsageError
 from kennel.home import kennel_home
 from kennel.jobs import JobDir, JobRecord, create_job, load_job, now
 from kennel.script.config import ScriptConfig
-from kennel.script.contract import STOPPED_BY_RULE, ScriptJobDir
+from kennel.script.contract import ScriptJobDir
 from kennel.script.diagnosis import explain, traceback_tail
 from kennel.script.environment import command_arguments, prepare_folders, training_environment
 from kennel.script.metrics import MetricReader
@@ -31,6 +31,7 @@ from kennel.script.process import ScriptProcess
 log = logging.getLogger(__name__)
 
 TICK_S = 0.5  # how often observers look at a running script (rules, pruning, the step records)
+RULE_GRACE_S = 60.0  # how long a script a rule stopped may take to reach the hook and leave before it is ended
 # What a copy of the source folder leaves out: version control and caches are no part of the code that runs.
 IGNORED = shutil.ignore_patterns(".git", "__pycache__", "*.pyc", ".ipynb_checkpoints", ".venv")
 
@@ -229,11 +230,18 @@ def _run(record: JobRecord, config: ScriptConfig, extra: Sequence[ScriptObserver
         process.start()
         run.pid = process.pid
         _emit(observers, "on_start", run)
+        ruled_at = None
         while process.poll() is None:
             time.sleep(TICK_S)
             _emit(observers, "on_tick", run)
             if run.should_stop:
                 process.stop(run.stop_reason)
+            elif ruled_at is None and job.stop_file.exists():
+                ruled_at = time.monotonic()
+            elif ruled_at is not None and time.monotonic() - ruled_at > RULE_GRACE_S:
+                # The hook ends the script at its next forward or optimizer step; one stuck elsewhere is ended
+                # here, and the outcome is still the rule's.
+                process.stop("a debugger rule stopped it")
     except KeyboardInterrupt:
         interrupted = True
         run.request_stop("interrupted (Ctrl-C)")
@@ -269,7 +277,8 @@ def _outcome(record: JobRecord, run: ScriptRun, process: ScriptProcess, job: Scr
         record.status, record.stop_reason = "stopped", "interrupted (Ctrl-C)"
     elif run.should_stop:  # kennel ended it: a profiler rule, a pruner
         record.status, record.stop_reason = run.stop_status, run.stop_reason
-    elif code == STOPPED_BY_RULE and stopped_by_rule is not None:
+    elif code != 0 and stopped_by_rule is not None:
+        # 3 from the script itself; under torchrun, torchrun's own code once it has ended the other ranks.
         record.status, record.stop_reason = "stopped", stopped_by_rule
     elif code == 0:
         record.status = "completed"
