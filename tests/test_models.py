@@ -99,3 +99,26 @@ def test_packaged_lite0_weights_map_onto_timm():
     mapped = weights_module.map_lite_state_dict(raw, network)
     assert len(mapped) == len(network.state_dict()) == len(raw)
     torch.testing.assert_close(mapped["classifier.weight"], raw["_fc.weight"])
+
+
+@pytest.mark.parametrize("name", [n for n in list_models() if get_backbone(n).torchvision_weights])
+def test_a_torchvision_backbone_names_the_file_of_its_weights_enum(name: str):
+    spec = get_backbone(name)
+    assert spec.torchvision_file == weights_module._torchvision_enum(spec).url.rsplit("/", 1)[-1]
+
+
+@pytest.mark.parametrize("variable", ["TORCH_HOME", "XDG_CACHE_HOME"])
+def test_the_hub_folder_is_torchs_without_importing_torch(variable: str, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TORCH_HOME", "XDG_CACHE_HOME")}
+    env[variable] = str(tmp_path / "somewhere")
+    ours = "import sys; from kennel.models.weights import hub_dir; print(hub_dir(), 'torch' in sys.modules)"
+    theirs = "import torch.hub; print(torch.hub.get_dir())"
+    said = [
+        subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.split()
+        for code in (ours, theirs)
+    ]
+    assert said[0] == [said[1][0], "False"] and said[1][0].startswith(str(tmp_path))

@@ -1,7 +1,8 @@
 """Test-split evaluation: accuracy, per-class scores, the confusion matrix and the mistakes worth looking at.
 
 ``summarize`` works on logits, wherever they came from (cached features through the head, or a full forward via
-``predict_logits``), so the training job, the report and later tools share one definition of every number.
+``predict_logits``), so the training job, the report and later tools share one definition of every number. Reading
+a saved evaluation needs no PyTorch: a report imports this module without it.
 """
 
 from __future__ import annotations
@@ -10,13 +11,16 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from kennel.atomic import atomic_path, atomic_write_json
-from kennel.preprocessing import Preprocessing
+
+if TYPE_CHECKING:
+    import torch
+
+    from kennel.preprocessing import Preprocessing
 
 METRICS_FILE = "metrics.json"
 CONFUSION_FILE = "confusion.npy"
@@ -93,6 +97,8 @@ class EvaluationResult:
 
 
 def confusion_matrix(predicted: torch.Tensor, targets: torch.Tensor, num_classes: int) -> np.ndarray:
+    import torch
+
     flat = targets.long() * num_classes + predicted.long()
     counts = torch.bincount(flat, minlength=num_classes * num_classes)
     return counts.reshape(num_classes, num_classes).numpy().astype(np.int64)
@@ -134,6 +140,8 @@ def summarize(
 ) -> EvaluationResult:
     """Score ``logits`` ``[N, C]`` against integer ``targets`` ``[N]``. ``files`` (one per row) name the
     photos in the list of mistakes, the most confident wrong predictions first."""
+    import torch
+
     logits = logits.detach().float().cpu()
     targets = targets.detach().long().cpu()
     count, num_classes = logits.shape
@@ -181,7 +189,6 @@ def _confident_mistakes(logits, targets, predicted, class_names, files, limit: i
     ]
 
 
-@torch.no_grad()
 def predict_logits(
     model: torch.nn.Module,
     files: Sequence[Path | str],
@@ -195,6 +202,8 @@ def predict_logits(
     Photos are decoded as the feature cache decodes them (JPEG draft at the resize size), so logits from here
     and from cached features agree.
     """
+    import torch
+
     from kennel.data.dataset import ImageDataset, make_loader
 
     device = torch.device(device)
@@ -203,7 +212,8 @@ def predict_logits(
     was_training = model.training
     model.eval()
     try:
-        outputs = [model(images.to(device, non_blocking=True)).float().cpu() for images, _ in loader]
+        with torch.no_grad():
+            outputs = [model(images.to(device, non_blocking=True)).float().cpu() for images, _ in loader]
     finally:
         model.train(was_training)
     if not outputs:

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import torch
-
 _INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
 
 
@@ -50,6 +48,7 @@ class Preprocessing:
 
     def eval_transform(self):
         """PIL image -> normalised float tensor, deterministic."""
+        import torch
         from torchvision.transforms import v2
 
         return v2.Compose(
@@ -64,6 +63,7 @@ class Preprocessing:
 
     def train_transform(self, augment: str = "light"):
         """The eval transform with random views: ``none``, ``light`` (crop + flip) or ``strong`` (+ colour)."""
+        import torch
         from torchvision.transforms import v2
 
         if augment == "none":

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import itertools
 import time
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # PHASES is read by the profiler's pages, which need no PyTorch
+    import torch
 
 # The phases of a step, in order; each ends at one ``mark``.
 PHASES = ("data", "transfer", "forward", "backward", "optimizer")
@@ -20,12 +22,16 @@ class StepClock:
 
     def __init__(self, device: torch.device) -> None:
         self.cuda = device.type == "cuda"
+        if self.cuda:
+            import torch
+
+            self._event = torch.cuda.Event
         self._marks: list = []
         self._pending: list | None = None
 
     def _now(self):
         if self.cuda:
-            event = torch.cuda.Event(enable_timing=True)
+            event = self._event(enable_timing=True)
             event.record()
             return event
         return time.perf_counter()

@@ -10,8 +10,10 @@ import os
 import platform
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 # The instruction sets that decide which inference path is fast: AVX2/FMA (most laptops), AVX-512 and its VNNI
 # (int8 dot products), native bf16 (AVX512-BF16, AMX) and Intel's AMX tiles.
@@ -75,6 +77,8 @@ def library_versions() -> dict[str, str]:
 
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
+        import torch
+
         return torch.cuda.get_device_name(device)
     return "cpu"
 

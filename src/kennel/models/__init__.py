@@ -1,13 +1,24 @@
-"""Backbones, their weights and the classifier built on them."""
+"""Backbones, their weights and the classifier built on them. The registry and where weights are offline import
+no PyTorch (``kennel models`` lists them at once); :class:`Classifier` and building a model do."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from kennel.models.backbones import BACKBONES, BackboneSpec, register_backbone
-from kennel.models.classifier import Classifier
-from kennel.models.fusion import fused_spec, member_names
+from kennel.models.backbones import BACKBONES, BackboneSpec, member_names, register_backbone
 from kennel.models.weights import WeightsSource, WeightsUnavailable, available_offline, load_pretrained
+
+if TYPE_CHECKING:
+    from kennel.models.classifier import Classifier
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Classifier":
+        from kennel.models.classifier import Classifier
+
+        return Classifier
+    raise AttributeError(f"module 'kennel.models' has no attribute {name!r}")
 
 
 def get_backbone(name: str) -> BackboneSpec:
@@ -15,6 +26,8 @@ def get_backbone(name: str) -> BackboneSpec:
     names = member_names(name)
     if len(names) == 1:
         return BACKBONES.get(name)
+    from kennel.models.fusion import fused_spec
+
     return fused_spec([BACKBONES.get(member) for member in names])
 
 
@@ -31,6 +44,8 @@ def create_model(
     freeze: int | str = 0,
 ) -> Classifier:
     """Build backbone ``name`` with ImageNet weights (unless ``pretrained`` is false) and a new head."""
+    from kennel.models.classifier import Classifier
+
     spec = get_backbone(name)
     full = spec.build()
     if pretrained or weights is not None:
@@ -61,5 +76,6 @@ __all__ = [
     "create_model",
     "get_backbone",
     "list_models",
+    "member_names",
     "register_backbone",
 ]

@@ -1,16 +1,21 @@
 """The backbone registry: each entry knows how to build the network, where its weights come from and the
 preprocessing those weights expect. Every entry is built as the full ImageNet classifier (so published
-weights load by their own key names) and then split into a feature extractor and its ImageNet head."""
+weights load by their own key names) and then split into a feature extractor and its ImageNet head. The
+registry itself imports no PyTorch (``kennel models`` lists it in a moment): building a network does."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from kennel.preprocessing import Preprocessing
 from kennel.registry import Registry
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from kennel.models.tiny import TinyNet
 
 IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 
@@ -43,6 +48,9 @@ class BackboneSpec:
     imagenet_top1: float | None = None
     # Where pretrained weights come from, tried in order; see kennel.models.weights.
     torchvision_weights: str | None = None
+    # The file torch hub keeps those weights in (the enum's URL's last part): whether they are here offline is
+    # then a look at one path, without importing torchvision (tested against the enum).
+    torchvision_file: str | None = None
     timm_hub_id: str | None = None
     package: str | None = None
     summary: str = ""
@@ -50,6 +58,12 @@ class BackboneSpec:
 
 
 BACKBONES: Registry[BackboneSpec] = Registry("backbone")
+SEPARATOR = "+"  # between the members of a fused backbone's name (kennel.models.fusion)
+
+
+def member_names(name: str) -> list[str]:
+    """The backbones ``name`` fuses, in order; a single backbone's name gives itself."""
+    return name.split(SEPARATOR)
 
 
 def register_backbone(spec: BackboneSpec) -> BackboneSpec:
@@ -69,6 +83,8 @@ def _torchvision(name: str) -> Callable[[], nn.Module]:
 
 
 def _split_resnet(model: nn.Module) -> Split:
+    from torch import nn
+
     head = model.fc
     model.fc = nn.Identity()
     stem = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool)
@@ -78,6 +94,8 @@ def _split_resnet(model: nn.Module) -> Split:
 
 def _split_sequential_classifier(model: nn.Module) -> Split:
     """torchvision models whose ``classifier`` ends in the ImageNet Linear (efficientnet, mobilenet, convnext)."""
+    from torch import nn
+
     head = model.classifier[-1]
     model.classifier[-1] = nn.Identity()
     # ConvNeXt's classifier begins with a LayerNorm2d over the pooled map; the others flatten first.
@@ -87,16 +105,41 @@ def _split_sequential_classifier(model: nn.Module) -> Split:
 
 
 _TORCHVISION = [
-    # name, split, params (M), ImageNet top-1, weights enum, preprocessing
-    ("resnet18", _split_resnet, 11.7, 69.76, "ResNet18_Weights.IMAGENET1K_V1", Preprocessing(224, 256)),
-    ("resnet34", _split_resnet, 21.8, 73.31, "ResNet34_Weights.IMAGENET1K_V1", Preprocessing(224, 256)),
-    ("resnet50", _split_resnet, 25.6, 80.86, "ResNet50_Weights.IMAGENET1K_V2", Preprocessing(224, 232)),
+    # name, split, params (M), ImageNet top-1, weights enum, its file, preprocessing
+    (
+        "resnet18",
+        _split_resnet,
+        11.7,
+        69.76,
+        "ResNet18_Weights.IMAGENET1K_V1",
+        "resnet18-f37072fd.pth",
+        Preprocessing(224, 256),
+    ),
+    (
+        "resnet34",
+        _split_resnet,
+        21.8,
+        73.31,
+        "ResNet34_Weights.IMAGENET1K_V1",
+        "resnet34-b627a593.pth",
+        Preprocessing(224, 256),
+    ),
+    (
+        "resnet50",
+        _split_resnet,
+        25.6,
+        80.86,
+        "ResNet50_Weights.IMAGENET1K_V2",
+        "resnet50-11ad3fa6.pth",
+        Preprocessing(224, 232),
+    ),
     (
         "efficientnet_b0",
         _split_sequential_classifier,
         5.3,
         77.69,
         "EfficientNet_B0_Weights.IMAGENET1K_V1",
+        "efficientnet_b0_rwightman-7f5810bc.pth",
         Preprocessing(224, 256, "bicubic"),
     ),
     (
@@ -105,6 +148,7 @@ _TORCHVISION = [
         5.5,
         75.27,
         "MobileNet_V3_Large_Weights.IMAGENET1K_V2",
+        "mobilenet_v3_large-5c1a4163.pth",
         Preprocessing(224, 232),
     ),
     (
@@ -113,11 +157,12 @@ _TORCHVISION = [
         28.6,
         82.52,
         "ConvNeXt_Tiny_Weights.IMAGENET1K_V1",
+        "convnext_tiny-983f1562.pth",
         Preprocessing(224, 236),
     ),
 ]
 
-for _name, _split, _params, _top1, _weights, _pre in _TORCHVISION:
+for _name, _split, _params, _top1, _weights, _file, _pre in _TORCHVISION:
     register_backbone(
         BackboneSpec(
             name=_name,
@@ -128,6 +173,7 @@ for _name, _split, _params, _top1, _weights, _pre in _TORCHVISION:
             params_m=_params,
             imagenet_top1=_top1,
             torchvision_weights=_weights,
+            torchvision_file=_file,
             summary=f"torchvision {_name}",
         )
     )
@@ -146,6 +192,8 @@ def _timm(name: str) -> Callable[[], nn.Module]:
 
 
 def _split_timm(model: nn.Module) -> Split:
+    from torch import nn
+
     head = model.get_classifier()
     feature_dim = model.num_features
     model.reset_classifier(0)
@@ -190,22 +238,18 @@ for _v, _params, _top1, _size in _LITE:
 # --- tiny test backbone ----------------------------------------------------------------------------------
 
 
-class TinyNet(nn.Module):
-    """A few thousand parameters: for tests and smoke runs, never for accuracy."""
+def _tiny(width: int) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        from kennel.models.tiny import TinyNet
 
-    def __init__(self, num_classes: int = 1000, width: int = 8) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, stride=2, padding=1), nn.BatchNorm2d(width), nn.ReLU())
-        self.stage1 = nn.Sequential(nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU())
-        self.stage2 = nn.Sequential(nn.Conv2d(2 * width, 4 * width, 3, stride=2, padding=1), nn.ReLU())
-        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.fc = nn.Linear(4 * width, num_classes)
+        return TinyNet(width=width)
 
-    def forward(self, x):
-        return self.fc(self.pool(self.stage2(self.stage1(self.stem(x)))))
+    return build
 
 
 def _split_tiny(model: TinyNet) -> Split:
+    from torch import nn
+
     head = model.fc
     model.fc = nn.Identity()
     return Split(model, head.in_features, head, [model.stem, model.stage1, model.stage2], pool=model.pool)
@@ -215,7 +259,7 @@ register_backbone(
     BackboneSpec(
         name="tiny",
         family="test",
-        build=TinyNet,
+        build=_tiny(8),
         split=_split_tiny,
         preprocessing=Preprocessing(32, 36, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)),
         params_m=0.006,
@@ -227,7 +271,7 @@ register_backbone(
     BackboneSpec(
         name="tiny_wide",
         family="test",
-        build=lambda: TinyNet(width=12),
+        build=_tiny(12),
         split=_split_tiny,
         preprocessing=Preprocessing(40, 44, mean=(0.45, 0.45, 0.45), std=(0.3, 0.3, 0.3)),
         params_m=0.013,

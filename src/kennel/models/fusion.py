@@ -14,15 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from kennel.models.backbones import BackboneSpec, Split
+from kennel.models.backbones import SEPARATOR, BackboneSpec, Split
 from kennel.preprocessing import Preprocessing
-
-SEPARATOR = "+"
-
-
-def member_names(name: str) -> list[str]:
-    """The backbones ``name`` fuses, in order; a single backbone's name gives itself."""
-    return name.split(SEPARATOR)
 
 
 class MemberInput(nn.Module):

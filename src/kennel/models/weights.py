@@ -4,17 +4,20 @@ unpickling arbitrary objects."""
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import logging
+import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from kennel.errors import KennelError
 from kennel.models.backbones import BackboneSpec
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,8 @@ class WeightsSource:
 
 def load_weights_file(path: Path | str) -> dict[str, torch.Tensor]:
     """A ``.safetensors`` file, or a ``.pth``/``.pt`` state dict read with ``weights_only=True``."""
+    import torch
+
     path = Path(path).expanduser()
     if not path.is_file():
         raise WeightsUnavailable(f"weights file {path} does not exist")
@@ -70,9 +75,21 @@ def _torchvision_enum(spec: BackboneSpec):
     return getattr(getattr(tvm, enum_name), member)
 
 
+def hub_dir() -> Path:
+    """``torch.hub.get_dir()``, without importing PyTorch when nothing has yet: ``$TORCH_HOME/hub``, by default
+    under ``$XDG_CACHE_HOME`` or ``~/.cache`` (a folder set with ``torch.hub.set_dir`` needs PyTorch imported)."""
+    if "torch" in sys.modules:
+        import torch.hub
+
+        return Path(torch.hub.get_dir())
+    cache = os.environ.get("XDG_CACHE_HOME", os.path.join("~", ".cache"))
+    return Path(os.path.expanduser(os.environ.get("TORCH_HOME", os.path.join(cache, "torch")))) / "hub"
+
+
 def _torchvision_path(spec: BackboneSpec) -> Path:
     """Where torch hub keeps the weights file, downloaded or copied there by hand."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / _torchvision_enum(spec).url.rsplit("/", 1)[-1]
+    name = spec.torchvision_file or _torchvision_enum(spec).url.rsplit("/", 1)[-1]
+    return hub_dir() / "checkpoints" / name
 
 
 def _torchvision_cached(spec: BackboneSpec) -> Path | None:
@@ -84,6 +101,8 @@ def _torchvision_download(spec: BackboneSpec) -> Path:
     """Download the weights file into torch hub's cache, checking the SHA-256 prefix its name carries, as
     ``torch.hub`` does. Unlike ``get_state_dict`` it prints nothing before the connection is open, so offline
     the failure is the only thing said."""
+    import torch.hub
+
     url, path = _torchvision_enum(spec).url, _torchvision_path(spec)
     path.parent.mkdir(parents=True, exist_ok=True)
     digest = torch.hub.HASH_REGEX.search(path.name)
@@ -150,9 +169,11 @@ _LITE_BLOCK = re.compile(r"^_blocks\.(\d+)\.(\w+)\.(.+)$")
 
 
 def _package_file(spec: BackboneSpec) -> Path | None:
-    if spec.package is None or importlib.util.find_spec(spec.package) is None:
+    """The weights file an installed lite package ships, found without importing the package."""
+    found = importlib.util.find_spec(spec.package) if spec.package else None
+    if found is None or found.origin is None:
         return None
-    files = sorted((Path(importlib.import_module(spec.package).__file__).parent / "models").glob("*.pth"))
+    files = sorted((Path(found.origin).parent / "models").glob("*.pth"))
     return files[0] if files else None
 
 
