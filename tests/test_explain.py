@@ -5,6 +5,7 @@ overlay, a fused backbone, a test-time augmented model, threads, the report's ga
 from __future__ import annotations
 
 import io
+import json
 import re
 import threading
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_artifact, tiny_config
+from helpers import section_statuses, tiny_artifact, tiny_config
 from PIL import Image
 from torch import nn
 
@@ -117,6 +118,48 @@ def test_a_fused_backbone_averages_its_members(tmp_path: Path) -> None:
     assert heatmap.shape == (PHOTO_SIZE[1], PHOTO_SIZE[0]) and 0.0 <= heatmap.min() < heatmap.max() <= 1.0
 
 
+def fused_explainer() -> Explainer:
+    torch.manual_seed(0)
+    name = "tiny+tiny_wide"
+    return Explainer(create_model(name, 3, pretrained=False), ["a", "b", "c"], get_backbone(name).preprocessing, "cpu")
+
+
+def test_kennels_grad_cam_is_the_grad_cam_packages(tmp_path: Path) -> None:
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from kennel.explain import grad_cams
+
+    explainer = fused_explainer()
+    photos = [Image.effect_mandelbrot(PHOTO_SIZE, (-2.0 + i / 3, -1.2, 1.0, 1.2), 60).convert("RGB") for i in range(3)]
+    batch = torch.stack([explainer.transform(photo) for photo in photos])
+    classes = [0, 2, 1]
+    with torch.enable_grad():
+        ours = grad_cams(explainer.net, explainer.layers, batch, classes)
+        cam = GradCAM(explainer.net, explainer.layers)
+        try:
+            theirs = cam(batch.clone().requires_grad_(True), targets=[ClassifierOutputTarget(c) for c in classes])
+        finally:
+            cam.activations_and_grads.release()
+    assert ours.shape == theirs.shape == (3, 40, 40) and ours.max() > 0.99
+    np.testing.assert_allclose(ours, theirs, atol=2e-3)
+
+
+def test_a_batch_of_pictures_is_each_photo_explained_alone() -> None:
+    explainer = fused_explainer()
+    photos = [
+        Image.effect_mandelbrot((120 + 9 * i, 90), (-2.0 + i / 4, -1.2, 1.0, 1.2), 60).convert("RGB") for i in range(11)
+    ]
+    classes = [i % 3 for i in range(11)]  # more than a batch: two batches of the explainer's, the second short
+    pictures = explainer.pictures(photos, classes, max_side=64)
+    for photo, index, picture in zip(photos, classes, pictures, strict=True):
+        shown = photo.copy()
+        shown.thumbnail((64, 64))
+        alone = overlay(shown, explainer.explain(photo, index, size=shown.size).heatmap)
+        assert picture.size == shown.size
+        assert np.abs(np.asarray(picture, np.int16) - np.asarray(alone, np.int16)).max() <= 2
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 def test_cuda_explains_as_the_cpu_does(brightness: Explainer) -> None:
     on_gpu = Explainer(brightness_model(), ["bright", "dark"], get_backbone("tiny").preprocessing, device="cuda")
@@ -184,6 +227,30 @@ def test_the_report_gallery_shows_where_the_model_looked(tmp_path: Path) -> None
     looked = re.findall(r'<img class="looked" alt="where the model looked for [^"]+" src="data:image/png', mistakes)
     assert photos and len(looked) == len(photos)
     assert 'id="looked-toggle"' in mistakes
+    kept = json.loads((record.path / "evaluation" / "heatmaps.json").read_text())  # made by the job, on its model
+    assert len(kept) == len(looked) and all(entry["looked"] in mistakes for entry in kept)
+
+
+def test_a_trial_leaves_its_gallery_to_kennel_report(tmp_path: Path) -> None:
+    from helpers import kennel
+
+    from kennel.data.sample import write_sample_dataset
+    from kennel.job.run import train
+
+    data = write_sample_dataset(tmp_path / "sample", num_classes=3, per_split=(12, 6, 6))
+    first, second = sorted((data / "test").iterdir())[:2]
+    first.rename(tmp_path / "aside")
+    second.rename(first)
+    (tmp_path / "aside").rename(second)
+    record = train(tiny_config(data, epochs=1), study="a-study", stream=None)
+    assert not (record.path / "evaluation" / "heatmaps.json").exists()
+    page = (record.path / "report.html").read_text()
+    assert section_statuses(page)["mistakes"] == "missing" and f"kennel report {record.id} shows them" in page
+    assert "looked-toggle" not in page
+    assert kennel("report", record.id).exit_code == 0
+    page = (record.path / "report.html").read_text()
+    assert section_statuses(page)["mistakes"] == "ok" and 'id="looked-toggle"' in page
+    assert json.loads((record.path / "evaluation" / "heatmaps.json").read_text())  # kept for the next page
 
 
 def test_the_gallery_says_why_it_has_no_heatmaps(tmp_path: Path) -> None:

@@ -1,9 +1,12 @@
 """Where the model looked: a Grad-CAM heatmap of an artifact's PyTorch model, mapped back onto the photo.
 
-Grad-CAM comes from the ``grad-cam`` package (pytorch-grad-cam). It takes any module and the layers to explain,
-and averages the CAMs of several layers once each is resized to the input and scaled to 0..1, which is what a
-fused backbone needs: one layer per member, each member's say counted alike (the head standardises the members'
-features to one scale, so none dominates the prediction either). kennel adds what the library cannot know:
+Grad-CAM (:func:`grad_cams`) weighs each channel of a layer's feature map by the mean gradient of the class score
+over it. With several layers it averages their CAMs once each is resized to the input and scaled to 0..1, as the
+``grad-cam`` package (pytorch-grad-cam) does, which is what a fused backbone needs: one layer per member, each
+member's say counted alike (the head standardises the members' features to one scale, so none dominates the
+prediction either). kennel computes plain Grad-CAM itself, for a batch of photos at once, with a backward pass that
+stops at the feature maps: their gradients are all it needs, so the cost is about one forward pass of the batch.
+The package's other methods (:data:`METHODS`) run through the package. kennel adds what neither can know:
 
 - which layer to explain: each backbone's last feature map, found by running the model once (the last module whose
   output is a 4-D map larger than 1x1, so the pooling is passed over), for any registered backbone;
@@ -20,6 +23,7 @@ from __future__ import annotations
 import copy
 import io
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -29,6 +33,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
+from torch.nn import functional
 
 from kennel.artifact import Artifact, load_artifact, read_info
 from kennel.data.images import to_rgb
@@ -43,7 +48,8 @@ if TYPE_CHECKING:
 ALPHA = 0.45  # how much of the colour map covers the photo
 COLORMAP = "inferno"  # dark where the model did not look (and outside its crop), bright yellow where it did
 DISPLAY_SIDE = 1024  # longest side of the PNGs made for people (the CLI, the endpoint): the crop is a few hundred px
-METHODS = ("gradcam", "gradcam++", "hirescam", "layercam")  # pytorch-grad-cam classes, see _cam_class
+METHODS = ("gradcam", "gradcam++", "hirescam", "layercam")  # the last three: pytorch-grad-cam's, see _cam_class
+BATCH = 8  # photos per forward pass of :meth:`Explainer.pictures`: activations of a few, not of a whole gallery
 
 
 class ExplainError(Failure):
@@ -139,15 +145,67 @@ def overlay_png(image: Image.Image, heatmap: np.ndarray, alpha: float = ALPHA, c
     return png_bytes(overlay(image, heatmap, alpha, colormap))
 
 
+def _scaled(maps: torch.Tensor) -> torch.Tensor:
+    """Each map of ``[N, ...]`` shifted and scaled to 0..1, as pytorch-grad-cam scales a CAM."""
+    flat = maps.flatten(1)
+    flat = flat - flat.min(dim=1, keepdim=True).values
+    return (flat / (1e-7 + flat.max(dim=1, keepdim=True).values)).view_as(maps)
+
+
+def grad_cams(net: nn.Module, layers: list[nn.Module], batch: torch.Tensor, classes: Sequence[int]) -> np.ndarray:
+    """Grad-CAM of ``net`` for each photo of ``batch`` (preprocessed) and its class in ``classes``: ``[N, S, S]``
+    in 0..1 over the input crop, the CAMs of ``layers`` (each firing once per forward) averaged.
+
+    Each layer's output is taken as a new leaf of the graph: the backbone before it runs as inference does (its
+    parameters ask for no gradients, nor does the batch), and the backward pass goes from the class scores back to
+    those feature maps only (pooling and head), not through the backbone. Call it with gradients enabled."""
+    maps: list[torch.Tensor] = []
+
+    def keep(module: nn.Module, inputs, output: torch.Tensor) -> torch.Tensor:
+        leaf = output.detach().requires_grad_(True)
+        maps.append(leaf)
+        return leaf.clone()  # what the model goes on with: in-place operations after the layer change this copy
+
+    handles = [layer.register_forward_hook(keep) for layer in layers]
+    try:
+        scores = net(batch).float()
+    finally:
+        for handle in handles:
+            handle.remove()
+    if len(maps) != len(layers):
+        raise ExplainError(f"{len(layers)} layers to explain gave {len(maps)} feature maps in one forward pass")
+    targets = torch.as_tensor(list(classes), device=scores.device)[:, None]
+    gradients = torch.autograd.grad(scores.gather(1, targets).sum(), maps)
+    cams = []
+    for activations, gradient in zip(maps, gradients, strict=True):
+        weights = gradient.float().mean(dim=(2, 3), keepdim=True)
+        cam = _scaled((weights * activations.float()).sum(dim=1, keepdim=True).clamp(min=0))
+        cams.append(functional.interpolate(cam, size=batch.shape[-2:], mode="bilinear", align_corners=False))
+    return _scaled(torch.cat(cams, dim=1).clamp(min=0).mean(dim=1)).detach().cpu().numpy()
+
+
 def _cam_class(method: str):
+    """The pytorch-grad-cam class of ``method``; None for plain Grad-CAM, which :func:`grad_cams` computes."""
+    if method not in METHODS:
+        raise ExplainError(f"unknown explanation method {method!r}; known: {', '.join(METHODS)}")
+    if method == "gradcam":
+        return None
     try:
         import pytorch_grad_cam as cams
     except ImportError as exc:
-        raise ExplainError("explanations need the grad-cam package: pip install grad-cam") from exc
-    classes = dict(zip(METHODS, (cams.GradCAM, cams.GradCAMPlusPlus, cams.HiResCAM, cams.LayerCAM), strict=True))
-    if method not in classes:
-        raise ExplainError(f"unknown explanation method {method!r}; known: {', '.join(METHODS)}")
-    return classes[method]
+        raise ExplainError(f"the {method} explanation needs the grad-cam package: pip install grad-cam") from exc
+    return dict(zip(METHODS[1:], (cams.GradCAMPlusPlus, cams.HiResCAM, cams.LayerCAM), strict=True))[method]
+
+
+def _gradients():
+    """Gradients on, whatever the caller switched off: grad mode is per thread, and a server's worker or an
+    evaluation loop may have entered no-grad or inference mode."""
+    import contextlib
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.inference_mode(False))
+    stack.enter_context(torch.enable_grad())
+    return stack
 
 
 def _device(device: str | torch.device) -> torch.device:
@@ -157,7 +215,7 @@ def _device(device: str | torch.device) -> torch.device:
 
 
 class Explainer:
-    """Grad-CAM of one model, thread-safe: one explanation at a time (the library's hooks sit on the model).
+    """Grad-CAM of one model, thread-safe: one explanation at a time (the hooks sit on the model).
 
     It owns ``model``: moves it to ``device`` and stops its parameters asking for gradients (only the input's and
     the feature maps' are needed), so give it a copy of a model something else still runs."""
@@ -197,28 +255,52 @@ class Explainer:
     ) -> Explanation:
         """Where the model looked in ``image`` for ``class_index`` (its most probable class by default); the heatmap
         at ``size`` (width, height; the photo's by default)."""
-        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
         image = to_rgb(image)
         batch = self.transform(image).unsqueeze(0).to(self.device)
-        # Grad mode is per thread and a caller may have switched it off (a server's worker, an evaluation loop).
-        with self._lock, torch.inference_mode(False), torch.enable_grad():
+        with self._lock, _gradients():
             with torch.no_grad():
                 probabilities = self.model(batch).float().softmax(dim=1)[0].cpu().numpy()
             index = int(probabilities.argmax()) if class_index is None else self._checked(class_index)
-            batch.requires_grad_(True)  # the parameters ask for no gradients: the input carries the graph
-            cam = self.cam_class(self.net, self.layers)
-            try:
-                # With several layers (a fused backbone's members, run one after another), the library pairs
-                # activations and gradients by order: autograd runs the later branch's backward first, and the
-                # library prepends each gradient, so both lists come out in forward order.
-                crop = cam(batch, targets=[ClassifierOutputTarget(index)])[0]
-            finally:
-                cam.activations_and_grads.release()  # not ``with``: its __exit__ swallows IndexError
+            crop = self._crops(batch, [index])[0]
         heatmap = photo_heatmap(crop, image.size, self.preprocessing, size)
         order = np.argsort(-probabilities, kind="stable")
         ranking = [(self.class_names[i], float(probabilities[i])) for i in order]
         return Explanation(heatmap, index, self.class_names[index], float(probabilities[index]), ranking)
+
+    def _crops(self, batch: torch.Tensor, classes: list[int]) -> np.ndarray:
+        """The CAMs over the input crop of ``batch`` for ``classes``, ``[N, S, S]``; with gradients enabled."""
+        if self.cam_class is None:
+            return grad_cams(self.net, self.layers, batch, classes)
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+        batch.requires_grad_(True)  # the parameters ask for no gradients: the input carries the graph
+        cam = self.cam_class(self.net, self.layers)
+        try:
+            # With several layers (a fused backbone's members, run one after another), the library pairs
+            # activations and gradients by order: autograd runs the later branch's backward first, and the
+            # library prepends each gradient, so both lists come out in forward order.
+            return cam(batch, targets=[ClassifierOutputTarget(index) for index in classes])
+        finally:
+            cam.activations_and_grads.release()  # not ``with``: its __exit__ swallows IndexError
+
+    def pictures(
+        self, images: Sequence[Image.Image], classes: Sequence[int], max_side: int = DISPLAY_SIDE
+    ) -> list[Image.Image]:
+        """Each photo's overlay for its class in ``classes``, at most ``max_side`` pixels long, made :data:`BATCH`
+        photos at a time (a report's gallery of mistakes: their classes are known, so no forward pass asks)."""
+        images = [to_rgb(image) for image in images]
+        classes = [self._checked(index) for index in classes]
+        crops: list[np.ndarray] = []
+        with self._lock, _gradients():
+            for start in range(0, len(images), BATCH):
+                batch = torch.stack([self.transform(image) for image in images[start : start + BATCH]])
+                crops.extend(self._crops(batch.to(self.device), classes[start : start + BATCH]))
+        shown = []
+        for image, crop in zip(images, crops, strict=True):
+            picture = image.copy()
+            picture.thumbnail((max_side, max_side))
+            shown.append(overlay(picture, photo_heatmap(crop, image.size, self.preprocessing, picture.size)))
+        return shown
 
     def _checked(self, class_index: int) -> int:
         if not 0 <= class_index < len(self.class_names):

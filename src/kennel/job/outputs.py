@@ -59,6 +59,7 @@ def save_results(record: JobRecord, config: TrainConfig, model, layout, preproce
     from kennel.artifact import OnnxExportError, save_artifact
     from kennel.evaluation import summarize
 
+    result = None
     if config.evaluate_test:
         logits, targets = inputs.test_logits()
         files = [str(p) for p, _ in layout["test"].files]
@@ -96,6 +97,12 @@ def save_results(record: JobRecord, config: TrainConfig, model, layout, preproce
         record.metrics["onnx_export_failed"] = 1.0
         artifact = save(False)
     record.artifact = str(artifact)
+    if result is not None and result.mistakes and record.study is None:
+        # On the model in memory, now that it is saved: the report then needs no model (a trial's page has no
+        # gallery; kennel report JOB makes it).
+        from kennel.report.gallery import save_heatmaps
+
+        save_heatmaps(record.path, model, layout.class_names, preprocessing, result.mistakes)
     record.save()
 
 

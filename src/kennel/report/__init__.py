@@ -18,22 +18,23 @@ from kennel.report.sections import SECTIONS, add_section
 REPORT_FILE = JobDir.REPORT
 
 
-def render_report(job_dir: Path | str, sections: list[Section] | None = None) -> str:
-    """The report page of ``job_dir`` as an HTML string."""
-    data = ReportData.load(job_dir)
+def render_report(job_dir: Path | str, sections: list[Section] | None = None, gallery: str = "full") -> str:
+    """The report page of ``job_dir`` as an HTML string; ``gallery`` as :attr:`ReportData.gallery` says."""
+    data = ReportData.load(job_dir, gallery)
     rendered = [render_section(s, data) for s in (SECTIONS if sections is None else sections) if s.about(data)]
     job = data.job or {}
     title = f"kennel report: {job.get('name') or job.get('id') or Path(job_dir).name}"
     return render_template("report.html", title=title, job=job, sections=rendered)
 
 
-def write_report(job_dir: Path | str) -> Path:
-    """Write ``job_dir/report.html`` (atomically) and return its path."""
+def write_report(job_dir: Path | str, gallery: str = "full") -> Path:
+    """Write ``job_dir/report.html`` (atomically) and return its path; ``gallery`` as :attr:`ReportData.gallery`
+    says (the whole page by default)."""
     job_dir = Path(job_dir)
     if not job_dir.is_dir():
         raise FileNotFoundError(f"job folder {job_dir} does not exist")
     path = job_dir / REPORT_FILE
-    atomic_write_text(path, render_report(job_dir))
+    atomic_write_text(path, render_report(job_dir, gallery=gallery))
     path.chmod(0o644)
     return path
 

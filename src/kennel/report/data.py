@@ -25,11 +25,14 @@ class ReportData:
     steps: list[dict[str, Any]] = field(default_factory=list)  # metrics.jsonl lines with kind "step"
     evaluation: EvaluationResult | None = None
     problems: dict[str, str] = field(default_factory=dict)  # input name -> why it could not be read
+    # The gallery of mistakes: "full" (kennel report: heatmaps made now where the job left none), "stored" (the
+    # page a job writes as it ends: the heatmaps it left) or "off" (a tuning trial's page: no gallery).
+    gallery: str = "full"
 
     @classmethod
-    def load(cls, job_dir: Path | str) -> ReportData:
+    def load(cls, job_dir: Path | str, gallery: str = "full") -> ReportData:
         folder = JobDir(job_dir)
-        data = cls(folder.path)
+        data = cls(folder.path, gallery=gallery)
         data.job = data._read(JobDir.RECORD, folder.record_file, lambda _: folder.read_record_data(strict=True))
         data._read_metrics(folder)
         data.evaluation = data._read(JobDir.EVALUATION, folder.evaluation, lambda _: folder.read_evaluation())

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 from kennel.report import plots
 from kennel.report.data import MissingInput, ReportData
-from kennel.report.gallery import build_gallery
+from kennel.report.gallery import GALLERY_SIZE, build_gallery
 from kennel.report.section import Section, render_template, when
 
 MAX_CONFUSION_CLASSES = 30  # beyond this many classes the heatmap shows those most involved in mistakes
 MAX_PAIRS = 20
-MAX_GALLERY = 24
 
 
 def summary(data: ReportData) -> str:
@@ -85,7 +84,10 @@ def confused_pairs(data: ReportData) -> str:
 
 def mistakes(data: ReportData) -> str:
     result = data.need_evaluation()
-    gallery = build_gallery(data, result.mistakes[:MAX_GALLERY])
+    if data.gallery == "off" and result.mistakes:
+        name = (data.job or {}).get("id") or data.job_dir.name
+        raise MissingInput(f"a tuning trial's page leaves its mistakes out: kennel report {name} shows them")
+    gallery = build_gallery(data, result.mistakes[:GALLERY_SIZE])
     return render_template(
         "mistakes.html", cards=gallery.cards, total=len(result.mistakes), looked_note=gallery.looked_note
     )
