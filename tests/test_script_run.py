@@ -366,3 +366,25 @@ def test_a_rule_stop_under_torchrun_is_a_stop_whatever_code_torchrun_exits_with(
     record = run_script(_config(script), echo=False)
     assert record.status == "stopped" and record.stop_reason == "debugger rule ExplodingTensor: loss is NaN at step 3."
     assert record.error is None
+
+
+def test_findings_in_a_script_speak_of_its_code_not_of_kennels_settings():
+    """Every sentence the debugger's rules can say, reworded for a script, names none of kennel train's settings
+    (a script has none of them; its --set takes debug.* and profiler.* only)."""
+    import ast
+    import re
+
+    from kennel.script.advice import in_script_terms
+
+    rules = Path(__file__).resolve().parents[1] / "src" / "kennel" / "debugger" / "rules"
+    texts = []
+    for path in rules.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.JoinedStr):  # an f-string: its literal parts, the values as X
+                texts.append("".join(v.value if isinstance(v, ast.Constant) else "X" for v in node.values))
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and " " in node.value:
+                texts.append(node.value)
+    kennel_only = re.compile(r"\b(optim|model|data)\.[a-z_]+|early_stopping|feature_views|--model|--freeze")
+    assert any(kennel_only.search(text) for text in texts)  # the rules do name them, for kennel train
+    said = [in_script_terms(text) for text in texts]
+    assert [s for s in said if kennel_only.search(s)] == []

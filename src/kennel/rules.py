@@ -11,8 +11,8 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, fields, replace
 from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
@@ -161,10 +161,18 @@ class RuleRunner(Generic[E]):
     The first issue sticks: that rule is not run again, and one with ``stop`` asks the loop to stop. A rule
     that raises is an "error" and the job goes on. Thread-safe: the debugger's clock rules run on a timer."""
 
-    def __init__(self, rules: Iterable[Rule[E]], path: Path | str, kind: str = "rule") -> None:
+    def __init__(
+        self,
+        rules: Iterable[Rule[E]],
+        path: Path | str,
+        kind: str = "rule",
+        phrasing: Callable[[str], str] | None = None,
+    ) -> None:
         self.rules = list(rules)
         self.path = Path(path)
         self.kind = kind  # "debugger rule": how finding lines and stop reasons name a rule
+        # Rewords what a finding says for the job at hand (a user's script has no kennel settings to name).
+        self.phrasing = phrasing
         self.latest: dict[str, Finding] = {}
         self._lock = threading.RLock()
 
@@ -209,7 +217,11 @@ class RuleRunner(Generic[E]):
             return Finding(
                 rule.name, ERROR, step=evidence.step, mode=evidence.mode, message=f"{type(exc).__name__}: {exc}"
             )
-        return rule.fine(evidence) if finding is None else finding
+        if finding is None:
+            return rule.fine(evidence)
+        if self.phrasing is not None:
+            finding = replace(finding, message=self.phrasing(finding.message), advice=self.phrasing(finding.advice))
+        return finding
 
     def statuses(self) -> dict[str, dict[str, Any]]:
         """Per rule: its status, why (what it found, or why it could not judge) and its parameters."""

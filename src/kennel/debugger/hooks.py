@@ -39,7 +39,8 @@ ACTIVATIONS = (
 class Debugger(Observer):
     """Observe a training loop for the debugger: ``Debugger(job.folder.debug, config.debug, classes=names)``.
     ``classes`` are the names of the labels, which the rules' findings name classes by; ``clock`` (seconds,
-    monotonic) is what the clock rules measure a stall with."""
+    monotonic) is what the clock rules measure a stall with; ``phrasing`` rewords what findings say (a user's
+    script's own terms for kennel's settings)."""
 
     def __init__(
         self,
@@ -47,6 +48,7 @@ class Debugger(Observer):
         config: DebugConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
         classes: Sequence[str] = (),
+        phrasing: Callable[[str], str] | None = None,
     ) -> None:
         self.folder = Path(folder)
         self.config = config or DebugConfig()
@@ -57,7 +59,9 @@ class Debugger(Observer):
         self.options = CaptureOptions()
         for rule in self.rules:
             rule.configure(self.options)
-        self.runner: RuleRunner[Window] = RuleRunner(self.rules, self.folder / FINDINGS, DEBUGGER_RULES.kind)
+        self.runner: RuleRunner[Window] = RuleRunner(
+            self.rules, self.folder / FINDINGS, DEBUGGER_RULES.kind, phrasing=phrasing
+        )
         self.history = History()
         self.history.classes.names = tuple(classes)
         self.writer = RecordWriter(self.folder)

@@ -41,6 +41,7 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
 from kennel.atomic import atomic_write_json
+from kennel.script.advice import in_script_terms
 from kennel.script.contract import STOPPED_BY_RULE
 from kennel.script.hook.names import ModeKeys
 from kennel.script.hook.parts import (
@@ -100,7 +101,9 @@ class ScriptLoop:
             if rank == 0 and settings.debug.enabled:
                 from kennel.debugger.hooks import Debugger
 
-                self.debugger = Debugger(settings.debug_dir, settings.debug, classes=settings.classes)
+                self.debugger = Debugger(
+                    settings.debug_dir, settings.debug, classes=settings.classes, phrasing=in_script_terms
+                )
             if settings.profiler_steps is not None:
                 self.records = StepRecords(steps_file(settings.profiler_steps, rank))
         self.module: nn.Module | None = None
