@@ -77,6 +77,7 @@ def _rows(graph, device, remeasure: bool) -> tuple[list[dict[str, Any]], Measure
 
     usable, skipped = choice.candidates(graph, device)
     figures = choice.stored(graph, device) or choice.Measurement()
+    # Those never timed here, and those timed on a busy machine when this one is quiet now (or all, --measure).
     missing = choice.unmeasured(graph, device, usable, remeasure, known=figures)
     if missing:  # choice.figures, with a status line saying which backend is being timed
         with Console(stderr=True).status(f"measuring {graph.architecture}") as status:
@@ -92,7 +93,8 @@ def _rows(graph, device, remeasure: bool) -> tuple[list[dict[str, Any]], Measure
         backend, speed = BACKENDS.get(name), None if name in skipped else figures.speeds.get(name)
         why = skipped.get(name) or (None if speed else figures.failures.get(name, "not measured"))
         row = {"backend": name, "runtime": backend.runtime, "precision": backend.precision, "summary": backend.summary}
-        rows.append({**row, "photos_per_s": speed, "reason": why, "auto": name == fastest})
+        provisional = speed is not None and name in figures.provisional
+        rows.append({**row, "photos_per_s": speed, "provisional": provisional, "reason": why, "auto": name == fastest})
     return sorted(rows, key=lambda row: -(row["photos_per_s"] or 0)), figures, bool(missing)
 
 
@@ -102,7 +104,7 @@ def _facts(report: dict[str, Any]) -> list[tuple[str, str]]:
     when = f"{report['measured'][:16].replace('T', ' ')} UTC"
     if report.get("load") is not None:
         when += f", load average {report['load']:.1f} on {report['facts']['cores']} cores"
-    return [
+    facts = [
         ("CPU", report["cpu"]),
         ("libraries", libraries + ("" if "openvino" in libraries else " (no openvino)")),
         ("devices", ", ".join(report["devices"]) + f"; timed on {report['device']}"),
@@ -110,6 +112,16 @@ def _facts(report: dict[str, Any]) -> list[tuple[str, str]]:
         ("int8", f"calibrated on {report['calibration']}"),
         ("figures", f"measured now ({when})" if report["measured_now"] else f"stored {when} (--measure: again)"),
     ]
+    if report["provisional"]:
+        others = f"other processes kept {report['others']:.1f} of {report['facts']['cores']} cores busy"
+        facts.append(
+            (
+                "provisional",
+                f"{', '.join(report['provisional'])}: timed while {others}; the next job or kennel doctor on a quiet "
+                "machine times them again",
+            )
+        )
+    return facts
 
 
 def _star(auto: bool) -> str:
@@ -132,10 +144,13 @@ def backends_listing(report: dict[str, Any]):
         Column("runtime", rank=2, breaks=""),  # the backend's name says it, and mostly its precision too
         Column("precision", rank=1, breaks=""),
         Column("photos_per_s", "photos/s", rank=0, show=lambda s: f"{s:,.0f}" if s else "-", justify="right"),
+        Column("provisional", "", rank=0, show=lambda p: "provisional" if p else "", style=lambda p: "yellow"),
         Column("reason", "or why it cannot run here", rank=0, show=lambda r: r or "", style=lambda r: "dim"),
         Column("summary", in_table=False),
     ]
     caption = "★ auto: the fastest here. A training job keeps int8 only if valid top-1 loses ≤ 0.5 points."
+    if report["provisional"]:
+        caption += " Provisional: timed on a busy machine."
     title = f"photos/s of the forward pass, batch {report['batch_size']}"
     return Listing(title, columns, report["backends"], caption=caption, see_all="--format tsv shows them")
 
@@ -200,6 +215,8 @@ def doctor_command(
         "batch_size": choice.MEASURE_BATCH,
         "measured": figures.measured,
         "load": figures.load,  # the 1-minute load average when timed: figures taken on a busy machine mislead
+        "provisional": [row["backend"] for row in rows if row["provisional"]],  # timed again at a quiet start
+        "others": figures.others,  # the cores other processes kept busy while they were timed
         "measured_now": measured_now,
         "backends": rows,
         "auto": next((row["backend"] for row in rows if row["auto"]), None),

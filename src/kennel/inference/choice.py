@@ -2,7 +2,8 @@
 
 The figures are kept in the cache keyed by the machine (CPU model and flags, cores, library versions, device)
 and the graph's architecture, so the next job on this machine chooses at once, and a new CPU or a new library
-version is measured again.
+version is measured again. A figure timed while other processes kept the cores busy is kept as provisional (the
+choice it leads to may be wrong): the next job or ``kennel doctor`` that starts on a quiet machine times it again.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ class Measurement:
     measured: str = field(default_factory=now)
     batch_size: int = MEASURE_BATCH
     load: float | None = None  # the machine's 1-minute load average when it was measured
+    provisional: list[str] = field(default_factory=list)  # backends timed while other processes kept the cores busy
+    others: float | None = None  # the most cores other processes kept busy while a backend was timed, last time
 
     def fastest(self, names: list[str]) -> str | None:
         timed = [name for name in names if name in self.speeds]
@@ -67,7 +70,7 @@ def stored(graph: FrozenGraph, device: torch.device) -> Measurement | None:
         return None
 
 
-def _store(graph: FrozenGraph, device: torch.device, measurement: Measurement) -> None:
+def _store(graph: FrozenGraph, device: torch.device, measurement: Measurement, timed: set[str]) -> None:
     from filelock import FileLock
 
     path = choices_path()
@@ -82,6 +85,10 @@ def _store(graph: FrozenGraph, device: torch.device, measurement: Measurement) -
         failures = {k: v for k, v in old.get("failures", {}).items() if k not in measurement.speeds}
         measurement.speeds = {**speeds, **measurement.speeds}
         measurement.failures = {**failures, **measurement.failures}
+        # Provisional: what this process timed on a busy machine, and what others did that it did not time again.
+        kept = [name for name in old.get("provisional", []) if name not in timed and name in measurement.speeds]
+        fresh = [name for name in measurement.provisional if name in timed and name in measurement.speeds]
+        measurement.provisional = sorted({*kept, *fresh})
         entry["graphs"][graph.architecture] = measurement.__dict__
         atomic_write_json(path, data)
 
@@ -118,19 +125,16 @@ def time_backend(backend: Backend, graph: FrozenGraph, device: torch.device, bat
 
 
 def measure(graph: FrozenGraph, device: torch.device, backends: list[Backend], progress=None) -> Measurement:
-    """Time every backend in ``backends`` and store the figures; one that fails to open is recorded with why."""
+    """Time every backend in ``backends`` and store the figures; one that fails to open is recorded with why, and
+    one timed while other processes kept the cores busy (:func:`kennel.inference.machine.busy`) as provisional."""
     measurement = stored(graph, device) or Measurement()
     measurement.load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
-    if measurement.load is not None and measurement.load > machine.cores():
-        log.warning(
-            "timing inference backends on a busy machine (load %.1f on %d cores): the figures may mislead the "
-            "choice; `kennel doctor --measure` times them again",
-            measurement.load,
-            machine.cores(),
-        )
+    provisional, others = set(measurement.provisional), []
     for backend in backends:
         if progress is not None:
             progress(backend)
+        provisional.discard(backend.name)
+        start = machine.cpu_sample()
         try:
             measurement.speeds[backend.name] = round(time_backend(backend, graph, device), 1)
             measurement.failures.pop(backend.name, None)
@@ -138,8 +142,23 @@ def measure(graph: FrozenGraph, device: torch.device, backends: list[Backend], p
             log.info("backend %s cannot run %s: %s", backend.name, graph.architecture, exc)
             measurement.failures[backend.name] = f"{type(exc).__name__}: {str(exc)[:300]}"
             measurement.speeds.pop(backend.name, None)
+            continue
+        others.append(machine.others_busy(start))
+        if machine.busy(others[-1]):
+            provisional.add(backend.name)
+    measurement.others = round(max(others), 2) if others else None
+    timed_busy = sorted(provisional & {backend.name for backend in backends})
+    if timed_busy:
+        log.warning(
+            "timed %s while other processes kept %.1f of %d cores busy: the figures are provisional, and the next "
+            "job or kennel doctor on a quiet machine times them again",
+            ", ".join(timed_busy),
+            measurement.others,
+            machine.cores(),
+        )
+    measurement.provisional = sorted(provisional)
     measurement.measured = now()
-    _store(graph, device, measurement)
+    _store(graph, device, measurement, {backend.name for backend in backends})
     return measurement
 
 
@@ -150,11 +169,17 @@ def unmeasured(
     remeasure: bool = False,
     known: Measurement | None = None,
 ) -> list[Backend]:
-    """Those of ``backends`` this machine has no figure (or failure) for yet; all of them with ``remeasure``.
-    ``known``: the stored figures, where the caller has read them already."""
+    """Those of ``backends`` this machine has no figure (or failure) for yet, and those whose figure is provisional
+    when the machine is quiet now; all of them with ``remeasure``. ``known``: the stored figures, where the caller
+    has read them already."""
     known = known if known is not None else stored(graph, device)
     done = set() if remeasure or known is None else {*known.speeds, *known.failures}
-    return [b for b in backends if b.name not in done]
+    missing = [b for b in backends if b.name not in done]
+    again = [b for b in backends if b.name in done and known is not None and b.name in known.provisional]
+    if again and machine.quiet():
+        log.info("the machine is quiet: timing again %s, measured on a busy one", ", ".join(b.name for b in again))
+        missing += again
+    return missing
 
 
 def figures(graph: FrozenGraph, device: torch.device, backends: list[Backend], remeasure: bool = False) -> Measurement:

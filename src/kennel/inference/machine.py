@@ -8,6 +8,8 @@ import importlib.metadata
 import json
 import os
 import platform
+import time
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,6 +30,10 @@ SPEED_FLAGS = (
     "amx_int8",
 )
 LIBRARIES = ("torch", "onnxruntime", "onnxruntime-openvino", "openvino")
+# Speeds timed while other processes used more than this share of this process's cores are provisional: their
+# work slows each backend unevenly (the int8 path more than fp32, say), so the choice may be wrong.
+BUSY_SHARE = 0.25
+QUIET_CHECK_S = 0.5  # how long a start looks at the machine before timing again figures taken on a busy one
 
 
 @cache
@@ -63,6 +69,64 @@ def has_native_bf16() -> bool:
 
 def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    """The CPU time spent so far on this process's cores by everything (None where ``/proc/stat`` is not there)
+    and by this process itself, at a moment."""
+
+    at: float
+    everything: float | None
+    own: float
+
+
+def _busy_seconds() -> float | None:
+    """Seconds the CPUs this process may run on have been busy since boot, from ``/proc/stat``."""
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return None
+    ticks = 0
+    for line in lines:
+        name, _, rest = line.partition(" ")
+        if not name.startswith("cpu") or name == "cpu" or (allowed is not None and int(name[3:]) not in allowed):
+            continue
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in rest.split()[:8])
+        ticks += user + nice + system + irq + softirq + steal  # steal: a hypervisor's other guests, also busy
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_sample() -> CpuSample:
+    times = os.times()
+    return CpuSample(time.monotonic(), _busy_seconds(), times.user + times.system)
+
+
+def others_busy(start: CpuSample, end: CpuSample | None = None) -> float:
+    """How many of this process's cores other processes kept busy between ``start`` and ``end`` (now): the CPU
+    time of those cores less this process's own, per second. Where ``/proc/stat`` is not there, the 1-minute load
+    average less this process's own share."""
+    end = end or cpu_sample()
+    seconds = max(end.at - start.at, 1e-3)
+    own = (end.own - start.own) / seconds
+    if start.everything is None or end.everything is None:
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        return max(0.0, load - own)
+    return max(0.0, (end.everything - start.everything) / seconds - own)
+
+
+def busy(others: float) -> bool:
+    """Whether other processes' use of the cores (:func:`others_busy`) makes timings here provisional."""
+    return others > BUSY_SHARE * cores()
+
+
+def quiet(seconds: float = QUIET_CHECK_S) -> bool:
+    """Whether the machine is quiet now: other processes kept less than :data:`BUSY_SHARE` of the cores busy over
+    the next ``seconds``."""
+    start = cpu_sample()
+    time.sleep(seconds)
+    return not busy(others_busy(start))
 
 
 def library_versions() -> dict[str, str]:
