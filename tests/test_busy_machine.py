@@ -51,7 +51,8 @@ def test_figures_timed_on_a_busy_machine_are_provisional_until_a_quiet_start(mon
     graph = tiny_graph()
     load(monkeypatch, machine.cores())  # every core busy with other work
     with caplog.at_level(logging.WARNING, logger="kennel.inference.choice"):
-        open_engine(graph, CPU)
+        engine = open_engine(graph, CPU)
+    assert engine.reason.endswith("(provisional: timed on a busy machine)")  # as the job records it
     assert sorted(timed) == runnable(graph)
     first = choice.stored(graph, CPU)
     assert first.provisional == runnable(graph) and first.others == machine.cores()

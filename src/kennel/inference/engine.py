@@ -162,6 +162,8 @@ def open_engine(
     speeds = {b.name: measurement.speeds[b.name] for b in usable if b.name in measurement.speeds}
     runner_up = sorted(speeds.values(), reverse=True)[1:2]
     reason = f"fastest measured here: {speeds[best]:.0f} photos/s" + (f", next {runner_up[0]:.0f}" if runner_up else "")
+    if set(speeds) & set(measurement.provisional):
+        reason += " (provisional: timed on a busy machine)"
     return Engine(graph, BACKENDS.get(best), device, speeds, reason)
 
 
