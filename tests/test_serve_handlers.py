@@ -247,11 +247,30 @@ def test_transform_fn_gets_the_request_whole(served) -> None:
 
 
 def test_handlers_with_the_context_argument(served) -> None:
-    client = served(WITH_CONTEXT, name="dogs")
-    answer = post(client, b"[1, 2, 3]", "application/json", **{"X-Amzn-SageMaker-Custom-Attributes": "trace=7"})
+    client = served(WITH_CONTEXT, ServeSettings(signing_key="key-of-the-test"), name="dogs")
+    attributes = {"X-Amzn-SageMaker-Custom-Attributes": "trace=7"}
+    answer = post(client, b"[1, 2, 3]", "application/json", **attributes)
     assert answer.status_code == 200, answer.text
     assert answer.json() == {"items": 3, "attributes": "trace=7", "model_name": "dogs"}
     assert answer.headers["x-amzn-sagemaker-custom-attributes"] == "seen=trace=7"
+    route = f"{LOOPBACK}/endpoints/dogs/invocations"  # the runtime API hands the attributes on both ways too
+    headers = sigv4_headers("dogs", route, b"[1]", "key-of-the-test", attributes)
+    runtime = client.post(route, content=b"[1]", headers=headers)
+    assert runtime.status_code == 200 and runtime.headers["x-amzn-sagemaker-custom-attributes"] == "seen=trace=7"
+
+
+def sigv4_headers(name: str, url: str, body: bytes, secret: str, headers: dict[str, str]) -> dict[str, str]:
+    """boto3's SigV4 headers for a JSON POST of ``body`` to endpoint ``name`` with ``headers``."""
+    pytest.importorskip("botocore")
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from kennel.serve.sigv4 import access_key_id
+
+    request = AWSRequest("POST", url, data=body, headers={"Content-Type": "application/json", **headers})
+    SigV4Auth(Credentials(access_key_id(name), secret), "sagemaker", "us-east-1").add_auth(request)
+    return dict(request.headers.items())
 
 
 def test_a_handler_that_raises_answers_and_the_server_goes_on(served) -> None:
