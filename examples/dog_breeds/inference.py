@@ -61,6 +61,11 @@ def predict_fn(image, model):
         probabilities = torch.softmax(model(transform(image).unsqueeze(0)), dim=1)[0]
     top = probabilities.topk(min(5, len(info["classes"])))
     return [
-        {"breed": info["classes"][index], "probability": round(float(p), 4)}
+        {"breed": breed(info["classes"][index]), "probability": round(float(p), 4)}
         for p, index in zip(top.values.tolist(), top.indices.tolist(), strict=True)
     ]
+
+
+def breed(folder):
+    """``001.Affenpinscher`` -> ``Affenpinscher``; ``012.Australian_shepherd`` -> ``Australian shepherd``."""
+    return folder.split(".", 1)[-1].replace("_", " ")
