@@ -17,6 +17,7 @@ from kennel.debugger.rules import DEBUGGER_RULES
 from kennel.debugger.window import History
 from kennel.engine.clock import PHASES
 from kennel.findings import ERROR, ISSUES_FOUND, NO_DATA, NO_ISSUES, labelled, load_findings
+from kennel.lines import fold_words
 from kennel.profiler import Profile
 from kennel.profiler.rules import PROFILER_RULES
 from kennel.rules import Rule, RuleRunner
@@ -139,12 +140,14 @@ def test_a_finding_is_one_line_that_says_which_trial_it_is_of_during_one(tmp_pat
         timer.join()
     after = RuleRunner([DEBUGGER_RULES.build("LossNotDecreasing")], tmp_path / "after.jsonl", DEBUGGER_RULES.kind)
     after.run(losses([1.0] * 10 + [2.0] * 10))
-    # One line each, the same however logging is set up (no level and logger name from the CLI's format).
-    assert capsys.readouterr().err.splitlines() == [
+    # One line each, folded at its words to 80 columns (stderr is no terminal here), the same however logging is
+    # set up (no level and logger name from the CLI's format).
+    said = [
         f"debugger rule LossNotDecreasing: {issue.message}",
         f"trial 4: profiler rule StepOutlier: {trial.latest['StepOutlier'].message}",
         f"debugger rule LossNotDecreasing: {issue.message}",
     ]
+    assert capsys.readouterr().err.splitlines() == [line for one in said for line in fold_words(one).splitlines()]
 
 
 @dataclass

@@ -45,9 +45,11 @@ def test_metric_lines_on_stdout_are_regex_readable(dataset: Path, capsys: pytest
     import re
 
     train(tiny_config(dataset, epochs=2), stream=sys.stdout)
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[epoch")]
-    assert len(lines) == 2
-    assert all(re.search(r"valid_accuracy=([0-9.eE+-]+);?", line) for line in lines)
+    out = capsys.readouterr().out  # not a terminal: lines of at most 80 columns, folded between name=value fields
+    assert len([line for line in out.splitlines() if line.startswith("[epoch")]) == 2
+    assert all(len(line) <= 80 for line in out.splitlines())
+    values = [float(v) for line in out.splitlines() for v in re.findall(r"valid_accuracy=([0-9.eE+-]+);?", line)]
+    assert len(values) == 2 and all(0.0 <= v <= 1.0 for v in values)
 
 
 def test_early_stopping_ends_the_job_with_its_reason(dataset: Path):

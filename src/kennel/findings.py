@@ -71,11 +71,13 @@ def load_findings(path: Path | str) -> list[Finding]:
 
 class _Stderr(logging.Handler):
     """Writes to ``sys.stderr`` as it is at each line (a test's capture, the CLI runner's), not as it was when
-    kennel was imported."""
+    kennel was imported, folded at its words to its width (:func:`kennel.lines.fold_words`)."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        from kennel.lines import fold_words, width
+
         try:
-            print(self.format(record), file=sys.stderr, flush=True)
+            print(fold_words(self.format(record), width(sys.stderr)), file=sys.stderr, flush=True)
         except Exception:
             self.handleError(record)
 

@@ -1,21 +1,66 @@
 """The ``kennel`` Typer app: its root options, the options several commands share, and the one place where an
-expected failure (:class:`~kennel.errors.KennelError`) becomes a line on stderr and an exit code."""
+expected failure (:class:`~kennel.errors.KennelError`) or a command line Click cannot parse becomes a line on
+stderr and an exit code."""
 
 from __future__ import annotations
 
 import logging
+import sys
 
 import click
 import typer
+from typer import core as typer_core
 from typer.core import TyperGroup
 
 from kennel.cli.output import print_error
 from kennel.errors import EXIT_CODES, KennelError
 
+# Click's errors as Typer raises them: Typer carries its own copy of Click (typer._click) where it has one.
+_CLICK = getattr(typer_core, "_click", click)
+USAGE_ERRORS = tuple({click.exceptions.UsageError, _CLICK.exceptions.UsageError})
+NO_ARGS_IS_HELP = tuple(
+    found for found in (getattr(m.exceptions, "NoArgsIsHelpError", None) for m in {click, _CLICK}) if found
+)
+
+
+def say_usage_error(error: click.UsageError) -> None:
+    """``error: MESSAGE`` and the command's usage line on stderr, in place of Typer's box."""
+    message = error.format_message().strip().rstrip(".")
+    if message[:1].isupper() and message[1:2].islower():
+        message = message[0].lower() + message[1:]
+    print_error(message)
+    ctx = getattr(error, "ctx", None)
+    if ctx is not None:
+        usage = ctx.get_usage().strip()
+        usage = usage.split(":", 1)[1].strip() if usage.lower().startswith("usage:") else usage
+        typer.echo(f"usage: {usage}", err=True)
+
+
+def plain_flags(command: click.Command) -> None:
+    """No ``<bool>`` beside a flag in ``--help`` (nor beside ``-h`` itself), in ``command`` and every command
+    under it: a flag takes no value, so there is no type to show."""
+    context = _CLICK.core.Context(command, help_option_names=["-h", "--help"])
+    for param in [*command.params, command.get_help_option(context)]:
+        if param is not None and getattr(param, "is_flag", False):
+            param.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        plain_flags(sub)
+
 
 class KennelGroup(TyperGroup):
     """The root command group. Its ``invoke`` runs every command, so an error caught here is caught once for all
-    of them, the same under ``kennel`` and under a test's ``CliRunner``."""
+    of them, the same under ``kennel`` and under a test's ``CliRunner``: an expected failure is one ``error:``
+    line, and so is a command line that cannot be parsed (with the usage line under it, exit code 2)."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        plain_flags(self)  # here, not in __init__: Typer adds its completion flags to the root after that
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except USAGE_ERRORS as exc:  # the root's own options: kennel --bogus, or no command at all
+            if isinstance(exc, NO_ARGS_IS_HELP):
+                raise
+            say_usage_error(exc)
+            raise typer.Exit(exc.exit_code) from None
 
     def invoke(self, ctx: click.Context):
         try:
@@ -24,6 +69,11 @@ class KennelGroup(TyperGroup):
             if ctx.params.get("debug_errors"):
                 raise
             print_error(str(exc))
+            raise typer.Exit(exc.exit_code) from None
+        except USAGE_ERRORS as exc:  # a command's arguments: a missing one, an unknown option, a bad value
+            if isinstance(exc, NO_ARGS_IS_HELP):
+                raise
+            say_usage_error(exc)
             raise typer.Exit(exc.exit_code) from None
 
 
@@ -49,9 +99,11 @@ def root(
     ),
 ) -> None:
     # --debug-errors is read by KennelGroup.invoke, from the context, when a command fails.
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
+    from kennel.lines import FoldingFormatter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(FoldingFormatter("%(levelname)s %(name)s: %(message)s"))  # folded at words, to fit
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler])
 
 
 def tracking_uri_option() -> typer.models.OptionInfo:

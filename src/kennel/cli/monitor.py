@@ -9,7 +9,15 @@ import typer
 
 from kennel.cli.app import app
 from kennel.cli.lookup import JOB_HELP, find_job, resolve_model
-from kennel.cli.output import RULE_STATUS_STYLE, ListingFormat, console, format_option, listing_format, print_listing
+from kennel.cli.output import (
+    RULE_STATUS_STYLE,
+    ListingFormat,
+    console,
+    format_option,
+    listing_format,
+    print_listing,
+    print_warning,
+)
 from kennel.errors import Failure, PathError, UsageError
 
 
@@ -113,12 +121,9 @@ def _warnings(run) -> None:
     traffic = run.traffic
     named = "; ".join(traffic.other_models[:3])
     if traffic.foreign:
-        typer.echo(
-            f"warning: no line in {traffic.folder} is of this model (they name {named}); compared all the same",
-            err=True,
-        )
+        print_warning(f"no line in {traffic.folder} is of this model (they name {named}); compared all the same")
     elif traffic.other:
-        typer.echo(f"warning: {traffic.other} capture line(s) of another model left out ({named})", err=True)
+        print_warning(f"{traffic.other} capture line(s) of another model left out ({named})")
 
 
 @app.command("monitor")

@@ -76,7 +76,7 @@ def format_option() -> typer.models.OptionInfo:
         None,
         "--format",
         help="table (the default on a terminal), tsv (the default when piped: a header row, every column, "
-        "whole values) or json",
+        "numbers to 6 significant digits) or json (every digit)",
         show_default=False,
     )
 
@@ -112,6 +112,13 @@ def joined(message: str) -> str:
         items = indented and text.endswith(":")
         text = f"{text} {line}" if text else line
     return text
+
+
+def print_warning(message: str) -> None:
+    """``warning: MESSAGE`` on stderr, folded at its words to the terminal's width (80 columns when it is none)."""
+    from kennel.lines import fold_words, width
+
+    typer.secho(fold_words(f"warning: {message}", width(sys.stderr)), err=True, fg="yellow")
 
 
 def print_error(message: str) -> None:

@@ -6,6 +6,7 @@ import typer
 
 from kennel.cli.app import app
 from kennel.cli.lookup import JOB_HELP, find_job
+from kennel.cli.output import print_warning
 from kennel.errors import PathError
 from kennel.jobs import JobDir
 
@@ -61,5 +62,5 @@ def _profile_report(job_dir):
     try:
         return write_profile_report(job_dir)
     except (OSError, ValueError) as exc:
-        typer.echo(f"warning: no profile.html for {job_dir.name}: {exc}", err=True)
+        print_warning(f"no profile.html for {job_dir.name}: {exc}")
         return None

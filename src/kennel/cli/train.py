@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import typer
 
 from kennel.cli.app import app, tracking_uri_option
 from kennel.errors import STOPPED_BY_RULE
+from kennel.lines import fold_words, width
 from kennel.recipes import RECIPES
 
 
@@ -175,7 +177,9 @@ def train_command(
         summary += f": test_accuracy={metrics['test_accuracy']:.4f} test_top5={metrics['test_top5']:.4f}"
     if record.stop_reason:
         summary += f" ({record.stop_reason})"
-    typer.secho(summary, err=True, fg="green" if record.status == "completed" else "yellow")
+    typer.secho(
+        fold_words(summary, width(sys.stderr)), err=True, fg="green" if record.status == "completed" else "yellow"
+    )
     typer.echo(f"model: {record.artifact}", err=True)
     if as_json:
         typer.echo(json.dumps(record.to_dict(), default=str))

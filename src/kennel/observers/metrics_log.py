@@ -7,12 +7,15 @@ from typing import Any, TextIO
 
 from kennel.engine import LoopState, Observer
 from kennel.jobs import JobDir
+from kennel.lines import fold, width
 
 
-def metric_line(prefix: str, values: dict[str, Any]) -> str:
-    """``[epoch 3] train_loss=0.4123 valid_accuracy=0.9130;`` - each value matchable with ``name=([0-9.eE+-]+)``."""
-    parts = " ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
-    return f"[{prefix}] {parts};"
+def metric_line(prefix: str, values: dict[str, Any], columns: int | None = None) -> str:
+    """``[epoch 3] train_loss=0.4123 valid_accuracy=0.9130;`` - each value matchable with ``name=([0-9.eE+-]+)``.
+    With ``columns``, folded between its fields to lines that fit (:func:`kennel.lines.fold`), each field whole."""
+    fields = [f"[{prefix}]", *(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())]
+    fields[-1] += ";"
+    return " ".join(fields) if columns is None else fold(fields, columns)
 
 
 class MetricsLogger(Observer):
@@ -45,9 +48,9 @@ class MetricsLogger(Observer):
         record = {"kind": "step", "epoch": state.epoch + 1, "global_step": state.global_step, **state.step_metrics}
         self._append(record)
         if self.echo_steps:
-            self._echo(metric_line(f"step {state.global_step}", state.step_metrics))
+            self._echo(metric_line(f"step {state.global_step}", state.step_metrics, width(self.stream)))
 
     def on_epoch_end(self, state: LoopState) -> None:
         self._append({"kind": "epoch", "global_step": state.global_step, **state.epoch_metrics})
         shown = {k: v for k, v in state.epoch_metrics.items() if k != "epoch"}
-        self._echo(metric_line(f"epoch {state.epoch + 1}/{state.epochs}", shown))
+        self._echo(metric_line(f"epoch {state.epoch + 1}/{state.epochs}", shown, width(self.stream)))

@@ -17,6 +17,7 @@ import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from kennel.lines import WIDTH, fold, width
 from kennel.mlflow_store import RUN_STATUS, end_abandoned_run
 from kennel.processes import process_alive, this_host
 from kennel.tune.claim import claim_lock
@@ -131,15 +132,17 @@ def _update_record(record: StudyRecord, trials: list[optuna.trial.FrozenTrial]) 
     fresh.save()
 
 
-def describe(result: TrialResult, objective: str, best: optuna.trial.FrozenTrial | None) -> str:
+def describe(result: TrialResult, objective: str, best: optuna.trial.FrozenTrial | None, columns: int = WIDTH) -> str:
+    """A trial's line; one longer than ``columns`` folds between its fields, each ``name=value`` whole."""
     value = "-" if result.value is None else f"{result.value:.4f}"
-    params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.params.items())
-    line = f"trial {result.number:>3} {result.state:<8} {objective}={value}  {result.seconds:5.1f}s  {params}"
-    if result.state != "complete" and result.note:
-        line += f"  ({result.note.splitlines()[0][:160]})"
-    if best is not None:
-        line += f"  [best {best.value:.4f}: trial {best.number}]"
-    return line
+    params = [f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.params.items()]
+    head = f"trial {result.number:>3} {result.state:<8} {objective}={value}  {result.seconds:5.1f}s"
+    note = f"({result.note.splitlines()[0][:160]})" if result.state != "complete" and result.note else ""
+    ranked = f"[best {best.value:.4f}: trial {best.number}]" if best is not None else ""
+    line = "  ".join(part for part in (head, " ".join(params), note, ranked) if part)
+    if len(line) <= columns:
+        return line
+    return fold([piece for piece in (*head.split(), *params, *note.split(), ranked) if piece], columns)
 
 
 def work(folder: Path, worker: int = 0, stream: TextIO | None = sys.stdout) -> str:
@@ -172,7 +175,7 @@ def work(folder: Path, worker: int = 0, stream: TextIO | None = sys.stdout) -> s
             _update_record(record, trials)
         if stream is not None:
             best = best_trial(trials, settings.maximize)
-            print(describe(result, settings.objective, best), file=stream, flush=True)
+            print(describe(result, settings.objective, best, width(stream)), file=stream, flush=True)
 
 
 def _watch_parent() -> None:
