@@ -1,5 +1,5 @@
 """The row tables of ``kennel debug``, ``kennel profile`` and ``kennel doctor`` on the listing engine: at 80
-columns every name and word stays whole, and piped they are TSV with whole values (the profile's four tables a
+columns every name and word stays whole, and piped they are TSV, floats to 6 digits (the profile's four tables a
 TSV section each), with ``--format`` as the other listing commands take it."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from helpers import TINY, kennel, use_home
 
-from kennel.cli.tables import Listing, plan_table, print_table
+from kennel.cli.tables import Listing, plan_table, print_table, tsv_value
 from kennel.jobs import JobRecord
 
 DEBUG_COLUMNS = ["rule", "status", "first step", "mode", "finding", "advice"]
@@ -112,7 +112,7 @@ def _sections(stdout: str) -> tuple[list[str], dict[str, list[str]], str]:
     return before.splitlines(), sections, path
 
 
-def test_profile_piped_is_a_tsv_section_per_table_with_whole_values(job: JobRecord) -> None:
+def test_profile_piped_is_a_tsv_section_per_table_with_readable_values(job: JobRecord) -> None:
     from kennel.profiler.report import ProfileData
 
     result = kennel("profile", job.path)
@@ -125,7 +125,7 @@ def test_profile_piped_is_a_tsv_section_per_table_with_whole_values(job: JobReco
     summary = ProfileData.load(job.path).summary
     header, phases = tsv_rows(sections["Job summary"])
     assert header == ["phase", "seconds", "share"]
-    assert [(row["phase"], float(row["seconds"])) for row in phases] == [(n, s) for n, s, _ in summary.phases]
+    assert [(row["phase"], row["seconds"]) for row in phases] == [(n, tsv_value(s)) for n, s, _ in summary.phases]
     header, usage = tsv_rows(sections["System usage"])
     assert header == ["metric", "unit", "max", "p99", "p95", "p50", "min"]
     assert [row["metric"] for row in usage] == [label for label, _, _ in summary.usage]  # whole, not wrapped
@@ -164,11 +164,11 @@ def test_doctor_piped_is_tsv_with_the_facts_on_stderr() -> None:
     result = kennel("doctor", "--model", "tiny")
     assert result.exit_code == 0, result.output
     header, rows = tsv_rows(result.stdout.splitlines())
-    assert header == ["backend", "auto", "runtime", "precision", "photos_per_s", "reason", "summary"]
+    assert header == ["backend", "auto", "runtime", "precision", "photos_per_s", "provisional", "reason", "summary"]
     assert [row["backend"] for row in rows] == [row["backend"] for row in report["backends"]]
     for row, expected in zip(rows, report["backends"], strict=True):
         assert row["reason"] == (expected["reason"] or "")  # whole, however long
-        assert row["photos_per_s"] == ("" if expected["photos_per_s"] is None else repr(expected["photos_per_s"]))
+        assert row["photos_per_s"] == tsv_value(expected["photos_per_s"])  # 6 significant digits
         assert row["auto"] == ("true" if expected["auto"] else "false")
     assert [line.split()[0] for line in result.stderr.splitlines()] == [
         "CPU", "libraries", "devices", "backbone", "int8", "figures"

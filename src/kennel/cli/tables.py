@@ -7,7 +7,8 @@ columns of highest rank are left out until the rest fit, and a line under the ta
 Rich's own fitting would instead squeeze every column evenly, down to nothing, and cut names with an ellipsis.
 A value breaks onto a second line only after one of its column's ``breaks`` characters (a fused backbone after
 each ``+``); a job id never breaks. When even the columns of rank 0 do not fit, each row is stacked as its own
-block of lines. As TSV, every column is written with its raw value, unrounded, under a header row of keys.
+block of lines. As TSV, every column is written with its raw value under a header row of keys, a float to 6
+significant digits (``0.0577229``, not ``0.057722901532101384``); JSON keeps every digit.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 PADDING = 2  # rich's default cell padding, one space each side
+TSV_DIGITS = 6  # a float's significant digits in TSV: what a person reads; JSON has every digit
 
 
 def plain(value: Any) -> str:
@@ -244,14 +246,14 @@ def _stacked(listing: Listing) -> list[Any]:
 
 
 def tsv_value(value: Any) -> str:
-    """A value whole, as a program reads it: floats as Python writes them (the shortest text that reads back
-    the same number), nothing for a missing value, lists and mappings as JSON; no tab or newline inside."""
+    """A value as a program and a person read it: a float to :data:`TSV_DIGITS` significant digits, nothing for a
+    missing value, lists and mappings as JSON; no tab or newline inside."""
     if value is None:
         text = ""
     elif isinstance(value, bool):
         text = str(value).lower()
     elif isinstance(value, float):
-        text = repr(value)
+        text = repr(float(f"{value:.{TSV_DIGITS}g}"))  # 0.0577229, 125.0, 1e-07: still a float to read
     elif isinstance(value, (dict, list, tuple)):
         text = json.dumps(value, default=str)
     else:
