@@ -41,9 +41,9 @@ def echo(out, *args: object) -> None:
     out.print(shell_line(list(args), out.width), highlight=False, markup=False, soft_wrap=True)
 
 
-def say_path(out, what: str, path: object, after: str = "") -> None:
+def say_path(out, what: str, path: object) -> None:
     """``what: PATH`` with the path whole on its line, for a person to copy."""
-    out.print(f"{what}: {path}{after}", highlight=False, markup=False, soft_wrap=True)
+    out.print(f"{what}: {path}", highlight=False, markup=False, soft_wrap=True)
 
 
 @dataclass
@@ -116,7 +116,9 @@ def step_report(run: DemoRun) -> None:
     say_path(console(), "report", write_report(run.record.path))
     profile = run.record.folder.profile_page  # written by the job's profiler when it ended
     if profile.is_file():
-        say_path(console(), "profile", profile, f" (`kennel profile {run.record.id}` prints its summary)")
+        out = console()
+        say_path(out, "profile", profile)
+        out.print(f"`kennel profile {run.record.id}` prints its summary", highlight=False, markup=False)
 
 
 def step_predict(run: DemoRun) -> None:
