@@ -154,6 +154,53 @@ def test_int8_exports_differ_by_calibration(graph) -> None:
     assert store.onnx_file(other, "fp32") == store.onnx_file(graph, "fp32")  # one fp32 export for both
 
 
+def _with_statistics(module: torch.nn.Module) -> torch.nn.Module:
+    """``module`` in eval mode with BatchNorm statistics and affine terms far from the identity's."""
+    generator = torch.Generator().manual_seed(4)
+    for norm in module.modules():
+        if isinstance(norm, torch.nn.BatchNorm2d):
+            for tensor, low, high in ((norm.running_mean, -1, 1), (norm.running_var, 0.3, 3), (norm.weight, 0.5, 2)):
+                tensor.data = low + (high - low) * torch.rand(tensor.shape, generator=generator)
+            norm.bias.data = torch.randn(norm.bias.shape, generator=generator)
+    return module.eval()
+
+
+def test_batchnorm_is_folded_into_its_convolution_where_the_outputs_stay_the_same() -> None:
+    from timm.layers import BatchNormAct2d
+
+    from kennel.inference.folding import fold_batchnorm
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(  # as timm's EfficientNets: a convolution, then batch norm with its activation
+        torch.nn.Conv2d(3, 8, 3, padding=1, bias=False),
+        BatchNormAct2d(8, act_layer=torch.nn.ReLU6),
+        torch.nn.Conv2d(8, 8, 3, padding=1, groups=8),  # depthwise, with a bias of its own
+        torch.nn.BatchNorm2d(8),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+    )
+    tiny = create_model("tiny", num_classes=4, pretrained=False).features
+    images = photos(6)
+    for module in (_with_statistics(net), _with_statistics(tiny)):
+        folded = fold_batchnorm(module, PRE.input_size)
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+        assert any(isinstance(m, torch.nn.BatchNorm2d) for m in module.modules())  # the caller's is left as it was
+        with torch.no_grad():
+            torch.testing.assert_close(folded(images), module(images), atol=1e-5, rtol=1e-4)
+
+    class AroundTheNorm(torch.nn.Module):  # the convolution's output also goes round its batch norm
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.norm = torch.nn.Conv2d(3, 3, 1), torch.nn.BatchNorm2d(3)
+
+        def forward(self, image: torch.Tensor) -> torch.Tensor:
+            out = self.conv(image)
+            return self.norm(out) + out
+
+    around = _with_statistics(AroundTheNorm())
+    assert fold_batchnorm(around, PRE.input_size) is around  # folding would change its outputs: left as it is
+
+
 def test_the_decode_pipeline_keeps_order_and_names_a_bad_photo(dataset: Path, tmp_path: Path) -> None:
     split = load_layout(dataset)["train"]
     data = ImageDataset(split, PRE.eval_transform(), draft_size=PRE.resize_size)
