@@ -201,6 +201,36 @@ def test_batchnorm_is_folded_into_its_convolution_where_the_outputs_stay_the_sam
     assert fold_batchnorm(around, PRE.input_size) is around  # folding would change its outputs: left as it is
 
 
+def test_a_clear_loser_is_timed_once_and_the_likely_fastest_first(graph, monkeypatch) -> None:
+    from kennel.inference.backends import Backend
+
+    calls: list[int] = []
+
+    def open_(graph, device):
+        return lambda batch: calls.append(len(batch)) or (batch.mean((2, 3)),)
+
+    slow = Backend("slow", "torch", "fp32", "", lambda g, d: None, open_)
+    choice.time_backend(slow, graph, CPU, batch_size=4)
+    assert len(calls) == 1 + choice.MEASURE_RUNS  # a warm-up, then every timed run
+    calls.clear()
+    choice.time_backend(slow, graph, CPU, batch_size=4, beat=1e12)  # far under half of what was timed before
+    assert len(calls) == 2  # the warm-up and one timed run
+
+    timed: list[tuple[str, float | None]] = []
+    speeds = {"onnxruntime-int8": 300.0, "torch-bf16": 250.0, "onnxruntime-fp32": 200.0}
+
+    def fixed(backend, *args, beat=None, **kwargs):
+        timed.append((backend.name, beat))
+        return speeds.get(backend.name, 100.0)
+
+    monkeypatch.setattr(choice, "time_backend", fixed)
+    usable, _ = choice.candidates(graph, CPU)
+    choice.measure(graph, CPU, usable)
+    precisions = [BACKENDS.get(name).precision for name, _ in timed]
+    assert precisions == sorted(precisions, key=["int8", "bf16", "fp32"].index)  # int8, then bf16, then fp32
+    assert timed[0][1] is None and all(beat == 300.0 for _, beat in timed[1:])  # each against the fastest so far
+
+
 def test_the_decode_pipeline_keeps_order_and_names_a_bad_photo(dataset: Path, tmp_path: Path) -> None:
     split = load_layout(dataset)["train"]
     data = ImageDataset(split, PRE.eval_transform(), draft_size=PRE.resize_size)
