@@ -280,7 +280,9 @@ def job_table(runs: dict[str, dict], command: str) -> Table:
         why = str(extraction.get("reason", ""))
         check = extraction.get("int8_check")
         if check:
-            why += f"; int8 check: fp32 {check['valid_top1_fp32']:.4f}, int8 {check['valid_top1_int8']:.4f} valid top-1"
+            base = check.get("reference", "fp32")
+            figures = f"{base} {check[f'valid_top1_{base}']:.4f}, int8 {check['valid_top1_int8']:.4f}"
+            why += f"; int8 check: {figures} valid top-1"
         table.add_row(
             name,
             f"{run['seconds']:.1f}",

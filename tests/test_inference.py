@@ -310,10 +310,30 @@ def test_a_warm_job_opens_no_photo(dataset: Path, monkeypatch) -> None:
     assert second.metrics == first.metrics | {"feature_seconds": second.metrics["feature_seconds"]}
 
 
-def fixed_speeds(monkeypatch) -> None:
-    """int8 the fastest here, then ONNX Runtime fp32, whatever this CPU really measures."""
-    speeds = {"onnxruntime-int8": 1000.0, "onnxruntime-fp32": 500.0, "torch-bf16": 400.0, "torch-channels-last": 300.0}
-    monkeypatch.setattr(choice, "time_backend", lambda backend, *a, **k: speeds.get(backend.name, 100.0))
+def fixed_speeds(monkeypatch, int8: float = 10.0, build_s: float = 1.0) -> None:
+    """int8 the fastest here, then ONNX Runtime fp32, whatever this CPU really measures; an int8 build takes
+    ``build_s``. The defaults are slow enough for int8 to pay for itself on the sample's 72 photos: it saves
+    72 x (1/5 - 1/10) = 7.2 s against its check's 18 valid photos at 5 photos/s and two builds, 5.6 s."""
+    import kennel.extraction
+
+    speeds = {"onnxruntime-int8": int8, "onnxruntime-fp32": 5.0, "torch-bf16": 4.0, "torch-channels-last": 3.0}
+    monkeypatch.setattr(choice, "time_backend", lambda backend, *a, **k: speeds.get(backend.name, 1.0))
+    monkeypatch.setattr(kennel.extraction, "build_seconds", lambda graph, precision: build_s)
+
+
+def computed_splits(monkeypatch) -> list[tuple[str, str]]:
+    """(split, precision) of each pass over a split's photos from now on."""
+    import kennel.features
+
+    passes: list[tuple[str, str]] = []
+    real = kennel.features._compute
+
+    def spy(engine, split, key, *args, **kwargs):
+        passes.append((key.split, engine.precision))
+        return real(engine, split, key, *args, **kwargs)
+
+    monkeypatch.setattr(kennel.features, "_compute", spy)
+    return passes
 
 
 @pytest.mark.parametrize("loss", [2.0, 0.1])
@@ -323,12 +343,15 @@ def test_auto_keeps_int8_only_where_the_check_passes(dataset: Path, monkeypatch,
     from kennel.job import train
 
     fixed_speeds(monkeypatch)
+    passes = computed_splits(monkeypatch)
     verdict = {"valid_top1_fp32": 0.9, "valid_top1_int8": 0.9 - loss / 100, "loss_points": loss, "ok": loss <= 0.5}
-    monkeypatch.setattr(kennel.extraction, "int8_verdict", lambda *args: verdict)
+    checked = []
+    monkeypatch.setattr(kennel.extraction, "int8_verdict", lambda *args: checked.append(args[3]) or verdict)
     overrides = {"data.root": str(dataset), "model.backbone": "tiny", "model.pretrained": False, "epochs": 1}
     record = train(load_config(overrides={**overrides, "tracking": False}), stream=None)
     extraction = record.engine["extraction"]
     assert extraction["int8_check"] == verdict
+    assert checked == ["fp32"]  # against the features of the backend auto would otherwise take
     artifact = Path(record.artifact)
     if loss > 0.5:  # the fastest backend other than int8, saying why
         assert extraction["backend"] == "onnxruntime-fp32" and extraction["precision"] == "fp32"
@@ -336,11 +359,38 @@ def test_auto_keeps_int8_only_where_the_check_passes(dataset: Path, monkeypatch,
             "int8 lost 2.00 points of valid top-1; of the others, fastest measured here"
         )
         assert "int8_ok" not in record.metrics and not (artifact / "model.int8.onnx").exists()
+        # The valid split twice (the fallback's features, which the check compared int8's with, and int8's), not
+        # three times; every other split once, by the fallback.
+        assert sorted(passes) == [("test", "fp32"), ("train", "fp32"), ("valid", "fp32"), ("valid", "int8")]
     else:
         assert extraction["backend"] == "onnxruntime-int8"
         assert {"valid_accuracy_fp32", "valid_accuracy_int8"} <= set(record.metrics)
         assert record.metrics["int8_ok"] == 1.0 and (artifact / "model.int8.onnx").is_file()
+        assert sorted(passes) == [("test", "int8"), ("train", "int8"), ("valid", "fp32"), ("valid", "int8")]
         from kennel.predictor import Predictor
 
         assert Predictor.load(artifact).runtime == "onnxruntime-int8"  # the fastest, and the job cleared it
         assert Predictor.load(artifact, precision="fp32").runtime == "onnxruntime-fp32"
+
+
+def test_auto_leaves_int8_out_where_it_costs_the_job_more_than_it_saves(dataset: Path, monkeypatch) -> None:
+    import kennel.extraction
+    from kennel.config import load_config
+    from kennel.job import train
+
+    # int8 at 6 photos/s against fp32's 5 saves the 72 photos 2.4 s; its check (18 photos at 5/s) and builds, 5.6 s.
+    fixed_speeds(monkeypatch, int8=6.0, build_s=1.0)
+    passes = computed_splits(monkeypatch)
+    checked = []
+    real_verdict = kennel.extraction.int8_verdict
+    monkeypatch.setattr(kennel.extraction, "int8_verdict", lambda *args: checked.append(args) or real_verdict(*args))
+    overrides = {"data.root": str(dataset), "model.backbone": "tiny", "model.pretrained": False, "epochs": 1}
+    record = train(load_config(overrides={**overrides, "tracking": False}), stream=None)
+    extraction = record.engine["extraction"]
+    assert extraction["backend"] == "onnxruntime-fp32" and "int8_check" not in extraction and checked == []
+    assert extraction["reason"].startswith("int8 would save 2 s on 72 photos and cost 6 s")
+    assert sorted(passes) == [("test", "fp32"), ("train", "fp32"), ("valid", "fp32")]  # each split once
+    assert not (Path(record.artifact) / "model.int8.onnx").exists()
+
+    asked = train(load_config(overrides={**overrides, "tracking": False, "engine.precision": "int8"}), stream=None)
+    assert asked.engine["extraction"]["precision"] == "int8" and checked  # asked for, it is not weighed

@@ -1,8 +1,9 @@
 """The job's frozen backbone on the inference engine: which backend and precision compute its features, the
 int8 calibration on the job's own training photos, and the check that int8 keeps the accuracy.
 
-``auto`` takes int8 only where it measured faster here and a probe head loses at most :data:`INT8_MAX_LOSS` of
-valid top-1 with int8 features instead of fp32 ones (:func:`int8_verdict`); otherwise it says why not.
+``auto`` takes int8 only where it measured faster here, saves the job more time than it costs it (:func:`int8_cost`),
+and a probe head loses at most :data:`INT8_MAX_LOSS` of valid top-1 with int8 features instead of those of the
+backend it would otherwise take (:func:`int8_verdict`); otherwise it says why not.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from kennel.atomic import atomic_write_json
 from kennel.data.images import open_rgb
 from kennel.data.layout import Split
 from kennel.home import cache_dir
-from kennel.inference import Engine, features_graph, open_engine
+from kennel.inference import BACKENDS, Engine, features_graph, open_engine
+from kennel.inference.store import build_seconds
 from kennel.preprocessing import Preprocessing
 
 log = logging.getLogger(__name__)
@@ -53,13 +55,17 @@ class Plan:
     """The engine the job's features come from, and where it is int8, the engines its check needs."""
 
     engine: Engine
-    fp32: Engine | None = None  # for the int8 check: valid features at fp32
+    # For the int8 check: the valid split's features to compare int8's with. Under auto that is the fallback's own
+    # (so where int8 loses, its valid features are there already); where int8 was asked for, fp32.
+    reference: Engine | None = None
     fallback: Engine | None = None  # the fastest other than int8, for where int8 loses accuracy
 
     def check_key(self, valid_fingerprint: str) -> str:
-        """What the int8 check's verdict depends on: the backbone and weights, the calibration, the valid photos."""
+        """What the int8 check's verdict depends on: the backbone and weights, the calibration, the valid photos,
+        and the precision int8 is compared with."""
         graph = self.engine.graph
-        payload = f"{graph.identity}:{graph.calibration_id}:{valid_fingerprint}"
+        reference = self.reference.precision if self.reference is not None else "fp32"
+        payload = f"{graph.identity}:{graph.calibration_id}:{valid_fingerprint}:{reference}"
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -78,8 +84,12 @@ def plan(
     device: torch.device,
     backend: str = "auto",
     precision: str = "auto",
+    photos: int = 0,
+    check_photos: int = 0,
 ) -> Plan:
-    """Choose how this job's features are computed (measured on first use on this machine)."""
+    """Choose how this job's features are computed (measured on first use on this machine). ``photos``: how many
+    the job computes features for (every split and view), ``check_photos`` how many more int8's check computes
+    (the valid split's): where int8 is the fastest but not asked for, it is taken only if it pays for itself."""
     calibration_id = hashlib.sha256(f"{train_fingerprint}:{CALIBRATION_PHOTOS}".encode()).hexdigest()[:12]
     graph = features_graph(
         features,
@@ -92,15 +102,31 @@ def plan(
     engine = open_engine(graph, device, backend, precision)
     if engine.precision != "int8":
         return Plan(engine)
-    # The valid split at fp32 too: for the check, and to record both accuracies.
     reference = "auto" if backend == "onnxruntime-int8" else backend
-    fp32 = open_engine(graph, device, reference, "fp32")
-    fallback = (
-        open_engine(graph, device, reference, precision, exclude=(engine.backend.name,))
-        if precision == "auto"
-        else None
-    )
-    return Plan(engine, fp32, fallback)
+    if precision != "auto":  # int8 asked for: checked against fp32, and both accuracies recorded
+        return Plan(engine, reference=open_engine(graph, device, reference, "fp32"))
+    fallback = open_engine(graph, device, reference, precision, exclude=(engine.backend.name,))
+    if backend not in BACKENDS:  # chosen, not named
+        cost = int8_cost(engine, fallback, photos, check_photos)
+        if cost is not None:
+            fallback.reason = f"{cost}; of the others, {fallback.reason}"
+            return Plan(fallback)
+    return Plan(engine, reference=fallback, fallback=fallback)
+
+
+def int8_cost(int8: Engine, other: Engine, photos: int, check_photos: int) -> str | None:
+    """Why int8 does not pay for this job, or None where it does (or nothing measured says otherwise): the time
+    its faster forward pass saves over ``photos`` against what only int8 costs the job, its check's pass over the
+    valid split at the other precision and two quantizations (its features' model, calibrated on the job's photos,
+    and the artifact's), as long as the last int8 build of this backbone took here."""
+    fast, slow = int8.speeds.get(int8.backend.name), int8.speeds.get(other.backend.name)
+    if not photos or not fast or not slow:
+        return None
+    saved = photos * (1 / slow - 1 / fast)
+    cost = check_photos / slow + 2 * (build_seconds(int8.graph, "int8") or 0.0)
+    if saved > cost:
+        return None
+    return f"int8 would save {saved:.0f} s on {photos} photos and cost {cost:.0f} s (its check and quantization)"
 
 
 def probe_accuracy(fit: torch.Tensor, labels: torch.Tensor, *scored: tuple[torch.Tensor, torch.Tensor]) -> list[float]:
@@ -133,28 +159,29 @@ def _alternate_within_class(labels: torch.Tensor) -> torch.Tensor:
     return rank
 
 
-def int8_verdict(valid_fp32, valid_int8, key: str) -> dict[str, Any]:
+def int8_verdict(valid_reference, valid_int8, key: str, reference: str = "fp32") -> dict[str, Any]:
     """Whether int8 features keep the accuracy, before the training split is computed at all: in two folds of
-    the valid split, a probe fitted on one fold's fp32 features scores the other fold's fp32 and int8 features.
-    Kept in the cache by ``key``, so a warm job does not fit it again."""
+    the valid split, a probe fitted on one fold's ``reference`` features (fp32, or the fallback's bf16) scores the
+    other fold's reference and int8 features. Kept in the cache by ``key``, so a warm job does not fit it again."""
     path = cache_dir() / "features" / f"int8-check-{key}.json"
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         pass
-    fp32, int8, labels = valid_fp32.features, valid_int8.features, valid_fp32.labels
+    base, int8, labels = valid_reference.features, valid_int8.features, valid_reference.labels
     folds = [_alternate_within_class(labels) == k for k in (0, 1)]
-    right = {"fp32": 0.0, "int8": 0.0}
+    right = {"reference": 0.0, "int8": 0.0}
     for fit, score in (folds, folds[::-1]):
-        a, b = probe_accuracy(fp32[fit], labels[fit], (fp32[score], labels[score]), (int8[score], labels[score]))
-        right["fp32"] += a * int(score.sum())
+        a, b = probe_accuracy(base[fit], labels[fit], (base[score], labels[score]), (int8[score], labels[score]))
+        right["reference"] += a * int(score.sum())
         right["int8"] += b * int(score.sum())
-    fp32_top1, int8_top1 = right["fp32"] / len(labels), right["int8"] / len(labels)
+    reference_top1, int8_top1 = right["reference"] / len(labels), right["int8"] / len(labels)
     verdict = {
-        "valid_top1_fp32": round(fp32_top1, 4),
+        "reference": reference,
+        f"valid_top1_{reference}": round(reference_top1, 4),
         "valid_top1_int8": round(int8_top1, 4),
-        "loss_points": round(100 * (fp32_top1 - int8_top1), 2),
-        "ok": fp32_top1 - int8_top1 <= INT8_MAX_LOSS,
+        "loss_points": round(100 * (reference_top1 - int8_top1), 2),
+        "ok": reference_top1 - int8_top1 <= INT8_MAX_LOSS,
         "how": "2-fold logistic-regression probe on the valid split",
     }
     atomic_write_json(path, verdict)

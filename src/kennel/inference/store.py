@@ -3,6 +3,7 @@ and rebuilt (saying so) when a file is missing or does not match it."""
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
@@ -30,14 +31,42 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _slug(graph: FrozenGraph) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", graph.architecture)[:60]
+
+
 def _path(graph: FrozenGraph, precision: str) -> Path:
     key = graph.identity + (f":calibration={graph.calibration_id}" if precision == "int8" else "")
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", graph.architecture)[:60]
-    return store_dir() / f"{slug}-{hashlib.sha256(key.encode()).hexdigest()[:16]}-{precision}.onnx"
+    return store_dir() / f"{_slug(graph)}-{hashlib.sha256(key.encode()).hexdigest()[:16]}-{precision}.onnx"
 
 
 def _sidecar(path: Path) -> Path:
     return path.with_suffix(".json")
+
+
+def _modified(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def build_seconds(graph: FrozenGraph, precision: str) -> float | None:
+    """How long building ``graph``'s ``precision`` file took here: its own build where it has one, else the latest
+    of its architecture's (an int8 file is built again for each calibration, in about the same time); None where
+    none was built. Only int8 builds are counted: the export they start from is shared."""
+    if precision != "int8":
+        return None
+    own = _sidecar(_path(graph, precision))
+    others = sorted(store_dir().glob(f"{glob.escape(_slug(graph))}-*-{precision}.json"), key=_modified, reverse=True)
+    for path in [own, *others]:
+        try:
+            seconds = json.loads(path.read_text()).get("quantize_s")
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(seconds, (int, float)):
+            return float(seconds)
+    return None
 
 
 def _intact(path: Path) -> str | None:

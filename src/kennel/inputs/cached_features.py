@@ -34,6 +34,7 @@ def feature_inputs(
     started = time.perf_counter()
     # Each split's fingerprint once: every key and the int8 check's verdict are built from them.
     fingerprints = {split: split_fingerprint(layout[split]) for split in ("train", "valid", "test")}
+    counts = {split: len(layout[split].files) for split in ("train", "valid", "test")}
     chosen = extraction.plan(
         model.features,
         model.backbone,
@@ -44,22 +45,28 @@ def feature_inputs(
         device,
         config.engine.backend,
         config.engine.precision,
+        photos=counts["train"] * config.feature_views + counts["valid"] + counts["test"],
+        check_photos=counts["valid"],
     )
     cache = SplitCache(layout, config, model.backbone, weights_id, preprocessing, "features")
 
     def features_of(split: str, engine: Engine) -> Features:
         return cache.get(split, fingerprints[split], engine)
 
-    verdict, valid_fp32, valid_by_precision = None, None, {}
-    if chosen.fp32 is not None:  # int8 features: check them against fp32 on the valid split first
-        valid_fp32 = features_of("valid", chosen.fp32)
+    verdict, valid_reference, valid_by_precision = None, None, {}
+    if chosen.reference is not None:  # int8 features: check them on the valid split first
+        # Against the features the job would otherwise use (fp32 where int8 was asked for): where int8 loses, the
+        # valid split is not computed a third time.
+        valid_reference = features_of("valid", chosen.reference)
         valid_int8 = features_of("valid", chosen.engine)
         valid_by_precision = {
-            extraction.key_precision(chosen.fp32): valid_fp32,
+            extraction.key_precision(chosen.reference): valid_reference,
             extraction.key_precision(chosen.engine): valid_int8,
         }
-        verdict = extraction.int8_verdict(valid_fp32, valid_int8, chosen.check_key(fingerprints["valid"]))
-        if config.engine.precision == "auto" and not verdict["ok"]:
+        verdict = extraction.int8_verdict(
+            valid_reference, valid_int8, chosen.check_key(fingerprints["valid"]), chosen.reference.precision
+        )
+        if chosen.fallback is not None and not verdict["ok"]:
             log.warning(
                 "int8 features lost %.2f points of valid top-1 (more than 0.5); using %s features instead",
                 verdict["loss_points"],
@@ -96,13 +103,14 @@ def feature_inputs(
         return logits_of(tensors["test"].features), tensors["test"].labels
 
     precision_accuracy = None
-    if engine.precision == "int8" and valid_fp32 is not None:
+    if engine.precision == "int8" and valid_reference is not None:
+        reference = chosen.reference.precision
 
         def precision_accuracy() -> dict[str, float]:
             labels = tensors["valid"].labels
             return {
                 f"valid_accuracy_{name}": float((logits_of(f.features).argmax(1) == labels).float().mean())
-                for name, f in (("fp32", valid_fp32), ("int8", tensors["valid"]))
+                for name, f in ((reference, valid_reference), ("int8", tensors["valid"]))
             }
 
     return TrainingInputs(

@@ -18,10 +18,11 @@ def _percent(value: Any) -> str:
 
 
 def _int8_check(check: dict[str, Any], used: bool) -> str:
-    fp32, int8, loss = check.get("valid_top1_fp32"), check.get("valid_top1_int8"), check.get("loss_points")
+    reference = check.get("reference", "fp32")  # what int8 was compared with: fp32, or the fallback's precision
+    base, int8, loss = check.get(f"valid_top1_{reference}"), check.get("valid_top1_int8"), check.get("loss_points")
     change = f" ({-loss:+.2f} points)" if isinstance(loss, (int, float)) else ""
     verdict = "used" if used else "not used"
-    return f"valid top-1 of a probe head, fp32 {_percent(fp32)}, int8 {_percent(int8)}{change}: {verdict}"
+    return f"valid top-1 of a probe head, {reference} {_percent(base)}, int8 {_percent(int8)}{change}: {verdict}"
 
 
 def engine_lines(engine: dict[str, Any]) -> list[tuple[str, str]]:
