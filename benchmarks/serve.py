@@ -12,10 +12,14 @@ Measurements on the same real JPEGs (a few hundred from ``../shared/data/dogs10`
   (c) ``kennel serve`` (dynamic batching) as it ships, started as a subprocess; it looks for human faces only in
       photos where it sees no dog, so on these dog photos it rarely does; and once with ``--faces always``, which
       runs OpenCV's face search on every photo, to show what that costs.
+  (d) ``kennel serve`` running a user's own ``inference.py`` (SageMaker's handler contract: ``model_fn`` loading a
+      resnet18 state dict, random weights, from a model folder; ``input_fn`` for ``image/jpeg``; ``predict_fn``;
+      the default ``output_fn``), at concurrency 1 and 32, against the same handlers called directly in this
+      process one photo after another (``--no-handlers`` leaves it out).
 Each endpoint gets concurrency 1, 8 and 32 from an asyncio load generator in this process (keep-alive
 connections, raw HTTP/1.1, so the client costs little of the CPU the servers need). The last lines compare
 kennel at c=32 with the ceiling (target >= 70%) and with the reference (target >= 2x), and kennel's p50 at c=1
-with the one-photo latency (target <= 1.5x).
+with the one-photo latency (target <= 1.5x); and the handler endpoint with its handlers called directly.
 """
 
 from __future__ import annotations
@@ -38,8 +42,10 @@ from kennel.localhost import free_port, stop_process
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 CONCURRENCY = (1, 8, 32)
+HANDLER_CONCURRENCY = (1, 32)
 NAIVE_TORCH = "naive, PyTorch eager"  # the reference
 NAIVE_ONNX = "naive, ONNX Runtime"
+HANDLERS = "kennel serve, inference.py handlers"
 
 
 @dataclass
@@ -173,6 +179,104 @@ def run_naive_server(model: Path, runtime: str, port: int) -> None:
     import uvicorn
 
     uvicorn.run(naive_app(model, runtime), host="127.0.0.1", port=port, log_level="warning")
+
+
+# --- a user's inference.py ------------------------------------------------------------------------------------
+
+# As a SageMaker user writes one for this project: torchvision's resnet18 with a new head, its weights saved as a
+# state dict by the training script; photos in, the top five breeds out through the toolkit's default output_fn.
+INFERENCE_PY = """
+import io
+import os
+
+import torch
+import torchvision.models as models
+import torchvision.transforms as transforms
+from PIL import Image
+
+CLASSES = 133
+TRANSFORM = transforms.Compose([
+    transforms.Resize(256),
+    transforms.CenterCrop(224),
+    transforms.ToTensor(),
+    transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+])
+
+
+def model_fn(model_dir):
+    model = models.resnet18(weights=None)
+    model.fc = torch.nn.Linear(model.fc.in_features, CLASSES)
+    with open(os.path.join(model_dir, "model.pth"), "rb") as weights:
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def input_fn(request_body, content_type):
+    if content_type != "image/jpeg":
+        raise ValueError(f"unsupported content type {content_type}")
+    return Image.open(io.BytesIO(request_body)).convert("RGB")
+
+
+def predict_fn(image, model):
+    with torch.no_grad():
+        probabilities = torch.softmax(model(TRANSFORM(image).unsqueeze(0)), dim=1)[0]
+    top = probabilities.topk(5)
+    return [{"breed": int(i), "probability": float(p)} for p, i in zip(top.values, top.indices)]
+"""
+
+
+def handler_model(folder: Path) -> Path:
+    """A model folder with a randomly initialised resnet18's state dict and ``code/inference.py``."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None)
+    model.fc = torch.nn.Linear(model.fc.in_features, 133)
+    (folder / "code").mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), folder / "model.pth")
+    (folder / "code" / "inference.py").write_text(INFERENCE_PY)
+    return folder
+
+
+def measure_handlers_directly(folder: Path, bodies: list[bytes], seconds: float) -> tuple[float, float]:
+    """Photos per second and the median latency in ms of the handlers called in this process, one photo after
+    another, as the endpoint calls them (input_fn, predict_fn, the default output_fn) but without HTTP, queueing
+    or threads of its own: whole passes over ``bodies`` for at least ``seconds``, so that every photo counts as
+    often as under load."""
+    from kennel.serve.handlers import Context, Handlers
+
+    handlers, context = Handlers.of(folder / "code" / "inference.py"), Context(folder, folder.name)
+    model = handlers.model_fn(str(folder), context=context)
+    for body in bodies[:10]:  # warm up, as the load generator's connections do
+        handlers.transform(model, body, "image/jpeg", None, context)
+    latencies: list[float] = []
+    began = time.perf_counter()
+    while not latencies or time.perf_counter() - began < seconds:
+        for body in bodies:
+            started = time.perf_counter()
+            handlers.transform(model, body, "image/jpeg", None, context)
+            latencies.append(1000 * (time.perf_counter() - started))
+    return len(latencies) / (time.perf_counter() - began), statistics.median(latencies)
+
+
+def print_handler_report(cells: list[Cell], direct_rps: float, direct_ms: float) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=110)
+    by = {c.concurrency: c for c in cells if c.server == HANDLERS}
+    console.print(f"inference.py handlers called directly: {direct_rps:.1f} photos/s, {direct_ms:.1f} ms (median)")
+    table = Table(
+        title="the user's handlers behind kennel serve / the same handlers called directly", title_justify="left"
+    )
+    for column in ("ratio", "value"):
+        table.add_column(column, justify="left" if column == "ratio" else "right")
+    for concurrency, cell in by.items():
+        table.add_row(f"c={concurrency} requests/s / direct photos/s", f"{cell.rps / direct_rps:.2f}")
+    if 1 in by:
+        table.add_row("p50 c=1 / direct one-photo latency", f"{by[1].percentile(0.5) / direct_ms:.2f}")
+    console.print(table)
 
 
 # --- servers as subprocesses --------------------------------------------------------------------------------
@@ -309,7 +413,7 @@ def print_report(ceiling: dict[int, float], single_ms: float, cells: list[Cell],
     by = {(c.server, c.concurrency): c for c in cells}
     reference, onnx = by[(NAIVE_TORCH, 32)], by[(NAIVE_ONNX, 32)]
     ratios = []
-    for server in dict.fromkeys(c.server for c in cells if not c.server.startswith("naive")):
+    for server in dict.fromkeys(c.server for c in cells if not c.server.startswith("naive") and c.server != HANDLERS):
         kennel32, kennel1 = by[(server, 32)], by[(server, 1)]
         share, speedup = kennel32.rps / ceiling[best], kennel32.rps / reference.rps
         slowdown = kennel1.percentile(0.5) / single_ms
@@ -355,12 +459,30 @@ def main() -> None:
         default=True,
         help="also measure kennel serve with a face search on every photo",
     )
+    parser.add_argument(
+        "--handlers",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure kennel serve running a user's inference.py (a resnet18 state dict) at c=1 and c=32",
+    )
     parser.add_argument("--naive-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--handlers-direct", type=Path, metavar="FOLDER", help=argparse.SUPPRESS)
     parser.add_argument("--naive-runtime", choices=("torch", "onnx"), default="torch", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.naive_server:  # the naive endpoint runs in its own process, like kennel serve
         run_naive_server(Path(args.model), args.naive_runtime, args.naive_server)
+        return
+    if args.handlers_direct:  # so do the handlers called directly: no other runtime's threads beside them
+        from concurrent.futures import ThreadPoolExecutor
+
+        bodies = [p.read_bytes() for p in pick_photos(args.photos, args.count, args.seed)]
+        # In a worker thread, as the endpoint calls them: on a busy 2-core machine PyTorch's threads run the same
+        # forward pass several times slower called from the main thread than from another, which would credit
+        # the endpoint with a speed-up that is no part of it.
+        with ThreadPoolExecutor(1) as thread:
+            measured = thread.submit(measure_handlers_directly, args.handlers_direct, bodies, args.seconds).result()
+        print(json.dumps(measured))
         return
 
     from kennel.cli.predict import resolve_model
@@ -379,20 +501,33 @@ def main() -> None:
     naive = [sys.executable, __file__, "--model", str(model), "--naive-server", "{port}", "--naive-runtime"]
     servers = [(NAIVE_TORCH, [*naive, "torch"], {}), (NAIVE_ONNX, [*naive, "onnx"], {})]
     note = kennel_serve_available()
+    direct = None
     if note is None:
         kennel = [sys.executable, "-m", "kennel", "serve", str(model), "--port", "{port}"]
         servers.append(("kennel serve", kennel, {}))
         if args.faces_always:
             servers.append(("kennel serve, faces always", [*kennel, "--faces", "always"], {}))
+        if args.handlers:
+            import tempfile
+
+            folder = handler_model(Path(tempfile.mkdtemp(prefix="kennel-handlers-")) / "resnet18")
+            entry = ["--entry-point", str(folder / "code" / "inference.py"), "--model-dir", str(folder)]
+            servers.append((HANDLERS, [sys.executable, "-m", "kennel", "serve", *entry, "--port", "{port}"], {}))
     else:
         note = f"kennel serve not measured: {note} (the serving code has not landed yet)"
     cells = []
     for name, template, env in servers:
+        if name == HANDLERS:  # just before its endpoint, so that both meet the machine in the same state
+            print("calling the inference.py handlers directly, in a process of their own ...", file=sys.stderr)
+            same = ["--photos", str(args.photos), "--count", str(args.count), "--seed", str(args.seed)]
+            measure = [sys.executable, __file__, "--handlers-direct", str(folder), "--seconds", str(args.seconds)]
+            done = subprocess.run([*measure, *same], check=True, capture_output=True, text=True)
+            direct = tuple(json.loads(done.stdout.strip().splitlines()[-1]))
         port = free_port()
         print(f"starting {name} on port {port} ...", file=sys.stderr)
         process = start([part.replace("{port}", str(port)) for part in template], port, name, env)
         try:
-            for concurrency in CONCURRENCY:
+            for concurrency in HANDLER_CONCURRENCY if name == HANDLERS else CONCURRENCY:
                 cell = load(port, bodies, concurrency, args.seconds)
                 cell.server = name
                 cells.append(cell)
@@ -400,6 +535,8 @@ def main() -> None:
         finally:
             stop_process(process)
     print_report(ceiling, single_ms, cells, note)
+    if direct is not None:
+        print_handler_report(cells, *direct)
     before, after = load_before, os.getloadavg()[0]
     print(f"load average (1 min): {before:.2f} before, {after:.2f} after, on {os.cpu_count()} CPUs", file=sys.stderr)
     if before > 0.5 * (os.cpu_count() or 1):
