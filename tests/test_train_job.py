@@ -35,6 +35,31 @@ def test_frozen_backbone_job_trains_on_cached_features(dataset: Path):
     assert [j.id for j in list_jobs()] == [again.id, record.id]
 
 
+def test_a_head_on_cached_features_trains_and_is_fitted_on_one_thread(dataset: Path, monkeypatch):
+    """Small tensor operations: a second thread would only make each wait for it (a time slice under load)."""
+    import torch
+
+    import kennel.heads
+    from kennel.engine import Observer
+
+    threads = {"job": torch.get_num_threads(), "steps": set(), "logistic": []}
+
+    class Threads(Observer):
+        def on_batch_end(self, state) -> None:
+            threads["steps"].add(torch.get_num_threads())
+
+    real = kennel.heads.fit_logistic
+
+    def fit_logistic(*args, **kwargs):
+        threads["logistic"].append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(kennel.heads, "fit_logistic", fit_logistic)
+    record = train(tiny_config(dataset, epochs=1, head="best"), [Threads()], stream=None)
+    assert record.status == "completed" and threads["steps"] == {1} and threads["logistic"] == [1]
+    assert torch.get_num_threads() == threads["job"]  # as they were, for what comes after the job
+
+
 def test_fine_tuning_job_learns_the_sample(dataset: Path):
     record = train(tiny_config(dataset, epochs=6, **{"model.freeze": 0, "optim.lr": 0.03}), stream=None)
     assert record.status == "completed"

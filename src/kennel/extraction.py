@@ -22,7 +22,7 @@ from kennel.atomic import atomic_write_json
 from kennel.data.images import open_rgb
 from kennel.data.layout import Split
 from kennel.home import cache_dir
-from kennel.inference import BACKENDS, Engine, features_graph, open_engine
+from kennel.inference import BACKENDS, Engine, features_graph, machine, open_engine
 from kennel.inference.store import build_seconds
 from kennel.preprocessing import Preprocessing
 
@@ -172,7 +172,8 @@ def int8_verdict(valid_reference, valid_int8, key: str, reference: str = "fp32")
     folds = [_alternate_within_class(labels) == k for k in (0, 1)]
     right = {"reference": 0.0, "int8": 0.0}
     for fit, score in (folds, folds[::-1]):
-        a, b = probe_accuracy(base[fit], labels[fit], (base[score], labels[score]), (int8[score], labels[score]))
+        with machine.threads(1):  # small tensor operations, as a head on cached features (TrainingInputs.threads)
+            a, b = probe_accuracy(base[fit], labels[fit], (base[score], labels[score]), (int8[score], labels[score]))
         right["reference"] += a * int(score.sum())
         right["int8"] += b * int(score.sum())
     reference_top1, int8_top1 = right["reference"] / len(labels), right["int8"] / len(labels)

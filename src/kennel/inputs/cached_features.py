@@ -124,4 +124,5 @@ def feature_inputs(
         precision_accuracy,
         engine.graph.calibration if engine.precision == "int8" else None,
         lambda split: (tensors[split].features, tensors[split].labels),
+        threads=1,
     )

@@ -24,6 +24,7 @@ from kennel.distributed import Ranks
 from kennel.engine import LoopConfig, Observer, Trainer
 from kennel.errors import Failure, KennelError
 from kennel.home import jobs_dir
+from kennel.inference import machine
 from kennel.job.build import (
     build_model,
     create_record,
@@ -173,7 +174,8 @@ def _run(
         if saved is not None:
             trainer.load_state_dict(saved)
             log.info("resuming %s after epoch %d", record.id, saved["epoch"])
-        state = trainer.fit(inputs.train, inputs.valid)
+        with machine.threads(inputs.threads):
+            state = trainer.fit(inputs.train, inputs.valid)
         # Every rank's step records are on disk before rank 0's profiler reads them for its last check.
         distributed.barrier(ranks)
         if ranks.is_main:
@@ -181,10 +183,11 @@ def _run(
             if best is not None:
                 trainable.load_state_dict(best)
             record.metrics.update(fit_metrics(state.history))
-            if inputs.split_features is not None and config.head != "sgd":
-                choose_head(record, config.head, inputs, len(layout.classes))
-            if inputs.precision_accuracy is not None:
-                record.metrics.update(inputs.precision_accuracy())
+            with machine.threads(inputs.threads):
+                if inputs.split_features is not None and config.head != "sgd":
+                    choose_head(record, config.head, inputs, len(layout.classes))
+                if inputs.precision_accuracy is not None:
+                    record.metrics.update(inputs.precision_accuracy())
             if inputs.feature_seconds:
                 record.metrics["feature_seconds"] = round(inputs.feature_seconds, 2)
             save_results(record, config, model.cpu() if device.type != "cuda" else model, layout, preprocessing, inputs)
