@@ -241,23 +241,32 @@ def handler_model(folder: Path) -> Path:
 
 def measure_handlers_directly(folder: Path, bodies: list[bytes], seconds: float) -> tuple[float, float]:
     """Photos per second and the median latency in ms of the handlers called in this process, one photo after
-    another, as the endpoint calls them (input_fn, predict_fn, the default output_fn) but without HTTP, queueing
-    or threads of its own: whole passes over ``bodies`` for at least ``seconds``, so that every photo counts as
-    often as under load."""
+    another, as the endpoint calls them (input_fn, predict_fn, the default output_fn) but without HTTP or
+    queueing: whole passes over ``bodies`` for at least ``seconds``, so that every photo counts as often as under
+    load. As in the endpoint, the module is imported and model_fn runs in this thread, and the requests run in
+    another: on this busy 2-core machine the same forward pass took several times longer when PyTorch was driven
+    from the thread that imported it, which would credit the endpoint with a speed-up that is no part of it."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from kennel.serve.handlers import Context, Handlers
 
     handlers, context = Handlers.of(folder / "code" / "inference.py"), Context(folder, folder.name)
     model = handlers.model_fn(str(folder), context=context)
-    for body in bodies[:10]:  # warm up, as the load generator's connections do
-        handlers.transform(model, body, "image/jpeg", None, context)
-    latencies: list[float] = []
-    began = time.perf_counter()
-    while not latencies or time.perf_counter() - began < seconds:
-        for body in bodies:
-            started = time.perf_counter()
+
+    def passes() -> tuple[float, float]:
+        for body in bodies[:10]:  # warm up, as the load generator's connections do
             handlers.transform(model, body, "image/jpeg", None, context)
-            latencies.append(1000 * (time.perf_counter() - started))
-    return len(latencies) / (time.perf_counter() - began), statistics.median(latencies)
+        latencies: list[float] = []
+        began = time.perf_counter()
+        while not latencies or time.perf_counter() - began < seconds:
+            for body in bodies:
+                started = time.perf_counter()
+                handlers.transform(model, body, "image/jpeg", None, context)
+                latencies.append(1000 * (time.perf_counter() - started))
+        return len(latencies) / (time.perf_counter() - began), statistics.median(latencies)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="handlers") as thread:
+        return thread.submit(passes).result()
 
 
 def print_handler_report(cells: list[Cell], direct_rps: float, direct_ms: float) -> None:
@@ -474,15 +483,8 @@ def main() -> None:
         run_naive_server(Path(args.model), args.naive_runtime, args.naive_server)
         return
     if args.handlers_direct:  # so do the handlers called directly: no other runtime's threads beside them
-        from concurrent.futures import ThreadPoolExecutor
-
         bodies = [p.read_bytes() for p in pick_photos(args.photos, args.count, args.seed)]
-        # In a worker thread, as the endpoint calls them: on a busy 2-core machine PyTorch's threads run the same
-        # forward pass several times slower called from the main thread than from another, which would credit
-        # the endpoint with a speed-up that is no part of it.
-        with ThreadPoolExecutor(1) as thread:
-            measured = thread.submit(measure_handlers_directly, args.handlers_direct, bodies, args.seconds).result()
-        print(json.dumps(measured))
+        print(json.dumps(measure_handlers_directly(args.handlers_direct, bodies, args.seconds)))
         return
 
     from kennel.cli.predict import resolve_model
