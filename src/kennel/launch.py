@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from kennel.data.dataset import available_cores
+from kennel.processes import available_cores
 
 LAUNCH_OPTIONS = ("--processes", "--gpus")
 JOB_FILE = "KENNEL_LAUNCHED_JOB_FILE"  # environment: where rank 0 writes its job's folder for the launcher

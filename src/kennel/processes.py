@@ -1,5 +1,6 @@
-"""Is the process that wrote a record still there? A job or study whose record says "running" while its process
-is gone was killed (kill -9, a reboot) and says so, rather than running forever."""
+"""This machine's processes: is the one that wrote a record still there (a job or study whose record says
+"running" while its process is gone was killed, and says so, rather than running forever), and how many cores
+may this one use."""
 
 from __future__ import annotations
 
@@ -25,3 +26,8 @@ def process_alive(pid: int | None, host: str | None = None) -> bool:
     except PermissionError:  # someone else's process: it exists
         return True
     return True
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity, which a container or ``taskset`` narrows)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

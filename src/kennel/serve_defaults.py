@@ -4,7 +4,7 @@ the web stack or PyTorch."""
 
 from __future__ import annotations
 
-import os
+from kennel.processes import available_cores
 
 HOST = "127.0.0.1"  # loopback unless told otherwise
 PORT = 8080  # SageMaker's
@@ -25,4 +25,4 @@ HEADER_TIMEOUT_S = 10.0  # a connection that has not sent its request headers by
 LINGER_BYTES = 64_000_000  # an oversize body is read and dropped up to this much, so the client reads the 413
 ALLOWED_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")  # Host headers a loopback server answers
 # Images decoded at once, one per core: more only adds full-size buffers in memory (kennel.serve.inputs.DecodeSlots).
-MAX_DECODES = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+MAX_DECODES = available_cores()

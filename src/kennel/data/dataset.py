@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from kennel.data.images import open_rgb
 from kennel.data.layout import Split
+from kennel.processes import available_cores
 
 
 class ImageDataset(Dataset):
@@ -27,11 +28,6 @@ class ImageDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.files[index]
         return self.transform(open_rgb(path, self.draft_size)), label
-
-
-def available_cores() -> int:
-    """The CPU cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def default_workers() -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ import numpy as np
 from PIL import Image, ImageFile
 
 from kennel.data import images  # importing it sets the decompression-bomb limit, in workers too
+from kennel.processes import available_cores
 
 DRAFT_SIZE = 256
 HASH_SIDE = 16  # a 16 x 16 difference hash: 256 bits
@@ -70,7 +70,7 @@ def inspect_file(path: str) -> FileInfo:
 
 
 def default_workers() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return available_cores()
 
 
 def inspect_all(

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from kennel.engine.state import LoopState
+if TYPE_CHECKING:
+    from kennel.engine.state import LoopState
 
 EVENTS = (
     "on_fit_start",
@@ -89,6 +88,8 @@ class ObserverList:
         self.observers = list(observers)
 
     def emit(self, event: str, state: LoopState, *args: Any) -> None:
+        import torch  # the loop has it loaded; an observer watching a script from outside (kennel run) needs none
+
         # A span costs about 10 us on a 2-core CPU even when no profiler records it: four observers times three
         # events came to about 125 us, near a tenth of a cached-feature step. So spans open only while one records.
         spans = torch.autograd._profiler_enabled()

@@ -16,6 +16,8 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kennel.processes import available_cores
+
 if TYPE_CHECKING:
     import torch
 
@@ -70,7 +72,7 @@ def has_native_bf16() -> bool:
 
 
 def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return available_cores()
 
 
 @contextlib.contextmanager

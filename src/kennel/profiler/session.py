@@ -16,15 +16,13 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from kennel.atomic import atomic_write_json
 from kennel.config import ProfilerConfig
-from kennel.data.dataset import available_cores
 from kennel.engine import LoopState, Observer
 from kennel.jsonl import append_jsonl
+from kennel.processes import available_cores
 from kennel.profiler.gpu import GpuReader
 from kennel.profiler.observer import ProfilerObserver
 from kennel.profiler.profile import (
@@ -39,8 +37,10 @@ from kennel.profiler.profile import (
 )
 from kennel.profiler.rules import PROFILER_RULES
 from kennel.profiler.system import SystemSampler
-from kennel.profiler.trace import TraceWindow
 from kennel.rules import RuleRunner
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 KEEP_STEPS = 20_000  # step records kept in memory for the rules
@@ -61,11 +61,11 @@ class ProfilerSession(Observer):
         self.job_dir = Path(job_dir)
         self.folder = self.job_dir / FOLDER
         self.folder.mkdir(parents=True, exist_ok=True)
-        device = device or torch.device("cpu")
-        gpus = GpuReader.open() if device.type == "cuda" else None
+        device_type = device.type if device is not None else "cpu"  # a script's job: kennel itself runs no model
+        gpus = GpuReader.open() if device_type == "cuda" else None
         rules = self.config.build_rules()
         self.context: dict[str, Any] = {
-            "device": device.type,
+            "device": device_type,
             "cores": available_cores(),
             "gpus": gpus.names if gpus else [],
             "interval_s": self.config.interval_s,
@@ -73,7 +73,7 @@ class ProfilerSession(Observer):
             "rule_names": [rule.name for rule in rules],  # the rules the job runs, for the report's table
             "imports": self.config.imports,  # the modules of its custom rules, for a report written later
             "pid": os.getpid(),
-            "torch": torch.__version__,
+            "torch": _torch_version(),
             "world_size": world_size,  # ranks > 0 write their own step files (RankSteps)
         }
         self._save_context()
@@ -81,7 +81,11 @@ class ProfilerSession(Observer):
         self.steps: deque[dict[str, Any]] = deque(maxlen=KEEP_STEPS)
         self.other_ranks = {rank: RankTail(self.folder / rank_steps_file(rank)) for rank in range(1, world_size)}
         self.runner: RuleRunner[Profile] = RuleRunner(rules, self.folder / FINDINGS, PROFILER_RULES.kind)
-        self.trace = TraceWindow(self.folder, self.config.trace, device) if self.config.trace.enabled else None
+        self.trace = None
+        if self.config.trace.enabled:
+            from kennel.profiler.trace import TraceWindow  # torch.profiler: only for the window asked for
+
+            self.trace = TraceWindow(self.folder, self.config.trace, device)
         # Under torchrun the ranks on this machine are the launcher's children: the job's processes are its tree.
         launcher = os.getppid() if world_size > 1 and "TORCHELASTIC_RUN_ID" in os.environ else None
         self.sampler = SystemSampler(self.folder / SYSTEM, self.config.interval_s, gpus, launcher=launcher)
@@ -169,6 +173,19 @@ class ProfilerSession(Observer):
             log.warning(
                 "the profiler could not finish for %s: %s", self.job_dir, exc, exc_info=not isinstance(exc, OSError)
             )
+        return None
+
+
+def _torch_version() -> str | None:
+    """PyTorch's version, read without importing it where nothing has."""
+    import sys
+    from importlib.metadata import PackageNotFoundError, version
+
+    if "torch" in sys.modules:
+        return sys.modules["torch"].__version__
+    try:
+        return version("torch")
+    except PackageNotFoundError:
         return None
 
 

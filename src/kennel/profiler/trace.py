@@ -40,11 +40,11 @@ def operator_table(profiler: Any, limit: int, device: bool) -> list[dict[str, An
 class TraceWindow:
     """Call :meth:`start` before the first step, :meth:`step` after each, :meth:`stop` when the loop ends."""
 
-    def __init__(self, folder: Path, config: TraceConfig, device: torch.device) -> None:
+    def __init__(self, folder: Path, config: TraceConfig, device: torch.device | None = None) -> None:
         self.trace_path = Path(folder) / "trace.json"
         self.operators_path = Path(folder) / "operators.json"
         self.config = config
-        self.cuda = device.type == "cuda"
+        self.cuda = device is not None and device.type == "cuda"
         self._profiler: torch.profiler.profile | None = None
         self._done = False
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kennel.atomic import atomic_write_json
+from kennel.processes import available_cores
 from kennel.script.config import ScriptConfig
 from kennel.script.contract import CHECKPOINT_ENV, HOOK_CONFIG_ENV, JOB_DIR_ENV, ScriptJobDir
 
@@ -48,19 +49,24 @@ def _env_value(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def _gpus(device: str) -> int:
+    """The GPUs the script will see: CUDA_VISIBLE_DEVICES where it is set, else what NVML counts (no PyTorch
+    import, which would cost this process seconds for a number)."""
     if device == "cpu":
         return 0
-    import torch  # only here: counting GPUs is the one thing in this module that needs it
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    try:
+        import pynvml
 
-    return torch.cuda.device_count()
+        pynvml.nvmlInit()
+    except Exception:  # no NVIDIA driver, or no nvidia-ml-py: no GPU to count
+        return 0
+    try:
+        return int(pynvml.nvmlDeviceGetCount())
+    finally:
+        pynvml.nvmlShutdown()
 
 
 def training_environment(config: ScriptConfig, job: ScriptJobDir, job_name: str) -> dict[str, str]:
@@ -88,7 +94,7 @@ def training_environment(config: ScriptConfig, job: ScriptJobDir, job_name: str)
         "module_dir": str(job.source),
         "module_name": Path(config.entry_point).stem,
         "network_interface_name": "lo",
-        "num_cpus": _cores(),
+        "num_cpus": available_cores(),
         "num_gpus": gpus,
         "output_data_dir": str(job.output_data),
         "output_dir": str(job.output),
@@ -110,7 +116,7 @@ def training_environment(config: ScriptConfig, job: ScriptJobDir, job_name: str)
         "SM_MODULE_NAME": Path(config.entry_point).stem,
         "SM_MODULE_DIR": str(job.source),
         "SM_NUM_GPUS": str(gpus),
-        "SM_NUM_CPUS": str(_cores()),
+        "SM_NUM_CPUS": str(available_cores()),
         "SM_NUM_NEURONS": "0",
         "SM_HOSTS": _env_value(hosts),
         "SM_CURRENT_HOST": HOST,
