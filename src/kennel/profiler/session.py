@@ -54,14 +54,15 @@ class ProfilerSession(Observer):
         self,
         job_dir: Path | str,
         config: ProfilerConfig | None = None,
-        device: torch.device | None = None,
+        device: torch.device | str | None = None,
         world_size: int = 1,
     ):
         self.config = config or ProfilerConfig()
         self.job_dir = Path(job_dir)
         self.folder = self.job_dir / FOLDER
         self.folder.mkdir(parents=True, exist_ok=True)
-        device_type = device.type if device is not None else "cpu"  # a script's job: kennel itself runs no model
+        # A script's job names the device its script may use; kennel itself runs no model then.
+        device_type = device if isinstance(device, str) else (device.type if device is not None else "cpu")
         gpus = GpuReader.open() if device_type == "cuda" else None
         rules = self.config.build_rules()
         self.context: dict[str, Any] = {
@@ -82,7 +83,7 @@ class ProfilerSession(Observer):
         self.other_ranks = {rank: RankTail(self.folder / rank_steps_file(rank)) for rank in range(1, world_size)}
         self.runner: RuleRunner[Profile] = RuleRunner(rules, self.folder / FINDINGS, PROFILER_RULES.kind)
         self.trace = None
-        if self.config.trace.enabled:
+        if self.config.trace.enabled and not isinstance(device, str):  # a window over a loop this process runs
             from kennel.profiler.trace import TraceWindow  # torch.profiler: only for the window asked for
 
             self.trace = TraceWindow(self.folder, self.config.trace, device)

@@ -49,7 +49,7 @@ def _env_value(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
-def _gpus(device: str) -> int:
+def gpu_count(device: str) -> int:
     """The GPUs the script will see: CUDA_VISIBLE_DEVICES where it is set, else what NVML counts (no PyTorch
     import, which would cost this process seconds for a number)."""
     if device == "cpu":
@@ -75,7 +75,7 @@ def training_environment(config: ScriptConfig, job: ScriptJobDir, job_name: str)
     hosts = [HOST]
     resources = {"current_host": HOST, "hosts": hosts, "network_interface_name": "lo"}
     data_config = {name: _channel_config() for name in channels}
-    gpus = _gpus(config.device)
+    gpus = gpu_count(config.device)
     user_args = command_arguments(config.hyperparameters) + list(config.user_args)
     training_env = {
         "additional_framework_parameters": {},

@@ -23,7 +23,7 @@ from kennel.jobs import JobDir, JobRecord, create_job, load_job, now
 from kennel.script.config import ScriptConfig
 from kennel.script.contract import ScriptJobDir
 from kennel.script.diagnosis import explain, traceback_tail
-from kennel.script.environment import command_arguments, prepare_folders, training_environment
+from kennel.script.environment import command_arguments, gpu_count, prepare_folders, training_environment
 from kennel.script.metrics import MetricReader
 from kennel.script.observers import MetricsLog, Profiling, ScriptObserver, ScriptRun, Tracking, summary
 from kennel.script.process import ScriptProcess
@@ -176,7 +176,8 @@ def _job_observers(record: JobRecord, config: ScriptConfig) -> list[ScriptObserv
         from kennel.profiler.session import ProfilerSession
 
         try:
-            observers.append(Profiling(ProfilerSession(record.path, config.profiler)))
+            device = "cuda" if gpu_count(config.device) else "cpu"  # its GPUs are sampled too, where it has some
+            observers.append(Profiling(ProfilerSession(record.path, config.profiler, device)))
         except Exception:  # profiling must never keep a job from running
             log.warning("the profiler could not start for %s; the job runs without it", record.id, exc_info=True)
     if config.tracking:
