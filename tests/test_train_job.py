@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import TINY, kennel, tiny_config
+from helpers import TINY, kennel, section_statuses, tiny_config
 
 from kennel.config import load_config
 from kennel.job import resume, train
@@ -285,6 +285,40 @@ def _tiny_flags(**overrides: object) -> list[str]:
     for key, value in {**TINY, **overrides}.items():
         flags += ["--set", f"{key}={json.dumps(value)}"]
     return flags
+
+
+def test_kennel_train_leaves_the_gallery_heatmaps_to_a_report_process_after_the_job(tmp_path: Path, monkeypatch):
+    """The job does not wait for Grad-CAM: its page is written without the heatmaps, and ``kennel report JOB``, in
+    a process of its own at low priority once the record is final, makes them from the artifact."""
+    from kennel.data.sample import write_sample_dataset
+    from kennel.job import run as job_run
+
+    dataset = write_sample_dataset(tmp_path / "sample", num_classes=3, per_split=(12, 6, 6))
+    first, second = sorted((dataset / "test").iterdir())[:2]  # two test classes swapped: mistakes for sure
+    first.rename(tmp_path / "aside")
+    second.rename(first)
+    (tmp_path / "aside").rename(second)
+
+    started: list[list[str]] = []
+
+    def start(command: list[str]) -> int:  # recorded rather than run: the test runs the command itself
+        assert load_job(command[-1]).status == "completed"  # once the record is final
+        started.append(command)
+        return 1
+
+    monkeypatch.setattr(job_run, "_start_in_background", start)
+    result = kennel("train", "--data", dataset, "--epochs", "1", "--json", *_tiny_flags())
+    assert result.exit_code == 0, result.output
+    record = load_job(json.loads(result.stdout.splitlines()[-1])["id"])
+    evaluation = record.path / "evaluation"
+    assert json.loads((evaluation / "mistakes.json").read_text())  # a gallery to make
+    assert not (evaluation / "heatmaps.json").exists()
+    page = (record.path / "report.html").read_text()
+    assert f"kennel report {record.id} makes them" in page and "looked-toggle" not in page
+    assert started == [[sys.executable, "-m", "kennel", "report", str(record.path)]]
+    assert kennel(*started[0][3:]).exit_code == 0  # what that process runs
+    assert json.loads((evaluation / "heatmaps.json").read_text())
+    assert section_statuses((record.path / "report.html").read_text())["mistakes"] == "ok"
 
 
 def test_a_job_a_rule_stops_exits_3_and_names_the_rule(dataset: Path):

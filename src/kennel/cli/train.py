@@ -127,7 +127,7 @@ def train_command(
         if resume_job:
             if launching:
                 raise typer.Exit(_launch(_resumed_config(resume_job), processes, gpus, device))
-            record = resume(resume_job)
+            record = resume(resume_job, heatmaps="later")
         else:
             flags: dict[str, object] = {
                 **sagemaker_env(),
@@ -161,7 +161,7 @@ def train_command(
                 return
             if launching:
                 raise typer.Exit(_launch(config, processes, gpus, device))
-            record = train(config)
+            record = train(config, heatmaps="later")
     except KeyboardInterrupt:
         # The record says "stopped" and the last epoch's checkpoint is on disk. Under torchrun the launcher
         # says so, once for all the ranks.

@@ -53,9 +53,11 @@ def choose_head(record: JobRecord, head: str, inputs, classes: int) -> None:
     )
 
 
-def save_results(record: JobRecord, config: TrainConfig, model, layout, preprocessing, inputs) -> None:
+def save_results(
+    record: JobRecord, config: TrainConfig, model, layout, preprocessing, inputs, heatmaps: bool = True
+) -> None:
     """Evaluate the best weights on the test split, then save the artifact (ONNX exports with it); the record
-    names the artifact once it is whole."""
+    names the artifact once it is whole. With ``heatmaps``, the report gallery's are made now, on ``model``."""
     from kennel.artifact import OnnxExportError, save_artifact
     from kennel.evaluation import summarize
 
@@ -97,7 +99,7 @@ def save_results(record: JobRecord, config: TrainConfig, model, layout, preproce
         record.metrics["onnx_export_failed"] = 1.0
         artifact = save(False)
     record.artifact = str(artifact)
-    if result is not None and result.mistakes and record.study is None:
+    if heatmaps and result is not None and result.mistakes and record.study is None:
         # On the model in memory, now that it is saved: the report then needs no model (a trial's page has no
         # gallery; kennel report JOB makes it).
         from kennel.report.gallery import save_heatmaps

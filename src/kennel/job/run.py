@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -45,6 +46,9 @@ from kennel.optim import build_optimizer, build_schedule, param_groups
 
 log = logging.getLogger(__name__)
 
+REPORT_NICENESS = 10  # the background report's: it yields the cores to whatever the user runs next
+_REPORTING: list[subprocess.Popen] = []
+
 
 def train(
     config: TrainConfig,
@@ -52,9 +56,13 @@ def train(
     study: str | None = None,
     stream: TextIO | Literal["stdout"] | None = "stdout",
     progress: bool | None = None,
+    heatmaps: Literal["now", "later"] = "now",
 ) -> JobRecord:
     """Run a new training job; returns its record (status, metrics, artifact path). Metric lines go to
-    ``stream``: the ``sys.stdout`` of the moment the job runs by default, none for ``None``.
+    ``stream``: the ``sys.stdout`` of the moment the job runs by default, none for ``None``. ``heatmaps``: the
+    report gallery's heatmaps made before this returns, on the model in memory, or ``later``, once the record is
+    final, by ``kennel report JOB`` in a process of its own at low priority (what ``kennel train`` does: the job
+    does not wait for them; its page shows the gallery without them until that process writes it again).
 
     Under torchrun every process calls this with the same config: rank 0 creates the job and tells the others
     its id (see :mod:`kennel.distributed`)."""
@@ -62,7 +70,7 @@ def train(
     layout = load_data(config)
     ranks = _start_ranks(config)
     record = _shared_record(create_record(config, study, layout) if ranks.is_main else None, ranks)
-    return _run(record, config, layout, observers, stream, progress, resume=False, ranks=ranks)
+    return _run(record, config, layout, observers, stream, progress, resume=False, ranks=ranks, heatmaps=heatmaps)
 
 
 def resume(
@@ -70,15 +78,18 @@ def resume(
     observers: Sequence[Observer] = (),
     stream: TextIO | Literal["stdout"] | None = "stdout",
     progress: bool | None = None,
+    heatmaps: Literal["now", "later"] = "now",
 ) -> JobRecord:
-    """Continue job ``ref`` from its last checkpoint (a finished job is returned as it is)."""
+    """Continue job ``ref`` from its last checkpoint (a finished job is returned as it is); ``heatmaps`` as
+    :func:`train` takes them."""
     record = load_job(ref)
     if record.status == "completed":
         return record
     config = load_config(record.folder.config_file)
     fetch_job_weights(config)
     layout = load_data(config)
-    return _run(record, config, layout, observers, stream, progress, resume=True, ranks=_start_ranks(config))
+    ranks = _start_ranks(config)
+    return _run(record, config, layout, observers, stream, progress, resume=True, ranks=ranks, heatmaps=heatmaps)
 
 
 def _start_ranks(config: TrainConfig) -> Ranks:
@@ -108,6 +119,7 @@ def _run(
     progress: bool | None,
     resume: bool,
     ranks: Ranks,
+    heatmaps: Literal["now", "later"] = "now",
 ) -> JobRecord:
     from kennel.inputs import prepare_inputs
 
@@ -190,7 +202,8 @@ def _run(
                     record.metrics.update(inputs.precision_accuracy())
             if inputs.feature_seconds:
                 record.metrics["feature_seconds"] = round(inputs.feature_seconds, 2)
-            save_results(record, config, model.cpu() if device.type != "cuda" else model, layout, preprocessing, inputs)
+            trained = model.cpu() if device.type != "cuda" else model
+            save_results(record, config, trained, layout, preprocessing, inputs, heatmaps=heatmaps == "now")
         # The outcome is saved with `ended`, in the job's last write: a job killed before it still reads "running",
         # never "completed" without an end.
         record.status, record.stop_reason = state.status, state.stop_reason
@@ -209,7 +222,41 @@ def _run(
     problem = _end(record, job_observers, ranks, earlier_seconds + time.perf_counter() - started)
     if problem is not None:
         raise JobFailed(f"job {record.id} failed as it ended: {problem}")
+    if heatmaps == "later" and ranks.is_main:
+        _report_later(record)
     return record
+
+
+def _report_later(record: JobRecord) -> None:
+    """``kennel report JOB`` in a process of its own at low priority, for a job with a page to finish: it makes the
+    gallery's heatmaps from the artifact, keeps them and writes the page again. The job has ended; what that process
+    cannot do, ``kennel report JOB`` says when run by hand."""
+    if record.status not in ("completed", "stopped", "pruned") or record.error or not record.artifact:
+        return
+    if record.study is not None:  # a trial's page has no gallery (its study's page links the job)
+        return
+    try:
+        pid = _start_in_background([sys.executable, "-m", "kennel", "report", str(record.path)])
+    except OSError as exc:
+        log.warning("the report of %s waits for kennel report %s: %s", record.id, record.id, _said(exc))
+        return
+    log.info("the report's heatmaps of %s are made in the background (process %d)", record.id, pid)
+
+
+def _start_in_background(command: list[str]) -> int:
+    """Start ``command`` in a session of its own (a Ctrl-C in the job's terminal is not for it) at
+    :data:`REPORT_NICENESS`, with nothing to read or write; its process id."""
+    process = subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    with contextlib.suppress(OSError, AttributeError):  # where niceness is not there, it runs at the job's
+        os.setpriority(os.PRIO_PROCESS, process.pid, REPORT_NICENESS)
+    _REPORTING.append(process)  # kept, not waited for: nothing waits for it
+    return process.pid
 
 
 class JobFailed(Failure):
