@@ -160,5 +160,5 @@ def test_a_trials_finding_lines_are_said_among_the_trial_lines(capsys: pytest.Ca
             ("debugger rule on stdout is the script's own print", "stdout"),
         ]:
             lines.on_line(None, line, stream)
-    said = capsys.readouterr().err.splitlines()
+    said = capsys.readouterr().err.replace("\n    ", " ").splitlines()  # a long line folds, indented
     assert said == ["trial 4: debugger rule Overfit: Validation loss 1.2 is 40% above the training loss 0.86."]

@@ -46,9 +46,16 @@ class TuneRequest:
             self.base = absolute_paths(self.base)
 
 
-def say(stream: TextIO | None, message: str) -> None:
-    if stream is not None:
-        print(message, file=stream, flush=True)
+def say(stream: TextIO | None, message: str, fold: bool = True) -> None:
+    """A line of the study's progress, folded at its words to the stream's width (:mod:`kennel.lines`); a
+    command to copy (``fold=False``) stays on one line."""
+    if stream is None:
+        return
+    if fold:
+        from kennel.lines import fold_words, width
+
+        message = fold_words(message, width(stream))
+    print(message, file=stream, flush=True)
 
 
 def validated(model, data: dict[str, Any], what: str):

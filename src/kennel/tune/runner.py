@@ -102,9 +102,9 @@ def _finish(record: StudyRecord, status: str, reason: str | None, started: float
     say(stream, f"  job {best.user_attrs.get(JOB_ID)}")
     written = trial_kind(settings.kind).write_best(record, best)
     say(stream, f"  best config: {written.path}")
-    if written.arguments:
-        say(stream, f"  arguments: {written.arguments}")
-    say(stream, f"  retrain: {written.retrain}")
+    if written.arguments:  # what a person copies stays on one line
+        say(stream, f"  arguments: {written.arguments}", fold=False)
+    say(stream, f"  retrain: {written.retrain}", fold=False)
 
 
 def new_study_name() -> str:
