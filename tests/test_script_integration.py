@@ -21,17 +21,22 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The script, its metric definitions, and a TORCH_HOME whose resnet18 weights are random (none download)."""
     folder = tmp_path_factory.mktemp("project")
     write_script(folder / "code", TRAIN_MODEL)
     (folder / "metric_definitions.json").write_text(json.dumps(METRIC_DEFINITIONS))
-    torch_home = fill_torch_home(folder / "torch", "resnet18")
-    return folder, {**os.environ, "TORCH_HOME": str(torch_home)}
+    fill_torch_home(folder / "torch", "resnet18")
+    return folder
 
 
-def test_a_sagemaker_script_trains_on_real_photos(project: tuple[Path, dict[str, str]]):
-    folder, env = project
+def _env(project: Path) -> dict[str, str]:
+    """This test's environment (its own kennel home) with the project's TORCH_HOME."""
+    return {**os.environ, "TORCH_HOME": str(project / "torch")}
+
+
+def test_a_sagemaker_script_trains_on_real_photos(project: Path):
+    folder, env = project, _env(project)
     photos = shared_data("breeds4")
     command = [
         sys.executable, "-m", "kennel", "run", str(folder / "code" / "train_model.py"), "--data", str(photos),
@@ -47,8 +52,8 @@ def test_a_sagemaker_script_trains_on_real_photos(project: tuple[Path, dict[str,
     assert (record.path / "debug" / "rules.json").is_file() and (record.path / "profile.html").is_file()
 
 
-def test_a_study_of_a_sagemaker_script_on_real_photos(project: tuple[Path, dict[str, str]], tmp_path: Path):
-    folder, env = project
+def test_a_study_of_a_sagemaker_script_on_real_photos(project: Path, tmp_path: Path):
+    folder, env = project, _env(project)
     photos = shared_data("breeds4")
     space = tmp_path / "space.yaml"
     space.write_text(
