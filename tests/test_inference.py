@@ -154,6 +154,25 @@ def test_int8_exports_differ_by_calibration(graph) -> None:
     assert store.onnx_file(other, "fp32") == store.onnx_file(graph, "fp32")  # one fp32 export for both
 
 
+def test_a_second_choice_by_the_first_ones_figures_times_nothing_again(graph, monkeypatch) -> None:
+    """A job choosing int8's fallback after int8 does not time the backends again, even where the figures are
+    provisional and the machine has since turned quiet (the next start on a quiet machine does)."""
+    timed: list[str] = []
+    real = choice.time_backend
+    monkeypatch.setattr(
+        choice, "time_backend", lambda backend, *a, **k: timed.append(backend.name) or real(backend, *a, **k)
+    )
+    monkeypatch.setattr(machine, "others_busy", lambda start, end=None: float(machine.cores()))  # busy
+    first = open_engine(graph, CPU)
+    assert sorted(timed) == sorted(runnable_here(graph)) and first.measurement.provisional
+    monkeypatch.setattr(machine, "others_busy", lambda start, end=None: 0.0)  # quiet from now on
+    timed.clear()
+    second = open_engine(graph, CPU, exclude=(first.backend.name,), figures=first.measurement)
+    assert timed == [] and second.backend.name != first.backend.name
+    open_engine(graph, CPU, exclude=(first.backend.name,))  # a start of its own times the provisional ones again
+    assert timed
+
+
 def _with_statistics(module: torch.nn.Module) -> torch.nn.Module:
     """``module`` in eval mode with BatchNorm statistics and affine terms far from the identity's."""
     generator = torch.Generator().manual_seed(4)

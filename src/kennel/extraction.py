@@ -105,7 +105,8 @@ def plan(
     reference = "auto" if backend == "onnxruntime-int8" else backend
     if precision != "auto":  # int8 asked for: checked against fp32, and both accuracies recorded
         return Plan(engine, reference=open_engine(graph, device, reference, "fp32"))
-    fallback = open_engine(graph, device, reference, precision, exclude=(engine.backend.name,))
+    # By the figures int8 was chosen by: no backend is timed again within one choice.
+    fallback = open_engine(graph, device, reference, precision, (engine.backend.name,), engine.measurement)
     if backend not in BACKENDS:  # chosen, not named
         cost = int8_cost(engine, fallback, photos, check_photos)
         if cost is not None:

@@ -40,6 +40,7 @@ class Engine:
     device: torch.device
     speeds: dict[str, float] = field(default_factory=dict)
     reason: str = ""
+    measurement: choice.Measurement | None = field(default=None, repr=False)  # the figures it was chosen by
     photos: int = 0  # photos run through run_dataset, and the seconds they took
     seconds: float = 0.0
     _runner: Runner | None = field(default=None, repr=False)
@@ -116,14 +117,20 @@ class Engine:
 
 
 def open_engine(
-    graph: FrozenGraph, device: torch.device, backend: str = "auto", precision: str = "auto", exclude=()
+    graph: FrozenGraph,
+    device: torch.device,
+    backend: str = "auto",
+    precision: str = "auto",
+    exclude=(),
+    figures: choice.Measurement | None = None,
 ) -> Engine:
     """An engine for ``graph`` on ``device``; its backend opens at first use.
 
     ``backend`` names one (see :data:`BACKENDS`), or a runtime (``torch``: the fastest of its backends), or
     ``auto``: the fastest of those that can run here at ``precision`` (``auto`` for any), measured now if this
     machine has no figures for this architecture yet. ``exclude`` leaves backends out of the choice (int8 where
-    it would lose accuracy)."""
+    it would lose accuracy). ``figures``: those another engine over the same graph was chosen by
+    (:attr:`Engine.measurement`), for a second choice that times nothing again when they cover its backends."""
     backend = ALIASES.get(backend, backend)
     if precision not in choice.PRECISIONS:
         raise EngineError(f"unknown precision {precision!r}; choose one of {', '.join(choice.PRECISIONS)}")
@@ -154,7 +161,8 @@ def open_engine(
     if len(usable) == 1:
         only = f"the only backend for {asked} here" if asked else "the only backend that can run here"
         return Engine(graph, usable[0], device, {}, only)
-    measurement = choice.figures(graph, device, usable)
+    covered = figures is not None and all(b.name in {*figures.speeds, *figures.failures} for b in usable)
+    measurement = figures if covered else choice.figures(graph, device, usable)
     best = measurement.fastest([b.name for b in usable])
     if best is None:
         failures = "; ".join(f"{n}: {why}" for n, why in measurement.failures.items())
@@ -164,7 +172,7 @@ def open_engine(
     reason = f"fastest measured here: {speeds[best]:.0f} photos/s" + (f", next {runner_up[0]:.0f}" if runner_up else "")
     if set(speeds) & set(measurement.provisional):
         reason += " (provisional: timed on a busy machine)"
-    return Engine(graph, BACKENDS.get(best), device, speeds, reason)
+    return Engine(graph, BACKENDS.get(best), device, speeds, reason, measurement)
 
 
 def _named(graph: FrozenGraph, device: torch.device, name: str, precision: str) -> Engine:
