@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import logging
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -48,15 +49,27 @@ def register_backend(backend: Backend) -> Backend:
 # --- PyTorch --------------------------------------------------------------------------------------------------
 
 
+_FOLDED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # a graph's module -> its folded copy, or None
+
+
+def _folded(module: torch.nn.Module, input_size: int) -> torch.nn.Module:
+    """``module`` with its BatchNorm folded, folded once while it lives: every PyTorch backend over a graph, those
+    timed and the one that then runs, starts from the same copy (and copies it again)."""
+    if module not in _FOLDED:
+        folded = fold_batchnorm(module, input_size)
+        _FOLDED[module] = folded if folded is not module else None
+    folded = _FOLDED[module]
+    return module if folded is None else folded
+
+
 def _torch_runner(memory_format: torch.memory_format, autocast: torch.dtype | None, fold: bool = True) -> Callable:
     """``fold``: BatchNorm folded into the convolutions before it (:mod:`kennel.inference.folding`)."""
 
     def open_(graph: FrozenGraph, device: torch.device) -> Runner:
         # A copy of its own: converting the caller's module to another memory format in place would change how
         # every other backend over the same graph runs (and was timed). Folding makes one.
-        given = graph.module()
-        module = fold_batchnorm(given, graph.input_size) if fold else given
-        module = (copy.deepcopy(module) if module is given else module).eval().to(device, memory_format=memory_format)
+        module = _folded(graph.module(), graph.input_size) if fold else graph.module()
+        module = copy.deepcopy(module).eval().to(device, memory_format=memory_format)
         keep_buffers_in_heap()  # per-batch activations stay in the heap: about 2x for PyTorch on a CPU
 
         @torch.no_grad()  # not inference_mode: a head trains on these outputs, and autograd refuses those tensors

@@ -19,6 +19,8 @@ import logging
 import torch
 from torch import nn
 
+from kennel.inference.machine import threads
+
 log = logging.getLogger(__name__)
 
 TOLERANCE = 1e-4  # max abs difference, relative to the outputs' largest magnitude
@@ -95,7 +97,8 @@ def fold_batchnorm(module: nn.Module, input_size: int) -> nn.Module:
     example = torch.randn(1, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
     folded = copy.deepcopy(module)
     try:
-        pairs, expected = _pairs(folded, example)
+        with threads(1):  # one photo's small operations (machine.threads)
+            pairs, expected = _pairs(folded, example)
     except Exception as exc:  # a module this cannot run on a CPU batch: run it as it is
         log.info("not folding BatchNorm: %s", exc)
         return module
@@ -111,7 +114,7 @@ def fold_batchnorm(module: nn.Module, input_size: int) -> nn.Module:
         done += 1
     if not done:
         return module
-    with torch.no_grad():
+    with torch.no_grad(), threads(1):
         got = folded(example)
     expected = expected if isinstance(expected, tuple) else (expected,)
     got = got if isinstance(got, tuple) else (got,)
