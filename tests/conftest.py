@@ -153,3 +153,18 @@ def shared_data(name: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"real-photo set {path} is absent (it lives in ../shared/data beside the repository)")
     return path
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium through Playwright, one per test module; a module that uses it carries the marks of
+    :data:`chromium.NEEDS_CHROMIUM`, which skip it where either is missing."""
+    from chromium import CHROMIUM
+    from playwright.sync_api import sync_playwright
+
+    from kennel.browser import CHROMIUM_ARGS
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()

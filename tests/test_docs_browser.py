@@ -9,7 +9,6 @@ Skips when playwright or Chromium is absent, as the other browser tests do.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import re
 import threading
 from collections.abc import Iterator
@@ -18,19 +17,13 @@ from pathlib import Path
 from urllib.parse import unquote, urldefrag, urlsplit
 
 import pytest
+from chromium import NEEDS_CHROMIUM
 from test_docs import build_site
 
-from kennel.browser import CHROMIUM_ARGS, find_chromium
-
-CHROMIUM = find_chromium()
 VERBS = ["data", "train", "run", "tune", "jobs", "report", "debug", "profile"]
 VERBS += ["serve", "predict", "models", "monitor", "export", "ui", "doctor", "demo"]
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("playwright") is None, reason="the playwright package is absent"),
-    pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here (make test installs Debian's where it can)"),
-]
+pytestmark = [pytest.mark.slow, *NEEDS_CHROMIUM]
 
 
 class QuietHandler(SimpleHTTPRequestHandler):
@@ -53,16 +46,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def title(page) -> str:

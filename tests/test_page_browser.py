@@ -7,31 +7,14 @@ stand-in from ``test_client`` serving the same ``index.html``. Skips when playwr
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 
 import pytest
+from chromium import NEEDS_CHROMIUM
 from test_client import CLASSES, photo_bytes, running, stand_in_app, tiny_artifact
 
-from kennel.browser import CHROMIUM_ARGS, find_chromium
-
-CHROMIUM = find_chromium()
-
-pytestmark = [
-    pytest.mark.skipif(importlib.util.find_spec("playwright") is None, reason="the playwright package is absent"),
-    pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here (make test installs Debian's where it can)"),
-]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+pytestmark = [*NEEDS_CHROMIUM]
 
 
 @pytest.fixture(scope="module", params=["stand-in", "kennel"])

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from kennel.cli.app import app, tracking_uri_option
+from kennel.cli.script_options import CHANNELS, HYPERPARAMETERS, METRIC_DEFINITIONS, METRICS, SOURCE_DIR
 from kennel.errors import STOPPED_BY_RULE
 from kennel.lines import fold_words, width
 
@@ -22,22 +23,12 @@ from kennel.lines import fold_words, width
 def run_command(
     script: Path = typer.Argument(None, help="the training script (its folder is the source folder by default)"),
     extra: list[str] = typer.Argument(None, help="after --: arguments passed to the script after the hyperparameters"),
-    source_dir: Path = typer.Option(
-        None, "--source-dir", help="the folder copied with the job and run from (SageMaker's source_dir)"
-    ),
-    channels: list[str] = typer.Option(
-        [], "--channel", help="a data channel, NAME=DIR: the script reads SM_CHANNEL_NAME (repeatable)"
-    ),
+    source_dir: Path = SOURCE_DIR,
+    channels: list[str] = CHANNELS,
     data: Path = typer.Option(None, "--data", "-d", help="the channel 'training', SageMaker's default"),
-    hyperparameters: list[str] = typer.Option(
-        [], "--hp", help="a hyperparameter, NAME=VALUE: the script gets --NAME VALUE (repeatable)"
-    ),
-    metrics: list[str] = typer.Option(
-        [], "--metric", help="NAME=REGEX: a metric read from the script's log lines, its first group (repeatable)"
-    ),
-    metric_definitions: Path = typer.Option(
-        None, "--metric-definitions", help="a JSON or YAML file of SageMaker metric_definitions: [{Name, Regex}]"
-    ),
+    hyperparameters: list[str] = HYPERPARAMETERS,
+    metrics: list[str] = METRICS,
+    metric_definitions: Path = METRIC_DEFINITIONS,
     processes: int = typer.Option(None, "--processes", min=1, help="run N processes on this machine, under torchrun"),
     device: str = typer.Option(None, "--device", help="auto, cpu (SM_NUM_GPUS=0) or cuda"),
     debug: str = typer.Option(None, "--debug", help="the hook's capture: off, light (default) or full"),

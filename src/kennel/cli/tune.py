@@ -12,6 +12,7 @@ from typing import Any
 import typer
 
 from kennel.cli.app import app, tracking_uri_option
+from kennel.cli.script_options import CHANNELS, HYPERPARAMETERS, METRIC_DEFINITIONS, METRICS, SOURCE_DIR
 from kennel.errors import UsageError
 from kennel.tune.pruners import PRUNERS
 from kennel.tune.strategies import STRATEGIES
@@ -128,19 +129,16 @@ def tune_command(
     tracking_uri: str = tracking_uri_option(),
     as_json: bool = typer.Option(False, "--json", help="print the study record as JSON on the last line"),
     script: Path = typer.Option(
-        None, "--script", help="tune the user's own training script (kennel run): each trial runs it with its values"
+        None,
+        "--script",
+        help="tune the user's own training script (kennel run): each trial runs it with its values; "
+        "--source-dir, --channel, --hp, --metric and --metric-definitions say what it gets",
     ),
-    source_dir: Path = typer.Option(None, "--source-dir", help="with --script: its source folder"),
-    channels: list[str] = typer.Option([], "--channel", help="with --script: a data channel, NAME=DIR (repeatable)"),
-    hyperparameters: list[str] = typer.Option(
-        [], "--hp", help="with --script: a hyperparameter every trial gets, NAME=VALUE (repeatable)"
-    ),
-    metrics: list[str] = typer.Option(
-        [], "--metric", help="with --script: NAME=REGEX, a metric read from its log lines (repeatable)"
-    ),
-    metric_definitions: Path = typer.Option(
-        None, "--metric-definitions", help="with --script: a JSON or YAML file of SageMaker metric_definitions"
-    ),
+    source_dir: Path = SOURCE_DIR,
+    channels: list[str] = CHANNELS,
+    hyperparameters: list[str] = HYPERPARAMETERS,
+    metrics: list[str] = METRICS,
+    metric_definitions: Path = METRIC_DEFINITIONS,
     maximize: bool = typer.Option(False, "--maximize", help="the objective is better higher (--direction maximize)"),
     minimize: bool = typer.Option(False, "--minimize", help="the objective is better lower (--direction minimize)"),
 ) -> None:

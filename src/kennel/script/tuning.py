@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import time
 from typing import TYPE_CHECKING, Any, TextIO
 
 from pydantic import ValidationError
@@ -23,8 +22,7 @@ from kennel.script.environment import command_arguments
 from kennel.script.metrics import MetricPoint
 from kennel.script.observers import ScriptObserver, ScriptRun
 from kennel.tune.errors import TuneError
-from kennel.tune.objective import TrialResult, trial_name
-from kennel.tune.results import JOB
+from kennel.tune.objective import TrialResult
 from kennel.tune.space import SearchSpace
 from kennel.tune.training import StudyTeller, init_tracking
 from kennel.tune.trials import BestValues, TrialKind
@@ -99,13 +97,9 @@ class ScriptTrials(TrialKind):
     ) -> TrialResult:
         from kennel.script.job import run_script
 
-        started = time.perf_counter()
-        params = settings.space.suggest(trial)
-        name = trial_name(record.name, trial.number)
-        trial.set_user_attr(JOB, name)
-        told = StudyTeller(study, trial, params, started)
+        told = StudyTeller.begin(study, trial, record, settings)
         try:
-            config = trial_config(record.base, params, name)
+            config = trial_config(record.base, told.params, told.name)
         except TuneError as exc:
             return told.failed(str(exc))
         pruner = ScriptPruner(trial, settings.objective, settings.pruner)

@@ -82,11 +82,8 @@ class TrainingTrials(TrialKind):
         from kennel.job import train
         from kennel.tune.pruning import TrialPruner
 
-        started = time.perf_counter()
-        params = settings.space.suggest(trial)
-        name = trial_name(record.name, trial.number)
-        trial.set_user_attr(JOB, name)
-        told = StudyTeller(study, trial, params, started)
+        told = StudyTeller.begin(study, trial, record, settings)
+        params, name = told.params, told.name
         try:
             config = trial_config(deep_merge(TRIAL_DEFAULTS, record.base), params, name)
         except ConfigError as exc:
@@ -112,8 +109,20 @@ class StudyTeller:
     objective's value, stopped by a rule before it measured the objective (an outcome of these values: the study
     goes on), or failed."""
 
-    def __init__(self, study: optuna.Study, trial: optuna.Trial, params: dict[str, Any], started: float) -> None:
-        self.study, self.trial, self.params, self.started = study, trial, params, started
+    def __init__(self, study: optuna.Study, trial: optuna.Trial, params: dict[str, Any], name: str) -> None:
+        self.study, self.trial, self.params, self.name = study, trial, params, name
+        self.started = time.perf_counter()
+
+    @classmethod
+    def begin(
+        cls, study: optuna.Study, trial: optuna.Trial, record: StudyRecord, settings: StudySettings
+    ) -> StudyTeller:
+        """A trial's start: its values from the study's space, and its job's name, set on the trial before the job
+        exists (a trial killed now still names its job)."""
+        params = settings.space.suggest(trial)
+        name = trial_name(record.name, trial.number)
+        trial.set_user_attr(JOB, name)
+        return cls(study, trial, params, name)
 
     def result(self, state: str, value: float | None = None, job: str | None = None, note: str = "") -> TrialResult:
         return TrialResult(self.trial.number, state, value, self.params, time.perf_counter() - self.started, job, note)
