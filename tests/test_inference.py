@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import builtins
 import io
+import json
 import logging
 from pathlib import Path
 
@@ -138,6 +139,24 @@ def test_a_damaged_or_missing_cached_export_is_rebuilt(graph, caplog) -> None:
     assert store.onnx_file(graph, "fp32") == path and path.is_file()
     (got,) = open_engine(graph, CPU, "onnxruntime-fp32")(photos(4))
     assert got.shape == (4, 32)  # the tiny backbone's 32 pooled features
+
+
+def test_int8_is_timed_on_a_cheaply_calibrated_model_and_its_build_time_scaled(graph) -> None:
+    open_engine(graph, CPU)  # times every backend, int8 among them
+    assert "onnxruntime-int8" in choice.stored(graph, CPU).speeds
+    assert not store.built(graph, "int8")  # the graph's own int8 model is left to a job that takes int8
+    timing = choice.timing_graph(graph)
+    assert timing.calibration_id == "timing" and store.built(timing, "int8")
+    record = json.loads(store.onnx_file(timing, "int8").with_suffix(".json").read_text())
+    assert record["calibration_batches"] == 1 and 0 <= record["calibration_s"] <= record["quantize_s"]
+    # The graph's own build, calibrated on 16 batches, from the timing build's: its fixed part and 16 passes.
+    expected = record["quantize_s"] + 15 * record["calibration_s"]
+    assert store.build_seconds(graph, "int8", 16) == pytest.approx(expected)
+    store.onnx_file(graph, "int8")  # built: it is timed as it is, and its own build counts
+    assert choice.timing_graph(graph) is graph
+    own = json.loads(store.onnx_file(graph, "int8").with_suffix(".json").read_text())
+    assert own["calibration_batches"] == 4  # the fixture's 64 photos in batches of 16
+    assert store.build_seconds(graph, "int8", 4) == pytest.approx(own["quantize_s"])
 
 
 def test_int8_exports_differ_by_calibration(graph) -> None:
@@ -337,7 +356,7 @@ def fixed_speeds(monkeypatch, int8: float = 10.0, build_s: float = 1.0) -> None:
 
     speeds = {"onnxruntime-int8": int8, "onnxruntime-fp32": 5.0, "torch-bf16": 4.0, "torch-channels-last": 3.0}
     monkeypatch.setattr(choice, "time_backend", lambda backend, *a, **k: speeds.get(backend.name, 1.0))
-    monkeypatch.setattr(kennel.extraction, "build_seconds", lambda graph, precision: build_s)
+    monkeypatch.setattr(kennel.extraction, "build_seconds", lambda graph, precision, batches: build_s)
 
 
 def computed_splits(monkeypatch) -> list[tuple[str, str]]:

@@ -124,7 +124,8 @@ def int8_cost(int8: Engine, other: Engine, photos: int, check_photos: int) -> st
     if not photos or not fast or not slow:
         return None
     saved = photos * (1 / slow - 1 / fast)
-    cost = check_photos / slow + 2 * (build_seconds(int8.graph, "int8") or 0.0)
+    batches = -(-CALIBRATION_PHOTOS // CALIBRATION_BATCH)
+    cost = check_photos / slow + 2 * (build_seconds(int8.graph, "int8", batches) or 0.0)
     if saved > cost:
         return None
     return f"int8 would save {saved:.0f} s on {photos} photos and cost {cost:.0f} s (its check and quantization)"

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -21,7 +21,7 @@ from kennel.atomic import atomic_write_json
 from kennel.inference import machine
 from kennel.inference.backends import BACKENDS, Backend
 from kennel.inference.graph import FrozenGraph
-from kennel.inference.store import store_dir
+from kennel.inference.store import built, store_dir
 from kennel.jobs import now
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 MEASURE_BATCH = 32
 MEASURE_RUNS = 3  # timed batches per backend, after one untimed warm-up; the fastest counts
 CLEAR_LOSS = 0.5  # a backend under this share of the fastest one's photos/s after its first timed batch stops there
+TIMING_CALIBRATION = 4  # random images the int8 model that is timed is calibrated on (timing_graph)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 
 
@@ -143,9 +144,22 @@ def timing_order(backends: list[Backend]) -> list[Backend]:
     return sorted(backends, key=lambda backend: rank.get(backend.precision, 2))
 
 
+def timing_graph(graph: FrozenGraph) -> FrozenGraph:
+    """``graph`` as its backends are timed. A static int8 model runs at the same speed whatever its calibration (the
+    ranges are numbers in the same graph), so where ``graph``'s own int8 file is not built yet, int8 is timed on one
+    calibrated on a few random images (:data:`TIMING_CALIBRATION`), a fraction of a job's calibration to build: the
+    job's own is built only if it takes int8."""
+    if graph.calibration is None or built(graph, "int8"):
+        return graph
+    size, generator = graph.input_size, torch.Generator().manual_seed(0)
+    images = torch.randn(TIMING_CALIBRATION, 3, size, size, generator=generator)
+    return replace(graph, calibration=lambda: iter([images.numpy()]), calibration_id="timing")
+
+
 def measure(graph: FrozenGraph, device: torch.device, backends: list[Backend], progress=None) -> Measurement:
     """Time every backend in ``backends`` and store the figures; one that fails to open is recorded with why, and
     one timed while other processes kept the cores busy (:func:`kennel.inference.machine.busy`) as provisional."""
+    timed_graph = timing_graph(graph)
     measurement = stored(graph, device) or Measurement()
     measurement.load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
     provisional, others, fastest = set(measurement.provisional), [], None
@@ -155,7 +169,7 @@ def measure(graph: FrozenGraph, device: torch.device, backends: list[Backend], p
         provisional.discard(backend.name)
         start = machine.cpu_sample()
         try:
-            speed = time_backend(backend, graph, device, beat=fastest)
+            speed = time_backend(backend, timed_graph, device, beat=fastest)
             measurement.speeds[backend.name] = round(speed, 1)
             fastest = max(fastest or 0.0, speed)
             measurement.failures.pop(backend.name, None)

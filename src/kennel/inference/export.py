@@ -97,14 +97,21 @@ def verify_onnx(module: nn.Module, path: Path, input_size: int, batch: int) -> d
 
 
 class _Batches:
-    """ONNX Runtime's calibration reader over our batches (its interface: ``get_next`` until None)."""
+    """ONNX Runtime's calibration reader over our batches (its interface: ``get_next`` until None). It times the
+    calibration pass: from the first batch it hands out to the end, ``count`` batches in ``seconds``."""
 
     def __init__(self, batches: Iterable[np.ndarray]) -> None:
         self._batches = iter(batches)
+        self.count, self.seconds, self._started = 0, 0.0, None
 
     def get_next(self) -> dict[str, np.ndarray] | None:
+        self._started = self._started or time.perf_counter()
         batch = next(self._batches, None)
-        return None if batch is None else {INPUT: np.ascontiguousarray(batch, dtype=np.float32)}
+        if batch is None:
+            self.seconds = time.perf_counter() - self._started
+            return None
+        self.count += 1
+        return {INPUT: np.ascontiguousarray(batch, dtype=np.float32)}
 
     def rewind(self) -> None:  # part of the interface; one pass is all MinMax calibration needs
         pass
@@ -125,10 +132,11 @@ def quantize_int8(fp32: Path, path: Path, calibration: Iterable[np.ndarray]) -> 
         except Exception as exc:  # optimisation before quantization helps, but is not required
             log.info("ONNX pre-processing for quantization failed (%s); quantizing the export as it is", exc)
             source = fp32
+        batches = _Batches(calibration)
         quantize_static(
             str(source),
             str(path),
-            _Batches(calibration),
+            batches,
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             activation_type=QuantType.QUInt8,
@@ -139,4 +147,10 @@ def quantize_int8(fp32: Path, path: Path, calibration: Iterable[np.ndarray]) -> 
         raise OnnxExportError(f"int8 quantization of {fp32.name} failed: {type(exc).__name__}: {exc}") from exc
     finally:
         prepared.unlink(missing_ok=True)
-    return {"dtype": "int8", "quantize_s": round(time.perf_counter() - started, 3), "method": "static QDQ, MinMax"}
+    return {
+        "dtype": "int8",
+        "quantize_s": round(time.perf_counter() - started, 3),
+        "calibration_batches": batches.count,
+        "calibration_s": round(batches.seconds, 3),  # of quantize_s
+        "method": "static QDQ, MinMax",
+    }

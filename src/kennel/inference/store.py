@@ -51,21 +51,31 @@ def _modified(path: Path) -> float:
         return 0.0
 
 
-def build_seconds(graph: FrozenGraph, precision: str) -> float | None:
-    """How long building ``graph``'s ``precision`` file took here: its own build where it has one, else the latest
-    of its architecture's (an int8 file is built again for each calibration, in about the same time); None where
-    none was built. Only int8 builds are counted: the export they start from is shared."""
+def built(graph: FrozenGraph, precision: str) -> bool:
+    """Whether ``graph``'s ``precision`` file is there already (its own, or whole in the cache)."""
+    return precision in graph.onnx_files or _intact(_path(graph, precision)) is None
+
+
+def build_seconds(graph: FrozenGraph, precision: str, batches: int) -> float | None:
+    """How long building ``graph``'s ``precision`` file calibrated on ``batches`` batches takes here, by its own
+    build where it has one, else by the latest of its architecture's (an int8 file is built again for each
+    calibration): the build without its calibration pass, and that pass scaled to ``batches``. None where none was
+    built. Only int8 builds are counted: the export they start from is shared."""
     if precision != "int8":
         return None
     own = _sidecar(_path(graph, precision))
     others = sorted(store_dir().glob(f"{glob.escape(_slug(graph))}-*-{precision}.json"), key=_modified, reverse=True)
     for path in [own, *others]:
         try:
-            seconds = json.loads(path.read_text()).get("quantize_s")
+            record = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        if isinstance(seconds, (int, float)):
-            return float(seconds)
+        seconds, calibration, count = (record.get(k) for k in ("quantize_s", "calibration_s", "calibration_batches"))
+        if not isinstance(seconds, (int, float)):
+            continue
+        if isinstance(calibration, (int, float)) and isinstance(count, int) and count > 0:
+            return float(seconds - calibration + calibration / count * batches)
+        return float(seconds)
     return None
 
 
