@@ -55,9 +55,9 @@ class StudySettings(_Strict):
     @field_validator("kind")
     @classmethod
     def _known_kind(cls, name: str) -> str:
-        from kennel.tune.trials import TRIAL_KINDS
+        from kennel.tune.trials import known_kinds
 
-        return _known(TRIAL_KINDS, name)
+        return _known(known_kinds(), name)
 
     @field_validator("strategy")
     @classmethod

@@ -71,26 +71,28 @@ class TrialKind:
         raise NotImplementedError
 
 
-def _training() -> TrialKind:
-    from kennel.tune.training import TrainingTrials
-
-    return TrainingTrials()
-
-
-def _script() -> TrialKind:
-    from kennel.script.tuning import ScriptTrials  # the user's own script: only studies of that kind import it
-
-    return ScriptTrials()
-
+ENTRY_POINTS = "kennel.trial_kinds"  # the group in the packages' metadata (pyproject.toml) that names each kind
 
 TRIAL_KINDS: Registry[Callable[[], TrialKind]] = Registry("kind of trial")
-TRIAL_KINDS.register("training", _training)
-TRIAL_KINDS.register("script", _script)
-
 _made: dict[str, TrialKind] = {}
+_loaded: list[bool] = []  # the entry points have been read
+
+
+def known_kinds() -> Registry[Callable[[], TrialKind]]:
+    """Every kind of trial installed: the packages that provide one (kennel's training, the user's script) name
+    it as an entry point, so they depend on tuning and tuning on none of them; a kind's module is imported only
+    when a study of that kind runs."""
+    if not _loaded:
+        from importlib.metadata import entry_points
+
+        _loaded.append(True)
+        for point in entry_points(group=ENTRY_POINTS):
+            if point.name not in TRIAL_KINDS:  # an editable and a regular install of one package both list it
+                TRIAL_KINDS.register(point.name, lambda point=point: point.load()())
+    return TRIAL_KINDS
 
 
 def trial_kind(name: str) -> TrialKind:
     if name not in _made:
-        _made[name] = TRIAL_KINDS.get(name)()
+        _made[name] = known_kinds().get(name)()
     return _made[name]
