@@ -85,7 +85,7 @@ def _make_loop() -> ScriptLoop:
     rank = int(os.environ.get("RANK", "0") or 0)
     loop = ScriptLoop(settings, rank)
     debugger = f"debugger {settings.debug.preset}" if loop.debugger is not None else "debugger off"
-    steps = "step times on" if loop.records is not None else "step times off"
+    steps = "step times on" if loop.events.records is not None else "step times off"
     log.info("kennel: hook for job %s (rank %d): %s, %s", settings.job_id, rank, debugger, steps)
     return loop
 

@@ -32,8 +32,6 @@ import functools
 import logging
 import sys
 import time
-import weakref
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -43,18 +41,10 @@ from torch.optim.optimizer import register_optimizer_step_post_hook, register_op
 from kennel.atomic import atomic_write_json
 from kennel.script.advice import in_script_terms
 from kennel.script.contract import STOPPED_BY_RULE
+from kennel.script.hook.events import LoopEvents
 from kennel.script.hook.names import ModeKeys
-from kennel.script.hook.parts import (
-    Epoch,
-    ScriptState,
-    StandIn,
-    Step,
-    StoppedByRule,
-    classified,
-    find_optimizer,
-    first_tensor,
-)
-from kennel.script.hook.steps import StepRecords, step_record, steps_file
+from kennel.script.hook.parts import ModuleOptimizers, ScriptState, Step, StoppedByRule, first_tensor, guarded
+from kennel.script.hook.steps import StepRecords, steps_file
 
 if TYPE_CHECKING:
     from kennel.debugger.hooks import Debugger
@@ -67,24 +57,6 @@ log = logging.getLogger("kennel.script.hook")
 _ENGINE = torch.autograd.Variable._execution_engine
 
 
-def _guarded(method: Callable) -> Callable:
-    """A hook point that fails from a fault of kennel's stops capturing instead of ending the user's training."""
-
-    @functools.wraps(method)
-    def guarded(self: ScriptLoop, *args: Any, **kwargs: Any) -> Any:
-        if self.closed:
-            return None
-        try:
-            return method(self, *args, **kwargs)
-        except StoppedByRule:
-            raise
-        except Exception as exc:
-            self._broke(exc)
-            return None
-
-    return guarded
-
-
 class ScriptLoop:
     """The process's one hook state: the mode and step counts, and, when the job asked for them (``settings``),
     the debugger (rank 0) and the step records (every rank). Without settings it counts nothing and captures
@@ -95,34 +67,39 @@ class ScriptLoop:
         self.mode = ModeKeys.GLOBAL
         self.mode_steps: dict[ModeKeys, int] = {ModeKeys.GLOBAL: 0}
         self.step = 0  # forwards of the registered module, every mode
-        self.debugger: Debugger | None = None
-        self.records: StepRecords | None = None
+        debugger: Debugger | None = None
+        records: StepRecords | None = None
         if settings is not None:
             if rank == 0 and settings.debug.enabled:
                 from kennel.debugger.hooks import Debugger
 
-                self.debugger = Debugger(
+                debugger = Debugger(
                     settings.debug_dir, settings.debug, classes=settings.classes, phrasing=in_script_terms
                 )
             if settings.profiler_steps is not None:
-                self.records = StepRecords(steps_file(settings.profiler_steps, rank))
+                records = StepRecords(steps_file(settings.profiler_steps, rank))
+        self.events = LoopEvents(debugger, records)
         self.module: nn.Module | None = None
-        self.state: ScriptState | None = None
         self.closed = False
         self._losses: set[int] = set()  # ids of the registered loss modules
         self._handles: list[Any] = []
-        self._parameters: set[int] = set()
-        self._owned: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # optimizer -> trains our module
+        self._optimizers: ModuleOptimizers | None = None  # from the first step on
         self._manual = False  # no optimizer: gradients are read when the backward pass ends
         self._open: Step | None = None
-        self._epoch: Epoch | None = None
-        self._since = time.perf_counter()  # the previous step's end, or the set_mode that began a phase
         if self.active:
             atexit.register(self._at_exit)
 
     @property
+    def debugger(self) -> Debugger | None:
+        return self.events.debugger
+
+    @property
+    def state(self) -> ScriptState | None:
+        return self.events.state
+
+    @property
     def active(self) -> bool:
-        return self.debugger is not None or self.records is not None
+        return self.events.debugger is not None or self.events.records is not None
 
     # --- what the script calls ------------------------------------------------------------------------
 
@@ -137,7 +114,7 @@ class ScriptLoop:
             )
             return
         self.module = module
-        self._since = time.perf_counter()  # the first step's data time begins here, not at the hook's making
+        self.events.since = time.perf_counter()  # the first step's data time begins here, not at the hook's making
         self._handles += [
             module.register_forward_pre_hook(self._before_forward),
             module.register_forward_hook(self._after_forward),
@@ -151,15 +128,15 @@ class ScriptLoop:
         self._losses.add(id(module))
         self._handles.append(module.register_forward_hook(self._after_loss))
 
-    @_guarded
+    @guarded
     def set_mode(self, mode: ModeKeys) -> None:
         if mode is not self.mode and self._open is not None:
             self._end_step(self._open_end())
         self.mode = mode
         self.mode_steps.setdefault(mode, 0)
-        self._since = time.perf_counter()
+        self.events.since = time.perf_counter()
 
-    @_guarded
+    @guarded
     def record_loss(self, loss: torch.Tensor) -> bool:
         """A loss the script computed without a registered loss module (``record_tensor_value("loss", ...)``):
         the running step's loss, unless it has one; returns whether it became that."""
@@ -191,7 +168,7 @@ class ScriptLoop:
 
     # --- the registered module's forward --------------------------------------------------------------
 
-    @_guarded
+    @guarded
     def _before_forward(self, module: nn.Module, args: tuple) -> None:
         now = time.perf_counter()
         self._raise_if_stopped()
@@ -203,14 +180,14 @@ class ScriptLoop:
             self._end_step(self._open_end())
         mode = self._debug_mode(module)
         if mode == "TRAIN":
-            self._begin_train(now)
-        elif mode == "EVAL" and self._epoch is not None:
-            self._epoch.evaluated = True
+            self.events.begin_train(now)
+        elif mode == "EVAL" and self.events.epoch is not None:
+            self.events.epoch.evaluated = True
         if mode is not None:
             self._open = Step(mode, now, first_tensor(args))
         self._raise_if_stopped()
 
-    @_guarded
+    @guarded
     def _after_forward(self, module: nn.Module, args: tuple, output: Any) -> None:
         step = self._open
         if step is None:
@@ -232,32 +209,14 @@ class ScriptLoop:
         return "TRAIN" if torch.is_grad_enabled() else "EVAL"
 
     def _fit_start(self, module: nn.Module) -> None:
-        self._parameters = {id(p) for p in module.parameters()}
-        optimizer = find_optimizer(self._parameters)
+        self._optimizers = ModuleOptimizers(module)
+        optimizer = self._optimizers.find()
         self._manual = optimizer is None
-        first = next(module.parameters(), None)
-        self.state = ScriptState(
-            model=module,
-            optimizer=optimizer if optimizer is not None else StandIn(module),
-            device=first.device if first is not None else torch.device("cpu"),
-            epochs=0,
-            steps_per_epoch=0,
-            lr=float(optimizer.param_groups[0].get("lr", 0.0)) if optimizer is not None else 0.0,
-            on_stop=self._on_stop,
-        )
-        self._emit("on_fit_start")
-
-    def _begin_train(self, now: float) -> None:
-        if self._epoch is not None and self._epoch.evaluated:
-            self._end_epoch(now)
-        if self._epoch is None:
-            self._epoch = Epoch(now)
-            self.state.step, self.state.mode = 0, "TRAIN"
-            self._emit("on_epoch_start")
+        self.events.fit_start(module, optimizer, self._on_stop)
 
     # --- the loss, the backward pass, the optimizer ---------------------------------------------------
 
-    @_guarded
+    @guarded
     def _after_loss(self, module: nn.Module, args: tuple, output: Any) -> None:
         step = self._open
         if step is None or step.loss is not None or not isinstance(output, torch.Tensor):
@@ -274,31 +233,24 @@ class ScriptLoop:
         if step.mode == "EVAL":
             self._end_step(step.forward_end)
 
-    @_guarded
+    @guarded
     def _output_grad(self, step: Step, grad: torch.Tensor) -> None:
         # The backward pass reached the module's output; the engine calls back once the whole pass has ended.
         if step is self._open and step.backward_end is None:
             _ENGINE.queue_callback(functools.partial(self._backward_done, step))
 
-    @_guarded
+    @guarded
     def _backward_done(self, step: Step) -> None:
         step.backward_end = time.perf_counter()
         if self._manual and step is self._open:  # no optimizer step will come: the gradients are read now
-            self._report_backward(step)
-            self._ready(step)
+            self.events.report_backward(step)
+            self.events.ready(step)
 
     def _owns(self, optimizer: torch.optim.Optimizer) -> bool:
         """Whether ``optimizer`` trains the registered module (a script may hold others)."""
-        if self.state is None:
-            return False
-        owned = self._owned.get(optimizer)
-        if owned is None:
-            ids = self._parameters
-            owned = any(id(p) in ids for group in optimizer.param_groups for p in group["params"])
-            self._owned[optimizer] = owned
-        return owned
+        return self._optimizers is not None and self._optimizers.trains(optimizer)
 
-    @_guarded
+    @guarded
     def _before_optimizer_step(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
         if not self._owns(optimizer):
             return
@@ -310,10 +262,10 @@ class ScriptLoop:
         step.lr = float(optimizer.param_groups[0].get("lr", 0.0))
         if step.backward_end is None:
             step.backward_end = time.perf_counter()
-        self._report_backward(step)
-        self._ready(step)
+        self.events.report_backward(step)
+        self.events.ready(step)
 
-    @_guarded
+    @guarded
     def _after_optimizer_step(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
         if not self._owns(optimizer):
             return
@@ -322,35 +274,7 @@ class ScriptLoop:
             self._end_step(time.perf_counter())
         self._raise_if_stopped()
 
-    # --- the loop's events ----------------------------------------------------------------------------
-
-    def _emit(self, event: str) -> None:
-        if self.debugger is not None:
-            getattr(self.debugger, event)(self.state)
-
-    def _fill(self, step: Step) -> None:
-        """Put ``step``'s batch, outputs and loss into the state, as kennel's loop does before an event."""
-        state = self.state
-        if step.loss is not None and step.loss_value is None:
-            loss = step.loss
-            step.loss_value = float(loss if loss.numel() == 1 else loss.float().mean())
-        state.loss = step.loss_value
-        state.batch = (step.inputs, step.targets)
-        state.outputs = step.outputs if classified(step.outputs, step.targets) else None
-        sized = step.targets if isinstance(step.targets, torch.Tensor) and step.targets.dim() else step.inputs
-        state.batch_size = len(sized) if isinstance(sized, torch.Tensor) and sized.dim() else 0
-
-    def _report_backward(self, step: Step) -> None:
-        if not step.reported:
-            step.reported = True
-            self.state.mode = "TRAIN"
-            self._fill(step)
-            self._emit("on_after_backward")
-
-    def _ready(self, step: Step) -> None:
-        if not step.ready:
-            step.ready = True
-            self._emit("on_before_optimizer_step")
+    # --- the end of a step, stopping and the end of the job ----------------------------------------
 
     def _open_end(self) -> float:
         """When the open step's own work ended, for a step no optimizer step (or loss) ended."""
@@ -359,59 +283,7 @@ class ScriptLoop:
 
     def _end_step(self, end: float) -> None:
         step, self._open = self._open, None
-        if step.mode == "TRAIN":
-            self._end_train(step, end)
-        else:
-            self._end_eval(step, end)
-        self._since = end
-
-    def _end_train(self, step: Step, end: float) -> None:
-        state = self.state
-        self._report_backward(step)
-        forward = step.forward_end or step.start
-        backward = step.backward_end or forward
-        if step.lr is not None:
-            state.lr = step.lr
-        state.step_times = {
-            "data": step.start - self._since,
-            "transfer": 0.0,
-            "forward": forward - step.start,
-            "backward": backward - forward,
-            "optimizer": end - backward,
-        }
-        state.step += 1
-        state.global_step += 1
-        self._epoch.train.add(step.loss_value, step.outputs, step.targets, state.batch_size)
-        self._emit("on_batch_end")
-        if self.records is not None:
-            self.records.add(
-                step_record(state.global_step, state.epoch + 1, self._since, step.start, forward, backward, end)
-            )
-
-    def _end_eval(self, step: Step, end: float) -> None:
-        state = self.state
-        state.mode = "EVAL"
-        self._fill(step)
-        step.reported = True
-        if self._epoch is not None:
-            self._epoch.valid.add(step.loss_value, step.outputs, step.targets, state.batch_size)
-        self._emit("on_eval_batch_end")
-        state.mode = "TRAIN"
-
-    def _end_epoch(self, now: float) -> None:
-        epoch, self._epoch = self._epoch, None
-        state = self.state
-        metrics = {"epoch": state.epoch + 1, **epoch.train.metrics("train"), **epoch.valid.metrics("valid")}
-        metrics.update(lr=state.lr, epoch_seconds=now - epoch.started)
-        state.epoch_metrics = metrics
-        state.history.append(metrics)
-        state.mode = "TRAIN"
-        self._emit("on_epoch_end")
-        if self.records is not None:
-            self.records.flush()
-        state.epoch += 1
-
-    # --- stopping and the end -------------------------------------------------------------------------
+        self.events.end_step(step, end)
 
     def _on_stop(self, reason: str) -> None:
         """A rule with ``stop`` set fired (on any thread): say so in the job folder at once, so that the job
@@ -437,20 +309,14 @@ class ScriptLoop:
             if self.state is not None and how == "completed":
                 if self._open is not None:
                     self._end_step(self._open_end())
-                if self._epoch is not None:
-                    self._end_epoch(time.perf_counter())
+                if self.events.epoch is not None:
+                    self.events.end_epoch(time.perf_counter())
         finally:
             self.closed = True
             for handle in self._handles:
                 handle.remove()
             self._handles = []
-            if self.debugger is not None and self.state is not None:
-                if how == "failed":
-                    self.debugger.on_exception(self.state, error or RuntimeError("the script failed"))
-                else:
-                    self.debugger.on_fit_end(self.state)
-            if self.records is not None:
-                self.records.flush()
+            self.events.fit_end((error or RuntimeError("the script failed")) if how == "failed" else None)
 
     def _at_exit(self) -> None:
         # An uncaught exception has been printed, and kept in sys.last_value, by the time atexit runs.

@@ -3,7 +3,9 @@ end, the sums an epoch's metrics come from, and how the script's optimizer and b
 
 from __future__ import annotations
 
+import functools
 import gc
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,9 +115,40 @@ def classified(outputs: torch.Tensor | None, targets: Any) -> bool:
     )
 
 
-def find_optimizer(parameters: set[int]) -> torch.optim.Optimizer | None:
-    """The script's optimizer of these parameters (ids), among the live objects; None before it builds one."""
-    optimizers = (obj for obj in gc.get_objects() if issubclass(type(obj), torch.optim.Optimizer))
-    return next(
-        (o for o in optimizers if any(id(p) in parameters for group in o.param_groups for p in group["params"])), None
-    )
+class ModuleOptimizers:
+    """Which optimizers train the registered module (a script may hold others), by the ids of its parameters."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.parameters = {id(p) for p in module.parameters()}
+        self._known: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # optimizer -> trains the module
+
+    def trains(self, optimizer: torch.optim.Optimizer) -> bool:
+        known = self._known.get(optimizer)
+        if known is None:
+            known = any(id(p) in self.parameters for group in optimizer.param_groups for p in group["params"])
+            self._known[optimizer] = known
+        return known
+
+    def find(self) -> torch.optim.Optimizer | None:
+        """The script's optimizer of the module, among the live objects; None before it builds one."""
+        optimizers = (obj for obj in gc.get_objects() if issubclass(type(obj), torch.optim.Optimizer))
+        return next((o for o in optimizers if self.trains(o)), None)
+
+
+def guarded(method: Callable) -> Callable:
+    """A hook point that fails from a fault of kennel's stops capturing (the hook's ``_broke``) instead of ending
+    the user's training; a closed hook does nothing."""
+
+    @functools.wraps(method)
+    def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.closed:
+            return None
+        try:
+            return method(self, *args, **kwargs)
+        except StoppedByRule:
+            raise
+        except Exception as exc:
+            self._broke(exc)
+            return None
+
+    return guarded
