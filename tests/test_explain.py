@@ -17,8 +17,9 @@ from helpers import section_statuses, tiny_artifact, tiny_config
 from PIL import Image
 from torch import nn
 
-from kennel.explain import DISPLAY_SIDE, Explainer, ExplainError, explain, explain_png, overlay, overlay_png
+from kennel.explain import DISPLAY_SIDE, Explainer, ExplainError, explain, explain_png
 from kennel.models import Classifier, create_model, get_backbone
+from kennel.overlays import overlay, overlay_png
 
 PHOTO_SIZE = (128, 96)  # width, height: the tiny backbone resizes it to 48x36 and crops the middle 32x32
 CROP_X = (21.3, 106.7)  # where that crop lies in the photo: 8..40 of 48 resized columns, times 96 / 36

@@ -40,13 +40,12 @@ from kennel.data.images import to_rgb
 from kennel.errors import Failure
 from kennel.models.classifier import TTA, Classifier
 from kennel.models.fusion import Fusion
+from kennel.overlays import overlay, png_bytes
 from kennel.preprocessing import Preprocessing
 
 if TYPE_CHECKING:
     from kennel.predictor import Predictor
 
-ALPHA = 0.45  # how much of the colour map covers the photo
-COLORMAP = "inferno"  # dark where the model did not look (and outside its crop), bright yellow where it did
 DISPLAY_SIDE = 1024  # longest side of the PNGs made for people (the CLI, the endpoint): the crop is a few hundred px
 METHODS = ("gradcam", "gradcam++", "hirescam", "layercam")  # the last three: pytorch-grad-cam's, see _cam_class
 BATCH = 8  # photos per forward pass of :meth:`Explainer.pictures`: activations of a few, not of a whole gallery
@@ -120,29 +119,6 @@ def photo_heatmap(
     canvas[top : top + pre.input_size, left : left + pre.input_size] = cam
     out = Image.fromarray(canvas, mode="F").resize(size or photo_size, Image.Resampling.BILINEAR)
     return np.clip(np.asarray(out, dtype=np.float32), 0.0, 1.0)
-
-
-def overlay(image: Image.Image, heatmap: np.ndarray, alpha: float = ALPHA, colormap: str = COLORMAP) -> Image.Image:
-    """``heatmap`` coloured with ``colormap`` and blended over ``image`` (resized to it if its size differs)."""
-    from matplotlib import colormaps
-
-    image = to_rgb(image)
-    if heatmap.shape != (image.height, image.width):
-        heatmap = np.asarray(Image.fromarray(heatmap.astype(np.float32), mode="F").resize(image.size), np.float32)
-    colours = colormaps[colormap](np.clip(heatmap, 0.0, 1.0))[..., :3]
-    blended = (1.0 - alpha) * (np.asarray(image, np.float32) / 255.0) + alpha * colours
-    return Image.fromarray(np.round(255.0 * blended).astype(np.uint8), mode="RGB")
-
-
-def png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=True)
-    return buffer.getvalue()
-
-
-def overlay_png(image: Image.Image, heatmap: np.ndarray, alpha: float = ALPHA, colormap: str = COLORMAP) -> bytes:
-    """:func:`overlay` as PNG bytes."""
-    return png_bytes(overlay(image, heatmap, alpha, colormap))
 
 
 def _scaled(maps: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """Named recipes: the settings ``kennel train --recipe NAME`` starts from, under a config file and flags (a flag
-still wins). Each recipe here has its row in the README's recipe log, measured on the valid split's choices."""
+still wins). Each recipe here has its row in the recipe log (docs/results/recipes.md), measured on the valid
+split's choices."""
 
 from __future__ import annotations
 

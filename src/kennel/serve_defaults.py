@@ -18,7 +18,7 @@ FACES = "not-dog"
 RUNTIME = "auto"
 PRECISION = "auto"
 
-# Production limits (README "Serving in production").
+# Production limits (docs/guides/endpoint.md).
 MAX_QUEUE = 256  # requests waiting for the model; 503 with Retry-After beyond
 REQUEST_TIMEOUT_S = 60.0  # SageMaker's invocation timeout; 503 with Retry-After past it
 HEADER_TIMEOUT_S = 10.0  # a connection that has not sent its request headers by then is closed

@@ -24,7 +24,8 @@ def explain_command_output(
     path and return it."""
     from kennel.cli.output import console, print_prediction
     from kennel.data.images import open_rgb
-    from kennel.explain import Explainer, png_bytes
+    from kennel.explain import Explainer
+    from kennel.overlays import png_bytes
 
     photo = open_rgb(photo_path)  # raises ImageError (exit 1) naming the file
     explainer = Explainer.load(model_folder, device)

@@ -12,7 +12,8 @@ import typer
 from kennel import serve_defaults as defaults
 from kennel.cli.app import app
 from kennel.cli.lookup import resolve_model
-from kennel.errors import Failure, PortInUse, UsageError
+from kennel.cli.serve_checks import check_port, writable_folder
+from kennel.errors import UsageError
 from kennel.model_registry import is_registry_uri
 
 if TYPE_CHECKING:
@@ -22,47 +23,6 @@ if TYPE_CHECKING:
 # A handler endpoint's model, loaded by the command before the server starts (so that a handler file that does not
 # import, or a model_fn that fails, is one line at start); the server in this same process serves it first.
 _preloaded: list[Any] = []
-
-
-def writable_folder(folder: Path, flag: str) -> Path:
-    """``folder``, made if missing, or a one-line error now: the server would fail only once the model loaded."""
-    import os
-
-    from kennel.errors import PathError
-
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise PathError.of(exc, f"{flag}: cannot make the folder", folder) from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise PathError(folder, f"{flag}: not writable by this user")
-    return folder
-
-
-def check_port(host: str, port: int) -> None:
-    """Fail now, in a line, when the server could not listen at ``host:port``. uvicorn binds only after the
-    model has loaded, and then says so in a log record among others."""
-    import errno
-    import socket
-
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-    except socket.gaierror as exc:
-        raise UsageError(f"--host {host}: {exc.strerror}") from None
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no conflict
-        try:
-            probe.bind(address)
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise PortInUse(host, port) from None
-            if exc.errno == errno.EADDRNOTAVAIL:
-                raise UsageError(f"--host {host}: not an address of this machine") from None
-            if exc.errno == errno.EACCES:
-                raise Failure(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-            raise
 
 
 def script_job(ref: str):
@@ -217,8 +177,8 @@ def serve_command(
     and SageMaker Runtime's POST /endpoints/NAME/invocations for boto3 and the sagemaker SDK.
 
     On loopback (the default) no token is needed, and only requests for a loopback Host name are answered. On any
-    other address every call but the health checks needs Authorization: Bearer TOKEN; see README, "Serving in
-    production". The runtime route needs boto3's signature with the key pair printed at start. POST /reload or
+    other address every call but the health checks needs Authorization: Bearer TOKEN; see docs/guides/endpoint.md.
+    The runtime route needs boto3's signature with the key pair printed at start. POST /reload or
     SIGHUP loads the model again (a registry alias: the version it names now; your handlers: imported afresh)
     beside the one serving, and switches with no request lost."""
     import json
