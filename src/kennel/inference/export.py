@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from kennel.errors import KennelError
+from kennel.inference import machine
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,9 @@ class _Batches:
 
 def quantize_int8(fp32: Path, path: Path, calibration: Iterable[np.ndarray]) -> dict[str, Any]:
     """Static int8 quantization of ``fp32`` into ``path``: QDQ, per-channel int8 weights, uint8 activations whose
-    ranges come from running the fp32 model over ``calibration`` (the job's own training photos)."""
+    ranges come from running the fp32 model over ``calibration`` (the job's own training photos). On a CPU whose
+    int8 products saturate (:func:`~kennel.inference.machine.saturates_int8`) the weights take 7 bits: with 8,
+    a small network's int8 features agreed with fp32 on 97% of a head's answers on an AVX2 EPYC, not 99%."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -142,6 +145,7 @@ def quantize_int8(fp32: Path, path: Path, calibration: Iterable[np.ndarray]) -> 
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
+            reduce_range=machine.saturates_int8(),
         )
     except Exception as exc:
         raise OnnxExportError(f"int8 quantization of {fp32.name} failed: {type(exc).__name__}: {exc}") from exc
@@ -152,5 +156,5 @@ def quantize_int8(fp32: Path, path: Path, calibration: Iterable[np.ndarray]) -> 
         "quantize_s": round(time.perf_counter() - started, 3),
         "calibration_batches": batches.count,
         "calibration_s": round(batches.seconds, 3),  # of quantize_s
-        "method": "static QDQ, MinMax",
+        "method": "static QDQ, MinMax" + (", 7-bit weights" if machine.saturates_int8() else ""),
     }
