@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from kennel.debugger.config import Capture, DebugConfig
-from kennel.debugger.reductions import Reducer, dead_share, saturated_share
+from kennel.debugger.reductions import Reducer, dead_share, saturated_share, strided
 from kennel.debugger.rules.common import DEBUGGER_RULES
 from kennel.debugger.rules.dead_relu import RELU_LAYERS
 from kennel.debugger.store import FINDINGS, RecordWriter, write_rule_statuses
@@ -154,7 +154,8 @@ class Debugger(Observer):
             if self._wants("TRAIN", collection):
                 self._add_params(collection, [(n, layer, p) for n, c, layer, p in self._params if c == collection])
         if self._wants("TRAIN", "weights") or self._wants("TRAIN", "biases"):
-            self._before = [p.detach().clone() for *_, p in self._params]
+            # The same sample as the weights' norm (reductions.strided): an update's size is what it is compared with.
+            self._before = [strided(p.detach().reshape(-1)).clone() for *_, p in self._params]
 
     def on_batch_end(self, state: LoopState) -> None:
         self._last_step_at = self._clock()
@@ -170,14 +171,14 @@ class Debugger(Observer):
     def _update_norms(self) -> None:
         if self._before is None:
             return
-        now = [p.detach() for *_, p in self._params]
+        now = [strided(p.detach().reshape(-1)) for *_, p in self._params]
         torch._foreach_sub_(self._before, now)
         norms = torch._foreach_norm(self._before)
         self._before = None
         rows = {name: i for i, name in enumerate(self.reducer.names)}
-        for (name, *_), norm in zip(self._params, norms, strict=True):
-            if name in rows:
-                self.reducer.extra(rows[name], "update", norm)
+        for (name, *_, p), norm, seen in zip(self._params, norms, now, strict=True):
+            if name in rows:  # a sample's norm, scaled to the whole tensor's as the weight's norm is
+                self.reducer.extra(rows[name], "update", norm * (p.numel() / max(seen.numel(), 1)) ** 0.5)
 
     # --- EVAL -----------------------------------------------------------------------------------------
 

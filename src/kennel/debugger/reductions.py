@@ -10,10 +10,18 @@ import torch
 
 from kennel.debugger.window import COLUMN, COLUMNS
 
-# Activations are reduced over an evenly strided sample of at most this many elements: a large feature map
-# costs several passes otherwise, more than the layer that made it. Mean, std and the share of zeros are
-# estimates then, min and max bound the range from inside; the numel column keeps the true size.
+# Large tensors are reduced over an evenly strided sample of at most this many elements: a large feature map
+# costs several passes otherwise, more than the layer that made it, and a resnet's weights and gradients cost a
+# saved step a quarter of a second. Std, norm and the share of zeros are estimates then, min and max bound the
+# range from inside; the numel column keeps the true size. A weight's or gradient's mean is over every element:
+# one pass, in which a NaN or an infinity anywhere shows (ExplodingTensor counts them exactly then).
 SAMPLE = 1 << 16
+
+
+def strided(flat: torch.Tensor) -> torch.Tensor:
+    """An evenly strided sample of at most :data:`SAMPLE` elements of a 1-d tensor (a view; itself if small)."""
+    return flat[:: -(-flat.numel() // SAMPLE)] if flat.numel() > SAMPLE else flat
+
 
 _ZEROS, _NORM, _NAN, _INF = COLUMN["zeros"], COLUMN["norm"], COLUMN["nan"], COLUMN["inf"]
 
@@ -45,24 +53,25 @@ class Reducer:
     @torch.no_grad()
     def add_many(self, names: Sequence[str], collection: str, layers: Sequence[str], tensors, keep=True) -> None:
         flat = [t.detach().reshape(-1) for t in tensors]
-        if not keep:  # activations: a strided sample of a large one (see SAMPLE)
-            flat = [f[:: -(-f.numel() // SAMPLE)] if f.numel() > SAMPLE else f for f in flat]
+        if not keep:  # activations: a strided sample of a large one (see SAMPLE), its mean the sample's too
+            flat = [strided(f) for f in flat]
         flat = [f if f.dtype == torch.float32 else f.float() for f in flat]
         sizes = [t.numel() for t in tensors]
         for name, layer, f, size in zip(names, layers, flat, sizes, strict=True):
+            sample = strided(f)
             if f.numel() == 0:
                 zero = f.new_zeros((), dtype=torch.float32)
                 self._floats += [zero, zero, zero, zero]
                 self._counts.append(zero.long())
             else:
-                # Four fast passes: torch.std_mean is ten times slower than a mean and a dot product, and the
-                # std follows from those on the host (see collect).
-                low, high = torch.aminmax(f)
-                self._floats += [f.mean(), torch.dot(f, f), low, high]
-                self._counts.append(torch.count_nonzero(f))
+                # Fast passes: torch.std_mean is ten times slower than a mean and a dot product, and the std
+                # follows from those on the host (see collect).
+                low, high = torch.aminmax(sample)
+                self._floats += [f.mean(), torch.dot(sample, sample), low, high]
+                self._counts.append(torch.count_nonzero(sample))
             self._kept.append(f if keep else None)
             self._numel.append(size)
-            self._counted.append(f.numel())
+            self._counted.append(sample.numel())
             self.names.append(name)
             self.collections.append(collection)
             self.layers.append(layer)
@@ -98,6 +107,11 @@ class Reducer:
             out[:, _NAN] = out[:, _INF] = 0.0
             for (row, column, _), value in zip(self._extras, floats[rows * 4 :], strict=True):
                 out[row, COLUMN[column]] = value
+            # All zeros in a sample is no proof: such a tensor is counted whole (AllZero judges on it).
+            for i in np.flatnonzero((counts == 0) & (counted < numel)):
+                kept = self._kept[i]
+                if kept is not None:
+                    out[i, _ZEROS] = 1.0 - torch.count_nonzero(kept).item() / max(kept.numel(), 1)
             for i in np.flatnonzero(~np.isfinite(out[:, COLUMN["mean"]])):
                 kept = self._kept[i]
                 if kept is not None:
