@@ -245,7 +245,7 @@ def test_a_learning_rate_a_rule_stops_ends_the_script_with_exit_3(tmp_path: Path
     record = load_job("wild")
     assert record.status == "stopped" and record.stop_reason.startswith("debugger rule ")
     rule = record.stop_reason.partition(":")[0]
-    assert done.stderr.strip().splitlines()[-1] == f"stopped by {rule} (exit 3); `kennel debug {record.id}` shows why"
+    assert " ".join(done.stderr.split()).endswith(f"stopped by {rule} (exit 3); `kennel debug {record.id}` shows why")
     assert not (ScriptJobDir(record.path).model / "model.pth").exists()  # it never reached its end
 
 

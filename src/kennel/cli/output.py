@@ -121,6 +121,16 @@ def print_warning(message: str) -> None:
     typer.secho(fold_words(f"warning: {message}", width(sys.stderr)), err=True, fg="yellow")
 
 
+def print_stopped_by(rule: str, command: str, job_id: str) -> None:
+    """The last line of a job a rule stopped: the rule, the exit status and the command that shows why, folded
+    between them to the terminal's width (a job's id alone is 40 to 70 characters)."""
+    from kennel.errors import STOPPED_BY_RULE
+    from kennel.lines import fold, width
+
+    pieces = [f"stopped by {rule}", f"(exit {STOPPED_BY_RULE});", f"`kennel {command} {job_id}`", "shows why"]
+    typer.echo(fold(pieces, width(sys.stderr)), err=True)
+
+
 def print_error(message: str) -> None:
     """``error: MESSAGE`` on stderr, red on a terminal, on one line so that a log holds one line per failure."""
     typer.secho(f"error: {joined(message)}", err=True, fg="red")

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from kennel.cli.app import app, tracking_uri_option
+from kennel.cli.output import print_stopped_by
 from kennel.cli.script_options import CHANNELS, HYPERPARAMETERS, METRIC_DEFINITIONS, METRICS, SOURCE_DIR
 from kennel.errors import STOPPED_BY_RULE
 from kennel.lines import fold_words, width
@@ -166,9 +167,7 @@ def _report(record, as_json: bool) -> None:
         rule = record.stop_reason.partition(":")[0]
         command = "debug" if rule.startswith("debugger") else "profile"
         if rule.startswith(("debugger rule", "profiler rule")):
-            typer.secho(
-                f"stopped by {rule} (exit {STOPPED_BY_RULE}); `kennel {command} {record.id}` shows why", err=True
-            )
+            print_stopped_by(rule, command, record.id)
             raise typer.Exit(STOPPED_BY_RULE)
 
 

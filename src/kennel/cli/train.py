@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from kennel.cli.app import app, tracking_uri_option
+from kennel.cli.output import print_stopped_by
 from kennel.errors import STOPPED_BY_RULE
 from kennel.lines import fold_words, width
 from kennel.recipes import RECIPES
@@ -199,7 +200,7 @@ def _rule_exit(record) -> int:
     if stopped_by is None:
         return 0
     rule, command = stopped_by
-    typer.secho(f"stopped by {rule} (exit {STOPPED_BY_RULE}); `kennel {command} {record.id}` shows why", err=True)
+    print_stopped_by(rule, command, record.id)
     return STOPPED_BY_RULE
 
 
