@@ -211,6 +211,16 @@ def test_a_table_on_a_terminal_and_tsv_in_a_pipe(monkeypatch: pytest.MonkeyPatch
     assert listing_format(None) == "tsv"
 
 
+def test_the_demos_step_headings_fit_80_columns_when_piped(capsys, monkeypatch) -> None:
+    from kennel.cli.demo import heading
+    from kennel.cli.output import console
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    heading(console(), "7/7 serve")
+    (line,) = capsys.readouterr().out.splitlines()
+    assert "7/7 serve" in line and len(line) == 80
+
+
 def test_the_demo_echoes_commands_folded_between_arguments_only() -> None:
     from kennel.cli.demo import shell_line
 

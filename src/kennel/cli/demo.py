@@ -16,6 +16,16 @@ from kennel.cli.output import console, print_prediction, print_verdicts
 from kennel.errors import Failure
 
 
+def heading(out, title: str) -> None:
+    """A step's heading rule, as wide as the lines kennel prints: the terminal's width, or 80 columns when piped
+    (the console's own piped width is wider, for tables)."""
+    from rich.rule import Rule
+
+    from kennel.lines import width
+
+    out.print(Rule(f"[bold]{title}"), width=min(out.width, width()))
+
+
 def shell_line(args: list[object], width: int) -> str:
     """``$ ARGS`` as a shell reads it, folded to ``width`` only between arguments (an option stays with its
     value), every folded line ending in `` \\`` so that the whole still pastes into a shell as one command. An
@@ -205,10 +215,10 @@ def demo_command(
     out = console()
     started = time.perf_counter()
     for index, (name, step) in enumerate(STEPS, 1):
-        out.rule(f"[bold]{index}/{len(STEPS)} {name}")
+        heading(out, f"{index}/{len(STEPS)} {name}")
         step_started = time.perf_counter()
         step(run)
         run.timings[name] = time.perf_counter() - step_started
-    out.rule("[bold]done")
+    heading(out, "done")
     out.print("  ".join(f"{name} {seconds:.0f}s" for name, seconds in run.timings.items()))
     out.print(f"total {time.perf_counter() - started:.0f}s; `kennel jobs` lists the job, `kennel ui` opens MLflow")
