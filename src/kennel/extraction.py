@@ -68,6 +68,11 @@ class Plan:
         payload = f"{graph.identity}:{graph.calibration_id}:{valid_fingerprint}:{reference}"
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
+    def fall_back(self, why: str) -> None:
+        """The features come from the fallback instead of int8, its reason saying why int8 was passed over."""
+        self.fallback.reason = f"{why}; of the others, {self.fallback.reason}"
+        self.engine = self.fallback
+
 
 def key_precision(engine: Engine) -> str:
     """What the feature cache keys features by: fp32, bf16, or int8 with its calibration."""
@@ -110,8 +115,9 @@ def plan(
     if backend not in BACKENDS:  # chosen, not named
         cost = int8_cost(engine, fallback, photos, check_photos)
         if cost is not None:
-            fallback.reason = f"{cost}; of the others, {fallback.reason}"
-            return Plan(fallback)
+            plan = Plan(engine, fallback=fallback)
+            plan.fall_back(cost)
+            return plan
     return Plan(engine, reference=fallback, fallback=fallback)
 
 

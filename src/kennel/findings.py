@@ -71,13 +71,13 @@ def load_findings(path: Path | str) -> list[Finding]:
 
 class _Stderr(logging.Handler):
     """Writes to ``sys.stderr`` as it is at each line (a test's capture, the CLI runner's), not as it was when
-    kennel was imported, folded at its words to its width (:func:`kennel.lines.fold_words`)."""
+    kennel was imported, folded at its words to its width (:func:`kennel.lines.fitted`)."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        from kennel.lines import fold_words, width
+        from kennel.lines import fitted
 
         try:
-            print(fold_words(self.format(record), width(sys.stderr)), file=sys.stderr, flush=True)
+            print(fitted(self.format(record), sys.stderr), file=sys.stderr, flush=True)
         except Exception:
             self.handleError(record)
 

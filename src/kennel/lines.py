@@ -54,8 +54,13 @@ def fold_words(text: str, columns: int = WIDTH, indent: str = INDENT) -> str:
     return "\n".join(line if len(line) <= columns else fold(line.split(), columns, indent) for line in text.split("\n"))
 
 
+def fitted(text: str, stream: TextIO | None = None) -> str:
+    """``text`` folded at its words (:func:`fold_words`) to the width of ``stream`` (:func:`width`)."""
+    return fold_words(text, width(stream))
+
+
 class FoldingFormatter(logging.Formatter):
     """A log line folded at its words to the width of stderr (the exception's traceback, if any, as it is)."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        return fold_words(super().formatMessage(record), width(sys.stderr))
+        return fitted(super().formatMessage(record), sys.stderr)

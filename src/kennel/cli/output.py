@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import typer
 
-from kennel.errors import UsageError
+from kennel.errors import STOPPED_BY_RULE, UsageError
 
 if TYPE_CHECKING:
     from kennel.cli.tables import Listing
@@ -116,15 +116,14 @@ def joined(message: str) -> str:
 
 def print_warning(message: str) -> None:
     """``warning: MESSAGE`` on stderr, folded at its words to the terminal's width (80 columns when it is none)."""
-    from kennel.lines import fold_words, width
+    from kennel.lines import fitted
 
-    typer.secho(fold_words(f"warning: {message}", width(sys.stderr)), err=True, fg="yellow")
+    typer.secho(fitted(f"warning: {message}", sys.stderr), err=True, fg="yellow")
 
 
 def print_stopped_by(rule: str, command: str, job_id: str) -> None:
     """The last line of a job a rule stopped: the rule, the exit status and the command that shows why, folded
     between them to the terminal's width (a job's id alone is 40 to 70 characters)."""
-    from kennel.errors import STOPPED_BY_RULE
     from kennel.lines import fold, width
 
     pieces = [f"stopped by {rule}", f"(exit {STOPPED_BY_RULE});", f"`kennel {command} {job_id}`", "shows why"]

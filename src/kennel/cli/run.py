@@ -12,7 +12,7 @@ from kennel.cli.app import app, tracking_uri_option
 from kennel.cli.output import print_stopped_by
 from kennel.cli.script_options import CHANNELS, HYPERPARAMETERS, METRIC_DEFINITIONS, METRICS, SOURCE_DIR
 from kennel.errors import STOPPED_BY_RULE
-from kennel.lines import fold_words, width
+from kennel.lines import fitted
 
 
 @app.command(
@@ -147,16 +147,14 @@ def _report(record, as_json: bool) -> None:
     summary = f"job {record.id} {record.status}"
     if metrics:
         summary += ": " + " ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
-    typer.secho(
-        fold_words(summary, width(sys.stderr)), err=True, fg="green" if record.status == "completed" else "yellow"
-    )
+    typer.secho(fitted(summary, sys.stderr), err=True, fg="green" if record.status == "completed" else "yellow")
     if record.artifact:
         typer.echo(f"model: {record.artifact}", err=True)
     debug = ScriptJobDir(record.path).debug
     watched = record.config.get("debug", {}).get("preset", "light") != "off"
     if watched and record.status in ("completed", "stopped") and not _has_files(debug):
         note = "note: the script created no smdebug hook (smd.Hook.create_from_json_file(), get_hook), so the "
-        typer.echo(fold_words(note + "debugger saw nothing", width(sys.stderr)), err=True)
+        typer.echo(fitted(note + "debugger saw nothing", sys.stderr), err=True)
     if as_json:
         typer.echo(json.dumps(record.to_dict(), default=str))
     if record.status == "failed":

@@ -3,17 +3,16 @@ listen on is one line at once, not a log record once the server is up."""
 
 from __future__ import annotations
 
+import errno
+import os
+import socket
 from pathlib import Path
 
-from kennel.errors import Failure, PortInUse, UsageError
+from kennel.errors import Failure, PathError, PortInUse, UsageError
 
 
 def writable_folder(folder: Path, flag: str) -> Path:
     """``folder``, made if missing, or a one-line error now: the server would fail only once the model loaded."""
-    import os
-
-    from kennel.errors import PathError
-
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -26,9 +25,6 @@ def writable_folder(folder: Path, flag: str) -> Path:
 def check_port(host: str, port: int) -> None:
     """Fail now, in a line, when the server could not listen at ``host:port``. uvicorn binds only after the
     model has loaded, and then says so in a log record among others."""
-    import errno
-    import socket
-
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE

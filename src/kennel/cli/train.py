@@ -12,7 +12,7 @@ import typer
 from kennel.cli.app import app, tracking_uri_option
 from kennel.cli.output import print_stopped_by
 from kennel.errors import STOPPED_BY_RULE
-from kennel.lines import fold_words, width
+from kennel.lines import fitted
 from kennel.recipes import RECIPES
 
 
@@ -178,9 +178,7 @@ def train_command(
         summary += f": test_accuracy={metrics['test_accuracy']:.4f} test_top5={metrics['test_top5']:.4f}"
     if record.stop_reason:
         summary += f" ({record.stop_reason})"
-    typer.secho(
-        fold_words(summary, width(sys.stderr)), err=True, fg="green" if record.status == "completed" else "yellow"
-    )
+    typer.secho(fitted(summary, sys.stderr), err=True, fg="green" if record.status == "completed" else "yellow")
     typer.echo(f"model: {record.artifact}", err=True)
     if as_json:
         typer.echo(json.dumps(record.to_dict(), default=str))

@@ -127,6 +127,7 @@ def quantize_int8(fp32: Path, path: Path, calibration: Iterable[np.ndarray]) -> 
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     started = time.perf_counter()
+    seven_bits = machine.saturates_int8()
     prepared = path.with_name(path.name + ".pre.onnx")
     try:
         try:
@@ -145,7 +146,7 @@ def quantize_int8(fp32: Path, path: Path, calibration: Iterable[np.ndarray]) -> 
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
-            reduce_range=machine.saturates_int8(),
+            reduce_range=seven_bits,
         )
     except Exception as exc:
         raise OnnxExportError(f"int8 quantization of {fp32.name} failed: {type(exc).__name__}: {exc}") from exc
@@ -156,5 +157,5 @@ def quantize_int8(fp32: Path, path: Path, calibration: Iterable[np.ndarray]) -> 
         "quantize_s": round(time.perf_counter() - started, 3),
         "calibration_batches": batches.count,
         "calibration_s": round(batches.seconds, 3),  # of quantize_s
-        "method": "static QDQ, MinMax" + (", 7-bit weights" if machine.saturates_int8() else ""),
+        "method": "static QDQ, MinMax" + (", 7-bit weights" if seven_bits else ""),
     }

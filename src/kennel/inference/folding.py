@@ -18,6 +18,7 @@ import logging
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from kennel.inference.machine import threads
 
@@ -81,12 +82,9 @@ def _parents(module: nn.Module) -> dict[int, tuple[nn.Module, str]]:
 
 @torch.no_grad()
 def _fold(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> None:
-    inverse_std = torch.rsqrt(norm.running_var + norm.eps)
-    scale = norm.weight * inverse_std if norm.affine else inverse_std
-    shift = (norm.bias if norm.affine else 0.0) - norm.running_mean * scale
-    bias = conv.bias if conv.bias is not None else torch.zeros_like(shift)
-    conv.weight.mul_(scale.reshape(-1, 1, 1, 1))
-    conv.bias = nn.Parameter(bias * scale + shift, requires_grad=False)
+    conv.weight, conv.bias = fuse_conv_bn_weights(
+        conv.weight, conv.bias, norm.running_mean, norm.running_var, norm.eps, norm.weight, norm.bias
+    )
 
 
 def fold_batchnorm(module: nn.Module, input_size: int) -> nn.Module:

@@ -68,8 +68,6 @@ def saturates_int8() -> bool:
     """Whether ONNX Runtime's int8 kernels here multiply uint8 by int8 with AVX2's pairwise add (``vpmaddubsw``),
     whose 16-bit sums saturate with full-range weights: an x86 CPU without VNNI. Weights quantized to 7 bits
     cannot saturate it (ONNX Runtime's ``reduce_range``); with VNNI the sums are 32-bit."""
-    import platform
-
     if platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"):
         return False
     flags = cpu_flags()

@@ -72,11 +72,7 @@ def feature_inputs(
                 verdict["loss_points"],
                 chosen.fallback.precision,
             )
-            fallback = chosen.fallback
-            fallback.reason = (
-                f"int8 lost {verdict['loss_points']:.2f} points of valid top-1; of the others, {fallback.reason}"
-            )
-            chosen.engine = fallback
+            chosen.fall_back(f"int8 lost {verdict['loss_points']:.2f} points of valid top-1")
     tensors = {split: features_of(split, chosen.engine) for split in ("train", "test")}
     ready = valid_by_precision.get(
         extraction.key_precision(chosen.engine)

@@ -55,9 +55,10 @@ def choose_head(record: JobRecord, head: str, inputs, classes: int) -> None:
 
 def save_results(
     record: JobRecord, config: TrainConfig, model, layout, preprocessing, inputs, heatmaps: bool = True
-) -> None:
+) -> bool:
     """Evaluate the best weights on the test split, then save the artifact (ONNX exports with it); the record
-    names the artifact once it is whole. With ``heatmaps``, the report gallery's are made now, on ``model``."""
+    names the artifact once it is whole. With ``heatmaps``, the report gallery's are made now, on ``model``.
+    Returns whether the report has a gallery whose heatmaps are still to make (``heatmaps`` off)."""
     from kennel.artifact import OnnxExportError, save_artifact
     from kennel.evaluation import summarize
 
@@ -99,13 +100,15 @@ def save_results(
         record.metrics["onnx_export_failed"] = 1.0
         artifact = save(False)
     record.artifact = str(artifact)
-    if heatmaps and result is not None and result.mistakes and record.study is None:
-        # On the model in memory, now that it is saved: the report then needs no model (a trial's page has no
-        # gallery; kennel report JOB makes it).
+    # A trial's page has no gallery (kennel report JOB makes it); a job without mistakes has nothing to show.
+    gallery = result is not None and bool(result.mistakes) and record.study is None
+    if heatmaps and gallery:
+        # On the model in memory, now that it is saved: the report then needs no model.
         from kennel.report.gallery import save_heatmaps
 
         save_heatmaps(record.path, model, layout.class_names, preprocessing, result.mistakes)
     record.save()
+    return gallery and not heatmaps
 
 
 def out_of_space(folder: Path, model: torch.nn.Module, int8: bool) -> OSError | None:

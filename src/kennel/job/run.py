@@ -129,6 +129,7 @@ def _run(
     keep_buffers_in_heap()
     started = time.perf_counter()
     earlier_seconds = (record.duration_s or 0.0) if resume else 0.0
+    gallery_waits = False  # a report gallery whose heatmaps a process of their own makes after the job (heatmaps later)
     device = distributed.process_device(resolve_device(config.device), ranks)
     # Each rank its own random stream (dropout, augmentation); the shuffle is seeded apart, the same on all.
     seed_everything(config.seed + ranks.rank)
@@ -203,7 +204,9 @@ def _run(
             if inputs.feature_seconds:
                 record.metrics["feature_seconds"] = round(inputs.feature_seconds, 2)
             trained = model.cpu() if device.type != "cuda" else model
-            save_results(record, config, trained, layout, preprocessing, inputs, heatmaps=heatmaps == "now")
+            gallery_waits = save_results(
+                record, config, trained, layout, preprocessing, inputs, heatmaps=heatmaps == "now"
+            )
         # The outcome is saved with `ended`, in the job's last write: a job killed before it still reads "running",
         # never "completed" without an end.
         record.status, record.stop_reason = state.status, state.stop_reason
@@ -222,7 +225,7 @@ def _run(
     problem = _end(record, job_observers, ranks, earlier_seconds + time.perf_counter() - started)
     if problem is not None:
         raise JobFailed(f"job {record.id} failed as it ended: {problem}")
-    if heatmaps == "later" and ranks.is_main:
+    if gallery_waits and ranks.is_main:
         _report_later(record)
     return record
 
@@ -232,8 +235,6 @@ def _report_later(record: JobRecord) -> None:
     gallery's heatmaps from the artifact, keeps them and writes the page again. The job has ended; what that process
     cannot do, ``kennel report JOB`` says when run by hand."""
     if record.status not in ("completed", "stopped", "pruned") or record.error or not record.artifact:
-        return
-    if record.study is not None:  # a trial's page has no gallery (its study's page links the job)
         return
     try:
         pid = _start_in_background([sys.executable, "-m", "kennel", "report", str(record.path)])

@@ -52,9 +52,9 @@ def say(stream: TextIO | None, message: str, fold: bool = True) -> None:
     if stream is None:
         return
     if fold:
-        from kennel.lines import fold_words, width
+        from kennel.lines import fitted
 
-        message = fold_words(message, width(stream))
+        message = fitted(message, stream)
     print(message, file=stream, flush=True)
 
 

@@ -6,6 +6,7 @@ best trial's values are handed back to retrain."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,20 +76,18 @@ ENTRY_POINTS = "kennel.trial_kinds"  # the group in the packages' metadata (pypr
 
 TRIAL_KINDS: Registry[Callable[[], TrialKind]] = Registry("kind of trial")
 _made: dict[str, TrialKind] = {}
-_loaded: list[bool] = []  # the entry points have been read
 
 
+@functools.cache  # the entry points are read once
 def known_kinds() -> Registry[Callable[[], TrialKind]]:
     """Every kind of trial installed: the packages that provide one (kennel's training, the user's script) name
     it as an entry point, so they depend on tuning and tuning on none of them; a kind's module is imported only
     when a study of that kind runs."""
-    if not _loaded:
-        from importlib.metadata import entry_points
+    from importlib.metadata import entry_points
 
-        _loaded.append(True)
-        for point in entry_points(group=ENTRY_POINTS):
-            if point.name not in TRIAL_KINDS:  # an editable and a regular install of one package both list it
-                TRIAL_KINDS.register(point.name, lambda point=point: point.load()())
+    for point in entry_points(group=ENTRY_POINTS):
+        if point.name not in TRIAL_KINDS:  # an editable and a regular install of one package both list it
+            TRIAL_KINDS.register(point.name, lambda point=point: point.load()())
     return TRIAL_KINDS
 
 
