@@ -96,6 +96,15 @@ def test_show_prints_the_record_epochs_and_files(jobs: list[JobRecord]) -> None:
     assert "metrics.jsonl" in out
 
 
+def test_show_keeps_every_key_whole_at_80_columns(monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    params = {"hyperparameters.learning-rate": 0.01, "hyperparameters.batch-size": 16, "hyperparameters.epochs": 2}
+    record = create_job("script-job", kind="script", params=params, config={"hyperparameters": params})
+    out = kennel("jobs", "show", record.id).output
+    assert max(len(line) for line in out.splitlines()) <= 80
+    assert all(key in out for key in params), out
+
+
 def test_unknown_or_ambiguous_job_exits_2(jobs: list[JobRecord]) -> None:
     missing = kennel("jobs", "show", "no-such-job")
     assert missing.exit_code == 2 and "no job 'no-such-job'" in missing.output

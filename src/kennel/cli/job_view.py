@@ -165,14 +165,19 @@ def jobs_listing(records: list[JobRecord], caption: str = "", notice: str = "", 
     return Listing(title, columns, rows, caption=caption, notice=notice, see_all=see_all)
 
 
-def _grid(pairs: list[tuple[str, Any]], columns: int = 1):
+def _grid(pairs: list[tuple[str, Any]], columns: int = 1, width: int | None = None):
+    """``pairs`` as ``key value`` cells, up to ``columns`` pairs a row: fewer where ``width`` cells cannot hold that
+    many of the widest pair, so that a key is never cut; a value too long for its cell folds onto more lines."""
     from rich.table import Table
 
+    pairs = [(k, v if isinstance(v, str) else _value(v)) for k, v in pairs]
+    if width is not None and pairs:
+        widest = max(len(k) + len(v) for k, v in pairs) + 4  # rich's 2-cell padding after a key and after a value
+        columns = max(1, min(columns, width // widest))
     grid = Table.grid(padding=(0, 2))
     for _ in range(columns):
-        grid.add_column(style="bold")
-        grid.add_column()
-    pairs = [(k, v if isinstance(v, str) else _value(v)) for k, v in pairs]
+        grid.add_column(style="bold", no_wrap=True)
+        grid.add_column(overflow="fold")
     for start in range(0, len(pairs), columns):
         chunk = pairs[start : start + columns]
         grid.add_row(*[cell for pair in chunk for cell in pair])
@@ -224,17 +229,17 @@ def job_panel(record: JobRecord, width: int):
     if record.error:
         parts += [Rule("error", style="red"), f"[red]{record.error}[/red]"]
     if record.params:
-        parts += [Rule("hyperparameters"), _grid(list(record.params.items()), columns=3)]
+        parts += [Rule("hyperparameters"), _grid(list(record.params.items()), 3, width - PANEL_FRAME)]
     if record.metrics:
         metrics = [(k, _percent(v) if "accuracy" in k or "top5" in k else v) for k, v in record.metrics.items()]
-        parts += [Rule("metrics"), _grid(metrics, columns=3)]
+        parts += [Rule("metrics"), _grid(metrics, 3, width - PANEL_FRAME)]
     if record.engine:
         parts += [Rule("inference engine"), _grid([(use, escape(line)) for use, line in engine_lines(record.engine)])]
     epochs = record.folder.read_metrics("epoch")
     if epochs:
         parts += [Rule(), _epochs_table(epochs, width - PANEL_FRAME)]
     if record.config:
-        parts += [Rule("configuration"), _grid(_flatten(record.config), columns=2)]
+        parts += [Rule("configuration"), _grid(_flatten(record.config), 2, width - PANEL_FRAME)]
     files = [("folder", str(record.path))]
     if record.artifact:
         files.append(("model", record.artifact))
