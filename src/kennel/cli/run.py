@@ -34,7 +34,7 @@ def run_command(
     device: str = typer.Option(None, "--device", help="auto, cpu (SM_NUM_GPUS=0) or cuda"),
     debug: str = typer.Option(None, "--debug", help="the hook's capture: off, light (default) or full"),
     overrides: list[str] = typer.Option(
-        [], "--set", help="a debugger or profiler setting, e.g. --set debug.rules.VanishingGradient.stop=true"
+        [], "--set", help="a debugger or profiler setting, KEY=VALUE, e.g. --set debug.preset=full (repeatable)"
     ),
     name: str = typer.Option(None, "--name", help="job name (default: the script's name)"),
     resume_job: str = typer.Option(None, "--resume", help="run a stopped or failed job's script again"),
