@@ -96,11 +96,18 @@ def test_show_prints_the_record_epochs_and_files(jobs: list[JobRecord]) -> None:
     assert "metrics.jsonl" in out
 
 
-def test_show_keeps_every_key_whole_at_80_columns(monkeypatch) -> None:
-    monkeypatch.setenv("COLUMNS", "80")
+def test_show_keeps_every_key_whole_at_80_columns() -> None:
+    import io
+
+    from rich.console import Console
+
+    from kennel.cli.job_view import job_panel
+
     params = {"hyperparameters.learning-rate": 0.01, "hyperparameters.batch-size": 16, "hyperparameters.epochs": 2}
     record = create_job("script-job", kind="script", params=params, config={"hyperparameters": params})
-    out = kennel("jobs", "show", record.id).output
+    screen = io.StringIO()
+    Console(file=screen, width=80).print(job_panel(record, 80))
+    out = screen.getvalue()
     assert max(len(line) for line in out.splitlines()) <= 80
     assert all(key in out for key in params), out
 

@@ -82,7 +82,8 @@ def jobs_show(job: str = typer.Argument(..., help=JOB_HELP), as_json: bool = AS_
     if as_json:
         print_json(record.to_dict())
         return
-    print_panel(record)
+    out = console()
+    out.print(job_panel(record, out.width))
 
 
 @jobs_app.command("best")
@@ -114,7 +115,8 @@ def jobs_best(
     if as_json:
         print_json(best.to_dict())
         return
-    print_panel(best)
+    out = console()
+    out.print(job_panel(best, out.width))
 
 
 @jobs_app.command("studies")
@@ -130,13 +132,3 @@ def jobs_studies(as_json: bool = AS_JSON, fmt: ListingFormat | None = FORMAT) ->
         typer.echo(notice)
         return
     print_listing(studies_listing(records, notice), fmt, [r.to_dict() for r in records])
-
-
-def print_panel(record) -> None:
-    """A job's panel as wide as the lines kennel prints (the terminal's, or 80 columns when piped): a panel is read
-    by a person, unlike a piped table's rows."""
-    from kennel.lines import width
-
-    out = console()
-    panel_width = min(out.width, width())
-    out.print(job_panel(record, panel_width), width=panel_width)
