@@ -10,10 +10,12 @@ touches every command alike); the table gives the median wall time and the media
 ``ru_maxrss``), each also as a ratio to ``import torch``. A command that prints tables or help should cost less
 than ``import torch`` alone (a ratio under 1): it has no need of PyTorch. ``kennel report JOB`` is timed twice:
 as the job left it (its mistakes' heatmaps made by the job, on the model it had loaded) and with those heatmaps
-removed before each run, so the report makes them itself (a tuning trial's job, or one from an older kennel).
+removed before each run, so the report makes them itself, as for a tuning trial's job (on ONNX Runtime, from the
+feature cache's export of the backbone, :mod:`kennel.cams`).
 
-The small job is ``kennel train`` (the default recipe, 2 epochs, no tracking) on a generated dataset whose test
-split has a few photos filed under the wrong class, so that its report has mistakes to show. Everything runs
+The small job is ``kennel train`` (the default recipe, 2 epochs, no tracking, and no ONNX file in its artifact, as
+a tuning trial's) on a generated dataset whose test split has a few photos filed under the wrong class, so that its
+report has mistakes to show. Everything runs
 inside private temporary KENNEL_HOME and KENNEL_CACHE folders, removed at the end.
 
 This process imports nothing heavy before the table: Linux carries a parent's resident memory at ``fork`` into the
@@ -91,6 +93,7 @@ def small_job(folder: Path, env: dict[str, str], model: str | None) -> Path:
     for photo, target in moves:
         photo.rename(target / f"moved_{photo.name}")
     command = [*KENNEL, "train", "--data", str(data), "--epochs", "2", "--no-tracking", "--json"]
+    command += ["--set", "export_onnx=false"]  # as a tuning trial's
     if model:
         command += ["--model", model]
     print(f"training the small job: {' '.join(command[2:])} ...", flush=True)

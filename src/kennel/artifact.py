@@ -24,6 +24,8 @@ from typing import Any
 
 from torch import nn
 
+from kennel.artifact_files import INFO_FILE, INT8_FILE, ONNX_FILE, WEIGHTS_FILE
+from kennel.artifact_files import is_artifact as is_artifact  # where callers have long imported it
 from kennel.atomic import atomic_write_json, swap_folder_into_place
 from kennel.errors import KennelError
 from kennel.inference.export import OnnxExportError as OnnxExportError  # raised by save_artifact
@@ -36,10 +38,6 @@ from kennel.preprocessing import Preprocessing
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-INFO_FILE = "artifact.json"
-WEIGHTS_FILE = "model.safetensors"
-ONNX_FILE = "model.onnx"
-INT8_FILE = "model.int8.onnx"
 
 
 class ArtifactError(KennelError, ValueError):
@@ -95,10 +93,6 @@ class Artifact:
         int8 = self.path / INT8_FILE
         files["int8"] = int8 if self.info.onnx_int8 and int8.is_file() else None
         return {precision: path for precision, path in files.items() if path is not None}
-
-
-def is_artifact(folder: Path | str) -> bool:
-    return (Path(folder) / INFO_FILE).is_file()
 
 
 # --- saving ------------------------------------------------------------------------------------------------------

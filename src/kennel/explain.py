@@ -40,7 +40,7 @@ from kennel.data.images import to_rgb
 from kennel.errors import Failure
 from kennel.models.classifier import TTA, Classifier
 from kennel.models.fusion import Fusion
-from kennel.overlays import overlay, png_bytes
+from kennel.overlays import overlaid, overlay, photo_heatmap, png_bytes
 from kennel.preprocessing import Preprocessing
 
 if TYPE_CHECKING:
@@ -99,26 +99,6 @@ def without_tta(features: nn.Module) -> nn.Module:
     """The feature extractor inside a test-time augmentation wrapper (:data:`kennel.models.classifier.TTA`)."""
     wrappers = tuple(wrapper for wrapper in TTA.values() if wrapper is not None)
     return features.inner if isinstance(features, wrappers) else features
-
-
-def photo_heatmap(
-    cam: np.ndarray, photo_size: tuple[int, int], pre: Preprocessing, size: tuple[int, int] | None = None
-) -> np.ndarray:
-    """A CAM over the model's ``[S, S]`` input crop placed where that crop lies in a photo of ``photo_size``
-    (width, height), as the eval transform resizes and crops it, at ``size`` (width, height; the photo's by
-    default); zero outside the crop."""
-    width, height = photo_size
-    short, long = min(width, height), max(width, height)
-    # torchvision's Resize(int): the short side to resize_size, the long one scaled and truncated.
-    new_long = int(pre.resize_size * long / short)
-    resized_w, resized_h = (pre.resize_size, new_long) if width <= height else (new_long, pre.resize_size)
-    # torchvision's CenterCrop: the offsets rounded to the nearest pixel.
-    top = round((resized_h - pre.input_size) / 2.0)
-    left = round((resized_w - pre.input_size) / 2.0)
-    canvas = np.zeros((resized_h, resized_w), np.float32)
-    canvas[top : top + pre.input_size, left : left + pre.input_size] = cam
-    out = Image.fromarray(canvas, mode="F").resize(size or photo_size, Image.Resampling.BILINEAR)
-    return np.clip(np.asarray(out, dtype=np.float32), 0.0, 1.0)
 
 
 def _scaled(maps: torch.Tensor) -> torch.Tensor:
@@ -271,12 +251,7 @@ class Explainer:
             for start in range(0, len(images), BATCH):
                 batch = torch.stack([self.transform(image) for image in images[start : start + BATCH]])
                 crops.extend(self._crops(batch.to(self.device), classes[start : start + BATCH]))
-        shown = []
-        for image, crop in zip(images, crops, strict=True):
-            picture = image.copy()
-            picture.thumbnail((max_side, max_side))
-            shown.append(overlay(picture, photo_heatmap(crop, image.size, self.preprocessing, picture.size)))
-        return shown
+        return overlaid(images, crops, self.preprocessing, max_side)
 
     def _checked(self, class_index: int) -> int:
         if not 0 <= class_index < len(self.class_names):

@@ -46,6 +46,33 @@ class Preprocessing:
 
         return InterpolationMode(self.interpolation)
 
+    def crop_box(self, photo_size: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
+        """Where the eval transform's crop lies in a photo of ``photo_size`` (width, height): the size the photo is
+        resized to (width, height) and the crop's top-left corner (left, top) in it."""
+        width, height = photo_size
+        short, long = min(width, height), max(width, height)
+        # torchvision's Resize(int): the short side to resize_size, the long one scaled and truncated.
+        new_long = int(self.resize_size * long / short)
+        resized = (self.resize_size, new_long) if width <= height else (new_long, self.resize_size)
+        # torchvision's CenterCrop: the offsets rounded to the nearest pixel.
+        corner = (round((resized[0] - self.input_size) / 2.0), round((resized[1] - self.input_size) / 2.0))
+        return resized, corner
+
+    def eval_array(self, image):
+        """The eval transform without PyTorch, for ONNX Runtime alone: an RGB PIL image -> ``[3, S, S]`` float32
+        array. PIL resizes where torchvision's antialiased resize does (written to match PIL's), so the two differ
+        by rounding."""
+        import numpy as np
+        from PIL import Image
+
+        resample = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR}
+        resized, (left, top) = self.crop_box(image.size)
+        image = image.resize(resized, resample.get(self.interpolation, Image.Resampling.BICUBIC))
+        crop = image.crop((left, top, left + self.input_size, top + self.input_size))
+        pixels = np.asarray(crop, np.float32) / 255.0
+        normalised = (pixels - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return np.ascontiguousarray(normalised.transpose(2, 0, 1))
+
     def eval_transform(self):
         """PIL image -> normalised float tensor, deterministic."""
         import torch

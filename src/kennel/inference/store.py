@@ -56,6 +56,13 @@ def built(graph: FrozenGraph, precision: str) -> bool:
     return precision in graph.onnx_files or _intact(_path(graph, precision)) is None
 
 
+def existing_file(graph: FrozenGraph, precision: str) -> Path | None:
+    """``graph``'s ``precision`` file where one is there already (its own, or the cache's), without building or
+    checking it: what a job names for readers of its record (a report's heatmaps read the backbone's)."""
+    path = graph.onnx_files.get(precision) or _path(graph, precision)
+    return path if path.is_file() else None
+
+
 def build_seconds(graph: FrozenGraph, precision: str, batches: int) -> float | None:
     """How long building ``graph``'s ``precision`` file calibrated on ``batches`` batches takes here, by its own
     build where it has one, else by the latest of its architecture's (an int8 file is built again for each

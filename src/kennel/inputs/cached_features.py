@@ -14,7 +14,7 @@ from kennel.data.fingerprint import split_fingerprint
 from kennel.data.layout import DatasetLayout
 from kennel.distributed import Ranks
 from kennel.features import Features
-from kennel.inference import Engine
+from kennel.inference import Engine, store
 from kennel.inputs.common import SplitCache, TrainingInputs, cache_loader
 from kennel.models import Classifier
 from kennel.preprocessing import Preprocessing
@@ -82,6 +82,9 @@ def feature_inputs(
     seconds = time.perf_counter() - started
     engine = chosen.engine
     summary = {**engine.summary(), "cached": not cache.computed}
+    graph_file = store.existing_file(engine.graph, "fp32")
+    if graph_file is not None:  # the backbone's feature maps, for heatmaps made later without PyTorch
+        summary["graph_file"] = str(graph_file)
     if verdict is not None:
         summary["int8_check"] = verdict
 

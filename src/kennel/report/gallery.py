@@ -4,7 +4,8 @@ wrongly gave (Grad-CAM, :mod:`kennel.explain`).
 The heatmaps are made once, at the end of the job, on the model it has in memory (:func:`save_heatmaps`), and kept
 in its ``evaluation/`` folder, so that writing the page later needs neither PyTorch nor the model. A tuning trial's
 job makes none (its page leaves the gallery out); ``kennel report JOB`` makes those a job did not leave, from its
-model artifact, a batch of photos at a time, and keeps them too.
+model artifact, a batch of photos at a time, and keeps them too: on ONNX Runtime where the model's shape allows
+(:mod:`kennel.cams`, every kennel head), else with PyTorch.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from kennel.report.data import ReportData
 if TYPE_CHECKING:
     from PIL import Image
 
+    from kennel.cams import OnnxExplainer
     from kennel.explain import Explainer
 
 log = logging.getLogger(__name__)
@@ -41,7 +43,7 @@ class Gallery:
 
 def model_folder(data: ReportData) -> Path | None:
     """The job's model artifact: the folder its record names, else its ``model/`` folder; None without one."""
-    from kennel.artifact import WEIGHTS_FILE, is_artifact
+    from kennel.artifact_files import WEIGHTS_FILE, is_artifact
 
     named = (data.job or {}).get("artifact")
     for folder in [*([Path(named)] if named else []), data.job_dir / JobDir.MODEL]:
@@ -82,9 +84,7 @@ def _heatmaps(data: ReportData, mistakes: Sequence[dict[str, Any]]) -> tuple[dic
     if folder is None:
         return kept, None if kept else "no heatmaps: the job has no model artifact with PyTorch weights"
     try:
-        from kennel.explain import Explainer
-
-        made = heatmaps(Explainer.load(folder, device="cpu"), missing)  # a GPU may still be busy
+        made = heatmaps(_explainer(folder, data.job), missing)
     except Exception as exc:  # a report renders whatever the model looks like
         log.warning("no heatmaps in the gallery of %s: %s", data.job_dir, exc)
         return kept, None if kept else f"no heatmaps: the model could not be explained ({type(exc).__name__}: {exc})"
@@ -92,7 +92,21 @@ def _heatmaps(data: ReportData, mistakes: Sequence[dict[str, Any]]) -> tuple[dic
     return {**kept, **made}, None
 
 
-def heatmaps(explainer: Explainer, mistakes: Sequence[dict[str, Any]]) -> dict[str, str]:
+def _explainer(folder: Path, job: dict[str, Any] | None) -> Explainer | OnnxExplainer:
+    """The job's model, explained on ONNX Runtime where it can be (no PyTorch in this process), else with
+    PyTorch on the CPU (a GPU may still be busy)."""
+    from kennel.cams import CamsUnavailable, OnnxExplainer
+
+    try:
+        return OnnxExplainer.load(folder, job)
+    except CamsUnavailable as why:
+        log.info("heatmaps with PyTorch: %s", why)
+    from kennel.explain import Explainer
+
+    return Explainer.load(folder, device="cpu")
+
+
+def heatmaps(explainer: Explainer | OnnxExplainer, mistakes: Sequence[dict[str, Any]]) -> dict[str, str]:
     """The overlay of where the model looked for the class it wrongly gave, by :func:`_key`, for each mistake
     whose photo reads and whose class the model has (not so for an evaluation of another model)."""
     chosen, photos = [], []
