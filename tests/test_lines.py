@@ -129,3 +129,23 @@ def test_no_help_shows_a_bool_beside_a_flag() -> None:
         result = kennel(*path, "--help")
         assert result.exit_code == 0 and "--help" in result.output, path
         assert "<bool>" not in result.output, f"kennel {' '.join(path)} --help"
+
+
+def test_no_help_cuts_a_name_or_word_at_80_columns(monkeypatch) -> None:
+    from kennel.cli import kennel_app
+
+    monkeypatch.setenv("COLUMNS", "80")
+    every = list(commands(typer.main.get_command(kennel_app)))
+    for path in every:
+        output = kennel(*path, "--help").output
+        assert max(len(line) for line in output.splitlines()) <= 80, f"kennel {' '.join(path)} --help"
+        assert "…" not in output, f"kennel {' '.join(path)} --help:\n" + "\n".join(
+            line for line in output.splitlines() if "…" in line
+        )
+
+
+def test_the_sagemaker_spellings_of_train_options_still_work() -> None:
+    result = kennel("train", "--learning_rate", "0.5", "--batch_size", "7", "--print-config")
+    assert result.exit_code == 0 and "lr: 0.5" in result.output and "batch_size: 7" in result.output
+    result = kennel("train", "--learning-rate", "0.25", "--print-config")
+    assert result.exit_code == 0 and "lr: 0.25" in result.output

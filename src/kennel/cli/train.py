@@ -66,10 +66,14 @@ def train_command(
         None, "--freeze", help="backbone stages to freeze: all, 0 (none), N (the first N) or -N (all but the last N)"
     ),
     epochs: int = typer.Option(None, "--epochs", help="number of epochs"),
-    lr: float = typer.Option(None, "--lr", "--learning-rate", "--learning_rate", help="learning rate of the head"),
+    lr: float = typer.Option(None, "--lr", help="learning rate of the head (also --learning-rate)"),
+    # The spellings SageMaker scripts use, accepted but not listed: three names in one column of --help at 80
+    # columns were cut short.
+    learning_rate: float = typer.Option(None, "--learning-rate", "--learning_rate", hidden=True),
     batch_size: int = typer.Option(
-        None, "--batch-size", "--batch_size", help="images per step, over all processes (the global batch)"
+        None, "--batch-size", help="images per step, over all processes (the global batch; also --batch_size)"
     ),
+    batch_size_underscored: int = typer.Option(None, "--batch_size", hidden=True),
     optimizer: str = typer.Option(None, "--optimizer", help="adamw or sgd"),
     augment: str = typer.Option(None, "--augment", help="none, light or strong"),
     views: int = typer.Option(None, "--views", help="augmented views per train photo in the feature cache"),
@@ -104,7 +108,8 @@ def train_command(
         None,
         "--processes",
         min=1,
-        help="train with N processes on this machine (torchrun, DistributedDataParallel; gloo on CPU). "
+        help="train with N processes on this machine (torchrun and PyTorch's distributed data parallel; gloo on "
+        "CPU). "
         "--batch-size stays the global batch",
     ),
     gpus: int = typer.Option(None, "--gpus", min=1, help="train on N GPUs of this machine: one process per GPU"),
@@ -137,8 +142,8 @@ def train_command(
                 "model.weights": str(weights) if weights else None,
                 "model.freeze": freeze,
                 "epochs": epochs,
-                "optim.lr": lr,
-                "data.batch_size": batch_size,
+                "optim.lr": lr if lr is not None else learning_rate,
+                "data.batch_size": batch_size if batch_size is not None else batch_size_underscored,
                 "optim.name": optimizer,
                 "data.augment": augment,
                 "feature_views": views,
