@@ -291,6 +291,16 @@ def test_a_handler_that_raises_answers_and_the_server_goes_on(served) -> None:
     assert 'kennel_errors_total{code="handler_error"} 2.0' in metrics
 
 
+def test_a_body_that_is_no_image_is_the_clients_error(served) -> None:
+    client = served(PHOTO_HANDLERS)
+    refused = post(client, b"these bytes are no photo", "image/jpeg")
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "bad_input" and "UnidentifiedImageError" in error["message"], error
+    assert "the body is no image" in error["message"]
+    assert post(client, photo()).status_code == 200
+
+
 def test_a_content_type_and_an_accept_nobody_handles(served) -> None:
     client = served(MODEL_FN)
     refused = post(client, b"hello", "text/plain")

@@ -10,8 +10,8 @@ those already imported from that folder are imported afresh, so that a reload ru
 
 A handler's exception is the request's answer, never the server's end: a refusal the toolkit names (415 for a
 content type, 406 for an accept), an exception that carries its own ``status_code`` (the toolkit's
-``BaseInferenceToolkitError``), ``ValueError`` or ``TypeError`` from ``input_fn`` (400, a bad input), anything
-else a 500 with the exception's message.
+``BaseInferenceToolkitError``), ``ValueError`` or ``TypeError`` from ``input_fn`` and Pillow's "cannot identify
+image file" from any handler (400, a bad input), anything else a 500 with the exception's message.
 """
 
 from __future__ import annotations
@@ -246,8 +246,18 @@ def failure(handler: Handler, exc: Exception) -> InputError:
         return HandlerError(*refused, f"{where}: {' '.join(text.split())}")
     if handler.name == "input_fn" and isinstance(exc, (ValueError, TypeError)):
         return HandlerError(400, "bad_input", f"{where} raised {type(exc).__name__}: {text}")
+    if _unreadable_image(exc):  # the client's bytes, not the handler's fault, wherever the handler opened them
+        return HandlerError(400, "bad_input", f"{where} raised {type(exc).__name__}: {text}; the body is no image")
     log.error("%s raised %s on a request", where, type(exc).__name__, exc_info=exc)
     return HandlerError(500, "handler_error", f"{where} raised {type(exc).__name__}: {text}")
+
+
+def _unreadable_image(exc: BaseException) -> bool:
+    """Pillow's "cannot identify image file": what ``Image.open`` raises on a body that is no image (an
+    ``OSError``, which would otherwise read as the handler's own failure, a 500)."""
+    from PIL import UnidentifiedImageError
+
+    return isinstance(exc, UnidentifiedImageError)
 
 
 def first_type(accept: str) -> str:
