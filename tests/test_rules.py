@@ -119,6 +119,20 @@ def test_a_later_window_that_says_less_does_not_take_a_verdict_back(tmp_path: Pa
     assert [f.status for f in runner.run(steps(5), final=True)] == [NO_ISSUES]  # the final run writes every rule
 
 
+def test_what_a_rule_waited_for_is_said_in_all_once_the_job_has_ended(tmp_path: Path) -> None:
+    runner = RuleRunner([PROFILER_RULES.build("StepOutlier")], tmp_path / "findings.jsonl")
+    while_running = runner.run(steps(3))
+    assert [f.status for f in while_running] == [NO_DATA] and " so far" in while_running[0].message
+    assert " so far" in runner.statuses()["StepOutlier"]["why"]
+    ended = runner.statuses(ended=True)["StepOutlier"]["why"]
+    assert " so far" not in ended and " in all" in ended
+    final = runner.run(steps(3), final=True)
+    assert " in all" in final[0].message and " so far" not in final[0].message
+    never = RuleRunner([SlowToFire()], tmp_path / "never.jsonl")
+    assert never.statuses()["SlowToFire"]["why"] == "Not checked yet."
+    assert never.statuses(ended=True)["SlowToFire"]["why"].startswith("Never checked: the job ended")
+
+
 @pytest.fixture
 def cli_logging():
     """The root handler the CLI sets up (``kennel`` calls logging.basicConfig with this format)."""

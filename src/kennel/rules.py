@@ -195,6 +195,8 @@ class RuleRunner(Generic[E]):
                 now = self.evaluate(rule, evidence)
                 if before is not None and _SAYS.get(now.status, 3) < _SAYS.get(before.status, -1):
                     now = before
+                if final:
+                    now = _as_ended(now)
                 self.latest[rule.name] = now
                 changed = before is None or now.status != before.status
                 if final or changed:
@@ -223,13 +225,17 @@ class RuleRunner(Generic[E]):
             finding = replace(finding, message=self.phrasing(finding.message), advice=self.phrasing(finding.advice))
         return finding
 
-    def statuses(self) -> dict[str, dict[str, Any]]:
-        """Per rule: its status, why (what it found, or why it could not judge) and its parameters."""
+    def statuses(self, ended: bool = False) -> dict[str, dict[str, Any]]:
+        """Per rule: its status, why (what it found, or why it could not judge) and its parameters; ``ended``:
+        said of a job that has ended (what it waited for never came)."""
         with self._lock:
             rows = {}
             for rule in self.rules:
                 latest = self.latest.get(rule.name)
-                status, why = (latest.status, latest.message) if latest else (NO_DATA, "Not checked yet.")
+                if latest is not None and ended:
+                    latest = _as_ended(latest)
+                never = "Never checked: the job ended first." if ended else "Not checked yet."
+                status, why = (latest.status, latest.message) if latest else (NO_DATA, never)
                 rows[rule.name] = {"status": status, "why": why, "params": asdict(rule)}
             return rows
 
@@ -241,6 +247,13 @@ class RuleRunner(Generic[E]):
         with self._lock:
             saved = state.get("latest", state.get("fired", {}))  # "fired": a checkpoint of an older kennel
             self.latest = {name: Finding.from_dict(data) for name, data in saved.items()}
+
+
+def _as_ended(finding: Finding) -> Finding:
+    """A "no data" finding as said once the job has ended: its records "so far" are all it will have."""
+    if finding.status != NO_DATA or " so far" not in finding.message:
+        return finding
+    return replace(finding, message=finding.message.replace(" so far", " in all"))
 
 
 def sentence(text: str) -> str:

@@ -288,7 +288,7 @@ class Debugger(Observer):
             hook.remove()
         self._hooks = []
         self.writer.close()
-        write_rule_statuses(self.folder, self.runner.statuses())
+        write_rule_statuses(self.folder, self.runner.statuses(ended=True))
 
     def on_fit_end(self, state: LoopState) -> None:
         if self.runner.wants("clock"):  # the loop ended on its own: the clock rules' last word
