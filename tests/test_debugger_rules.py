@@ -208,7 +208,12 @@ def test_tensor_variance_within_bounds_and_rules_without_data_say_why(healthy, t
     _, light = fit(tmp_path / "b", mlp(), vectors(), vectors(seed=1), epochs=1, preset="light")
     statuses = light.runner.statuses()
     assert statuses["DeadRelu"]["status"] == NOT_APPLICABLE and "--debug full" in statuses["DeadRelu"]["why"]
+    assert "the activations collection is off" in statuses["DeadRelu"]["why"]
     assert not fired(light)
+    # Activations captured, but none of the kind a rule reads: it says the model has none.
+    _, tanh = fit(tmp_path / "c", mlp(activation=nn.Tanh), vectors(), epochs=1)
+    status = tanh.runner.statuses()["DeadRelu"]
+    assert status["status"] == NOT_APPLICABLE and status["why"].endswith("the layers that train have none."), status
 
 
 # --- the contract every registered rule meets -------------------------------------------------------------

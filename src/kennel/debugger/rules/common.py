@@ -23,6 +23,17 @@ def layers_above(save: Save, rows: np.ndarray, column: str, percent: float) -> t
     return ([save.names[i] for i in above], float(shares.max())) if len(above) else None
 
 
+def none_captured(save: Save, what: str) -> str:
+    """Why a saved step holds no ``what`` ("ReLU outputs"): with no activation captured at all, most likely the
+    activations collection was off (the light preset's way); with others captured, the model has none of those."""
+    if not len(save.rows("activations")):
+        return (
+            f"no {what} captured: the activations collection is off (--debug full turns it on), or no activation "
+            "layer trains (a head on cached features has none)"
+        )
+    return f"no {what} captured: the layers that train have none"
+
+
 def short_list(names: Iterable[str], limit: int = 3) -> str:
     """ "a, b, c and 4 more": tensor names for a sentence."""
     names = list(names)

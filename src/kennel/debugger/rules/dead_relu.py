@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kennel.debugger.rules.common import DEBUGGER_RULES, layers_above, short_list
+from kennel.debugger.rules.common import DEBUGGER_RULES, layers_above, none_captured, short_list
 from kennel.debugger.window import CaptureOptions, Window
 from kennel.findings import Finding
 from kennel.rules import Rule
@@ -25,11 +25,7 @@ class DeadRelu(Rule[Window]):
         save = window.latest
         rows = save.activations(RELU_LAYERS, "/output")
         if not len(rows):
-            return self.not_applicable(
-                window,
-                "no ReLU outputs captured: the model trains on cached features or has no ReLU layers, or the "
-                "activations collection is off (--debug full turns it on)",
-            )
+            return self.not_applicable(window, none_captured(save, "ReLU outputs"))
         hit = layers_above(save, rows, "dead", self.threshold_layer)
         if hit is None:
             return None

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kennel.debugger.rules.common import DEBUGGER_RULES, layers_above, short_list
+from kennel.debugger.rules.common import DEBUGGER_RULES, layers_above, none_captured, short_list
 from kennel.debugger.window import CaptureOptions, Window
 from kennel.findings import Finding
 from kennel.rules import Rule
@@ -27,11 +27,7 @@ class SaturatedActivation(Rule[Window]):
         save = window.latest
         rows = save.activations(("Tanh", "Sigmoid"), "/input")
         if not len(rows):
-            return self.not_applicable(
-                window,
-                "no tanh or sigmoid inputs captured: the model has no such layers, or the activations collection "
-                "is off (--debug full turns it on)",
-            )
+            return self.not_applicable(window, none_captured(save, "tanh or sigmoid inputs"))
         hit = layers_above(save, rows, "saturated", self.threshold_layer)
         if hit is None:
             return None
