@@ -103,13 +103,11 @@ def test_debug_fits_80_columns_with_every_rule_whole(job: JobRecord) -> None:
     assert table.stdout.splitlines()[-1] == "StopsHighLearningRates: lower optim.lr"  # the advice, under the table
 
 
-def _sections(stdout: str) -> tuple[list[str], dict[str, list[str]], str]:
-    """Piped ``kennel profile``: the setup lines, each titled TSV section by title, and the page's path."""
+def _sections(stdout: str) -> tuple[list[str], dict[str, list[str]]]:
+    """Piped ``kennel profile``: the setup lines and each titled TSV section by title."""
     before, *blocks = stdout.rstrip("\n").split("\n\n")
-    *blocks, last = [block.splitlines() for block in blocks]
-    path = last.pop()
-    sections = {block[0]: block[1:] for block in [*blocks, last]}
-    return before.splitlines(), sections, path
+    sections = {block[0]: block[1:] for block in [block.splitlines() for block in blocks]}
+    return before.splitlines(), sections
 
 
 def test_profile_piped_is_a_tsv_section_per_table_with_readable_values(job: JobRecord) -> None:
@@ -117,10 +115,10 @@ def test_profile_piped_is_a_tsv_section_per_table_with_readable_values(job: JobR
 
     result = kennel("profile", job.path)
     assert result.exit_code == 0, result.output
-    setup, sections, path = _sections(result.stdout)
+    setup, sections = _sections(result.stdout)
     assert setup[0].startswith(f"{job.id} completed on cpu") and setup[1].startswith("started ")
     assert list(sections) == ["Job summary", "System usage", "Framework breakdown", "Rules"]
-    assert path == str(job.path / "profile.html")
+    assert result.stderr.strip().splitlines()[-1] == str(job.path / "profile.html")  # beside, not in, the TSV
 
     summary = ProfileData.load(job.path).summary
     header, phases = tsv_rows(sections["Job summary"])
@@ -134,7 +132,7 @@ def test_profile_piped_is_a_tsv_section_per_table_with_readable_values(job: JobR
 
     header, rules = tsv_rows(sections["Rules"])
     assert header == ["rule", "status", "step", "evidence"]
-    as_json = kennel("profile", job.path, "--format", "json").stdout.splitlines()[:-1]  # the page's path is last
+    as_json = kennel("profile", job.path, "--format", "json").stdout.splitlines()  # JSON lines only
     findings = {finding["rule"]: finding for finding in map(json.loads, as_json)}
     assert [row["rule"] for row in rules] == [row.name for row in summary.rules]
     slow = next(row for row in rules if row["rule"] == "MaxInitializationTime")

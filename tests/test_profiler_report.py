@@ -124,14 +124,14 @@ def test_kennel_profile_prints_the_summary_and_writes_the_page(job: JobRecord) -
     for title in ("Job summary", "System usage", "Framework breakdown", "Rules"):
         assert title in result.stdout
     assert "initialization" in result.stdout and "MaxInitializationTime" in result.stdout
-    assert result.stdout.strip().splitlines()[-1] == str(job.path / "profile.html")
+    assert result.stderr.strip().splitlines()[-1] == str(job.path / "profile.html")  # piped: beside the TSV
     assert (job.path / "profile.html").is_file()
     # Times as a person reads them: local, to the minute, never the raw ISO stamp.
     [times] = [line for line in result.stdout.splitlines() if line.startswith("started ")]
     assert re.fullmatch(r"started \d{4}-\d\d-\d\d \d\d:\d\d, ended \d{4}-\d\d-\d\d \d\d:\d\d, total .+", times), times
 
     as_json = kennel("profile", str(job.path), "--json")
-    findings = [Finding.from_dict(json.loads(line)) for line in as_json.stdout.strip().splitlines()[:-1]]
+    findings = [Finding.from_dict(json.loads(line)) for line in as_json.stdout.strip().splitlines()]
     assert {f.rule for f in findings} == set(BUILTIN_RULES)
 
 

@@ -136,7 +136,8 @@ def profile_command(
     """Where JOB's time went and what to change: the job's phases, system usage, the training loop's time by
     phase, the profiler rules with their advice. Writes JOB's profile.html and prints its path last.
 
-    Piped, each table is a TSV section under a line with its title."""
+    Piped, each table is a TSV section under a line with its title. As TSV or JSON, the page's path goes to
+    stderr."""
     import json
 
     from kennel.profiler.report import ProfileData, write_profile_report
@@ -159,7 +160,7 @@ def profile_command(
                 typer.echo(json.dumps(row.finding.to_dict()))
     else:
         _print_summary(data.summary, fmt)
-    typer.echo(str(path))
+    typer.echo(str(path), err=fmt != "table")  # as kennel debug: piped output stays the tables alone
     if open_browser:
         import webbrowser
 
