@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+from itertools import pairwise
 
 import pytest
 import typer
@@ -149,3 +150,18 @@ def test_the_sagemaker_spellings_of_train_options_still_work() -> None:
     assert result.exit_code == 0 and "lr: 0.5" in result.output and "batch_size: 7" in result.output
     result = kennel("train", "--learning-rate", "0.25", "--print-config")
     assert result.exit_code == 0 and "lr: 0.25" in result.output
+
+
+def test_help_prose_is_folded_once_at_80_columns(monkeypatch) -> None:
+    """A paragraph of help fills each line before the next: no word starts a line that had room for it (the
+    docstrings' own line breaks, made for wider lines, left short lines behind)."""
+    from kennel.cli import kennel_app
+
+    monkeypatch.setenv("COLUMNS", "80")
+    for path in commands(typer.main.get_command(kennel_app)):
+        output = kennel(*path, "--help").output
+        prose = [line.rstrip() for line in output[: output.find("╭")].splitlines()]
+        for line, after in pairwise(prose):
+            if line.strip() and after.strip() and not line.lstrip().startswith("Usage:"):
+                first = after.split()[0]
+                assert len(line) + 1 + len(first) > 78, f"kennel {' '.join(path)} --help: {line!r} / {after!r}"

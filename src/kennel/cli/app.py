@@ -4,6 +4,7 @@ stderr and an exit code."""
 
 from __future__ import annotations
 
+import inspect
 import logging
 import sys
 
@@ -47,6 +48,17 @@ def plain_flags(command: click.Command) -> None:
         plain_flags(sub)
 
 
+def flowing_help(command: click.Command) -> None:
+    """Each paragraph of ``command``'s help (and every command's under it) as one line, for the terminal to fold
+    at its own width: Typer keeps a docstring's line breaks after its first paragraph, and lines broken for 120
+    columns, folded again at 80, left a few words alone on every other line."""
+    if command.help:
+        paragraphs = inspect.cleandoc(command.help).split("\n\n")
+        command.help = "\n\n".join(" ".join(paragraph.split("\n")) for paragraph in paragraphs)
+    for sub in getattr(command, "commands", {}).values():
+        flowing_help(sub)
+
+
 class KennelGroup(TyperGroup):
     """The root command group. Its ``invoke`` runs every command, so an error caught here is caught once for all
     of them, the same under ``kennel`` and under a test's ``CliRunner``: an expected failure is one ``error:``
@@ -54,6 +66,7 @@ class KennelGroup(TyperGroup):
 
     def make_context(self, info_name, args, parent=None, **extra):
         plain_flags(self)  # here, not in __init__: Typer adds its completion flags to the root after that
+        flowing_help(self)
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
         except USAGE_ERRORS as exc:  # the root's own options: kennel --bogus, or no command at all
