@@ -98,7 +98,7 @@ def show_best(name: str, as_json: bool) -> None:
             }
         )
         return
-    table = Table(title=f"study {record.name}: best of {len(trials)} trials, trial {best.number}", title_justify="left")
+    table = Table()
     for column in ("parameter", "best", "base"):
         table.add_column(column, justify="left" if column == "parameter" else "right")
     for key, value in best.params.items():
@@ -106,6 +106,8 @@ def show_best(name: str, as_json: bool) -> None:
         base = kind.base_value(record, key)
         table.add_row(key, shown, "-" if base is None else str(base))
     out = console()
+    # The heading as lines of its own, the study first: a table's title is padded to the table's width.
+    out.print(f"study {record.name}: best of {len(trials)} trials, trial {best.number}", highlight=False)
     out.print(f"{settings.objective} = {best.value:.4f} ({settings.direction})", highlight=False)
     out.print(table)
     if job is not None:
