@@ -112,6 +112,32 @@ def test_show_keeps_every_key_whole_at_80_columns() -> None:
     assert all(key in out for key in params), out
 
 
+def test_scripts_jobs_show_their_hyperparameters_and_logged_metrics_at_80_columns() -> None:
+    import io
+
+    from rich.console import Console
+
+    from kennel.cli.job_view import jobs_listing
+    from kennel.cli.tables import print_table
+    from kennel.jobs import list_jobs
+
+    params = {"learning-rate": 0.01, "batch-size": 16, "epochs": 2}
+    for number, loss in enumerate([0.91, 0.47]):
+        record = create_job(f"train_model-{number}", kind="script", params=params, status="completed")
+        record.metrics = {"test_loss": loss}
+        record.save()
+    screen = io.StringIO()
+    print_table(jobs_listing(list_jobs()), Console(file=screen, width=80, color_system=None))
+    table = screen.getvalue()
+    assert max(len(line) for line in table.splitlines()) <= 80, table
+    # The script's hyperparameters under kennel's headings, its own metric, and no column it would leave empty.
+    assert all(f" {name} " in table for name in ("lr", "test_loss")), table
+    assert "best valid" not in table and "test acc" not in table and "backbone" not in table
+    assert "0.91" in table and "0.47" in table
+    header, *rows = [line.split("\t") for line in kennel("jobs").output.splitlines()]
+    assert "metrics.test_loss" in header and "test_accuracy" in header and len(rows) == 2  # TSV keeps them all
+
+
 def test_unknown_or_ambiguous_job_exits_2(jobs: list[JobRecord]) -> None:
     missing = kennel("jobs", "show", "no-such-job")
     assert missing.exit_code == 2 and "no job 'no-such-job'" in missing.output

@@ -22,6 +22,7 @@ GONE = "running? process gone"
 # The hyperparameters every list shows, by record key, with their heading and rank (see kennel.cli.tables).
 PARAM_COLUMNS = {"lr": ("lr", 3), "batch_size": ("batch", 5), "epochs": ("epochs", 5), "freeze": ("freeze", 5)}
 PARAM_ALIASES = {"lr": ("learning_rate", "learning-rate")}  # how scripts (kennel run) name them too
+SCRIPT_METRICS = 3  # the most metrics of users' scripts a list shows, in the order the jobs logged them
 # The epochs table of one job, by metrics key: heading (it wraps at its spaces) and rank (kennel.cli.tables).
 EPOCH_COLUMNS = {
     "epoch": ("epoch", 0),
@@ -106,6 +107,10 @@ def _best_valid(record: JobRecord) -> Any:
 # --- the table and the panel ----------------------------------------------------------------------------
 
 
+def _any(values: list[Any]) -> bool:
+    return any(value is not None for value in values)
+
+
 def _varying(records: list[JobRecord]) -> list[str]:
     """The hyperparameters, beyond :data:`PARAM_COLUMNS`, whose values differ between the jobs: what a study's
     trials tried, so that the trials can be told apart."""
@@ -130,6 +135,10 @@ def jobs_listing(records: list[JobRecord], caption: str = "", notice: str = "", 
 
     params = [key for key in PARAM_COLUMNS if any(_param(r, key) is not None for r in records)]
     tried = _varying(records) if study else []
+    # What users' scripts logged (kennel run's --metric lines), which kennel's accuracy columns cannot show.
+    logged = list(dict.fromkeys(key for r in records if r.kind == "script" for key in r.metrics))[:SCRIPT_METRICS]
+    best_valid = [_best_valid(r) for r in records]
+    tested = [r.metrics.get("test_accuracy") for r in records]
     names = any(r.name not in r.id for r in records)  # an id already holds its job's name, when short
     columns = [
         Column("id", "job", rank=0, breaks=""),
@@ -138,11 +147,14 @@ def jobs_listing(records: list[JobRecord], caption: str = "", notice: str = "", 
         Column("status", rank=0, style=status_style),
         Column("started", rank=4, show=_when),
         Column("duration_s", "duration", rank=4, show=_duration, justify="right"),
-        Column("backbone", rank=2, breaks="+"),  # a fused backbone folds after each of its +
+        # A fused backbone folds after each of its +; a list of scripts' jobs has none to show.
+        Column("backbone", rank=2, breaks="+", in_table=any(r.backbone for r in records)),
         *[Column(key, *PARAM_COLUMNS[key], show=_value, justify="right") for key in params],
         *[Column(key, rank=3, show=_value, justify="right", breaks="") for key in tried],
-        Column("best_valid_accuracy", "best valid", rank=1, show=_percent, justify="right"),
-        Column("test_accuracy", "test acc", rank=1, show=_percent, justify="right"),
+        *[Column(f"metrics.{key}", key, rank=2, show=_value, justify="right", breaks="") for key in logged],
+        # In a table only where some job has them: a list of scripts' jobs would show two empty columns.
+        Column("best_valid_accuracy", "best valid", rank=1, show=_percent, justify="right", in_table=_any(best_valid)),
+        Column("test_accuracy", "test acc", rank=1, show=_percent, justify="right", in_table=_any(tested)),
     ]
     rows = [
         {
@@ -155,10 +167,11 @@ def jobs_listing(records: list[JobRecord], caption: str = "", notice: str = "", 
             "backbone": r.backbone,
             **{key: _param(r, key) for key in params},
             **{key: r.params.get(key) for key in tried},
-            "best_valid_accuracy": _best_valid(r),
-            "test_accuracy": r.metrics.get("test_accuracy"),
+            **{f"metrics.{key}": r.metrics.get(key) for key in logged},
+            "best_valid_accuracy": valid,
+            "test_accuracy": test,
         }
-        for r in records
+        for r, valid, test in zip(records, best_valid, tested, strict=True)
     ]
     title = f"kennel training jobs of study {study}" if study else "kennel training jobs"
     see_all = "a wider terminal or --format tsv shows them; kennel jobs show ID shows one job"
