@@ -113,3 +113,11 @@ def test_a_trials_report_makes_its_heatmaps_without_pytorch(tmp_path: Path) -> N
     kept = json.loads((record.path / "evaluation" / "heatmaps.json").read_text())
     page = (record.path / "report.html").read_text()
     assert kept and all(entry["looked"] in page for entry in kept)
+    # With the cache's file gone (a cleared cache), PyTorch makes them: the gallery still has its heatmaps.
+    Path(graph_file).unlink()
+    (record.path / "evaluation" / "heatmaps.json").unlink()
+    from kennel.report import write_report
+
+    write_report(record.path)
+    again = json.loads((record.path / "evaluation" / "heatmaps.json").read_text())
+    assert [entry["file"] for entry in again] == [entry["file"] for entry in kept]
