@@ -53,6 +53,19 @@ def tiny_config(dataset: Path, **overrides: Any) -> TrainConfig:
     return load_config(overrides={**TINY, "data.root": str(dataset), **overrides})
 
 
+def sample_with_mistakes(folder: Path) -> Path:
+    """A generated dataset of 3 classes in ``folder``/sample whose first two test classes are swapped, so that a
+    job on it has mistakes for sure (a report's gallery to show)."""
+    from kennel.data.sample import write_sample_dataset
+
+    data = write_sample_dataset(folder / "sample", num_classes=3, per_split=(12, 6, 6))
+    first, second = sorted((data / "test").iterdir())[:2]
+    first.rename(folder / "aside")
+    second.rename(first)
+    (folder / "aside").rename(second)
+    return data
+
+
 def tiny_model(num_classes: int, seed: int = 0, head_scale: float | None = None) -> Classifier:
     """The tiny backbone, randomly initialised from ``seed``. ``head_scale`` multiplies the last layer's weights,
     so that the probabilities differ clearly between classes."""

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_config
+from helpers import sample_with_mistakes, tiny_config
 from PIL import Image
 from safetensors.torch import save_file
 from torch.nn import functional
@@ -91,14 +91,9 @@ def test_a_model_without_an_onnx_file_is_left_to_pytorch(tmp_path: Path) -> None
 
 
 def test_a_trials_report_makes_its_heatmaps_without_pytorch(tmp_path: Path) -> None:
-    from kennel.data.sample import write_sample_dataset
     from kennel.job.run import train
 
-    data = write_sample_dataset(tmp_path / "sample", num_classes=3, per_split=(12, 6, 6))
-    first, second = sorted((data / "test").iterdir())[:2]  # two test classes swapped: mistakes for sure
-    first.rename(tmp_path / "aside")
-    second.rename(first)
-    (tmp_path / "aside").rename(second)
+    data = sample_with_mistakes(tmp_path)  # two test classes swapped: mistakes for sure
     config = tiny_config(data, epochs=1, **{"engine.backend": "onnxruntime", "engine.precision": "fp32"})
     record = train(config, study="a-study", stream=None)
     assert not (record.path / "model" / "model.onnx").exists()  # a trial's artifact has no ONNX file

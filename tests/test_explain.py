@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import section_statuses, tiny_artifact, tiny_config
+from helpers import sample_with_mistakes, section_statuses, tiny_artifact, tiny_config
 from PIL import Image
 from torch import nn
 
@@ -212,14 +212,9 @@ def test_threads_explain_one_at_a_time(brightness: Explainer) -> None:
 
 
 def test_the_report_gallery_shows_where_the_model_looked(tmp_path: Path) -> None:
-    from kennel.data.sample import write_sample_dataset
     from kennel.job.run import train
 
-    data = write_sample_dataset(tmp_path / "sample", num_classes=3, per_split=(12, 6, 6))
-    first, second = sorted((data / "test").iterdir())[:2]  # two test classes swapped: mistakes for sure
-    first.rename(tmp_path / "aside")
-    second.rename(first)
-    (tmp_path / "aside").rename(second)
+    data = sample_with_mistakes(tmp_path)  # two test classes swapped: mistakes for sure
     record = train(tiny_config(data, epochs=1), stream=None)
     html = (record.path / "report.html").read_text()
     mistakes = html[html.index('<section id="mistakes"') :]
@@ -235,14 +230,9 @@ def test_the_report_gallery_shows_where_the_model_looked(tmp_path: Path) -> None
 def test_a_trial_leaves_its_gallery_to_kennel_report(tmp_path: Path) -> None:
     from helpers import kennel
 
-    from kennel.data.sample import write_sample_dataset
     from kennel.job.run import train
 
-    data = write_sample_dataset(tmp_path / "sample", num_classes=3, per_split=(12, 6, 6))
-    first, second = sorted((data / "test").iterdir())[:2]
-    first.rename(tmp_path / "aside")
-    second.rename(first)
-    (tmp_path / "aside").rename(second)
+    data = sample_with_mistakes(tmp_path)  # two test classes swapped: mistakes for sure
     record = train(tiny_config(data, epochs=1), study="a-study", stream=None)
     assert not (record.path / "evaluation" / "heatmaps.json").exists()
     page = (record.path / "report.html").read_text()

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import TINY, kennel, section_statuses, tiny_config
+from helpers import TINY, kennel, sample_with_mistakes, section_statuses, tiny_config
 
 from kennel.config import load_config
 from kennel.job import resume, train
@@ -290,14 +290,9 @@ def _tiny_flags(**overrides: object) -> list[str]:
 def test_kennel_train_leaves_the_gallery_heatmaps_to_a_report_process_after_the_job(tmp_path: Path, monkeypatch):
     """The job does not wait for Grad-CAM: its page is written without the heatmaps, and ``kennel report JOB``, in
     a process of its own at low priority once the record is final, makes them from the artifact."""
-    from kennel.data.sample import write_sample_dataset
     from kennel.job import run as job_run
 
-    dataset = write_sample_dataset(tmp_path / "sample", num_classes=3, per_split=(12, 6, 6))
-    first, second = sorted((dataset / "test").iterdir())[:2]  # two test classes swapped: mistakes for sure
-    first.rename(tmp_path / "aside")
-    second.rename(first)
-    (tmp_path / "aside").rename(second)
+    dataset = sample_with_mistakes(tmp_path)  # two test classes swapped: mistakes for sure
 
     started: list[list[str]] = []
 
