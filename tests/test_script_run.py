@@ -265,7 +265,9 @@ def test_ctrl_c_stops_the_script_and_resume_runs_it_again_with_its_checkpoints(t
         """,
     )
     command = [sys.executable, "-m", "kennel", "run", str(script), "--no-tracking", "--name", "long"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_ctrl_c_as_in_a_terminal
+    )
     wait_until(lambda: list_jobs() and (ScriptJobDir(list_jobs()[0].path).checkpoints / "progress.txt").exists(),
                "the script's first checkpoint", timeout=60)  # fmt: skip
     process.send_signal(signal.SIGINT)
@@ -278,6 +280,14 @@ def test_ctrl_c_stops_the_script_and_resume_runs_it_again_with_its_checkpoints(t
     done = _cli("run", "--resume", "long")
     assert done.returncode == 0, done.stderr
     assert "resumed at 1" in done.stdout and load_job("long").status == "completed"
+
+
+def _ctrl_c_as_in_a_terminal() -> None:
+    """The child's SIGINT as a shell's foreground program has it: handled by default, not blocked. A child
+    inherits its parent's ignored signals and signal mask, which a test worker may have had changed by what ran in
+    it before; what this test judges is kennel's own handling of Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _alive(record) -> bool:
