@@ -162,9 +162,12 @@ class OnnxExplainer:
 
     def pictures(self, images: Sequence[Image.Image], classes: Sequence[int], max_side: int) -> list[Image.Image]:
         """Each photo's overlay for its class in ``classes``, at most ``max_side`` pixels long."""
+        from kennel.export.standalone.inference import preprocess  # torchvision's eval transform in NumPy
+
         images = [to_rgb(image) for image in images]
+        settings = self.preprocessing.to_dict()
         crops: list[np.ndarray] = []
         for start in range(0, len(images), BATCH):
-            batch = np.stack([self.preprocessing.eval_array(image) for image in images[start : start + BATCH]])
+            batch = np.stack([preprocess(image, settings) for image in images[start : start + BATCH]])
             crops.extend(self.crops(batch, classes[start : start + BATCH]))
         return overlaid(images, crops, self.preprocessing, max_side)

@@ -58,21 +58,6 @@ class Preprocessing:
         corner = (round((resized[0] - self.input_size) / 2.0), round((resized[1] - self.input_size) / 2.0))
         return resized, corner
 
-    def eval_array(self, image):
-        """The eval transform without PyTorch, for ONNX Runtime alone: an RGB PIL image -> ``[3, S, S]`` float32
-        array. PIL resizes where torchvision's antialiased resize does (written to match PIL's), so the two differ
-        by rounding."""
-        import numpy as np
-        from PIL import Image
-
-        resample = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR}
-        resized, (left, top) = self.crop_box(image.size)
-        image = image.resize(resized, resample.get(self.interpolation, Image.Resampling.BICUBIC))
-        crop = image.crop((left, top, left + self.input_size, top + self.input_size))
-        pixels = np.asarray(crop, np.float32) / 255.0
-        normalised = (pixels - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
-        return np.ascontiguousarray(normalised.transpose(2, 0, 1))
-
     def eval_transform(self):
         """PIL image -> normalised float tensor, deterministic."""
         import torch

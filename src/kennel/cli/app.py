@@ -7,6 +7,7 @@ from __future__ import annotations
 import inspect
 import logging
 import sys
+from collections.abc import Iterator
 
 import click
 import typer
@@ -37,26 +38,29 @@ def say_usage_error(error: click.UsageError) -> None:
         typer.echo(f"usage: {usage}", err=True)
 
 
+def _commands(command: click.Command) -> Iterator[click.Command]:
+    """``command`` and every command under it."""
+    yield command
+    for sub in getattr(command, "commands", {}).values():
+        yield from _commands(sub)
+
+
 def plain_flags(command: click.Command) -> None:
-    """No ``<bool>`` beside a flag in ``--help`` (nor beside ``-h`` itself), in ``command`` and every command
-    under it: a flag takes no value, so there is no type to show."""
+    """No ``<bool>`` beside a flag in ``--help`` (nor beside ``-h`` itself): a flag takes no value, so there is no
+    type to show."""
     context = _CLICK.core.Context(command, help_option_names=["-h", "--help"])
     for param in [*command.params, command.get_help_option(context)]:
         if param is not None and getattr(param, "is_flag", False):
             param.metavar = ""
-    for sub in getattr(command, "commands", {}).values():
-        plain_flags(sub)
 
 
 def flowing_help(command: click.Command) -> None:
-    """Each paragraph of ``command``'s help (and every command's under it) as one line, for the terminal to fold
-    at its own width: Typer keeps a docstring's line breaks after its first paragraph, and lines broken for 120
-    columns, folded again at 80, left a few words alone on every other line."""
+    """Each paragraph of ``command``'s help as one line, for the terminal to fold at its own width: Typer keeps a
+    docstring's line breaks after its first paragraph, and lines broken for 120 columns, folded again at 80, left a
+    few words alone on every other line."""
     if command.help:
         paragraphs = inspect.cleandoc(command.help).split("\n\n")
         command.help = "\n\n".join(" ".join(paragraph.split("\n")) for paragraph in paragraphs)
-    for sub in getattr(command, "commands", {}).values():
-        flowing_help(sub)
 
 
 class KennelGroup(TyperGroup):
@@ -65,8 +69,9 @@ class KennelGroup(TyperGroup):
     line, and so is a command line that cannot be parsed (with the usage line under it, exit code 2)."""
 
     def make_context(self, info_name, args, parent=None, **extra):
-        plain_flags(self)  # here, not in __init__: Typer adds its completion flags to the root after that
-        flowing_help(self)
+        for command in _commands(self):  # not in __init__: Typer adds its completion flags to the root after it
+            plain_flags(command)
+            flowing_help(command)
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
         except USAGE_ERRORS as exc:  # the root's own options: kennel --bogus, or no command at all

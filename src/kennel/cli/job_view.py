@@ -107,10 +107,6 @@ def _best_valid(record: JobRecord) -> Any:
 # --- the table and the panel ----------------------------------------------------------------------------
 
 
-def _any(values: list[Any]) -> bool:
-    return any(value is not None for value in values)
-
-
 def _varying(records: list[JobRecord]) -> list[str]:
     """The hyperparameters, beyond :data:`PARAM_COLUMNS`, whose values differ between the jobs: what a study's
     trials tried, so that the trials can be told apart."""
@@ -137,25 +133,6 @@ def jobs_listing(records: list[JobRecord], caption: str = "", notice: str = "", 
     tried = _varying(records) if study else []
     # What users' scripts logged (kennel run's --metric lines), which kennel's accuracy columns cannot show.
     logged = list(dict.fromkeys(key for r in records if r.kind == "script" for key in r.metrics))[:SCRIPT_METRICS]
-    best_valid = [_best_valid(r) for r in records]
-    tested = [r.metrics.get("test_accuracy") for r in records]
-    names = any(r.name not in r.id for r in records)  # an id already holds its job's name, when short
-    columns = [
-        Column("id", "job", rank=0, breaks=""),
-        Column("name", rank=8, breaks="", in_table=names),
-        Column("study", rank=7, breaks="", in_table=study is None and any(r.study for r in records)),
-        Column("status", rank=0, style=status_style),
-        Column("started", rank=4, show=_when),
-        Column("duration_s", "duration", rank=4, show=_duration, justify="right"),
-        # A fused backbone folds after each of its +; a list of scripts' jobs has none to show.
-        Column("backbone", rank=2, breaks="+", in_table=any(r.backbone for r in records)),
-        *[Column(key, *PARAM_COLUMNS[key], show=_value, justify="right") for key in params],
-        *[Column(key, rank=3, show=_value, justify="right", breaks="") for key in tried],
-        *[Column(f"metrics.{key}", key, rank=2, show=_value, justify="right", breaks="") for key in logged],
-        # In a table only where some job has them: a list of scripts' jobs would show two empty columns.
-        Column("best_valid_accuracy", "best valid", rank=1, show=_percent, justify="right", in_table=_any(best_valid)),
-        Column("test_accuracy", "test acc", rank=1, show=_percent, justify="right", in_table=_any(tested)),
-    ]
     rows = [
         {
             "id": r.id,
@@ -168,10 +145,36 @@ def jobs_listing(records: list[JobRecord], caption: str = "", notice: str = "", 
             **{key: _param(r, key) for key in params},
             **{key: r.params.get(key) for key in tried},
             **{f"metrics.{key}": r.metrics.get(key) for key in logged},
-            "best_valid_accuracy": valid,
-            "test_accuracy": test,
+            "best_valid_accuracy": _best_valid(r),
+            "test_accuracy": r.metrics.get("test_accuracy"),
         }
-        for r, valid, test in zip(records, best_valid, tested, strict=True)
+        for r in records
+    ]
+
+    def some(key: str) -> bool:  # a column no listed job has a value for stays out of the table (not of TSV)
+        return any(row[key] is not None for row in rows)
+
+    names = any(r.name not in r.id for r in records)  # an id already holds its job's name, when short
+    columns = [
+        Column("id", "job", rank=0, breaks=""),
+        Column("name", rank=8, breaks="", in_table=names),
+        Column("study", rank=7, breaks="", in_table=study is None and some("study")),
+        Column("status", rank=0, style=status_style),
+        Column("started", rank=4, show=_when),
+        Column("duration_s", "duration", rank=4, show=_duration, justify="right"),
+        Column("backbone", rank=2, breaks="+", in_table=some("backbone")),  # a fused one folds after each +
+        *[Column(key, *PARAM_COLUMNS[key], show=_value, justify="right") for key in params],
+        *[Column(key, rank=3, show=_value, justify="right", breaks="") for key in tried],
+        *[Column(f"metrics.{key}", key, rank=2, show=_value, justify="right", breaks="") for key in logged],
+        Column(
+            "best_valid_accuracy",
+            "best valid",
+            rank=1,
+            show=_percent,
+            justify="right",
+            in_table=some("best_valid_accuracy"),
+        ),
+        Column("test_accuracy", "test acc", rank=1, show=_percent, justify="right", in_table=some("test_accuracy")),
     ]
     title = f"kennel training jobs of study {study}" if study else "kennel training jobs"
     see_all = "a wider terminal or --format tsv shows them; kennel jobs show ID shows one job"
