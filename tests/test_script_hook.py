@@ -112,6 +112,8 @@ def test_a_script_run_by_hand_runs_with_the_debugger_off(tmp_path: Path):
     done = run_script(None, "--epochs", "1")  # its SageMaker imports succeed though the SDK is not installed
     assert done.returncode == 0, done.stderr
     assert "kennel: the debugger is off" in done.stderr
+    said = done.stderr[done.stderr.index("kennel: the debugger is off") :].splitlines()[:2]
+    assert all(len(line) <= 80 for line in said) and "step times" in said[1], said  # folded at its words
     assert "Test set: Average loss" in done.stderr
     assert set(mode_steps(done.stderr).values()) == {0}  # nothing is counted
 

@@ -27,11 +27,14 @@ from kennel.script.hook.names import Collection, CollectionKeys, ModeKeys
 
 class _Stderr(logging.Handler):
     """The hook's few lines go to the script's stderr as it is at each line, whatever logging the script set up
-    (the job keeps its stderr): its own handler, no propagation, so a line is said once."""
+    (the job keeps its stderr): its own handler, no propagation, so a line is said once; folded at its words to 80
+    columns, since ``kennel run`` shows the script's stderr as it comes."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        from kennel.lines import fitted
+
         try:
-            print(self.format(record), file=sys.stderr, flush=True)
+            print(fitted(self.format(record), sys.stderr), file=sys.stderr, flush=True)
         except Exception:
             self.handleError(record)
 
