@@ -123,8 +123,11 @@ def test_scripts_jobs_show_their_hyperparameters_and_logged_metrics_at_80_column
 
     params = {"learning-rate": 0.01, "batch-size": 16, "epochs": 2}
     for number, loss in enumerate([0.91, 0.47]):
-        record = create_job(f"train_model-{number}", kind="script", params=params, status="completed")
-        record.metrics = {"test_loss": loss}
+        metrics = [{"name": "test_loss", "regex": "loss: ([0-9.]+)"}]
+        record = create_job(
+            f"train_model-{number}", kind="script", params=params, status="completed", config={"metrics": metrics}
+        )
+        record.metrics = {"test_loss": loss, "exit_code": 0}  # the exit status is kennel's, not a logged metric
         record.save()
     screen = io.StringIO()
     print_table(jobs_listing(list_jobs()), Console(file=screen, width=80, color_system=None))
@@ -133,7 +136,7 @@ def test_scripts_jobs_show_their_hyperparameters_and_logged_metrics_at_80_column
     # The script's hyperparameters under kennel's headings, its own metric, and no column it would leave empty.
     assert all(f" {name} " in table for name in ("lr", "test_loss")), table
     assert "best valid" not in table and "test acc" not in table and "backbone" not in table
-    assert "0.91" in table and "0.47" in table
+    assert "0.91" in table and "0.47" in table and "exit_code" not in table
     header, *rows = [line.split("\t") for line in kennel("jobs").output.splitlines()]
     assert "metrics.test_loss" in header and "test_accuracy" in header and len(rows) == 2  # TSV keeps them all
 

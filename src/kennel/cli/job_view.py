@@ -107,6 +107,12 @@ def _best_valid(record: JobRecord) -> Any:
 # --- the table and the panel ----------------------------------------------------------------------------
 
 
+def _script_metrics(record: JobRecord) -> list[str]:
+    """The metrics a script's job was told to read from its lines (``--metric NAME=REGEX``), in that order."""
+    defined = record.config.get("metrics") or []
+    return [m["name"] for m in defined if isinstance(m, dict) and isinstance(m.get("name"), str)]
+
+
 def _varying(records: list[JobRecord]) -> list[str]:
     """The hyperparameters, beyond :data:`PARAM_COLUMNS`, whose values differ between the jobs: what a study's
     trials tried, so that the trials can be told apart."""
@@ -131,8 +137,10 @@ def jobs_listing(records: list[JobRecord], caption: str = "", notice: str = "", 
 
     params = [key for key in PARAM_COLUMNS if any(_param(r, key) is not None for r in records)]
     tried = _varying(records) if study else []
-    # What users' scripts logged (kennel run's --metric lines), which kennel's accuracy columns cannot show.
-    logged = list(dict.fromkeys(key for r in records if r.kind == "script" for key in r.metrics))[:SCRIPT_METRICS]
+    # What users' scripts logged (the metrics kennel run read from their lines, by the names they were given),
+    # which kennel's accuracy columns cannot show.
+    logged = list(dict.fromkeys(name for r in records if r.kind == "script" for name in _script_metrics(r)))
+    logged = logged[:SCRIPT_METRICS]
     rows = [
         {
             "id": r.id,
