@@ -59,7 +59,9 @@ def debug_command(
     record = find_job(job)
     folder = record.folder.debug
     if not folder.is_dir():
-        raise Failure(f"job {record.id} has no debugger output (it ran with --debug off)")
+        raise Failure(
+            f"job {record.id} has no debugger output (it ran with --debug off, or ended before its training loop)"
+        )
     rows, whys = rules_summary(folder)
     summary = [{**row.to_dict(), "why": whys.get(row.rule, "")} for row in rows]
     print_listing(rules_listing(record.id, rows, whys), fmt, as_json=summary)

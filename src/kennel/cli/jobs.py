@@ -25,6 +25,7 @@ STUDY = typer.Option(None, "--study", help="only the trials of this tuning study
 STATUS = typer.Option(None, "--status", help=f"only jobs with this status: {', '.join(STATUSES)}")
 LIMIT = typer.Option(30, "--limit", "-n", help="show at most this many, newest first (0: all)")
 AS_JSON = typer.Option(False, "--json", help="print JSON records instead of a table (the same as --format json)")
+RECORD_AS_JSON = typer.Option(False, "--json", help="print the record as JSON instead of a panel")
 FORMAT = format_option()
 
 
@@ -76,7 +77,7 @@ def jobs_ls(
 
 
 @jobs_app.command("show")
-def jobs_show(job: str = typer.Argument(..., help=JOB_HELP), as_json: bool = AS_JSON) -> None:
+def jobs_show(job: str = typer.Argument(..., help=JOB_HELP), as_json: bool = RECORD_AS_JSON) -> None:
     """Everything about one job: record, hyperparameters, metrics, the epochs table and its files."""
     record = find_job(job)
     if as_json:
@@ -91,7 +92,7 @@ def jobs_best(
     study: str = typer.Argument(..., help="the tuning study"),
     metric: str = typer.Option(None, "--metric", help="rank jobs by this record metric instead of the objective"),
     minimize: bool = typer.Option(False, "--minimize", help="with --metric: lower is better (e.g. a loss)"),
-    as_json: bool = AS_JSON,
+    as_json: bool = RECORD_AS_JSON,
 ) -> None:
     """The best of a tuning study: its hyperparameters, job and metrics, written as a config to retrain.
 

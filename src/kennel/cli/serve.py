@@ -111,7 +111,9 @@ def serve_command(
         "script in its code/ or source/ folder ($SAGEMAKER_PROGRAM works too)",
     ),
     model_dir: Path = typer.Option(None, "--model-dir", help="the folder your model_fn loads (SageMaker's model dir)"),
-    name: str = typer.Option(None, "--name", help="the endpoint's name, as boto3's EndpointName gives it; the model's"),
+    name: str = typer.Option(
+        None, "--name", help="the endpoint's name, as boto3's EndpointName gives it (default: the model's)"
+    ),
     handler_threads: int = typer.Option(
         defaults.MAX_DECODES, min=1, help="requests your handlers answer at once, one per thread"
     ),
